@@ -1,0 +1,94 @@
+"""Tiny real media for tests: a real face (scikit-image's astronaut) in videos and images.
+
+MTCNN finds one face in ``skimage.data.astronaut()`` (box about [181, 62, 268, 172] at 512 px), so these
+fixtures let tests check face extraction honestly instead of mocking the detector.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+from skimage.data import astronaut
+
+
+def face_image(size: int = 256) -> np.ndarray:
+    """The astronaut photo as RGB uint8, resized to ``size`` x ``size``."""
+    import cv2
+
+    return cv2.resize(astronaut(), (size, size), interpolation=cv2.INTER_AREA)
+
+
+# The face box in astronaut() at 512 px, as MTCNN reports it (x1, y1, x2, y2).
+ASTRONAUT_FACE_BOX_512 = (181.0, 62.0, 268.0, 172.0)
+
+
+def write_face_video(
+    path: str | Path,
+    n_frames: int = 12,
+    size: int = 256,
+    canvas: int = 320,
+    fps: int = 10,
+    faceless: bool = False,
+) -> tuple[Path, list[tuple[float, float, float, float]]]:
+    """Write an H.264 mp4 where the astronaut moves across a grey canvas; return the path and face boxes.
+
+    The boxes are the face's position in each frame (canvas pixels), derived from the known box in the
+    512 px photo, so tests can check that extracted crops overlap the real face.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = face_image(size)
+    scale = size / 512.0
+    boxes = []
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width = stream.height = canvas
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "23", "preset": "ultrafast"}
+        for i in range(n_frames):
+            frame = np.full((canvas, canvas, 3), 127, np.uint8)
+            if faceless:
+                # A moving gradient: texture without a face.
+                yy, xx = np.mgrid[0:canvas, 0:canvas]
+                frame[..., 0] = ((xx + 7 * i) % 256).astype(np.uint8)
+                frame[..., 1] = ((yy * 2) % 256).astype(np.uint8)
+            else:
+                dx = int((canvas - size) * i / max(n_frames - 1, 1))
+                dy = (canvas - size) // 2
+                frame[dy : dy + size, dx : dx + size] = img
+                x1, y1, x2, y2 = ASTRONAUT_FACE_BOX_512
+                boxes.append((x1 * scale + dx, y1 * scale + dy, x2 * scale + dx, y2 * scale + dy))
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path, boxes
+
+
+def write_face_png(path: str | Path, size: int = 256) -> Path:
+    """Write the astronaut face as a PNG image."""
+    import cv2
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(face_image(size), cv2.COLOR_RGB2BGR))
+    return path
+
+
+def write_corrupt_video(path: str | Path) -> Path:
+    """Write a file with an .mp4 name and garbage bytes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + np.random.default_rng(0).bytes(2048))
+    return path
+
+
+def box_iou(a, b) -> float:
+    """Intersection over union of two (x1, y1, x2, y2) boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
