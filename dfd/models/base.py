@@ -1,0 +1,77 @@
+"""The one interface every detector in dfd exposes to the engine, export and inference."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a detector expects as input, read from the backbone's pretrained config (never hard-coded)."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    # Frames per clip for clip models (ADDNet-3D); None for frame models.
+    clip_len: int | None = None
+
+    def to_dict(self) -> dict:
+        """Plain dict for checkpoints, bundles and JSON."""
+        return asdict(self)
+
+
+class Detector(nn.Module):
+    """A face-crop classifier: normalised images (B,C,H,W) or clips (B,L,C,H,W) in, one logit per sample out.
+
+    Subclasses implement `forward_logits` and `layer_groups`; fine-tuning strategies only use the methods here,
+    so a new backbone works with every strategy once it says how its parameters group from input to head.
+    """
+
+    needs_landmarks: bool = False
+
+    def __init__(self, input_spec: InputSpec) -> None:
+        super().__init__()
+        self.input_spec = input_spec
+        # Norm layers a fine-tuning strategy froze: they stay in eval mode through `train()` so their
+        # running statistics do not drift (Lightning calls `model.train()` every epoch).
+        self.frozen_norms: list[str] = []
+
+    def forward(self, images: torch.Tensor, landmarks: torch.Tensor | None = None) -> torch.Tensor:
+        """Return (B,) logits; 1 = fake."""
+        raise NotImplementedError
+
+    def layer_groups(self) -> list[list[str]]:
+        """Parameter names grouped from input (stem) to output; the last group is the classification head."""
+        raise NotImplementedError
+
+    def lora_targets(self) -> list[str]:
+        """Default module names LoRA adapts for this architecture (Linear or 1x1/grouped-free Conv layers)."""
+        return default_lora_targets(self, exclude=set(self.head_param_names()))
+
+    def head_param_names(self) -> list[str]:
+        """Names of the head's parameters (trainable under every strategy)."""
+        return self.layer_groups()[-1]
+
+    def train(self, mode: bool = True) -> Detector:
+        """Switch modes, keeping the norms a strategy froze in eval mode."""
+        super().train(mode)
+        for name in self.frozen_norms:
+            self.get_submodule(name).train(False)
+        return self
+
+
+def default_lora_targets(model: nn.Module, exclude: set[str]) -> list[str]:
+    """Every Linear and every ungrouped 1x1 Conv2d outside the head: the layers peft's LoRA adapts cleanly."""
+    names = []
+    for name, module in model.named_modules():
+        if f"{name}.weight" in exclude:
+            continue
+        if isinstance(module, nn.Linear) or (
+            isinstance(module, nn.Conv2d) and module.groups == 1 and module.kernel_size == (1, 1)
+        ):
+            names.append(name)
+    return names

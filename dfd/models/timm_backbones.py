@@ -1,0 +1,125 @@
+"""timm backbones with a one-logit head, and the registered presets (vit_b16, convnextv2, efficientnet_b4, ...)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import timm
+import torch
+from timm.models import group_parameters
+
+from dfd.models.base import Detector, InputSpec
+from dfd.models.factory import register_model
+from dfd.models.weights import resolve_pretrained_file
+
+log = logging.getLogger(__name__)
+
+
+def build_timm(
+    arch: str,
+    pretrained: bool = False,
+    weights: str | None = None,
+    weights_dir: str | None = None,
+    img_size: int | None = None,
+    **kwargs: Any,
+) -> torch.nn.Module:
+    """Create a timm model with one output, loading pretrained weights only from local files."""
+    kwargs = {"num_classes": 1, **kwargs}
+    if pretrained or weights:
+        # Resolve the file first so a missing one fails before any model is built, with no network wait.
+        cfg = timm.models.get_pretrained_cfg(arch)
+        cfg_dict = cfg.to_dict() if cfg is not None else {}
+        path = resolve_pretrained_file(arch, cfg_dict, weights=weights, weights_dir=weights_dir)
+        log.info("loading pretrained weights for %s from %s", arch, path)
+        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": path})
+    if img_size is not None:
+        try:
+            return timm.create_model(arch, img_size=img_size, **kwargs)
+        except TypeError:
+            # CNNs take any input size and have no img_size argument; only the InputSpec changes.
+            pass
+    return timm.create_model(arch, **kwargs)
+
+
+def spec_from_timm(model: torch.nn.Module, img_size: int | None = None, clip_len: int | None = None) -> InputSpec:
+    """InputSpec from timm's pretrained config, so normalisation always matches the weights."""
+    cfg = model.pretrained_cfg
+    size = int(img_size if img_size is not None else cfg["input_size"][-1])
+    return InputSpec(
+        size=size,
+        mean=tuple(float(v) for v in cfg["mean"]),
+        std=tuple(float(v) for v in cfg["std"]),
+        interpolation=str(cfg.get("interpolation", "bicubic")),
+        clip_len=clip_len,
+    )
+
+
+def timm_layer_groups(model: torch.nn.Module, prefix: str) -> list[list[str]]:
+    """timm's fine-grained parameter groups (stem, blocks..., head), named as in the enclosing module."""
+    groups = group_parameters(model, model.group_matcher(coarse=False))
+    out = [[f"{prefix}{n}" for n in names] for _, names in sorted(groups.items())]
+    classifier = model.pretrained_cfg.get("classifier", "head")
+    head = {f"{prefix}{n}" for n, _ in model.get_classifier().named_parameters(prefix=classifier)}
+    # Keep the classifier in a group of its own so "head" means the same thing for every backbone.
+    out = [[n for n in g if n not in head] for g in out]
+    return [g for g in out if g] + [sorted(head)]
+
+
+class TimmDetector(Detector):
+    """Any timm image model as a frame-level detector; clips are scored per frame and averaged."""
+
+    def __init__(self, arch: str, img_size: int | None = None, **kwargs: Any) -> None:
+        backbone = build_timm(arch, img_size=img_size, **kwargs)
+        super().__init__(spec_from_timm(backbone, img_size))
+        self.arch = arch
+        self.backbone = backbone
+
+    def forward(self, images: torch.Tensor, landmarks: torch.Tensor | None = None) -> torch.Tensor:
+        """Return (B,) logits; (B,L,C,H,W) clips get the mean of their frames' logits."""
+        if images.ndim == 5:
+            b, n = images.shape[:2]
+            return self.backbone(images.flatten(0, 1)).view(b, n).mean(1)
+        return self.backbone(images).squeeze(-1)
+
+    def layer_groups(self) -> list[list[str]]:
+        """Stem, blocks, head as timm groups them (ViT blocks, ConvNeXt blocks, EfficientNet blocks, ...)."""
+        return timm_layer_groups(self.backbone, "backbone.")
+
+    def lora_targets(self) -> list[str]:
+        """ViT: attention qkv/proj and MLP fc1/fc2; CNNs: every Linear and ungrouped 1x1 conv outside the head."""
+        names = super().lora_targets()
+        if any(n.endswith(".attn.qkv") for n in names):
+            keep = (".attn.qkv", ".attn.proj", ".mlp.fc1", ".mlp.fc2")
+            names = [n for n in names if n.endswith(keep)]
+        return names
+
+
+@register_model("timm")
+def timm_model(arch: str, **kwargs: Any) -> Detector:
+    """Any timm model by name (`model.arch`)."""
+    return TimmDetector(arch, **kwargs)
+
+
+@register_model("vit_b16")
+def vit_b16(arch: str = "vit_base_patch16_224", **kwargs: Any) -> Detector:
+    """ViT-B/16 at 224 px."""
+    return TimmDetector(arch, **kwargs)
+
+
+@register_model("convnextv2")
+def convnextv2(arch: str = "convnextv2_tiny", **kwargs: Any) -> Detector:
+    """ConvNeXt V2 (tiny by default; arch=convnextv2_base for base)."""
+    return TimmDetector(arch, **kwargs)
+
+
+@register_model("efficientnet_b4")
+def efficientnet_b4(arch: str = "efficientnet_b4", img_size: int | None = 380, **kwargs: Any) -> Detector:
+    """EfficientNet-B4 at 380 px: the size the DFDC-era detectors trained at (timm's default is 320)."""
+    return TimmDetector(arch, img_size=img_size, **kwargs)
+
+
+@register_model("xception")
+def xception(arch: str = "legacy_xception", **kwargs: Any) -> Detector:
+    """Xception (timm legacy_xception, 299 px), the FaceForensics++ baseline."""
+    return TimmDetector(arch, **kwargs)
