@@ -1,0 +1,76 @@
+"""``dfd-report``: cross-dataset matrix, generalization gap, heatmaps, ROC and robustness curves from runs.
+
+Usage: ``dfd-report RUNS_DIR... --out DIR [--metric video_auc] [--wandb-offline DIR...]
+[--wandb-project entity/project]``. Plain argparse (not Hydra): it reads finished runs, it configures nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from dfd.report import collect as collect_mod
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface (exposed for docs and tests)."""
+    p = argparse.ArgumentParser(
+        prog="dfd-report",
+        description="Collect results.json files (recursively; Hydra multirun trees work) and W&B runs into a "
+        "cross-dataset report: matrix.csv, gap.csv, results_long.csv, report.md and PNG figures.",
+    )
+    p.add_argument("runs", nargs="*", type=Path, metavar="RUNS_DIR",
+                   help="run or multirun directories (or results.json files)")
+    p.add_argument("--out", type=Path, required=True, help="folder to write the report into (created)")
+    p.add_argument("--metric", default="video_auc",
+                   help="matrix metric, <frame|video>_<auc|acc|ap|eer> (default: video_auc)")
+    p.add_argument("--wandb-offline", nargs="+", type=Path, default=[], metavar="DIR",
+                   help="W&B folders holding offline-run-*/run-*.wandb logs")
+    p.add_argument("--wandb-project", metavar="ENTITY/PROJECT",
+                   help="read finished runs of a W&B project online (needs `wandb login`)")
+    p.add_argument("--group-by", nargs="+", default=list(collect_mod.DEFAULT_GROUP_BY), metavar="KEY",
+                   help="fields of results.json's 'train' section that define a training configuration "
+                   "(default: dataset model finetune; add e.g. lr when a sweep varies it)")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="skip unreadable results files (listed in report.md) instead of stopping")
+    p.add_argument("--title", default="Cross-dataset generalization report", help="report.md title")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``dfd-report`` console script."""
+    args = build_parser().parse_args(argv)
+    if not args.runs and not args.wandb_offline and not args.wandb_project:
+        print("error: give at least one RUNS_DIR, --wandb-offline DIR or --wandb-project", file=sys.stderr)
+        return 2
+    from dfd.report.build import build_report
+    from dfd.report.matrix import parse_metric
+
+    try:
+        parse_metric(args.metric)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # superseded runs are listed in report.md and below
+            result = build_report(args.runs, args.out, metric=args.metric, wandb_offline=args.wandb_offline,
+                                  wandb_project=args.wandb_project, group_by=args.group_by,
+                                  skip_invalid=args.skip_invalid, title=args.title)
+    except collect_mod.ResultsError as e:
+        msg = str(e)
+        hint = "" if msg.startswith("error:") or args.skip_invalid else " (fix or remove it, or pass --skip-invalid)"
+        print(msg if msg.startswith("error:") else f"error: {msg}{hint}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for line in result.skipped:
+        print(f"warning: skipped {line}", file=sys.stderr)
+    for line in result.duplicates:
+        print(f"warning: {line}", file=sys.stderr)
+    print(f"{result.n_files} result file(s), {result.n_configs} configuration(s), {result.n_test_sets} test set(s) "
+          f"-> {result.report}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

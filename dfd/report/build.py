@@ -1,0 +1,59 @@
+"""One call from runs to a finished report folder (what ``dfd-report`` runs; usable from notebooks too)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dfd.report import plots
+from dfd.report.collect import DEFAULT_GROUP_BY, ResultsError, collect
+from dfd.report.markdown import write_report
+from dfd.report.matrix import build_matrix, parse_metric, write_csvs
+
+
+@dataclass
+class ReportResult:
+    """Where the report went and what it covered."""
+
+    report: Path
+    files: dict[str, Path]
+    n_files: int
+    n_configs: int
+    n_test_sets: int
+    skipped: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+
+
+def build_report(runs: Sequence[str | Path], out: str | Path, metric: str = "video_auc",
+                 wandb_offline: Sequence[str | Path] = (), wandb_project: str | None = None,
+                 group_by: Sequence[str] = DEFAULT_GROUP_BY, skip_invalid: bool = False,
+                 title: str = "Cross-dataset generalization report") -> ReportResult:
+    """Collect runs, then write CSVs, figures and ``report.md`` into ``out``."""
+    level, _ = parse_metric(metric)
+    coll = collect(runs, wandb_offline, wandb_project, group_by=group_by, skip_invalid=skip_invalid)
+    if coll.long.empty:
+        raise ResultsError("error: no results found (looked for results.json under "
+                           f"{[str(r) for r in runs]}{' and W&B runs' if wandb_offline or wandb_project else ''})")
+    m = build_matrix(coll.long, metric)
+    if m.empty:
+        available = sorted({f"{lv}_{mt}" for lv, mt in coll.long[["level", "metric"]].drop_duplicates()
+                            .itertuples(index=False)})
+        raise ResultsError(f"error: no run reports test metric '{metric}'; available: {', '.join(available)}")
+    out = Path(out)
+    files = write_csvs(m, coll.long, out)
+    fig_dir = out / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    figures: dict[str, dict[str, Path]] = {
+        "heatmap": {"main": plots.heatmap(m, fig_dir / f"heatmap_{metric}.png")},
+        "roc": plots.roc_curves(coll.roc, coll.long, level, fig_dir),
+        "robustness": plots.robustness_curves(coll.long, metric, fig_dir),
+    }
+    if m.gap["gap"].notna().any():
+        figures["gap"] = {"main": plots.gap_bars(m, fig_dir / f"gap_{metric}.png")}
+    for kind, paths in figures.items():
+        files.update({f"{kind}:{k}": p for k, p in paths.items()})
+    report = write_report(coll, m, figures, out, title=title)
+    files["report"] = report
+    return ReportResult(report=report, files=files, n_files=len(coll.sources), n_configs=len(m.mean),
+                        n_test_sets=m.mean.shape[1], skipped=coll.skipped, duplicates=coll.duplicates)

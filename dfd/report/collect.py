@@ -1,0 +1,242 @@
+"""Collect finished runs' results into one long table that every report view is cut from.
+
+Sources are ``results.json`` files (written by ``dfd-train`` / ``dfd-eval`` into each run directory, found
+recursively so Hydra multirun trees work) and, on request, W&B runs (see :mod:`dfd.report.wandb_runs`), which
+are converted into the same results dictionary first so there is one code path after loading.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+SCHEMA_VERSION = 1
+LEVELS = ("frame", "video")
+RESULTS_FILE = "results.json"
+# What makes two runs "the same training configuration" (several seeds of it are averaged).
+DEFAULT_GROUP_BY = ("dataset", "model", "finetune")
+
+LONG_COLUMNS = [
+    "config", "dataset", "model", "finetune", "experiment", "seed", "kind", "created", "source",
+    "section",  # val | test | per_method | robustness
+    "test_set", "in_domain", "method", "perturbation", "severity",
+    "level",  # frame | video
+    "metric", "value",
+]
+
+
+class ResultsError(ValueError):
+    """A results file (or W&B run) cannot be read as dfd results; the message is one line naming it."""
+
+
+@dataclass
+class Collection:
+    """Everything a report is built from: the long metric table, ROC points and what was skipped."""
+
+    long: pd.DataFrame
+    roc: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # one-line reasons, each naming its file
+    sources: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+
+
+def find_results(paths: Iterable[str | Path]) -> list[Path]:
+    """Every ``results.json`` under the given run / multirun directories (or the files themselves), sorted."""
+    found: set[Path] = set()
+    for p in map(Path, paths):
+        if p.is_file():
+            found.add(p)
+        elif p.is_dir():
+            # Skip W&B's and Hydra's own folders: they never hold dfd results and can be large.
+            found.update(f for f in p.rglob(RESULTS_FILE) if "wandb" not in f.parts and ".submitit" not in f.parts)
+        else:
+            raise ResultsError(f"error: runs directory {p} does not exist")
+    return sorted(found)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _check_metrics(block: Any, where: str) -> dict[str, float]:
+    if not isinstance(block, dict):
+        raise ResultsError(f"{where}: expected a dict of metrics, got {type(block).__name__}")
+    bad = [k for k, v in block.items() if v is not None and not _is_number(v)]
+    if bad:
+        raise ResultsError(f"{where}: metric(s) {bad} are not numbers")
+    return {k: (math.nan if v is None else float(v)) for k, v in block.items()}
+
+
+def _levels(entry: Any, where: str) -> dict[str, dict[str, float]]:
+    if not isinstance(entry, dict):
+        raise ResultsError(f"{where}: expected a dict with 'frame'/'video' metrics, got {type(entry).__name__}")
+    out = {lvl: _check_metrics(entry[lvl], f"{where}.{lvl}") for lvl in LEVELS if entry.get(lvl) is not None}
+    if not out:
+        raise ResultsError(f"{where}: has neither 'frame' nor 'video' metrics")
+    return out
+
+
+def validate_results(data: Any, where: str) -> dict[str, Any]:
+    """Check a parsed results dictionary against schema v1; raise a one-line :class:`ResultsError` if not."""
+    if not isinstance(data, dict):
+        raise ResultsError(f"{where}: top level must be a JSON object, got {type(data).__name__}")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ResultsError(
+            f"{where}: schema_version {version!r} is not supported (this dfd reads {SCHEMA_VERSION}); "
+            "re-run dfd-eval on the checkpoint with this version"
+        )
+    train = data.get("train")
+    if not isinstance(train, dict):
+        raise ResultsError(f"{where}: missing the 'train' section (dataset, model, finetune, seed)")
+    missing = [k for k in ("dataset", "model", "finetune") if train.get(k) in (None, "", [])]
+    if missing:
+        raise ResultsError(f"{where}: 'train' lacks {missing}; the report groups runs by dataset/model/finetune")
+    tests = data.get("test", {})
+    if not isinstance(tests, dict):
+        raise ResultsError(f"{where}: 'test' must map test-set names to metrics, got {type(tests).__name__}")
+    for name, entry in tests.items():
+        _levels(entry, f"{where}: test.{name}")
+    return data
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """Read and validate one ``results.json``; any problem becomes a one-line error naming the file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ResultsError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ResultsError(f"{path}: cannot be read ({e})") from None
+    return validate_results(data, str(path))
+
+
+def _name(value: Any) -> str:
+    # A training mix (leave-one-out) may be written as a list of dataset names.
+    return "+".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+
+def config_label(train: dict[str, Any], group_by: Sequence[str] = DEFAULT_GROUP_BY) -> str:
+    """The row label of a training configuration, e.g. ``ffpp/vit_b16/lora``."""
+    return "/".join(_name(train.get(k, "?")) for k in group_by)
+
+
+def results_to_rows(data: dict[str, Any], source: str, group_by: Sequence[str] = DEFAULT_GROUP_BY
+                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Flatten one validated results dictionary into long-table rows and ROC entries."""
+    train = data["train"]
+    seed = train.get("seed")
+    base = {
+        "config": config_label(train, group_by), "dataset": _name(train["dataset"]), "model": _name(train["model"]),
+        "finetune": _name(train["finetune"]), "experiment": train.get("experiment") or "",
+        "seed": int(seed) if _is_number(seed) else -1, "kind": data.get("kind", "train"),
+        "created": str(data.get("created", "")), "source": source,
+    }
+    rows: list[dict[str, Any]] = []
+    where = source
+
+    def add(section: str, levels: dict[str, dict[str, float]], **extra: Any) -> None:
+        for level, metrics in levels.items():
+            for metric, value in metrics.items():
+                rows.append({**base, "section": section, "test_set": "", "in_domain": False, "method": "",
+                             "perturbation": "", "severity": math.nan, **extra, "level": level,
+                             "metric": metric, "value": value})
+
+    if isinstance(data.get("val"), dict) and data["val"]:
+        add("val", _levels(data["val"], f"{where}: val"))
+    roc: list[dict[str, Any]] = []
+    for name, entry in data.get("test", {}).items():
+        in_domain = bool(entry.get("in_domain", False))
+        add("test", _levels(entry, f"{where}: test.{name}"), test_set=name, in_domain=in_domain)
+        for method, m_entry in (entry.get("per_method") or {}).items():
+            add("per_method", _levels(m_entry, f"{where}: test.{name}.per_method.{method}"),
+                test_set=name, in_domain=in_domain, method=str(method))
+        for level, curve in (entry.get("roc") or {}).items():
+            if isinstance(curve, dict) and curve.get("fpr") and curve.get("tpr"):
+                if len(curve["fpr"]) != len(curve["tpr"]):
+                    raise ResultsError(f"{where}: test.{name}.roc.{level}: fpr and tpr differ in length")
+                roc.append({**base, "test_set": name, "level": level,
+                            "fpr": [float(x) for x in curve["fpr"]], "tpr": [float(x) for x in curve["tpr"]]})
+    for name, perturbations in (data.get("robustness") or {}).items():
+        in_domain = bool(data.get("test", {}).get(name, {}).get("in_domain", False))
+        for pert, points in (perturbations or {}).items():
+            if not isinstance(points, list):
+                raise ResultsError(f"{where}: robustness.{name}.{pert} must be a list of levels")
+            for i, point in enumerate(points):
+                if not isinstance(point, dict) or not _is_number(point.get("level")):
+                    raise ResultsError(f"{where}: robustness.{name}.{pert}[{i}] needs a numeric 'level'")
+                add("robustness", _levels(point, f"{where}: robustness.{name}.{pert}[{i}]"), test_set=name,
+                    in_domain=in_domain, perturbation=str(pert), severity=float(point["level"]))
+    return rows, roc
+
+
+def _dedupe(long: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Keep the newest value when two runs report the same (config, seed, metric): e.g. a dfd-eval re-run."""
+    if long.empty:
+        return long, []
+    key = ["config", "seed", "section", "test_set", "method", "perturbation", "severity", "level", "metric"]
+    long = long.sort_values(["created", "source"], kind="stable")
+    dup = long.duplicated(key, keep="last")
+    notes: list[str] = []
+    if dup.any():
+        pairs = long.loc[dup, ["config", "seed", "source"]].drop_duplicates()
+        for (config, seed), grp in pairs.groupby(["config", "seed"], sort=True):
+            notes.append(f"{config} seed {seed}: {len(grp)} older result file(s) superseded by a newer one "
+                         f"(e.g. {grp['source'].iloc[0]}); pass --group-by to keep them apart")
+    return long.loc[~dup].reset_index(drop=True), notes
+
+
+def collect(run_dirs: Sequence[str | Path] = (), wandb_offline: Sequence[str | Path] = (),
+            wandb_project: str | None = None, group_by: Sequence[str] = DEFAULT_GROUP_BY,
+            skip_invalid: bool = False) -> Collection:
+    """Load every run from directories and W&B into a :class:`Collection` (strict unless ``skip_invalid``)."""
+    loaded: list[tuple[str, dict[str, Any]]] = []
+    skipped: list[str] = []
+
+    def attempt(source: str, loader: Any) -> None:
+        try:
+            loaded.append((source, loader()))
+        except ResultsError as e:
+            if not skip_invalid:
+                raise
+            skipped.append(str(e))
+
+    for path in find_results(run_dirs):
+        attempt(str(path), lambda path=path: load_results(path))
+    if wandb_offline or wandb_project:
+        from dfd.report import wandb_runs
+
+        for run_file in wandb_runs.find_offline_runs(wandb_offline):
+            attempt(str(run_file), lambda f=run_file: wandb_runs.offline_results(f))
+        if wandb_project:
+            for source, loader in wandb_runs.online_runs(wandb_project):
+                attempt(source, loader)
+
+    rows: list[dict[str, Any]] = []
+    rocs: list[dict[str, Any]] = []
+    for source, data in loaded:
+        try:
+            r, c = results_to_rows(data, source, group_by)
+        except ResultsError as e:
+            if not skip_invalid:
+                raise
+            skipped.append(str(e))
+            continue
+        rows += r
+        rocs += c
+    long = pd.DataFrame(rows, columns=LONG_COLUMNS)
+    long, notes = _dedupe(long)
+    # Same rule for curves: the newest file wins for one (config, seed, test set, level).
+    rocs = list({(c["config"], c["seed"], c["test_set"], c["level"]): c
+                 for c in sorted(rocs, key=lambda c: (c["created"], c["source"]))}.values())
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    return Collection(long=long, roc=rocs, skipped=skipped, sources=[s for s, _ in loaded], duplicates=notes)

@@ -1,0 +1,125 @@
+"""``report.md``: the tables and figures of a report as one Markdown page (renders on GitHub)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dfd.report.collect import Collection
+from dfd.report.matrix import Matrix, build_matrix, parse_metric
+
+
+def _cell(mean: float, std: float, bold: bool = False) -> str:
+    if not np.isfinite(mean):
+        return "–"
+    text = f"{mean:.3f}" if not np.isfinite(std) else f"{mean:.3f} ± {std:.3f}"
+    return f"**{text}**" if bold else text
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    esc = [[str(c).replace("|", "\\|") for c in r] for r in [list(header), *rows]]
+    lines = ["| " + " | ".join(esc[0]) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in esc[1:]]
+    return "\n".join(lines)
+
+
+def matrix_table(m: Matrix) -> str:
+    """The matrix as Markdown: mean ± std per cell, in-domain cells bold."""
+    rows = []
+    for config in m.mean.index:
+        cells = [_cell(m.mean.at[config, t], m.std.at[config, t], bool(m.in_domain.at[config, t]))
+                 for t in m.mean.columns]
+        rows.append([config, str(int(m.n_seeds[config])), *cells])
+    return table(["training configuration", "seeds", *m.mean.columns], rows)
+
+
+def gap_table(m: Matrix) -> str:
+    """In-domain, mean cross-domain and their difference per configuration."""
+    rows = [[c, str(int(m.n_seeds[c])), _cell(g.in_domain, g.in_domain_std), _cell(g.cross_domain, g.cross_domain_std),
+             _cell(g.gap, g.gap_std)] for c, g in m.gap.iterrows()]
+    return table(["training configuration", "seeds", "in-domain", "cross-domain (mean)", "gap"], rows)
+
+
+def per_method_tables(long: pd.DataFrame, metric: str) -> list[tuple[str, str]]:
+    """One table per test set that reports per-method results: configurations × manipulation methods."""
+    level, name = parse_metric(metric)
+    sel = long[(long["section"] == "per_method") & (long["level"] == level) & (long["metric"] == name)]
+    out = []
+    for test_set in dict.fromkeys(sel["test_set"]):
+        s = sel[sel["test_set"] == test_set].groupby(["config", "method"])["value"].agg(["mean", "std"])
+        methods = sorted(s.index.get_level_values("method").unique())
+        rows = []
+        for config in sorted(s.index.get_level_values("config").unique()):
+            rows.append([config, *[_cell(*s.loc[(config, mth)]) if (config, mth) in s.index else "–"
+                                   for mth in methods]])
+        out.append((test_set, table(["training configuration", *methods], rows)))
+    return out
+
+
+def _rel(path: Path, out: Path) -> str:
+    return Path(os.path.relpath(path, out)).as_posix()
+
+
+def write_report(coll: Collection, m: Matrix, figures: dict[str, dict[str, Path]], out: Path,
+                 title: str = "Cross-dataset generalization report") -> Path:
+    """Write ``report.md`` into ``out`` and return its path."""
+    long = coll.long
+    runs = long.drop_duplicates(["config", "seed", "source"])[["config", "seed", "kind", "source"]]
+    lines = [
+        f"# {title}", "",
+        f"Generated {datetime.now().isoformat(timespec='seconds')} by `dfd-report` from {runs['source'].nunique()} "
+        f"result file(s): {m.mean.shape[0]} training configuration(s), {m.mean.shape[1]} test set(s).",
+        f"Metric: **{m.metric}** ({'higher' if m.higher_is_better else 'lower'} is better); cells are the mean "
+        "± sample standard deviation over seeds (no ± with a single seed). **Bold**: in-domain test set "
+        "(the training dataset's own test split).", "",
+        f"## Cross-dataset matrix ({m.metric})", "", matrix_table(m), "",
+    ]
+    if "heatmap" in figures:
+        lines += [f"![{m.metric} heatmap]({_rel(figures['heatmap']['main'], out)})", ""]
+    lines += [
+        "## Generalization gap", "",
+        f"Gap = in-domain {m.metric} − mean cross-domain {m.metric}, computed per run and then averaged over "
+        "seeds." + (" For EER a negative gap means the model is worse off-domain." if not m.higher_is_better
+                    else " A large gap means the model learned its training set's artefacts."), "",
+        gap_table(m), "",
+    ]
+    if "gap" in figures:
+        lines += [f"![generalization gap]({_rel(figures['gap']['main'], out)})", ""]
+    if figures.get("roc"):
+        lines += ["## ROC curves", "", "One curve per training configuration, averaged over seeds (shaded: ± std).", ""]
+        lines += [f"### {t}\n\n![ROC on {t}]({_rel(p, out)})\n" for t, p in figures["roc"].items()]
+    methods = per_method_tables(long, m.metric)
+    if methods:
+        lines += ["## Per manipulation method", "",
+                  f"{m.metric} on the test set's real videos plus one method's fakes.", ""]
+        for test_set, tab in methods:
+            lines += [f"### {test_set}", "", tab, ""]
+    if figures.get("robustness"):
+        lines += ["## Robustness", "", f"{m.metric} under test-time perturbations (mean ± std over seeds).", ""]
+        lines += [f"### {p}\n\n![robustness to {p}]({_rel(f, out)})\n" for p, f in figures["robustness"].items()]
+    counts = {"n", "n_real", "n_fake"}  # sample counts, not scores
+    others = sorted({f"{lv}_{mt}" for lv, mt in long.loc[long["section"] == "test", ["level", "metric"]]
+                     .drop_duplicates().itertuples(index=False) if mt not in counts} - {m.metric})
+    if others:
+        lines += ["## Other metrics", ""]
+        for name in others:
+            lines += [f"### {name}", "", matrix_table(build_matrix(long, name)), ""]
+    lines += ["## Runs", "", table(["training configuration", "seed", "kind", "results"],
+                                   [[r.config, str(r.seed), r.kind, f"`{r.source}`"]
+                                    for r in runs.sort_values(["config", "seed"]).itertuples()]), ""]
+    if coll.duplicates:
+        lines += ["## Superseded results", "", *[f"- {d}" for d in coll.duplicates], ""]
+    if coll.skipped:
+        lines += ["## Skipped (unreadable) results", "", *[f"- {s}" for s in coll.skipped], ""]
+    lines += ["## Files", "", "- `matrix.csv` / `matrix_std.csv`: the matrix above (means / std), one row per "
+              "configuration", "- `gap.csv`: the generalization gap", "- `results_long.csv`: every metric of every "
+              "run, seed, level, test set, method and perturbation", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path

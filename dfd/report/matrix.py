@@ -1,0 +1,110 @@
+"""The cross-dataset matrix (training configuration × test set) and the generalization gap, over seeds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dfd.report.collect import LEVELS
+
+META_COLUMNS = ["config", "dataset", "model", "finetune", "n_seeds"]
+# Metrics where a smaller number is the better detector (colour maps and "best" marks flip for them).
+LOWER_IS_BETTER = {"eer", "loss"}
+
+
+def parse_metric(name: str) -> tuple[str, str]:
+    """Split ``video_auc`` into (``video``, ``auc``) so a CLI metric name addresses the long table."""
+    level, _, metric = name.partition("_")
+    if level not in LEVELS or not metric:
+        raise ValueError(f"metric '{name}' must look like <frame|video>_<metric>, e.g. video_auc or frame_eer")
+    return level, metric
+
+
+@dataclass
+class Matrix:
+    """One metric's cross-dataset matrix: means, sample std over seeds, in-domain mask and gap."""
+
+    metric: str
+    per_seed: pd.DataFrame  # index (config, seed), one column per test set
+    mean: pd.DataFrame  # index config
+    std: pd.DataFrame  # sample std (ddof=1); NaN with a single seed
+    n_seeds: pd.Series
+    in_domain: pd.DataFrame  # bool, same shape as mean
+    gap: pd.DataFrame  # in_domain, cross_domain, gap and their std, per config
+    meta: pd.DataFrame  # dataset, model, finetune per config
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Whether larger values mean a better detector (False for EER)."""
+        return parse_metric(self.metric)[1] not in LOWER_IS_BETTER
+
+    @property
+    def empty(self) -> bool:
+        """True when no run reported this metric on any test set."""
+        return self.mean.empty
+
+
+def _ordered_unique(values: pd.Series) -> list[str]:
+    return list(dict.fromkeys(values.tolist()))
+
+
+def build_matrix(long: pd.DataFrame, metric: str = "video_auc") -> Matrix:
+    """Pivot the long table into the cross-dataset matrix of ``metric`` with mean ± std over seeds."""
+    level, name = parse_metric(metric)
+    sel = long[(long["section"] == "test") & (long["level"] == level) & (long["metric"] == name)]
+    # Test sets keep the order runs listed them (the experiment's order); configurations sort by name.
+    test_sets = _ordered_unique(sel.sort_values("source", kind="stable")["test_set"])
+    clash = set(test_sets) & set(META_COLUMNS)
+    if clash:
+        raise ValueError(f"test set name(s) {sorted(clash)} clash with matrix.csv's own columns; rename them")
+    per_seed = sel.pivot_table(index=["config", "seed"], columns="test_set", values="value", aggfunc="first")
+    per_seed = per_seed.reindex(columns=test_sets)
+    per_seed.columns.name = None
+    configs = sorted(sel["config"].unique())
+    grouped = per_seed.groupby(level="config")
+    mean = grouped.mean().reindex(configs)
+    std = grouped.std(ddof=1).reindex(configs)
+    n_seeds = per_seed.reset_index().groupby("config")["seed"].nunique().reindex(configs).rename("n_seeds")
+
+    dom = sel.groupby(["config", "test_set"])["in_domain"].any().unstack()
+    in_domain = dom.reindex(index=configs, columns=test_sets).fillna(False).astype(bool)
+
+    # Gap per run first, then mean ± std over seeds: the spread of the gap is what a reader compares.
+    mask = in_domain.reindex(per_seed.index.get_level_values("config")).to_numpy()
+    values = per_seed.to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        ind = np.where(mask, values, np.nan)
+        cross = np.where(~mask, values, np.nan)
+        cnt_in, cnt_cross = (~np.isnan(ind)).sum(1), (~np.isnan(cross)).sum(1)
+        ind_mean = np.where(cnt_in > 0, np.nansum(ind, 1) / np.maximum(cnt_in, 1), np.nan)
+        cross_mean = np.where(cnt_cross > 0, np.nansum(cross, 1) / np.maximum(cnt_cross, 1), np.nan)
+    run_gap = pd.DataFrame({"in_domain": ind_mean, "cross_domain": cross_mean, "gap": ind_mean - cross_mean},
+                           index=per_seed.index)
+    g = run_gap.groupby(level="config")
+    gap = g.mean().join(g.std(ddof=1), rsuffix="_std").reindex(configs)
+    gap = gap[["in_domain", "in_domain_std", "cross_domain", "cross_domain_std", "gap", "gap_std"]]
+
+    meta = sel.drop_duplicates("config").set_index("config")[["dataset", "model", "finetune"]].reindex(configs)
+    return Matrix(metric=metric, per_seed=per_seed, mean=mean, std=std, n_seeds=n_seeds, in_domain=in_domain,
+                  gap=gap, meta=meta)
+
+
+def write_csvs(m: Matrix, long: pd.DataFrame, out: Path) -> dict[str, Path]:
+    """Write ``matrix.csv``, ``matrix_std.csv``, ``gap.csv`` and ``results_long.csv`` into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    front = m.meta.join(m.n_seeds)
+    paths = {
+        "matrix": out / "matrix.csv",
+        "matrix_std": out / "matrix_std.csv",
+        "gap": out / "gap.csv",
+        "long": out / "results_long.csv",
+    }
+    front.join(m.mean).rename_axis("config").to_csv(paths["matrix"], float_format="%.10g")
+    front.join(m.std).rename_axis("config").to_csv(paths["matrix_std"], float_format="%.10g")
+    m.n_seeds.to_frame().join(m.gap).rename_axis("config").to_csv(paths["gap"], float_format="%.10g")
+    long.sort_values(["config", "seed", "section", "test_set", "method", "perturbation", "severity", "level",
+                      "metric"], kind="stable").to_csv(paths["long"], index=False, float_format="%.10g")
+    return paths

@@ -1,0 +1,166 @@
+"""Figures for a report: matrix heatmap, gap bars, ROC curves per test set, robustness curves.
+
+Figures are built on :class:`matplotlib.figure.Figure` directly (Agg canvas, no pyplot state), so reports can be
+generated on headless machines and inside other programs without touching the global backend.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from dfd.report.matrix import LOWER_IS_BETTER, Matrix, parse_metric
+
+DPI = 120
+GRID = np.linspace(0.0, 1.0, 201)  # common FPR grid for averaging ROC curves over seeds
+
+
+def slug(name: str) -> str:
+    """A file-name-safe form of a test-set or perturbation name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "unnamed"
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _fmt(mean: float, std: float) -> str:
+    if np.isnan(mean):
+        return "–"
+    return f"{mean:.3f}" if np.isnan(std) else f"{mean:.3f}\n±{std:.3f}"
+
+
+def heatmap(m: Matrix, path: Path) -> Path:
+    """Annotated heatmap of the matrix (mean ± std per cell, in-domain cells outlined)."""
+    mean = m.mean.to_numpy(dtype=float)
+    std = m.std.to_numpy(dtype=float)
+    rows, cols = mean.shape
+    fig = _figure(2.8 + 1.25 * cols, 1.4 + 0.55 * rows)
+    ax = fig.add_subplot()
+    finite = mean[np.isfinite(mean)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if hi - lo < 1e-6:
+        lo, hi = lo - 0.05, hi + 0.05
+    cmap = "viridis" if m.higher_is_better else "viridis_r"
+    im = ax.imshow(np.ma.masked_invalid(mean), cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
+    norm = im.norm
+    for i in range(rows):
+        for j in range(cols):
+            v = mean[i, j]
+            # Dark text on the bright end of the colour map, light text on the dark end.
+            bright = np.isfinite(v) and (norm(v) > 0.55 if m.higher_is_better else norm(v) < 0.45)
+            ax.text(j, i, _fmt(v, std[i, j]), ha="center", va="center", fontsize=8,
+                    color="black" if bright or not np.isfinite(v) else "white")
+            if m.in_domain.iat[i, j]:
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2.0, ec="red"))
+    ax.set_xticks(range(cols), list(m.mean.columns), rotation=30, ha="right")
+    ax.set_yticks(range(rows), [f"{c} (n={int(m.n_seeds[c])})" for c in m.mean.index])
+    ax.set_xlabel("test set (red box: in-domain)")
+    ax.set_title(f"cross-dataset {m.metric} (mean ± std over seeds)")
+    fig.colorbar(im, ax=ax, shrink=0.8, label=m.metric)
+    fig.savefig(path)
+    return path
+
+
+def gap_bars(m: Matrix, path: Path) -> Path:
+    """Horizontal bars of the generalization gap per configuration (error bars: std over seeds)."""
+    gap = m.gap.dropna(subset=["gap"])
+    fig = _figure(6.5, 1.2 + 0.45 * max(len(gap), 1))
+    ax = fig.add_subplot()
+    y = np.arange(len(gap))
+    ax.barh(y, gap["gap"], xerr=gap["gap_std"].fillna(0.0), color="tab:orange", capsize=3)
+    ax.set_yticks(y, list(gap.index))
+    ax.axvline(0.0, color="black", lw=0.8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"in-domain − mean cross-domain {m.metric}")
+    ax.set_title("generalization gap")
+    fig.savefig(path)
+    return path
+
+
+def _mean_curve(curves: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Vertical averaging: interpolate each seed's TPR on a common FPR grid, return mean and std."""
+    tprs = []
+    for c in curves:
+        fpr, tpr = np.asarray(c["fpr"], float), np.asarray(c["tpr"], float)
+        order = np.lexsort((tpr, fpr))
+        tprs.append(np.interp(GRID, fpr[order], tpr[order]))
+    t = np.vstack(tprs)
+    return t.mean(0), (t.std(0, ddof=1) if len(t) > 1 else np.zeros_like(GRID))
+
+
+def roc_curves(rocs: list[dict[str, Any]], long: pd.DataFrame, level: str, out: Path) -> dict[str, Path]:
+    """One PNG per test set with one ROC per training configuration (averaged over seeds)."""
+    by_set: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    levels_per_set: dict[str, set[str]] = defaultdict(set)
+    for c in rocs:
+        levels_per_set[c["test_set"]].add(c["level"])
+    for c in rocs:
+        # Fall back to the other level only where a test set has no curve at the requested one.
+        if c["level"] == level or level not in levels_per_set[c["test_set"]]:
+            by_set[c["test_set"]][c["config"]].append(c)
+    auc = long[(long["section"] == "test") & (long["metric"] == "auc")].groupby(
+        ["config", "test_set", "level"])["value"].mean()
+    paths: dict[str, Path] = {}
+    for test_set, configs in by_set.items():
+        fig = _figure(5.6, 5.0)
+        ax = fig.add_subplot()
+        for config in sorted(configs):
+            curves = configs[config]
+            lvl = curves[0]["level"]
+            mean, std = _mean_curve(curves)
+            value = auc.get((config, test_set, lvl), np.nan)
+            label = f"{config} (AUC {value:.3f}, n={len(curves)})" if np.isfinite(value) else config
+            (line,) = ax.plot(GRID, mean, lw=1.6, label=label)
+            if len(curves) > 1:
+                ax.fill_between(GRID, np.clip(mean - std, 0, 1), np.clip(mean + std, 0, 1),
+                                color=line.get_color(), alpha=0.15, lw=0)
+        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.01)
+        ax.set_xlabel("false positive rate (real called fake)")
+        ax.set_ylabel("true positive rate (fake caught)")
+        ax.set_title(f"ROC on {test_set} ({'/'.join(sorted({c[0]['level'] for c in configs.values()}))} level)")
+        ax.legend(loc="lower right", fontsize=7)
+        path = out / f"roc_{slug(test_set)}.png"
+        fig.savefig(path)
+        paths[test_set] = path
+    return paths
+
+
+def robustness_curves(long: pd.DataFrame, metric: str, out: Path) -> dict[str, Path]:
+    """One PNG per perturbation: metric vs perturbation level, a panel per test set, a line per config."""
+    level, name = parse_metric(metric)
+    sel = long[(long["section"] == "robustness") & (long["level"] == level) & (long["metric"] == name)]
+    paths: dict[str, Path] = {}
+    for pert, psel in sel.groupby("perturbation", sort=True):
+        test_sets = list(dict.fromkeys(psel["test_set"]))
+        fig = _figure(4.2 * len(test_sets) + 0.6, 3.8)
+        axes = fig.subplots(1, len(test_sets), squeeze=False)[0]
+        for ax, test_set in zip(axes, test_sets, strict=True):
+            stats = psel[psel["test_set"] == test_set].groupby(["config", "severity"])["value"].agg(["mean", "std"])
+            for config, s in stats.groupby(level="config"):
+                x = s.index.get_level_values("severity").to_numpy()
+                ax.errorbar(x, s["mean"], yerr=s["std"].fillna(0.0), marker="o", ms=3, capsize=2, label=config)
+            if pert == "jpeg":
+                ax.invert_xaxis()  # lower JPEG quality = stronger perturbation, read left to right
+            ax.set_title(test_set)
+            ax.set_xlabel(f"{pert} level")
+            ax.set_ylabel(metric)
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7)
+        fig.suptitle(f"robustness to {pert} ({'lower' if name in LOWER_IS_BETTER else 'higher'} is better)")
+        path = out / f"robustness_{slug(str(pert))}.png"
+        fig.savefig(path)
+        paths[str(pert)] = path
+    return paths

@@ -1,0 +1,223 @@
+"""Read dfd runs back from Weights & Biases, as results dictionaries (schema v1) for :mod:`dfd.report.collect`.
+
+Two paths:
+
+* **Offline run folders** (``wandb/offline-run-*/run-*.wandb``). wandb 0.31 writes no readable summary file
+  offline; config and summary live only in the binary transaction log. Its format: a 7-byte file header
+  (``:W&B``, magic 0xBEE1, version 0) followed by LevelDB-log-style 32 KiB blocks of chunks (crc32 4 bytes,
+  length 2 bytes, type 1 byte: full/first/middle/last) whose payloads are ``wandb_internal_pb2.Record``
+  protobufs. wandb's Python package no longer ships a reader (the Go core writes it), so this module has a
+  small one.
+* **Online projects** via ``wandb.Api()`` (needs a key; not exercised by the tests here).
+
+Metric keys follow dfd's logging: ``test/<set>/<level>_<metric>``, ``test/<set>/in_domain``,
+``val/<level>_<metric>``. The training configuration is read from the run config's ``train`` dict
+(``dataset``, ``model``, ``finetune``, ``seed``, ``experiment``), else from the Hydra groups' ``name`` fields.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dfd.report.collect import LEVELS, SCHEMA_VERSION, ResultsError, validate_results
+
+_HEADER = b":W&B"
+_HEADER_LEN = 7
+_BLOCK = 32768
+_CHUNK_HEADER = 7
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+
+# Where each training-configuration field may sit in a run's config, first match wins.
+_CONFIG_PATHS: dict[str, list[tuple[str, ...]]] = {
+    "dataset": [("train", "dataset"), ("dataset", "name"), ("dataset",)],
+    "model": [("train", "model"), ("model", "name"), ("model",)],
+    "finetune": [("train", "finetune"), ("finetune", "name"), ("finetune", "strategy"), ("finetune",)],
+    "seed": [("train", "seed"), ("seed",), ("trainer", "seed")],
+    "experiment": [("train", "experiment"), ("experiment",)],
+}
+
+
+def find_offline_runs(dirs: Iterable[str | Path]) -> list[Path]:
+    """Every ``run-*.wandb`` log under the given folders (a ``wandb/`` dir, one run folder, or the file)."""
+    found: set[Path] = set()
+    for d in map(Path, dirs):
+        if d.is_file() and d.suffix == ".wandb":
+            found.add(d)
+        elif d.is_dir():
+            found.update(d.rglob("run-*.wandb"))
+        else:
+            raise ResultsError(f"error: W&B folder {d} does not exist (expected a wandb/ dir or an offline-run-* dir)")
+    return sorted(found)
+
+
+def iter_records(path: str | Path) -> Iterator[Any]:
+    """Yield the ``Record`` protobufs of a W&B transaction log; a truncated tail (crashed run) ends the scan."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = Path(path).read_bytes()
+    if data[:4] != _HEADER:
+        raise ResultsError(f"{path}: not a W&B run log (missing the ':W&B' header)")
+    pos, payload = _HEADER_LEN, b""
+    while pos + _CHUNK_HEADER <= len(data):
+        left = _BLOCK - pos % _BLOCK
+        if left < _CHUNK_HEADER:  # block trailer padding
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + _CHUNK_HEADER])
+        pos += _CHUNK_HEADER
+        if kind == 0 and length == 0:  # zero padding (preallocated tail)
+            pos += left - _CHUNK_HEADER
+            continue
+        chunk = data[pos:pos + length]
+        pos += length
+        if len(chunk) < length:
+            return
+        if kind in (_FULL, _FIRST):
+            payload = chunk
+        elif kind in (_MIDDLE, _LAST):
+            payload += chunk
+        else:
+            raise ResultsError(f"{path}: corrupt W&B log (chunk type {kind} at byte {pos - length})")
+        if kind in (_FULL, _LAST):
+            record = pb.Record()
+            record.ParseFromString(payload)
+            yield record
+
+
+def _set(tree: dict[str, Any], keys: Sequence[str], value: Any) -> None:
+    for k in keys[:-1]:
+        node = tree.get(k)
+        if not isinstance(node, dict):
+            node = tree[k] = {}
+        tree = node
+    tree[keys[-1]] = value
+
+
+def _apply(tree: dict[str, Any], items: Iterable[Any], remove: Iterable[Any] = ()) -> None:
+    for item in items:
+        keys = list(item.nested_key) or [item.key]
+        try:
+            value = json.loads(item.value_json)
+        except json.JSONDecodeError:
+            value = item.value_json
+        _set(tree, keys, value)
+    for item in remove:
+        keys = list(item.nested_key) or [item.key]
+        node = tree
+        for k in keys[:-1]:
+            node = node.get(k, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(keys[-1], None)
+
+
+def read_offline_run(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """Config, final summary and start time of an offline run, replayed from its transaction log."""
+    config: dict[str, Any] = {}
+    summary: dict[str, Any] = {}
+    created = ""
+    for record in iter_records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            _apply(config, record.run.config.update)
+            if record.run.HasField("start_time"):
+                created = datetime.fromtimestamp(record.run.start_time.seconds, UTC).isoformat(timespec="seconds")
+        elif kind == "config":
+            _apply(config, record.config.update, record.config.remove)
+        elif kind == "summary":
+            _apply(summary, record.summary.update, record.summary.remove)
+        elif kind == "history":
+            # Summary mirrors the last history row, but a crash can lose the final summary record.
+            _apply(summary, [i for i in record.history.item if not (i.nested_key or [i.key])[0].startswith("_")])
+    config.pop("_wandb", None)
+    return config, summary, created
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "/"))
+        else:
+            out[key] = v
+    return out
+
+
+def _lookup(config: dict[str, Any], field: str) -> Any:
+    for path in _CONFIG_PATHS[field]:
+        node: Any = config
+        for k in path:
+            node = node.get(k) if isinstance(node, dict) else None
+            if node is None:
+                # Some loggers flatten nested config into "a/b" or "a.b" keys.
+                node = config.get("/".join(path), config.get(".".join(path)))
+                break
+        if node is not None and not isinstance(node, dict):
+            return node
+    return None
+
+
+def summary_to_results(config: dict[str, Any], summary: dict[str, Any], source: str, created: str = ""
+                       ) -> dict[str, Any]:
+    """Turn a W&B run's config and summary into a schema-v1 results dictionary (validated)."""
+    train = {f: _lookup(config, f) for f in _CONFIG_PATHS}
+    missing = [f for f in ("dataset", "model", "finetune") if train[f] in (None, "")]
+    if missing:
+        raise ResultsError(
+            f"{source}: W&B config has no {missing}; log a 'train' dict (dataset, model, finetune, seed) in the "
+            "run config, as dfd-train does"
+        )
+    train_sets = set(train["dataset"]) if isinstance(train["dataset"], list) else {str(train["dataset"])}
+    tests: dict[str, dict[str, Any]] = {}
+    val: dict[str, dict[str, float]] = {}
+    for key, value in _flatten(summary).items():
+        parts = key.split("/")
+        if parts[0] == "test" and len(parts) == 3:
+            name, leaf = parts[1], parts[2]
+            entry = tests.setdefault(name, {"in_domain": name in train_sets})
+            if leaf == "in_domain":
+                entry["in_domain"] = bool(value)
+                continue
+            level, _, metric = leaf.partition("_")
+            if level in LEVELS and metric and isinstance(value, int | float) and not isinstance(value, bool):
+                entry.setdefault(level, {})[metric] = float(value)
+        elif parts[0] == "val" and len(parts) == 2:
+            level, _, metric = parts[1].partition("_")
+            if level in LEVELS and metric and isinstance(value, int | float) and not isinstance(value, bool):
+                val.setdefault(level, {})[metric] = float(value)
+    tests = {k: v for k, v in tests.items() if any(lvl in v for lvl in LEVELS)}
+    if not tests:
+        raise ResultsError(f"{source}: W&B run has no test/<set>/<level>_<metric> values in its summary")
+    data = {"schema_version": SCHEMA_VERSION, "kind": "train", "run_dir": source, "created": created,
+            "train": train, "val": val, "test": tests}
+    return validate_results(data, source)
+
+
+def offline_results(path: str | Path) -> dict[str, Any]:
+    """Results dictionary of one offline run log."""
+    config, summary, created = read_offline_run(path)
+    return summary_to_results(config, summary, str(path), created)
+
+
+# --- online (needs a W&B account; kept minimal and separate) --------------------------------------------------
+
+def online_runs(project: str) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
+    """(source, loader) per finished run of ``entity/project`` through ``wandb.Api()``."""
+    import wandb
+
+    try:
+        runs = wandb.Api().runs(project, filters={"state": "finished"})
+    except Exception as e:  # the API raises assorted auth / network errors
+        raise ResultsError(f"error: cannot list W&B runs of '{project}' ({e}); run `wandb login` or set WANDB_API_KEY") from None
+    out = []
+    for run in runs:
+        source = f"wandb:{project}/{run.id}"
+        summary = getattr(run.summary, "_json_dict", None) or dict(run.summary)
+        out.append((source, lambda r=run, s=source, m=summary: summary_to_results(dict(r.config), m, s,
+                                                                                  str(r.created_at or ""))))
+    return out
