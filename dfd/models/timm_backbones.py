@@ -60,8 +60,11 @@ def timm_layer_groups(model: torch.nn.Module, prefix: str) -> list[list[str]]:
     groups = group_parameters(model, model.group_matcher(coarse=False))
     out = [[f"{prefix}{n}" for n in names] for _, names in sorted(groups.items())]
     classifier = model.pretrained_cfg.get("classifier", "head")
-    head = {f"{prefix}{n}" for n, _ in model.get_classifier().named_parameters(prefix=classifier)}
-    # Keep the classifier in a group of its own so "head" means the same thing for every backbone.
+    # The head is the classifier's parent when it is nested (ConvNeXt: head.norm + head.fc), else the
+    # classifier alone; it gets a group of its own so "head" means the same thing for every backbone.
+    parent = classifier.rpartition(".")[0]
+    head_prefix = f"{prefix}{parent or classifier}."
+    head = {n for g in out for n in g if n.startswith(head_prefix)}
     out = [[n for n in g if n not in head] for g in out]
     return [g for g in out if g] + [sorted(head)]
 
@@ -85,6 +88,10 @@ class TimmDetector(Detector):
     def layer_groups(self) -> list[list[str]]:
         """Stem, blocks, head as timm groups them (ViT blocks, ConvNeXt blocks, EfficientNet blocks, ...)."""
         return timm_layer_groups(self.backbone, "backbone.")
+
+    def no_weight_decay(self) -> set[str]:
+        """timm's own no-decay list (position embeddings, class tokens)."""
+        return {f"backbone.{n}" for n in getattr(self.backbone, "no_weight_decay", set)()}
 
     def lora_targets(self) -> list[str]:
         """ViT: attention qkv/proj and MLP fc1/fc2; CNNs: every Linear and ungrouped 1x1 conv outside the head."""
