@@ -327,7 +327,10 @@ class SelfBlendedPairs(torch.utils.data.Dataset):
 
 
 def pair_collate(batch: list[list[dict]]) -> dict[str, torch.Tensor]:
-    """Flatten a batch of pairs into one dict of stacked tensors (image, label, video, index, landmarks, sbi)."""
+    """Flatten a batch of pairs into one dict of stacked tensors (image, label, video, index, landmarks, sbi).
+
+    Dtypes are the base dataset's (e.g. float labels for BCE); pairs stay adjacent: rows 2k, 2k+1.
+    """
     flat = [s for pair in batch for s in pair]
     out: dict[str, torch.Tensor] = {}
     for k in flat[0]:
@@ -338,8 +341,6 @@ def pair_collate(batch: list[list[dict]]) -> dict[str, torch.Tensor]:
             out[k] = torch.from_numpy(np.stack(values))
         else:
             out[k] = torch.as_tensor(values)
-    if "label" in out:
-        out["label"] = out["label"].long()
     return out
 
 
