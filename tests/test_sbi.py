@@ -33,7 +33,7 @@ def test_blend_changes_pixels_only_inside_mask(face, seed):
     fake, mask = SelfBlend()(img, lm, np.random.default_rng(seed))
     assert fake.dtype == np.uint8 and fake.shape == img.shape
     assert mask.dtype == np.float32 and mask.shape == img.shape[:2]
-    assert 0.0 <= mask.min() and mask.max() <= 1.0 and mask.max() >= 0.25
+    assert mask.min() >= 0.0 and mask.max() <= 1.0 and mask.max() >= 0.25
     changed = (fake != img).any(axis=2)
     assert changed.sum() > 50, "the blend changed (almost) nothing"
     assert not (changed & ~_support(mask)).any(), "pixels changed outside the mask"
@@ -67,7 +67,9 @@ def test_mask_follows_landmarks(face):
     # Cheeks and chin are covered: the mask reaches well beyond the 5 points' bounding box.
     on = m0 > 0.5
     ys, xs = np.nonzero(on)
-    assert xs.min() < lm0[:, 0].min() - 5 and xs.max() > lm0[:, 0].max() + 5 and ys.max() > lm0[:, 1].max() + 8
+    assert (
+        xs.min() < lm0[:, 0].min() - 5 and xs.max() > lm0[:, 0].max() + 5 and ys.max() > lm0[:, 1].max() + 8
+    )
     shift = np.array([40.0, -25.0], np.float32)
     m1 = blend.mask(lm0 + shift, big.shape[:2], np.random.default_rng(3))
     np.testing.assert_allclose(_centroid(m1) - _centroid(m0), shift, atol=1.5)
@@ -77,7 +79,10 @@ def test_mask_follows_landmarks(face):
 
 
 def test_rich_landmarks_use_their_hull_and_missing_ones_an_ellipse():
-    blend, shape = SelfBlend(elastic=0, hull_jitter=0, hull_scale=(1, 1), erode_dilate=0, blur=(0, 0)), (96, 96)
+    blend, shape = (
+        SelfBlend(elastic=0, hull_jitter=0, hull_scale=(1, 1), erode_dilate=0, blur=(0, 0)),
+        (96, 96),
+    )
     t = np.linspace(0, 2 * np.pi, 68, endpoint=False)
     ring = np.stack([30 + 12 * np.cos(t), 60 + 15 * np.sin(t)], 1).astype(np.float32)  # off-centre "face"
     m = blend.mask(ring, shape, np.random.default_rng(0))
