@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import abc
+import hashlib
+import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
-from dfd.data.schema import read_manifest, validate_index
+from dfd.data.schema import INDEX_COLUMNS, SPLITS, read_manifest, validate_index, write_parquet
+
+VIDEO_EXTS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
+IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 
 
 class DatasetError(ValueError):
@@ -48,6 +54,12 @@ class DatasetSource(abc.ABC):
             )
         return validate_index(self._index_rows(), where=f"{self.name} index ({self.root})")
 
+    def write_index(self, path: str | Path) -> pd.DataFrame:
+        """Build the index and write it atomically to ``path`` (what ``dfd-index`` does)."""
+        df = self.build_index()
+        write_parquet(df, path)
+        return df
+
     @property
     def manifest_path(self) -> Path:
         """The frame manifest that ``dfd-extract`` writes for this dataset."""
@@ -71,3 +83,90 @@ class DatasetSource(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, root={str(self.root)!r})"
+
+
+def media_kind(path: str | Path) -> str | None:
+    """``"video"`` or ``"image"`` from a file's extension, None for anything else (masks, models, notes)."""
+    ext = Path(path).suffix.lower()
+    return "video" if ext in VIDEO_EXTS else "image" if ext in IMAGE_EXTS else None
+
+
+def find_media(top: str | Path, frame_folders: bool = True) -> list[tuple[Path, str]]:
+    """Every video, image and frames-of-a-video folder below ``top`` as (path, kind), in a stable order.
+
+    Why: generic layouts mix loose images, videos and folders of extracted frames. A leaf folder (below
+    ``top``) holding only numerically named images (``0.png``, ``0017.jpg``) is taken as one video's frames.
+    """
+    top = Path(top)
+    items: list[tuple[Path, str]] = []
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        folder = Path(dirpath)
+        media = [(f, media_kind(f)) for f in sorted(filenames) if not f.startswith(".")]
+        media = [(f, k) for f, k in media if k]
+        if (
+            frame_folders and folder != top and not dirnames and len(media) >= 2
+            and all(k == "image" and Path(f).stem.isdigit() for f, k in media)
+        ):
+            items.append((folder, "frames"))
+            continue
+        items += [(folder / f, k) for f, k in media]
+    return items
+
+
+def index_frame(rows: Iterable[dict], extra: Iterable[str] = ()) -> pd.DataFrame:
+    """Rows (dicts) -> a DataFrame with the index columns first, then the source's extra columns."""
+    columns = [*INDEX_COLUMNS, *extra]
+    return pd.DataFrame(list(rows), columns=columns)
+
+
+def _rank(salt: str, group: str) -> str:
+    # A content hash, not Python's salted hash(): the same groups land in the same split on every machine.
+    return hashlib.sha1(f"{salt}\0{group}".encode()).hexdigest()
+
+
+def assign_splits(
+    groups: Iterable[str], val_fraction: float = 0.0, test_fraction: float = 0.0, salt: str = ""
+) -> dict[str, str]:
+    """Deterministically send whole groups (identities, archives, videos) to train/val/test.
+
+    Why: datasets without an official split still need held-out sets that never share a group with train,
+    and that are the same on every machine and every run. At least one group stays in train, and a non-zero
+    fraction carves at least one group when there are enough.
+    """
+    if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise DatasetError(
+            f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in [0, 1) and sum below 1"
+        )
+    ranked = sorted(set(groups), key=lambda g: (_rank(salt, g), g))
+    n = len(ranked)
+
+    def count(fraction: float, room: int) -> int:
+        return 0 if fraction <= 0 or room <= 0 else min(max(1, round(fraction * n)), room)
+
+    n_test = count(test_fraction, n - 1)
+    n_val = count(val_fraction, n - 1 - n_test)
+    return {g: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, g in enumerate(ranked)}
+
+
+def carve_rows(
+    rows: list[dict], val_fraction: float, test_fraction: float, salt: str, within: str = "", key: str = "video_id"
+) -> None:
+    """Give rows whose split is ``within`` a carved split, whole ``key`` groups at a time, per label.
+
+    Per label, so every carved split holds both classes; by group, so no group straddles two splits.
+    """
+    for label in (0, 1):
+        groups = [r[key] for r in rows if r["split"] == within and r["label"] == label]
+        carve = assign_splits(groups, val_fraction, test_fraction, salt=f"{salt}-{label}")
+        for r in rows:
+            if r["split"] == within and r["label"] == label:
+                r["split"] = carve[r[key]]
+
+
+def index_counts(df: pd.DataFrame) -> pd.DataFrame:
+    """Videos per split x label x method (``dfd-index`` prints it; tests and reports compare it)."""
+    counts = df.groupby(["split", "label", "method"], observed=True).size().rename("videos").reset_index()
+    order = {s: i for i, s in enumerate(SPLITS)}
+    counts["_o"] = counts["split"].map(order)
+    return counts.sort_values(["_o", "label", "method"]).drop(columns="_o").reset_index(drop=True)

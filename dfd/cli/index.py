@@ -1,0 +1,42 @@
+"""``dfd-index``: a dataset's official layout -> its video index (Parquet) and a table of counts."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from dfd.cli._hydra import hydra_entry
+
+
+@hydra_entry("index")
+def main(cfg: DictConfig) -> None:
+    """Index a dataset as downloaded so extraction and training agree on videos, labels and splits."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+    from rich.console import Console
+    from rich.table import Table
+
+    from dfd.data.schema import SchemaError
+    from dfd.data.sources.base import DatasetError, index_counts
+
+    try:
+        source = instantiate(cfg.dataset)
+        df = source.write_index(cfg.index_path)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, DatasetError | SchemaError):
+            raise SystemExit(f"error: {cause}") from None
+        raise
+    except (DatasetError, SchemaError) as e:
+        raise SystemExit(f"error: {e}") from None
+
+    table = Table(title=f"{source.name}: {len(df)} videos -> {cfg.index_path}")
+    for col in ("split", "label", "method", "videos"):
+        table.add_column(col, justify="right" if col == "videos" else "left")
+    for row in index_counts(df).itertuples(index=False):
+        table.add_row(row.split, f"{row.label} ({'fake' if row.label else 'real'})", row.method, str(row.videos))
+    console = Console()
+    console.print(table)
+    for attr in ("skipped", "dropped"):
+        items = getattr(source, attr, None)
+        if items:
+            console.print(f"{attr}: {len(items)} (e.g. {items[:3]})")
