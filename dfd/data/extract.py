@@ -151,20 +151,21 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 # ----------------------------------------------------------------------------------------------- worker
 
-_DETECTOR: FaceDetector | None = None
+_DETECTORS: dict[tuple, FaceDetector] = {}
 
 
 def _detector(cfg: ExtractConfig) -> FaceDetector:
-    # One MTCNN per process, built on first use (workers never rebuild it per video).
-    global _DETECTOR
-    if _DETECTOR is None:
-        _DETECTOR = FaceDetector(
+    # One MTCNN per process and setting, built on first use (never rebuilt per video).
+    key = (cfg.min_face_size, cfg.batch_size, cfg.detect_size, cfg.device)
+    if key not in _DETECTORS:
+        _DETECTORS.clear()
+        _DETECTORS[key] = FaceDetector(
             min_face_size=cfg.min_face_size,
             batch_size=cfg.batch_size,
             detect_size=cfg.detect_size,
             device=cfg.device,
         )
-    return _DETECTOR
+    return _DETECTORS[key]
 
 
 def _init_worker(cfg: ExtractConfig, needs_detector: bool) -> None:
@@ -358,6 +359,8 @@ def extract_faces(
     root, cache_dir = Path(root), Path(cache_dir)
     _check_cache_settings(cache_dir, cfg)
     (cache_dir / "parts").mkdir(parents=True, exist_ok=True)
+    for tmp in (cache_dir / "parts").glob(".*.tmp*"):  # left by a killed run
+        tmp.unlink(missing_ok=True)
 
     ids = index["video_id"].tolist()
     done = {v for v in ids if _part_path(cache_dir, v).is_file()}
@@ -413,8 +416,14 @@ def _progress(items: Iterable[dict[str, Any]], total: int, completed: int, enabl
     if not enabled:
         yield from items
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.progress import TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     columns = (
         TextColumn("extracting faces"),

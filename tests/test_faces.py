@@ -1,0 +1,73 @@
+"""Batched MTCNN detection (real weights), face choice, square crops and landmark mapping."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from dfd.data.faces import Detections, FaceDetector, choose_face, crop_box, crop_face
+from tests.media import ASTRONAUT_FACE_BOX_512, box_iou, face_image
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return FaceDetector(batch_size=4)
+
+
+def test_detects_real_face_in_mixed_size_batch(detector):
+    big, small = face_image(256), face_image(128)
+    grey = np.full((128, 128, 3), 127, np.uint8)
+    dets = detector.detect([big, small, grey, small])
+    assert [len(d) for d in dets] == [1, 1, 0, 1]
+    d = dets[0]
+    assert d.boxes.dtype == np.float32 and d.landmarks.shape == (1, 5, 2) and d.probs[0] > 0.99
+    truth = np.array(ASTRONAUT_FACE_BOX_512) / 2
+    assert box_iou(d.boxes[0], truth) > 0.7
+    assert box_iou(dets[1].boxes[0], truth / 2) > 0.6
+    assert np.allclose(dets[1].boxes, dets[3].boxes)  # batching does not mix images up
+
+
+def test_detect_size_maps_boxes_back_to_source_pixels():
+    det = FaceDetector(detect_size=128).detect([face_image(256)])[0]
+    assert box_iou(det.boxes[0], np.array(ASTRONAUT_FACE_BOX_512) / 2) > 0.6
+
+
+def test_choose_face_largest_or_confident():
+    det = Detections(
+        np.array([[0, 0, 10, 10], [0, 0, 50, 50], [0, 0, 30, 30]], np.float32),
+        np.array([0.99, 0.95, 0.5], np.float32),
+        np.zeros((3, 5, 2), np.float32),
+    )
+    assert choose_face(det, "largest", 0.9) == 1
+    assert choose_face(det, "confident", 0.9) == 0
+    assert choose_face(det, "largest", 0.4) == 1
+    assert choose_face(det, "largest", 0.999) is None
+    with pytest.raises(ValueError, match="largest"):
+        choose_face(det, "biggest")
+
+
+def test_crop_pads_at_border_and_maps_landmarks():
+    img = np.zeros((100, 100, 3), np.uint8)
+    img[:, :] = (10, 200, 30)
+    box = np.array([-10, -10, 30, 30], np.float32)  # face over the top-left corner
+    lm = np.array([[0, 0], [20, 0], [10, 10], [0, 20], [20, 20]], np.float32)
+    crop, lmc = crop_face(img, box, lm, margin=1.5, size=60)
+    assert crop.shape == (60, 60, 3) and lmc.dtype == np.float32
+    x0, y0, side = crop_box(box, 1.5)
+    assert (x0, y0, side) == (-20, -20, 60)
+    assert np.allclose(lmc, (lm + 20) * 60 / 60)
+    assert crop[:15, :15].max() == 0 and tuple(crop[40, 40]) == (10, 200, 30)  # padding black, face kept
+
+
+def test_real_landmarks_land_inside_crop(detector):
+    img = face_image(256)
+    d = detector.detect([img])[0]
+    crop, lm = crop_face(img, d.boxes[0], d.landmarks[0], margin=1.3, size=96)
+    assert np.all((lm > 0) & (lm < 96))
+    # Eyes above the mouth, left eye left of the right eye, in crop coordinates too.
+    assert lm[0, 0] < lm[1, 0] and lm[:2, 1].max() < lm[3:, 1].min()
+    # The crop is centred on the face: re-detecting in the crop finds it in the middle.
+    d2 = detector.detect([cv2.resize(crop, (160, 160))])[0]
+    cx = (d2.boxes[0, 0] + d2.boxes[0, 2]) / 2
+    assert abs(cx - 80) < 16
