@@ -29,14 +29,15 @@ def main(cfg: DictConfig) -> None:
     except (DatasetError, SchemaError) as e:
         raise SystemExit(f"error: {e}") from None
 
-    table = Table(title=f"{source.name}: {len(df)} videos -> {cfg.index_path}")
+    table = Table(title=f"{source.name}: videos by split, label and method")
     for col in ("split", "label", "method", "videos"):
         table.add_column(col, justify="right" if col == "videos" else "left")
     for row in index_counts(df).itertuples(index=False):
         table.add_row(row.split, f"{row.label} ({'fake' if row.label else 'real'})", row.method, str(row.videos))
     console = Console()
     console.print(table)
-    for attr in ("skipped", "dropped"):
+    for attr in ("skipped", "dropped"):  # unreadable archives; videos dropped to keep identities apart
         items = getattr(source, attr, None)
         if items:
-            console.print(f"{attr}: {len(items)} (e.g. {items[:3]})")
+            console.print(f"{attr}: {len(items)}, e.g. {items[0]}", soft_wrap=True)
+    console.print(f"wrote {len(df)} videos to {cfg.index_path}", soft_wrap=True)
