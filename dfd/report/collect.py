@@ -233,6 +233,13 @@ def collect(run_dirs: Sequence[str | Path] = (), wandb_offline: Sequence[str | P
         rows += r
         rocs += c
     long = pd.DataFrame(rows, columns=LONG_COLUMNS)
+    if "experiment" not in group_by and long["experiment"].nunique() > 1:
+        # Runs from several studies: the same (dataset, model, finetune) can mean different training recipes
+        # (e.g. FF++ alone vs FF++ in a leave-one-out mix), so keep studies apart in the row labels.
+        prefix = {s: (f"{s}:" if s else "") for s in long["experiment"].unique()}
+        long["config"] = long["experiment"].map(prefix) + long["config"]
+        for c in rocs:
+            c["config"] = prefix[c["experiment"]] + c["config"]
     long, notes = _dedupe(long)
     # Same rule for curves: the newest file wins for one (config, seed, test set, level).
     rocs = list({(c["config"], c["seed"], c["test_set"], c["level"]): c
