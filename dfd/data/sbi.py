@@ -44,6 +44,7 @@ _FACE_TEMPLATE = np.array(
 _ELLIPSE = (0.5, 0.52, 0.30, 0.38)
 
 _FREQ_OPS = ("downscale", "sharpen", "jpeg")
+_MASK_GRID = 128  # the mask is computed at most this many pixels wide, then upsampled
 
 
 def face_region(landmarks: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
@@ -159,17 +160,23 @@ class SelfBlend:
     ) -> np.ndarray:
         """Soft blending mask (float32 HxW in [0, 1]) from the face region, randomly deformed and blurred."""
         h, w = shape
-        poly = face_region(landmarks, shape)
+        # The mask ends up blurred, so it is drawn, warped, eroded and blurred on a grid of at most
+        # _MASK_GRID px and upsampled once: the cost no longer grows with the crop size.
+        f = min(1.0, _MASK_GRID / max(h, w))
+        gh, gw = max(1, round(h * f)), max(1, round(w * f))
+        poly = face_region(landmarks, shape) * np.float32(f)
         centre = poly.mean(axis=0)
-        size = float(np.sqrt(max(cv2.contourArea(poly), 1.0)))  # face scale in pixels
+        size = float(np.sqrt(max(cv2.contourArea(poly), 1.0)))  # face scale in grid pixels
         # Random affine of the hull around its centre, then per-vertex jitter: mask shape diversity.
         angle = rng.uniform(-0.1, 0.1)
         rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]], np.float32)
         poly = (poly - centre) @ (rot * rng.uniform(*self.hull_scale, size=2).astype(np.float32)).T + centre
         poly = poly + rng.normal(0, self.hull_jitter * size, poly.shape).astype(np.float32)
         hull = cv2.convexHull(poly.astype(np.float32)).reshape(-1, 2)
-        m = np.zeros((h, w), np.float32)
-        cv2.fillPoly(m, [np.round(hull).astype(np.int32)], 1.0)
+        canvas = np.zeros((gh, gw), np.uint8)
+        # Sub-pixel vertices and an anti-aliased edge keep the small grid from snapping the outline.
+        cv2.fillPoly(canvas, [np.round(hull * 16).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=4)
+        m = canvas.astype(np.float32) * np.float32(1 / 255)
         if self.elastic > 0:
             m = self._elastic(m, size, rng)
         k = int(round(rng.uniform(0, self.erode_dilate) * size))
@@ -179,32 +186,37 @@ class SelfBlend:
         sigma = rng.uniform(*self.blur) * size
         if sigma > 0.3:
             m = cv2.GaussianBlur(m, (0, 0), sigma)
+        if (gh, gw) != (h, w):
+            m = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
         peak = float(m.max())
         if peak <= 0:  # the face region fell outside the crop: blend nothing rather than crash
             return m
         # Tiny blur tails would change pixels by < 1 grey level anywhere in the crop; cut them so the
         # support of the mask is exactly where the fake differs.
-        m = m / peak
+        m *= 1.0 / peak
         m[m < 1e-3] = 0.0
-        return m * float(rng.choice(self.blend_ratios))
+        m *= float(rng.choice(self.blend_ratios))
+        return m
 
     # -- source-target generator ------------------------------------------------------------------------
 
     def _statistics(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Colour then frequency change: the source/target mismatch a face swap leaves."""
         out = image
+        levels = np.arange(256, dtype=np.float32)[:, None]
         if self.hue > 0 or self.saturation > 0 or self.value > 0:
-            hsv = cv2.cvtColor(out, cv2.COLOR_RGB2HSV_FULL).astype(np.float32)
-            hsv[..., 0] = (hsv[..., 0] + rng.uniform(-self.hue, self.hue) * 256.0) % 256.0
-            hsv[..., 1:] *= 1.0 + rng.uniform(-1, 1, 2).astype(np.float32) * [self.saturation, self.value]
-            out = cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB_FULL)
+            # Hue shift (cyclic) and saturation/value gains as one 3-channel lookup table in HSV.
+            dh = rng.uniform(-self.hue, self.hue) * 256.0
+            gs, gv = 1.0 + rng.uniform(-1, 1, 2) * (self.saturation, self.value)
+            lut = np.concatenate([(levels + dh) % 256.0, levels * gs, levels * gv], axis=1)
+            hsv = cv2.LUT(cv2.cvtColor(out, cv2.COLOR_RGB2HSV_FULL), _lut(lut))
+            out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL)
+        # Contrast around the image mean, brightness and a per-channel shift: one per-channel table.
         gain = 1.0 + rng.uniform(-self.contrast, self.contrast)
         offset = rng.uniform(-self.brightness, self.brightness) * 255.0
         shift = rng.uniform(-self.rgb_shift, self.rgb_shift, 3)
-        mean = out.reshape(-1, 3).mean(axis=0)
-        # Contrast around the image mean, plus brightness and a per-channel shift: one fused pass.
-        out = (out.astype(np.float32) - mean) * gain + (mean + offset + shift)
-        out = np.clip(out, 0, 255).astype(np.uint8)
+        mean = np.asarray(cv2.mean(out)[:3], np.float32)
+        out = cv2.LUT(out, _lut((levels - mean) * gain + (mean + offset + shift)))
         if self.freq_ops:
             out = self._frequency(out, self.freq_ops[rng.integers(len(self.freq_ops))], rng)
         return out
@@ -242,6 +254,11 @@ class SelfBlend:
         dy = cv2.resize(field[1], (w, h), interpolation=cv2.INTER_CUBIC)
         gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
         return cv2.remap(m, gx + dx, gy + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def _lut(table: np.ndarray) -> np.ndarray:
+    """A (256, 3) float table as the (1, 256, 3) uint8 lookup table cv2.LUT applies per channel."""
+    return np.clip(np.rint(table), 0, 255).astype(np.uint8).reshape(1, 256, 3)
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
