@@ -60,17 +60,29 @@ def make_ffpp(
     pairs: dict | None = None,
     with_dfd: bool = False,
     write_splits: bool = True,
+    frames: int = 0,
 ) -> Path:
-    """FF++ as the download script writes it, plus ``splits/{train,val,test}.json`` in the official format."""
+    """FF++ as the download script writes it, plus ``splits/{train,val,test}.json`` in the official format.
+
+    ``frames`` > 0 also writes that many PNGs per video as the FF++ repo's extraction script does
+    (``<comp>/images/<stem>/0000.png``, 0-based, 4 digits).
+    """
     pairs = pairs or FFPP_PAIRS
     clip = _clip_bytes(root.parent)
+    png = _png_bytes() if frames else b""
+
+    def video(folder: Path, stem: str) -> None:
+        _video(folder / compression / "videos" / f"{stem}.mp4", clip)
+        for f in range(frames):
+            _video(folder / compression / "images" / stem / f"{f:04d}.png", png)
+
     ids = sorted({v for split in pairs.values() for p in split for v in p})
     for vid in ids:
-        _video(root / "original_sequences/youtube" / compression / "videos" / f"{vid}.mp4", clip)
+        video(root / "original_sequences/youtube", vid)
     for method in methods:
         for a, b in (p for split in pairs.values() for p in split):
             for stem in (f"{a}_{b}", f"{b}_{a}"):
-                _video(root / "manipulated_sequences" / method / compression / "videos" / f"{stem}.mp4", clip)
+                video(root / "manipulated_sequences" / method, stem)
                 # Masks (no <comp> level) and Deepfakes' models must not be mistaken for videos to index.
                 if method != "FaceShifter":
                     _video(root / "manipulated_sequences" / method / "masks/videos" / f"{stem}.mp4", b"mask")
@@ -79,10 +91,10 @@ def make_ffpp(
     if with_dfd:
         for actor in FFPP_DFD_ACTORS:
             for scene in FFPP_DFD_SCENES:
-                _video(root / "original_sequences/actors" / compression / "videos" / f"{actor}__{scene}.mp4", clip)
+                video(root / "original_sequences/actors", f"{actor}__{scene}")
         for i, (t, s) in enumerate(FFPP_DFD_FAKES):
-            name = f"{t}_{s}__{FFPP_DFD_SCENES[i % 2]}__{'ABCDEFGH'[i:] + 'XYZ0123'[: i]}.mp4"
-            _video(root / "manipulated_sequences/DeepFakeDetection" / compression / "videos" / name, clip)
+            name = f"{t}_{s}__{FFPP_DFD_SCENES[i % 2]}__{'ABCDEFGH'[i:] + 'XYZ0123'[: i]}"
+            video(root / "manipulated_sequences/DeepFakeDetection", name)
     if write_splits:
         (root / "splits").mkdir(parents=True, exist_ok=True)
         for split, split_pairs in pairs.items():

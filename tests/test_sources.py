@@ -73,6 +73,15 @@ def test_ffpp_lossless_alias_and_extra_methods(tmp_path):
     assert set(df[df.label == 1].method) == {"FaceShifter"}
 
 
+def test_ffpp_extracted_frames_as_media(tmp_path):
+    pairs = {"train": [["001", "002"]], "val": [["003", "004"]], "test": [["005", "006"]]}
+    root = L.make_ffpp(tmp_path / "ff", methods=("Deepfakes",), pairs=pairs, frames=2)
+    df = FFPP("ffpp", root, tmp_path, methods=["Deepfakes"], media="images").build_index().set_index("video_id")
+    assert len(df) == 12 and set(df.kind) == {"frames"}
+    assert df.loc["Deepfakes/003_004", "path"] == "manipulated_sequences/Deepfakes/c23/images/003_004"
+    assert sorted(p.name for p in (root / df.loc["youtube/001", "path"]).iterdir()) == ["0000.png", "0001.png"]
+
+
 def test_ffpp_deepfakedetection_is_split_by_actor(ffpp_root, tmp_path):
     src = FFPP("ffpp", ffpp_root, tmp_path, methods=["DeepFakeDetection"], dfd_val_fraction=0.25,
                dfd_test_fraction=0.25)
@@ -140,6 +149,19 @@ def test_celebdf_can_keep_test_identities_out_of_train(tmp_path):
     df = CelebDF("celebdf_v2", root, tmp_path / "c", exclude_test_identities=True).build_index()
     by = _ids_by_split(df)
     assert not by["test"] & (by["train"] | by.get("val", set()))
+
+
+def test_celebdf_straddlers_to_val_keep_train_clean(tmp_path):
+    root = L.make_celebdf(tmp_path / "cd")
+    strict = CelebDF("celebdf_v2", root, tmp_path, val_fraction=0.5)
+    loose = CelebDF("celebdf_v2", root, tmp_path, val_fraction=0.5, val_straddlers="val")
+    a, b = strict.build_index(), loose.build_index()
+    assert strict.dropped and not loose.dropped and len(b) == len(a) + len(strict.dropped) == 29
+    assert set(b[b.video_id.isin(strict.dropped)].split) == {"val"}
+    # Train never shows a val celebrity; val may show a train face (the straddlers' other identity).
+    val_ids = {i for i in b[b.split == "val"].identity if i.startswith("id")} - set(a[a.split == "train"].identity)
+    train = b[b.split == "train"]
+    assert val_ids and not val_ids & (set(train.identity) | set(train.source_identity))
 
 
 def test_celebdf_bad_list_lines_are_named(tmp_path):

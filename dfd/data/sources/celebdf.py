@@ -4,7 +4,9 @@ Identity choice (documented because it decides what leaks): a synthesis video ``
 celebrity ``a``'s video (body, background, expressions) with ``b``'s face, so it carries *both* identities.
 ``identity`` is the target ``id<a>``; ``source_identity`` keeps ``id<b>``. The validation set is carved by
 identity from the non-test videos: a video goes to val only when every identity it shows was drawn for val, to
-train only when none was, and is dropped when it straddles the two (so val never shares a face with train).
+train only when none was; one that straddles the two is dropped (``val_straddlers=drop``, val never shares
+a face with train, at the cost of the fakes mixing a val and a train identity) or sent to val
+(``val_straddlers=val``: more val fakes, val then shares some source faces with train; train stays clean).
 Val identities are drawn preferably from identities absent from the test list. The official protocol trains
 on everything outside the test list, although test identities also appear in training videos; set
 ``exclude_test_identities=true`` to drop those training videos for an identity-disjoint test.
@@ -37,6 +39,7 @@ class CelebDF(DatasetSource):
         version: 1 or 2 (same layout and protocol; kept for reports and sanity messages).
         val_fraction: share of non-test identities held out for validation.
         exclude_test_identities: drop training videos that show an identity from the test list.
+        val_straddlers: ``drop`` or ``val``: where a video showing a val and a train identity goes.
     """
 
     def __init__(
@@ -47,10 +50,14 @@ class CelebDF(DatasetSource):
         version: int = 2,
         val_fraction: float = 0.1,
         exclude_test_identities: bool = False,
+        val_straddlers: str = "drop",
     ) -> None:
         super().__init__(name, root, cache_dir)
         if int(version) not in (1, 2):
             raise DatasetError(f"{name}: dataset.version must be 1 or 2, got {version}")
+        if val_straddlers not in ("drop", "val"):
+            raise DatasetError(f"{name}: dataset.val_straddlers must be drop or val, got {val_straddlers!r}")
+        self.val_straddlers = val_straddlers
         self.version = int(version)
         self.val_fraction = val_fraction
         self.exclude_test_identities = exclude_test_identities
@@ -143,10 +150,10 @@ class CelebDF(DatasetSource):
             ids = set(r["_ids"])
             if self.exclude_test_identities and ids & test_ids:
                 self.dropped.append(r["video_id"])
-            elif ids <= val_ids:
+            elif ids <= val_ids or (ids & val_ids and self.val_straddlers == "val"):
                 r["split"] = "val"
             elif ids & val_ids:
-                self.dropped.append(r["video_id"])  # shows a val face and a train face: belongs to neither
+                self.dropped.append(r["video_id"])  # shows a val face and a train face
             else:
                 r["split"] = "train"
         if self.dropped:

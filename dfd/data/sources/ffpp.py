@@ -35,6 +35,8 @@ class FFPP(DatasetSource):
         splits_dir: folder holding the official ``train.json``, ``val.json``, ``test.json`` (default
             ``<root>/splits``).
         dfd_val_fraction, dfd_test_fraction: share of DeepFakeDetection actors held out for val/test.
+        media: ``videos`` (``<comp>/videos/<stem>.mp4``, kind ``video``) or ``images`` (the frames the FF++
+            repo's extraction script writes, ``<comp>/images/<stem>/0000.png``, kind ``frames``).
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class FFPP(DatasetSource):
         splits_dir: str | Path | None = None,
         dfd_val_fraction: float = 0.15,
         dfd_test_fraction: float = 0.15,
+        media: str = "videos",
     ) -> None:
         super().__init__(name, root, cache_dir)
         unknown = sorted(set(methods) - {*PAIR_METHODS, DFD})
@@ -54,6 +57,9 @@ class FFPP(DatasetSource):
             raise DatasetError(
                 f"{name}: unknown method(s) {unknown}; choose from {[*PAIR_METHODS, DFD]} in dataset.methods"
             )
+        if media not in ("videos", "images"):
+            raise DatasetError(f"{name}: dataset.media must be videos or images, got {media!r}")
+        self.media = media
         self.methods = list(methods)
         self.compression = str(compression)
         self.splits_dir = Path(splits_dir) if splits_dir else None
@@ -63,16 +69,16 @@ class FFPP(DatasetSource):
 
     # -- layout ---------------------------------------------------------------------------------------
     def _videos_dir(self, base: Path) -> Path:
-        """``<base>/<comp>/videos``, treating ``raw`` and ``c0`` as the same lossless level."""
+        """``<base>/<comp>/<media>``, treating ``raw`` and ``c0`` as the same lossless level."""
         wanted = LOSSLESS if self.compression in LOSSLESS else (self.compression,)
         for comp in wanted:
-            if (base / comp / "videos").is_dir():
-                return base / comp / "videos"
-        have = sorted(p.name for p in base.iterdir() if (p / "videos").is_dir()) if base.is_dir() else []
+            if (base / comp / self.media).is_dir():
+                return base / comp / self.media
+        have = sorted(p.name for p in base.iterdir() if (p / self.media).is_dir()) if base.is_dir() else []
         hint = f"available there: {have}; set dataset.compression=<one of them>" if have else (
             "download it with the official script (download-FaceForensics.py -c <comp>) or fix dataset.root"
         )
-        raise DatasetError(f"{self.name}: expected videos in {base / wanted[0] / 'videos'}; {hint}")
+        raise DatasetError(f"{self.name}: expected {self.media} in {base / wanted[0] / self.media}; {hint}")
 
     def _read_pairs(self) -> dict[str, list[tuple[str, str]]]:
         folder = self.splits_dir or self.root / "splits"
@@ -114,7 +120,8 @@ class FFPP(DatasetSource):
             rows += self._pair_rows(pair_methods)
         if DFD in self.methods:
             rows += self._dfd_rows()
-        missing = [r["path"] for r in rows if not (self.root / r["path"]).is_file()]
+        exists = Path.is_file if self.media == "videos" else Path.is_dir
+        missing = [r["path"] for r in rows if not exists(self.root / r["path"])]
         if missing:
             raise DatasetError(
                 f"{self.name}: {len(missing)} video(s) listed by the splits are missing under {self.root}, "
@@ -129,21 +136,21 @@ class FFPP(DatasetSource):
         rows = []
         for split in SPLITS:
             for vid in sorted({v for p in pairs[split] for v in p}):
-                rows.append(self._row(f"youtube/{vid}", 0, split, "youtube", vid, "", real_dir / f"{vid}.mp4"))
+                rows.append(self._row(f"youtube/{vid}", 0, split, "youtube", vid, "", self._item(real_dir, vid)))
             for method, folder in fake_dirs.items():
                 for a, b in pairs[split]:
                     for target, source in ((a, b), (b, a)):
                         stem = f"{target}_{source}"
                         rows.append(self._row(f"{method}/{stem}", 1, split, method, target, source,
-                                              folder / f"{stem}.mp4"))
+                                              self._item(folder, stem)))
         return rows
 
     def _dfd_rows(self) -> list[dict]:
         real_dir = self._videos_dir(self.root / "original_sequences" / "actors")
         fake_dir = self._videos_dir(self.root / "manipulated_sequences" / DFD)
-        reals = sorted(real_dir.glob("*.mp4"))
+        reals = self._items(real_dir)
         # <target>_<source>__<scene>__<8-char id>: split on "__" first, scenes contain single underscores.
-        fakes = [(p, *p.stem.split("__", 1)[0].split("_", 1)) for p in sorted(fake_dir.glob("*.mp4"))]
+        fakes = [(p, *p.stem.split("__", 1)[0].split("_", 1)) for p in self._items(fake_dir)]
         actors = {p.stem.split("__", 1)[0] for p in reals} | {a for _, t, s in fakes for a in (t, s)}
         split_of = assign_splits(actors, self.dfd_val_fraction, self.dfd_test_fraction, salt="ffpp-dfd-actors")
         rows = [self._row(f"actors/{p.stem}", 0, split_of[a], "actors", f"actor{a}", "", p)
@@ -159,9 +166,17 @@ class FFPP(DatasetSource):
                      self.name, len(self.dropped))
         return rows
 
+    def _items(self, folder: Path) -> list[Path]:
+        if self.media == "videos":
+            return sorted(folder.glob("*.mp4"))
+        return sorted(p for p in folder.iterdir() if p.is_dir())
+
+    def _item(self, folder: Path, stem: str) -> Path:
+        return folder / f"{stem}.mp4" if self.media == "videos" else folder / stem
+
     def _row(self, vid: str, label: int, split: str, method: str, identity: str, source: str, path: Path) -> dict:
         return {
             "video_id": vid, "label": label, "split": split, "method": method, "identity": identity,
-            "path": path.relative_to(self.root).as_posix(), "kind": "video",
+            "path": path.relative_to(self.root).as_posix(), "kind": "video" if self.media == "videos" else "frames",
             "source_identity": source, "compression": path.parent.parent.name,
         }
