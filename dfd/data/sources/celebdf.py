@@ -136,13 +136,12 @@ class CelebDF(DatasetSource):
     def _carve_val(self, rows: list[dict]) -> None:
         test_ids = {i for r in rows if r["split"] == "test" for i in r["_ids"]}
         pool = {i for r in rows if not r["split"] for i in r["_ids"]}
-        # Prefer val identities nobody in the test list shows; fall back to the whole pool if that is empty.
-        candidates = (pool - test_ids) or pool
         val_ids: set[str] = set()
-        # Celebrities and YouTube videos separately, so val gets celebrity reals (and their fakes) too.
+        # Celebrities and YouTube videos separately, so val gets celebrity reals (and their fakes) too; within
+        # each, prefer identities nobody in the test list shows, else (the usual case for celebrities) any.
         for youtube in (False, True):
-            group = {i for i in candidates if i.startswith("youtube/") == youtube}
-            carve = assign_splits(group, self.val_fraction, salt="celebdf-val")
+            group = {i for i in pool if i.startswith("youtube/") == youtube}
+            carve = assign_splits((group - test_ids) or group, self.val_fraction, salt="celebdf-val")
             val_ids |= {i for i, s in carve.items() if s == "val"}
         for r in rows:
             if r["split"]:
