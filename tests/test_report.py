@@ -34,6 +34,15 @@ def run_report(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*_cli(), *map(str, args)], capture_output=True, text=True, timeout=120)
 
 
+def report_main(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    """Run the CLI's main() in this process (same code as the console script, without the start-up cost)."""
+    from dfd.cli.report import main
+
+    rc = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
 def _roc(auc: float) -> dict[str, list[float]]:
     fpr = np.linspace(0, 1, 41)
     return {"fpr": fpr.tolist(), "tpr": (fpr ** max(1 - auc, 0.02) / 1.0).tolist()}
@@ -138,36 +147,36 @@ def test_cli_matrix_std_gap_and_figures(runs, tmp_path: Path) -> None:
     assert f"**{m:.3f} ± {s:.3f}**" in report  # in-domain cell, bold
 
 
-def test_cli_other_metric_and_bad_metric(runs, tmp_path: Path) -> None:
+def test_cli_other_metric_and_bad_metric(runs, tmp_path: Path, capsys) -> None:
     root, truth = runs
     out = tmp_path / "r"
-    assert run_report(root, "--out", out, "--metric", "frame_auc").returncode == 0
+    assert report_main(capsys, root, "--out", out, "--metric", "frame_auc")[0] == 0
     matrix = pd.read_csv(out / "matrix.csv", index_col="config")
     config = "synthetic_b/tiny/lora"
     expected = np.mean([truth[(config, s)]["synthetic_c"] - 0.05 for s in SEEDS])
     assert matrix.loc[config, "synthetic_c"] == pytest.approx(expected, rel=1e-9)
     assert (out / "figures" / "heatmap_frame_auc.png").is_file()
 
-    proc = run_report(root, "--out", out, "--metric", "auc")
-    assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0 and "video_auc" in proc.stderr
+    rc, _, err = report_main(capsys, root, "--out", out, "--metric", "auc")
+    assert rc == 2
+    assert err.strip().count("\n") == 0 and "video_auc" in err
 
 
-def test_malformed_results_json_is_one_line_error(runs, tmp_path: Path) -> None:
+def test_malformed_results_json_is_one_line_error(runs, tmp_path: Path, capsys) -> None:
     root, _ = runs
     bad = root / "2026-11-25" / "20-10-00" / "9" / "results.json"
     bad.parent.mkdir()
     bad.write_text('{"schema_version": 1, "train": {')
-    proc = run_report(root, "--out", tmp_path / "r")
-    assert proc.returncode == 2
-    err = proc.stderr.strip()
+    rc, _, err = report_main(capsys, root, "--out", tmp_path / "r")
+    assert rc == 2
+    err = err.strip()
     assert err.count("\n") == 0, err
     assert str(bad) in err and "not valid JSON" in err and "--skip-invalid" in err
     assert not (tmp_path / "r" / "matrix.csv").exists()
 
-    proc = run_report(root, "--out", tmp_path / "r", "--skip-invalid")
-    assert proc.returncode == 0, proc.stderr
-    assert str(bad) in proc.stderr
+    rc, out, err = report_main(capsys, root, "--out", tmp_path / "r", "--skip-invalid")
+    assert rc == 0, err
+    assert str(bad) in err and "4 result file(s)" in out
     assert str(bad) in (tmp_path / "r" / "report.md").read_text()
 
 
@@ -220,34 +229,60 @@ def test_runs_of_different_studies_stay_apart(tmp_path: Path) -> None:
 
 _WANDB_SCRIPT = """
 import sys, wandb
-run = wandb.init(project="dfd-test", config={"train": {"dataset": "synthetic_a", "model": "tiny",
-                 "finetune": "full", "seed": int(sys.argv[1])}, "optim": {"lr": 1e-3}})
-for step in range(3):
-    run.log({"val/video_auc": 0.6 + 0.1 * step, "train/loss": 1.0 / (step + 1)})
-run.log({"test/synthetic_a/video_auc": float(sys.argv[2]), "test/synthetic_b/video_auc": 0.61,
-         "test/synthetic_b/frame_auc": 0.58, "test/synthetic_a/frame_auc": 0.9})
-run.finish()
+
+def one_run(seed, auc, results_json):
+    if results_json:  # dfd-train style: Hydra config as is, the run's own results.json named in the summary
+        config = {"dataset": {"name": "synthetic_a"}, "model": {"name": "tiny"},
+                  "finetune": {"_target_": "dfd.models.finetune.Full"}, "seed": seed}
+    else:
+        config = {"train": {"dataset": "synthetic_a", "model": "tiny", "finetune": "full", "seed": seed,
+                            "experiment": "synthetic_domains"}, "optim": {"lr": 1e-3}}
+    run = wandb.init(project="dfd-test", config=config)
+    for step in range(3):
+        run.log({"val/video_auc": 0.6 + 0.1 * step, "train/loss": 1.0 / (step + 1)})
+    run.log({"test/synthetic_a/video_auc": auc, "test/synthetic_b/video_auc": 0.61,
+             "test/synthetic_b/frame_auc": 0.58, "test/synthetic_a/frame_auc": 0.9,
+             "test/synthetic_a@jpeg50/video_auc": auc - 0.2, "test/synthetic_a@jpeg90/video_auc": auc - 0.1})
+    if results_json:
+        run.summary["results_json"] = results_json
+    run.finish()
+
+for arg in sys.argv[1:]:
+    seed, auc, results_json = arg.split(",")
+    one_run(int(seed), float(auc), results_json)
 """
 
 
 def test_wandb_offline_runs_are_read_from_the_binary_log(tmp_path: Path) -> None:
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true",
            "WANDB_DISABLE_GIT": "true"}
-    for seed, auc in [(1, 0.91), (2, 0.95)]:
-        subprocess.run([sys.executable, "-c", _WANDB_SCRIPT, str(seed), str(auc)], env=env, check=True,
-                       cwd=tmp_path, capture_output=True, timeout=120)
+    # Seed 3 also has a run directory with results.json: read once, from the file (it has ROC points).
+    run3 = tmp_path / "runs" / "run3"
+    run3.mkdir(parents=True)
+    (run3 / "results.json").write_text(json.dumps(make_results("synthetic_a", "tiny", "full", 3,
+                                                               {"synthetic_a": 0.99, "synthetic_b": 0.61})))
+    runs = ["1,0.91,", "2,0.95,", f"3,0.99,{run3 / 'results.json'}"]
+    subprocess.run([sys.executable, "-c", _WANDB_SCRIPT, *runs], env=env, check=True, cwd=tmp_path,
+                   capture_output=True, timeout=120)
     logs = sorted((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert len(logs) == 2
+    assert len(logs) == 3
     out = tmp_path / "report"
-    proc = run_report("--wandb-offline", tmp_path / "wandb", "--out", out)
+    proc = run_report(tmp_path / "runs", "--wandb-offline", tmp_path / "wandb", "--out", out)
     assert proc.returncode == 0, proc.stderr
+    assert "3 result file(s)" in proc.stdout and "superseded" not in proc.stderr
     matrix = pd.read_csv(out / "matrix.csv", index_col="config")
-    assert matrix.loc["synthetic_a/tiny/full", "synthetic_a"] == pytest.approx(0.93)
+    assert matrix.loc["synthetic_a/tiny/full", "n_seeds"] == 3
+    assert matrix.loc["synthetic_a/tiny/full", "synthetic_a"] == pytest.approx(0.95)
     assert matrix.loc["synthetic_a/tiny/full", "synthetic_b"] == pytest.approx(0.61)
     gap = pd.read_csv(out / "gap.csv", index_col="config")
-    assert gap.loc["synthetic_a/tiny/full", "gap"] == pytest.approx(0.93 - 0.61)
+    assert gap.loc["synthetic_a/tiny/full", "gap"] == pytest.approx(0.95 - 0.61)
     long = pd.read_csv(out / "results_long.csv")
-    assert long[(long["section"] == "val") & (long["level"] == "video")]["value"].tolist() == pytest.approx([0.8, 0.8])
+    val = long[(long["section"] == "val") & (long["level"] == "video")].sort_values("seed")["value"]
+    assert val.tolist() == pytest.approx([0.8, 0.8, 0.95])  # seed 3's val comes from its results.json
+    rob = long[(long["section"] == "robustness") & (long["seed"] == 1)].sort_values("severity")
+    assert rob["severity"].tolist() == [50.0, 90.0] and rob["value"].tolist() == pytest.approx([0.71, 0.81])
+    assert (out / "figures" / "roc_synthetic_a.png").is_file()  # only seed 3 has curves
+    assert (out / "figures" / "robustness_jpeg.png").is_file()
 
 
 # --- sweep.yaml and the study presets compose into valid training configs -----------------------------------

@@ -200,25 +200,31 @@ def collect(run_dirs: Sequence[str | Path] = (), wandb_offline: Sequence[str | P
     """Load every run from directories and W&B into a :class:`Collection` (strict unless ``skip_invalid``)."""
     loaded: list[tuple[str, dict[str, Any]]] = []
     skipped: list[str] = []
+    seen: set[Path] = set()
 
-    def attempt(source: str, loader: Any) -> None:
+    def attempt(loader: Any) -> None:
         try:
-            loaded.append((source, loader()))
+            source, data = loader()
         except ResultsError as e:
             if not skip_invalid:
                 raise
             skipped.append(str(e))
+            return
+        key = Path(source).resolve() if not source.startswith("wandb:") else Path(source)
+        if key not in seen:  # a W&B run pointing at a results.json already read from its run directory
+            seen.add(key)
+            loaded.append((source, data))
 
     for path in find_results(run_dirs):
-        attempt(str(path), lambda path=path: load_results(path))
+        attempt(lambda path=path: (str(path), load_results(path)))
     if wandb_offline or wandb_project:
         from dfd.report import wandb_runs
 
         for run_file in wandb_runs.find_offline_runs(wandb_offline):
-            attempt(str(run_file), lambda f=run_file: wandb_runs.offline_results(f))
+            attempt(lambda f=run_file: wandb_runs.offline_results(f))
         if wandb_project:
-            for source, loader in wandb_runs.online_runs(wandb_project):
-                attempt(source, loader)
+            for _source, loader in wandb_runs.online_runs(wandb_project):
+                attempt(loader)
 
     rows: list[dict[str, Any]] = []
     rocs: list[dict[str, Any]] = []
@@ -233,7 +239,8 @@ def collect(run_dirs: Sequence[str | Path] = (), wandb_offline: Sequence[str | P
         rows += r
         rocs += c
     long = pd.DataFrame(rows, columns=LONG_COLUMNS)
-    if "experiment" not in group_by and long["experiment"].nunique() > 1:
+    studies = set(long["experiment"]) - {""}  # runs that name no study do not split anything
+    if "experiment" not in group_by and len(studies) > 1:
         # Runs from several studies: the same (dataset, model, finetune) can mean different training recipes
         # (e.g. FF++ alone vs FF++ in a leave-one-out mix), so keep studies apart in the row labels.
         prefix = {s: (f"{s}:" if s else "") for s in long["experiment"].unique()}

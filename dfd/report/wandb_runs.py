@@ -11,26 +11,29 @@ Two paths:
 * **Online projects** via ``wandb.Api()`` (needs a key; not exercised by the tests here).
 
 Metric keys follow dfd's logging: ``test/<set>/<level>_<metric>``, ``test/<set>/in_domain``,
-``val/<level>_<metric>``. The training configuration is read from the run config's ``train`` dict
+``test/<set>@<perturbation><level>/...`` (dfd-eval robustness), ``val/<level>_<metric>``. When the summary
+names the run's own ``results_json`` and that file exists, it is read instead (it also has ROC points). The training configuration is read from the run config's ``train`` dict
 (``dataset``, ``model``, ``finetune``, ``seed``, ``experiment``), else from the Hydra groups' ``name`` fields.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dfd.report.collect import LEVELS, SCHEMA_VERSION, ResultsError, validate_results
+from dfd.report.collect import LEVELS, SCHEMA_VERSION, ResultsError, load_results, validate_results
 
 _HEADER = b":W&B"
 _HEADER_LEN = 7
 _BLOCK = 32768
 _CHUNK_HEADER = 7
 _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+_PERTURBED = re.compile(r"^(?P<set>.+)@(?P<kind>[A-Za-z_]+?)(?P<level>-?\d+(?:\.\d+)?(?:e-?\d+)?)$")
 
 # Where each training-configuration field may sit in a run's config, first match wins.
 _CONFIG_PATHS: dict[str, list[tuple[str, ...]]] = {
@@ -162,10 +165,27 @@ def _lookup(config: dict[str, Any], field: str) -> Any:
     return None
 
 
+def _train_fields(config: dict[str, Any]) -> dict[str, Any]:
+    train = {f: _lookup(config, f) for f in _CONFIG_PATHS}
+    model = config.get("model") if isinstance(config.get("model"), dict) else {}
+    if train["model"] == "timm" and model.get("arch"):
+        train["model"] = f"timm/{model['arch']}"  # same label dfd-train writes into results.json
+    ft = config.get("finetune") if isinstance(config.get("finetune"), dict) else {}
+    if train["finetune"] is None and isinstance(ft.get("_target_"), str):
+        train["finetune"] = ft["_target_"].rsplit(".", 1)[-1].lower()
+    return train
+
+
+def _robustness_key(name: str) -> tuple[str, str, float] | None:
+    """``celebdf_v2@jpeg50`` (dfd-eval's key for a perturbed test) -> (``celebdf_v2``, ``jpeg``, 50.0)."""
+    m = _PERTURBED.match(name)
+    return (m["set"], m["kind"], float(m["level"])) if m else None
+
+
 def summary_to_results(config: dict[str, Any], summary: dict[str, Any], source: str, created: str = ""
                        ) -> dict[str, Any]:
     """Turn a W&B run's config and summary into a schema-v1 results dictionary (validated)."""
-    train = {f: _lookup(config, f) for f in _CONFIG_PATHS}
+    train = _train_fields(config)
     missing = [f for f in ("dataset", "model", "finetune") if train[f] in (None, "")]
     if missing:
         raise ResultsError(
@@ -191,22 +211,43 @@ def summary_to_results(config: dict[str, Any], summary: dict[str, Any], source: 
             if level in LEVELS and metric and isinstance(value, int | float) and not isinstance(value, bool):
                 val.setdefault(level, {})[metric] = float(value)
     tests = {k: v for k, v in tests.items() if any(lvl in v for lvl in LEVELS)}
+    robustness: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for key in [k for k in tests if _robustness_key(k)]:
+        name, kind, level = _robustness_key(key)  # type: ignore[misc]
+        entry = tests.pop(key)
+        robustness.setdefault(name, {}).setdefault(kind, []).append(
+            {"level": level, **{lvl: entry[lvl] for lvl in LEVELS if lvl in entry}})
+    for per_set in robustness.values():
+        for points in per_set.values():
+            points.sort(key=lambda p: p["level"])
     if not tests:
         raise ResultsError(f"{source}: W&B run has no test/<set>/<level>_<metric> values in its summary")
     data = {"schema_version": SCHEMA_VERSION, "kind": "train", "run_dir": source, "created": created,
             "train": train, "val": val, "test": tests}
+    if robustness:
+        data["robustness"] = robustness
     return validate_results(data, source)
 
 
-def offline_results(path: str | Path) -> dict[str, Any]:
-    """Results dictionary of one offline run log."""
+def results_file_of(summary: dict[str, Any]) -> Path | None:
+    """The run's own results.json (dfd-train logs its path as ``results_json``), when it still exists."""
+    p = summary.get("results_json")
+    return Path(p) if isinstance(p, str) and Path(p).is_file() else None
+
+
+def offline_results(path: str | Path) -> tuple[str, dict[str, Any]]:
+    """(source, results) of one offline run log: its results.json when present, else rebuilt from the summary."""
     config, summary, created = read_offline_run(path)
-    return summary_to_results(config, summary, str(path), created)
+    own = results_file_of(summary)
+    if own is not None:
+        # Full fidelity (ROC points, per-method, robustness) instead of the summary's scalars.
+        return str(own), load_results(own)
+    return str(path), summary_to_results(config, summary, str(path), created)
 
 
 # --- online (needs a W&B account; kept minimal and separate) --------------------------------------------------
 
-def online_runs(project: str) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
+def online_runs(project: str) -> list[tuple[str, Callable[[], tuple[str, dict[str, Any]]]]]:
     """(source, loader) per finished run of ``entity/project`` through ``wandb.Api()``."""
     import wandb
 
@@ -218,6 +259,6 @@ def online_runs(project: str) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
     for run in runs:
         source = f"wandb:{project}/{run.id}"
         summary = getattr(run.summary, "_json_dict", None) or dict(run.summary)
-        out.append((source, lambda r=run, s=source, m=summary: summary_to_results(dict(r.config), m, s,
-                                                                                  str(r.created_at or ""))))
+        out.append((source, lambda r=run, s=source, m=summary: (s, summary_to_results(
+            dict(r.config), m, s, str(r.created_at or "")))))
     return out
