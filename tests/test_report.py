@@ -216,6 +216,21 @@ def test_newer_eval_supersedes_train_result(tmp_path: Path) -> None:
     assert m.n_seeds.iloc[0] == 1 and np.isnan(m.std.iloc[0, 0])
 
 
+def test_undefined_metrics_stay_empty_cells(tmp_path: Path) -> None:
+    # dfd-train writes null where a split held one class; such runs still count, their cells stay empty.
+    for seed, auc in [(1, None), (2, 0.8)]:
+        r = make_results("synthetic_a", "tiny", "full", seed, dict.fromkeys(TEST_SETS, 0.7))
+        r["test"]["synthetic_b"]["video"]["auc"] = auc
+        (tmp_path / f"{seed}").mkdir()
+        (tmp_path / f"{seed}" / "results.json").write_text(json.dumps(r))
+    m = build_matrix(collect([tmp_path]).long)
+    assert m.n_seeds.iloc[0] == 2
+    assert m.mean.loc["synthetic_a/tiny/full", "synthetic_b"] == pytest.approx(0.8)
+    assert np.isnan(m.std.loc["synthetic_a/tiny/full", "synthetic_b"])
+    # seed 1: 0.7 - 0.7 (synthetic_c only); seed 2: 0.7 - mean(0.8, 0.7)
+    assert m.gap["gap"].tolist() == pytest.approx([(0.0 - 0.05) / 2])
+
+
 def test_runs_of_different_studies_stay_apart(tmp_path: Path) -> None:
     for i, exp in enumerate(["standard_protocol", "leave_one_out_celebdf_v2"]):
         r = make_results("synthetic_a", "tiny", "full", 1, dict.fromkeys(TEST_SETS, 0.6 + 0.2 * i))

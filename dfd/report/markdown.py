@@ -77,7 +77,8 @@ def write_report(coll: Collection, m: Matrix, figures: dict[str, dict[str, Path]
         f"result file(s): {m.mean.shape[0]} training configuration(s), {m.mean.shape[1]} test set(s).",
         f"Metric: **{m.metric}** ({'higher' if m.higher_is_better else 'lower'} is better); cells are the mean "
         "± sample standard deviation over seeds (no ± with a single seed). **Bold**: in-domain test set "
-        "(the training dataset's own test split).", "",
+        "(the training dataset's own test split). –: undefined (no run reported it, or the split held one "
+        "class only, where AUC/AP/EER do not exist).", "",
         f"## Cross-dataset matrix ({m.metric})", "", matrix_table(m), "",
     ]
     if "heatmap" in figures:

@@ -60,8 +60,9 @@ def build_matrix(long: pd.DataFrame, metric: str = "video_auc") -> Matrix:
     clash = set(test_sets) & set(META_COLUMNS)
     if clash:
         raise ValueError(f"test set name(s) {sorted(clash)} clash with matrix.csv's own columns; rename them")
-    per_seed = sel.pivot_table(index=["config", "seed"], columns="test_set", values="value", aggfunc="first")
-    per_seed = per_seed.reindex(columns=test_sets)
+    # Not pivot_table: it drops undefined (NaN) cells, and with them runs whose AUC is undefined on every set.
+    per_seed = (sel.drop_duplicates(["config", "seed", "test_set"], keep="last")
+                .set_index(["config", "seed", "test_set"])["value"].unstack("test_set").reindex(columns=test_sets))
     per_seed.columns.name = None
     configs = sorted(sel["config"].unique())
     grouped = per_seed.groupby(level="config")
