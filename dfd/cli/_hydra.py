@@ -1,0 +1,86 @@
+"""Shared plumbing for dfd's Hydra entry points: where the configs are, and friendly override errors."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def config_dir() -> Path:
+    """The ``conf/`` tree: ``$DFD_CONFIG_DIR``, else the one beside the package (editable install / checkout)."""
+    env = os.environ.get("DFD_CONFIG_DIR")
+    candidates = [Path(env)] if env else []
+    candidates.append(Path(__file__).resolve().parents[2] / "conf")
+    for c in candidates:
+        if (c / "train.yaml").is_file():
+            return c
+    raise SystemExit(
+        f"error: dfd's config tree (conf/train.yaml) not found in {[str(c) for c in candidates]}; "
+        "install dfd from a checkout (`pip install -e .`) or set DFD_CONFIG_DIR=<checkout>/conf"
+    )
+
+
+def group_choices(conf: Path, group: str) -> list[str]:
+    """Names of the options of a config group (``model`` -> ``['convnextv2', ...]``)."""
+    folder = conf / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def check_overrides(args: list[str], conf: Path) -> str | None:
+    """Return a one-line error for the first ``group=choice`` override naming an option that does not exist.
+
+    Hydra reports these as a multi-line traceback-like block; users sweeping dozens of runs want one line
+    that names the valid choices.
+    """
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        key = key.lstrip("+~")
+        group = key.split("@", 1)[0]
+        if "." in group or not (conf / group).is_dir() or value in ("", "null"):
+            continue
+        for choice in value.split(",") if "," in value and not value.startswith("[") else [value]:
+            choice = choice.strip()
+            if choice.startswith(("range(", "choice(", "glob(", "interval(")):
+                continue
+            if not (conf / group / f"{choice}.yaml").is_file():
+                valid = ", ".join(group_choices(conf, group))
+                return f"error: '{arg}' is not a valid choice for '{group}'; valid choices: {valid}"
+    return None
+
+
+def register_resolvers() -> None:
+    """OmegaConf resolvers used across dfd's configs (idempotent)."""
+    if not OmegaConf.has_resolver("dfd.wandb_offline"):
+        # Offline unless the user explicitly asked for online logging (or logged in with a key).
+        OmegaConf.register_new_resolver(
+            "dfd.wandb_offline",
+            lambda: os.environ.get("WANDB_MODE", "").lower() != "online" and not os.environ.get("WANDB_API_KEY"),
+        )
+
+
+def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], object]], Callable[[], object]]:
+    """Decorator turning ``fn(cfg)`` into a console-script ``main()`` over dfd's config tree."""
+
+    def wrap(fn: Callable[[DictConfig], object]) -> Callable[[], object]:
+        def main() -> object:
+            import hydra
+
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait ~47 s on hub retries offline
+            conf = config_dir()
+            error = check_overrides(sys.argv[1:], conf)
+            if error:
+                print(error, file=sys.stderr)
+                raise SystemExit(2)
+            register_resolvers()
+            return hydra.main(version_base="1.3", config_path=str(conf), config_name=config_name)(fn)()
+
+        main.__doc__ = fn.__doc__
+        return main
+
+    return wrap

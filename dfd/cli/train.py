@@ -1,0 +1,19 @@
+"""``dfd-train``: train a detector (Hydra overrides select dataset, model, fine-tuning, ...)."""
+
+from omegaconf import DictConfig
+
+from dfd.cli._hydra import hydra_entry
+
+
+@hydra_entry("train")
+def main(cfg: DictConfig) -> float | None:
+    """Train, select on validation, test on every test set, write results.json; return val video AUC for sweeps."""
+    from dfd.engine.run import train
+
+    results = train(cfg)
+    val = (results.get("val") or {}).get("video") or {}
+    return val.get("auc")
+
+
+if __name__ == "__main__":
+    main()

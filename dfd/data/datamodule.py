@@ -1,0 +1,215 @@
+"""The DataModule: train on one dataset (or a weighted mix), validate on its val split, test on any list.
+
+Checkpoints are selected on the *training* dataset's validation split, never on a test set; every configured
+test set (in-domain and cross-dataset) gets its own test dataloader, in a fixed order whose names the
+LightningModule uses for metric keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from torch.utils.data import (
+    ConcatDataset,
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    Sampler,
+    WeightedRandomSampler,
+)
+
+from dfd.data.datasets import ClipDataset, FrameDataset, ManifestArrays
+from dfd.data.sources.base import DatasetError, DatasetSource
+from dfd.data.transforms import Pipeline, Spec, build_pipelines
+
+FAKES_CHOICES = ("real", "sbi", "both")
+
+
+class UnpaddedDistributedSampler(DistributedSampler):
+    """Rank r gets rows r, r+W, r+2W, ...: every sample exactly once overall, no padding.
+
+    torch's DistributedSampler pads the last batch by repeating samples, which biases evaluation metrics;
+    evaluation needs no equal batch counts (there is no gradient all-reduce), so we do not pad. Subclassing
+    DistributedSampler keeps Lightning from wrapping it in its own (padding) sampler.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int | None = None, rank: int | None = None) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        self.n = len(dataset)
+
+    def __iter__(self):
+        return iter(range(self.rank, self.n, self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.num_replicas))
+
+
+class DeepfakeDataModule(pl.LightningDataModule):
+    """Builds train / val / test loaders from dataset sources and the model's input spec.
+
+    Args:
+        train_source: the training dataset (val split used for checkpoint selection; test split = in-domain).
+        test_sources: extra test datasets by name (cross-dataset evaluation).
+        spec: the model's input spec (size, mean, std, clip_len).
+        augment: instantiated albumentations transforms for training.
+        extra_train: more training datasets mixed in, ``{name: (source, weight)}``; the training source has
+            weight ``train_weight``. Weights are per dataset, whatever its size.
+        fakes: ``real`` (the dataset's own fakes), ``sbi`` (real frames + their self-blends only),
+            ``both`` (dataset fakes and self-blends).
+        balance: sample real and fake frames equally often (datasets are often 1:4 real:fake).
+    """
+
+    def __init__(
+        self,
+        train_source: DatasetSource | None,
+        spec: object,
+        test_sources: Mapping[str, DatasetSource] | None = None,
+        augment: Sequence = (),
+        extra_train: Mapping[str, tuple[DatasetSource, float]] | None = None,
+        train_weight: float = 1.0,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        fakes: str = "real",
+        sbi: Mapping | None = None,
+        balance: bool = False,
+        include_train_test: bool = True,
+        seed: int = 0,
+        eval_extra: Sequence = (),
+    ) -> None:
+        super().__init__()
+        if fakes not in FAKES_CHOICES:
+            raise ValueError(f"data.fakes={fakes!r} is not valid; choose one of {', '.join(FAKES_CHOICES)}")
+        self.train_source = train_source
+        self.spec = Spec.of(spec)
+        self.extra_train = dict(extra_train or {})
+        self.train_weight = float(train_weight)
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.num_workers = int(num_workers)
+        self.fakes = fakes
+        self.sbi_cfg = dict(sbi or {})
+        self.balance = bool(balance)
+        self.seed = int(seed)
+        self.train_pipe, self.eval_pipe = build_pipelines(self.spec, list(augment))
+        if eval_extra:
+            self.eval_pipe = Pipeline(self.spec, extra=list(eval_extra))
+        tests: dict[str, DatasetSource] = {}
+        if train_source is not None and include_train_test:
+            tests[train_source.name] = train_source
+        for name, src in (test_sources or {}).items():
+            tests.setdefault(src.name if src.name else name, src)
+        self.test_sources = tests
+        self.train_ds: Dataset | None = None
+        self.val_ds: Dataset | None = None
+        self.test_ds: dict[str, Dataset] = {}
+
+    # ----------------------------------------------------------------------------------------------- setup
+    @property
+    def test_names(self) -> list[str]:
+        """Names of the test sets, in dataloader order (``test/<name>/...`` metric keys)."""
+        return list(self.test_sources)
+
+    def _all_sources(self) -> list[DatasetSource]:
+        srcs = [self.train_source] if self.train_source is not None else []
+        srcs += [s for s, _ in self.extra_train.values()] + list(self.test_sources.values())
+        return srcs
+
+    def prepare_data(self) -> None:
+        # Rank 0 only: generate the synthetic set / check extracted manifests exist, with a clear error.
+        for src in self._all_sources():
+            src.prepare()
+
+    def _dataset(self, src: DatasetSource, split: str, pipe: Pipeline) -> Dataset:
+        arrays = ManifestArrays(src.prepare(), splits=split)
+        if len(arrays) == 0:
+            raise DatasetError(
+                f"{src.name}: the manifest {src.manifest_path} has no '{split}' frames; "
+                f"check the dataset's split protocol or extraction failures ({src.cache_dir}/failures.csv)"
+            )
+        if self.spec.clip_len:
+            return ClipDataset(arrays, pipe, self.spec.clip_len, name=src.name)
+        return FrameDataset(arrays, pipe, name=src.name)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_source is not None:
+            parts = [(self._train_part(self.train_source), self.train_weight)]
+            parts += [(self._train_part(src), w) for src, w in self.extra_train.values()]
+            self._train_parts = parts
+            self.train_ds = parts[0][0] if len(parts) == 1 else ConcatDataset([p for p, _ in parts])
+            self.val_ds = self._dataset(self.train_source, "val", self.eval_pipe)
+        if stage in (None, "fit", "validate") and self.val_ds is None and self.train_source is not None:
+            self.val_ds = self._dataset(self.train_source, "val", self.eval_pipe)
+        if stage in (None, "test"):
+            self.test_ds = {n: self._dataset(s, "test", self.eval_pipe) for n, s in self.test_sources.items()}
+
+    def _train_part(self, src: DatasetSource) -> Dataset:
+        ds = self._dataset(src, "train", self.train_pipe)
+        if self.fakes == "real":
+            return ds
+        if self.spec.clip_len:
+            raise ValueError("data.fakes=sbi works on frame models; clip models need real fakes (data.fakes=real)")
+        from dfd.data.sbi import SelfBlend, SelfBlendedPairs
+
+        return SelfBlendedPairs(ds, SelfBlend(**self.sbi_cfg), mode=self.fakes, seed=self.seed)
+
+    # ----------------------------------------------------------------------------------------------- loaders
+    def _sample_weights(self) -> np.ndarray | None:
+        """Per-sample weights realising the dataset mix and class balance, or None for plain shuffling."""
+        if len(self._train_parts) == 1 and not self.balance:
+            return None
+        weights = []
+        for ds, w in self._train_parts:
+            labels = np.asarray(ds.labels, np.int64)
+            per = np.full(len(labels), w / max(len(labels), 1), np.float64)
+            if self.balance:
+                counts = np.bincount(labels, minlength=2).astype(np.float64)
+                per *= len(labels) / (2 * np.maximum(counts[labels], 1))
+            weights.append(per)
+        return np.concatenate(weights)
+
+    def _loader(self, ds: Dataset, shuffle: bool, batch_size: int, sampler: Sampler | None = None) -> DataLoader:
+        collate = None
+        if self.fakes != "real" and shuffle:
+            from dfd.data.sbi import pair_collate
+
+            collate = pair_collate
+            batch_size = max(1, batch_size // 2)  # each item is a (real, self-blend) pair
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            drop_last=shuffle and len(ds) > batch_size,
+            collate_fn=collate,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        weights = self._sample_weights()
+        sampler = None
+        if weights is not None:
+            gen = torch.Generator().manual_seed(self.seed)
+            sampler = WeightedRandomSampler(torch.as_tensor(weights), num_samples=len(weights), generator=gen)
+        return self._loader(self.train_ds, True, self.batch_size, sampler)
+
+    def _eval_loader(self, ds: Dataset) -> DataLoader:
+        sampler = UnpaddedDistributedSampler(ds) if dist.is_available() and dist.is_initialized() else None
+        return self._loader(ds, False, self.eval_batch_size, sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.val_ds)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self._eval_loader(self.test_ds[n]) for n in self.test_names]
+
+    def eval_info(self, name: str | None = None) -> dict:
+        """Video names and method names of a test set (or the val set), for per-method results."""
+        ds = self.val_ds if name is None else self.test_ds[name]
+        return {"video_names": ds.arrays.video_names, "method_names": ds.arrays.method_names}

@@ -1,0 +1,406 @@
+"""The embedded synthetic dataset: procedurally drawn faces whose fakes carry real face-swap traces.
+
+Why it exists: the main job, the tests and the cross-dataset demo must run on a fresh machine with no download.
+So dfd draws its own faces (varied skin tones, face shapes, features, hair, backgrounds, poses, lighting and skin
+texture) and makes fakes the way face-swap tools do: a face region taken from a *second* face (or a warped,
+colour-shifted copy of the same face) is aligned on the target's landmarks, resampled (generator resolution:
+the skin texture is lost), colour-mismatched and pasted through a soft face-shaped mask, leaving a blending seam.
+The whole frame is then JPEG-compressed, reals and fakes alike, so compression alone is no cue.
+
+Each *domain* is a different forgery pipeline (mask shape, seam softness, resampling, colour mismatch, JPEG
+quality), standing in for different datasets: train on one domain, test on the others, and the cross-dataset
+gap appears as it does with real data. Output is exactly what ``dfd-extract`` writes for a real dataset: face
+crops with 5 landmarks, several frames per video, identity-disjoint splits, and a frame manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from dfd.data.schema import validate_manifest, write_parquet
+from dfd.data.sources.base import DatasetError, DatasetSource
+
+GENERATOR_VERSION = 1  # bump when drawing changes, so stale caches are not reused
+
+# Skin tones spanning light to dark (RGB), jittered per identity.
+SKIN_TONES = np.array(
+    [[255, 224, 196], [241, 194, 165], [224, 172, 138], [198, 134, 100], [161, 102, 72], [120, 75, 52], [88, 56, 40]],
+    np.float32,
+)
+
+
+@dataclass(frozen=True)
+class Domain:
+    """One forgery pipeline. Sizes are relative to the face width so they scale with the image size."""
+
+    mask: str  # hull | ellipse | rect: the shape pasted through
+    seam_blur: float  # Gaussian sigma of the mask edge, fraction of face width
+    resample: float  # generator resolution as a fraction of the face size (lower = blurrier swap)
+    colour_shift: float  # max per-channel colour mismatch of the pasted face (0-255 scale)
+    jpeg: int  # JPEG quality applied to every frame (real and fake)
+    source: str  # swap (a second identity) | self (a warped, colour-shifted copy of the target)
+
+
+DOMAINS: dict[str, Domain] = {
+    "a": Domain(mask="hull", seam_blur=0.05, resample=0.45, colour_shift=14.0, jpeg=95, source="swap"),
+    "b": Domain(mask="ellipse", seam_blur=0.12, resample=0.65, colour_shift=6.0, jpeg=85, source="self"),
+    "c": Domain(mask="rect", seam_blur=0.03, resample=0.55, colour_shift=22.0, jpeg=75, source="swap"),
+    "d": Domain(mask="hull", seam_blur=0.09, resample=0.8, colour_shift=8.0, jpeg=60, source="swap"),
+}
+
+
+# --------------------------------------------------------------------------------------------- drawing
+def _identity(rng: np.random.Generator) -> dict:
+    """Random appearance parameters of one person."""
+    tone = SKIN_TONES[rng.integers(len(SKIN_TONES))] * rng.uniform(0.92, 1.06) + rng.normal(0, 6, 3)
+    return {
+        "skin": np.clip(tone, 20, 255),
+        "aspect": rng.uniform(1.15, 1.45),  # face height / width
+        "eye_dx": rng.uniform(0.32, 0.42),
+        "eye_y": rng.uniform(-0.22, -0.08),
+        "eye_size": rng.uniform(0.09, 0.14),
+        "iris": rng.choice([[60, 40, 20], [40, 90, 140], [70, 110, 60], [30, 25, 20]]).astype(np.float32),
+        "brow": rng.uniform(0.02, 0.05),
+        "nose_y": rng.uniform(0.12, 0.22),
+        "mouth_y": rng.uniform(0.42, 0.55),
+        "mouth_w": rng.uniform(0.22, 0.34),
+        "lips": np.clip(tone * np.array([0.85, 0.5, 0.5]) + rng.normal(0, 10, 3), 0, 255),
+        "hair": rng.choice([[20, 15, 10], [70, 45, 25], [150, 110, 60], [200, 180, 120], [110, 110, 110]])
+        .astype(np.float32),
+        "hair_h": rng.uniform(0.15, 0.45),
+        "texture": rng.uniform(7.0, 12.0),  # skin micro-texture strength
+    }
+
+
+def _pose(rng: np.random.Generator, size: int) -> dict:
+    """Where the face sits in a crop: extraction centres faces with a margin, with residual jitter."""
+    return {
+        "cx": size * rng.uniform(0.44, 0.56),
+        "cy": size * rng.uniform(0.46, 0.56),
+        "w": size * rng.uniform(0.30, 0.38),  # face half-width in pixels
+        "roll": rng.uniform(-18, 18),
+        "yaw": rng.uniform(-0.25, 0.25),
+    }
+
+
+def _jitter(pose: dict, rng: np.random.Generator, size: int) -> dict:
+    """Small frame-to-frame motion within a video."""
+    p = dict(pose)
+    p["cx"] += rng.normal(0, 0.01 * size)
+    p["cy"] += rng.normal(0, 0.01 * size)
+    p["roll"] += rng.normal(0, 1.5)
+    p["yaw"] = float(np.clip(p["yaw"] + rng.normal(0, 0.03), -0.35, 0.35))
+    return p
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A gradient with soft blobs: backgrounds vary as much as faces do."""
+    c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    t = np.linspace(0, 1, size, dtype=np.float32)
+    angle = rng.uniform(0, np.pi)
+    g = (np.cos(angle) * t[None, :] + np.sin(angle) * t[:, None]) / (abs(np.cos(angle)) + abs(np.sin(angle)))
+    img = c0 + (c1 - c0) * g[..., None]
+    for _ in range(rng.integers(2, 6)):
+        centre = tuple(int(v) for v in rng.uniform(0, size, 2))
+        cv2.circle(img, centre, int(rng.uniform(0.05, 0.3) * size), rng.uniform(0, 255, 3).tolist(), -1)
+    return cv2.GaussianBlur(img, (0, 0), size * 0.03)
+
+
+def _to_px(pose: dict, pts: np.ndarray, aspect: float) -> np.ndarray:
+    """Face-frame points (x in half-widths, y in half-widths*aspect) -> pixel coordinates, with roll."""
+    w = pose["w"]
+    xy = np.stack([pts[:, 0] * w, pts[:, 1] * w * aspect], axis=1)
+    th = np.deg2rad(pose["roll"])
+    rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]], np.float32)
+    return xy @ rot.T + np.array([pose["cx"], pose["cy"]], np.float32)
+
+
+def _landmarks(ident: dict, pose: dict) -> np.ndarray:
+    """The 5 MTCNN-style points (left eye, right eye, nose, mouth left, mouth right) in pixels."""
+    yaw = pose["yaw"]
+    pts = np.array(
+        [
+            [-ident["eye_dx"] + 0.3 * yaw, ident["eye_y"]],
+            [ident["eye_dx"] + 0.3 * yaw, ident["eye_y"]],
+            [0.55 * yaw, ident["nose_y"]],
+            [-ident["mouth_w"] + 0.35 * yaw, ident["mouth_y"]],
+            [ident["mouth_w"] + 0.35 * yaw, ident["mouth_y"]],
+        ],
+        np.float32,
+    )
+    return _to_px(pose, pts, ident["aspect"])
+
+
+def _draw_face(img: np.ndarray, ident: dict, pose: dict, rng: np.random.Generator) -> np.ndarray:
+    """Draw hair, neck, face, features, lighting and skin texture onto ``img`` (float32, in place)."""
+    size = img.shape[0]
+    w, aspect, roll = pose["w"], ident["aspect"], pose["roll"]
+    centre = (pose["cx"], pose["cy"])
+    skin = ident["skin"].tolist()
+    hair_c = _to_px(pose, np.array([[0.0, -0.35]], np.float32), aspect)[0]
+    cv2.ellipse(img, _pt(hair_c), (int(w * 1.12), int(w * aspect * (0.75 + ident["hair_h"]))), roll, 0, 360,
+                ident["hair"].tolist(), -1, cv2.LINE_AA)
+    neck = _to_px(pose, np.array([[-0.45, 0.6], [0.45, 0.6], [0.55, 2.5], [-0.55, 2.5]], np.float32), aspect)
+    cv2.fillConvexPoly(img, neck.astype(np.int32), (np.array(skin) * 0.8).tolist(), cv2.LINE_AA)
+
+    face = np.zeros((size, size), np.float32)
+    cv2.ellipse(face, _pt(centre), (int(w), int(w * aspect)), roll, 0, 360, 1.0, -1, cv2.LINE_AA)
+    # Directional light: shading that varies over the face like a real 3D surface.
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    la = rng.uniform(0, 2 * np.pi)
+    shade = 1.0 + 0.18 * (np.cos(la) * (xx - centre[0]) + np.sin(la) * (yy - centre[1])) / w
+    shade -= 0.12 * (((xx - centre[0]) / w) ** 2 + ((yy - centre[1]) / (w * aspect)) ** 2)
+    # Skin micro-texture: the high-frequency detail a generator at lower resolution cannot reproduce.
+    texture = rng.normal(0, ident["texture"], (size, size, 1)).astype(np.float32)
+    texture += cv2.GaussianBlur(rng.normal(0, ident["texture"], (size, size)).astype(np.float32), (0, 0), 1.2)[..., None]
+    skin_img = np.array(skin, np.float32) * shade[..., None] + texture
+    img[:] = img * (1 - face[..., None]) + skin_img * face[..., None]
+
+    lm = _landmarks(ident, pose)
+    es = ident["eye_size"] * w
+    for eye in lm[:2]:
+        cv2.ellipse(img, _pt(eye), (int(es * 1.6), max(int(es * 0.8), 1)), roll, 0, 360, (240, 240, 235), -1, cv2.LINE_AA)
+        cv2.circle(img, _pt(eye), max(int(es * 0.75), 1), ident["iris"].tolist(), -1, cv2.LINE_AA)
+        cv2.circle(img, _pt(eye), max(int(es * 0.35), 1), (10, 10, 10), -1, cv2.LINE_AA)
+        brow = eye + _rot(roll) @ np.array([0, -es * 1.9], np.float32)
+        cv2.ellipse(img, _pt(brow), (int(es * 1.9), max(int(ident["brow"] * w), 1)), roll, 0, 360,
+                    ident["hair"].tolist(), -1, cv2.LINE_AA)
+    nose = lm[2]
+    cv2.ellipse(img, _pt(nose), (max(int(0.1 * w), 1), max(int(0.06 * w), 1)), roll, 0, 360,
+                (np.array(skin) * 0.7).tolist(), -1, cv2.LINE_AA)
+    mouth_c = (lm[3] + lm[4]) / 2
+    half = float(np.linalg.norm(lm[4] - lm[3]) / 2)
+    cv2.ellipse(img, _pt(mouth_c), (max(int(half), 1), max(int(0.09 * w), 1)), roll, 0, 360,
+                ident["lips"].tolist(), -1, cv2.LINE_AA)
+    cv2.line(img, _pt(lm[3]), _pt(lm[4]), (60, 30, 30), max(1, int(0.02 * w)), cv2.LINE_AA)
+    return lm
+
+
+def _pt(p) -> tuple[int, int]:
+    return int(round(float(p[0]))), int(round(float(p[1])))
+
+
+def _rot(deg: float) -> np.ndarray:
+    th = np.deg2rad(deg)
+    return np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]], np.float32)
+
+
+def render(ident: dict, pose: dict, background: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Render one frame: (float32 HxWx3 image in 0-255, landmarks (5, 2))."""
+    img = background.copy()
+    lm = _draw_face(img, ident, pose, rng)
+    return img, lm
+
+
+def blend_mask(kind: str, lm: np.ndarray, pose: dict, aspect: float, size: int, blur: float) -> np.ndarray:
+    """Soft paste mask of the given shape around the inner face, as face-swap tools use."""
+    m = np.zeros((size, size), np.float32)
+    w = pose["w"]
+    if kind == "hull":
+        # Landmarks' hull enlarged outwards to cheeks and chin, like a 68-point face-swap mask.
+        centre = lm.mean(axis=0)
+        chin = centre + _rot(pose["roll"]) @ np.array([0, 0.95 * w * aspect * 0.6], np.float32)
+        brow = centre + _rot(pose["roll"]) @ np.array([0, -0.55 * w * aspect], np.float32)
+        pts = np.concatenate([lm, chin[None], brow[None]])
+        pts = centre + (pts - centre) * 1.35
+        cv2.fillConvexPoly(m, cv2.convexHull(pts.astype(np.int32)), 1.0, cv2.LINE_AA)
+    elif kind == "ellipse":
+        cv2.ellipse(m, _pt((pose["cx"], pose["cy"])), (int(w * 0.8), int(w * aspect * 0.8)), pose["roll"],
+                    0, 360, 1.0, -1, cv2.LINE_AA)
+    elif kind == "rect":
+        box = _to_px(pose, np.array([[-0.75, -0.55], [0.75, -0.55], [0.75, 0.75], [-0.75, 0.75]], np.float32),
+                     aspect)
+        cv2.fillConvexPoly(m, box.astype(np.int32), 1.0, cv2.LINE_AA)
+    else:
+        raise ValueError(f"unknown mask kind {kind!r}; valid: hull, ellipse, rect")
+    sigma = max(blur * 2 * w, 0.5)
+    return cv2.GaussianBlur(m, (0, 0), sigma)
+
+
+def _swap(target: np.ndarray, target_lm: np.ndarray, source: np.ndarray, source_lm: np.ndarray, pose: dict,
+          aspect: float, dom: Domain, rng: np.random.Generator) -> np.ndarray:
+    """Paste the source face onto the target, the way a face-swap pipeline does."""
+    size = target.shape[0]
+    # 1. Align source on target landmarks (a similarity transform: resampling artefacts #1).
+    mat, _ = cv2.estimateAffinePartial2D(source_lm, target_lm)
+    if mat is None:
+        mat = np.eye(2, 3, dtype=np.float32)
+    aligned = cv2.warpAffine(source, mat, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    # 2. Generator resolution: the face is produced smaller and upsampled, losing the skin texture.
+    small = max(4, int(round(size * dom.resample)))
+    aligned = cv2.resize(cv2.resize(aligned, (small, small), interpolation=cv2.INTER_AREA), (size, size),
+                         interpolation=cv2.INTER_LINEAR)
+    # 3. Colour transfer to the target (as swap tools do), imperfect: a residual colour mismatch remains.
+    m = blend_mask(dom.mask, target_lm, pose, aspect, size, dom.seam_blur)[..., None]
+    weight = m / max(float(m.sum()), 1e-6)
+    aligned = aligned + ((target - aligned) * weight).sum(axis=(0, 1))
+    aligned = aligned + rng.uniform(-dom.colour_shift, dom.colour_shift, 3).astype(np.float32)
+    # 4. Soft paste through a face-shaped mask: the blending seam.
+    return aligned * m + target * (1 - m)
+
+
+def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    u8 = np.clip(img, 0, 255).astype(np.uint8)
+    if quality >= 100:
+        return u8
+    ok, buf = cv2.imencode(".jpg", u8, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+
+
+def make_video(domain: Domain, fake: bool, size: int, frames: int, rng: np.random.Generator
+               ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """One synthetic video: ``frames`` RGB uint8 crops and their landmarks."""
+    target = _identity(rng)
+    source = _identity(rng) if domain.source == "swap" else None
+    pose = _pose(rng, size)
+    background = _background(rng, size)
+    self_warp = (rng.uniform(-0.04, 0.04, 2) * size, rng.uniform(0.94, 1.06), rng.uniform(-4, 4))
+    images, lms = [], []
+    for _ in range(frames):
+        p = _jitter(pose, rng, size)
+        img, lm = render(target, p, background, rng)
+        if fake:
+            if source is not None:
+                src_img, src_lm = render(source, dict(p, w=p["w"] * rng.uniform(0.95, 1.05)), background, rng)
+            else:
+                # Same identity, warped: a reenactment-like fake of the target itself.
+                (dx, dy), s, r = self_warp
+                mat = cv2.getRotationMatrix2D((p["cx"], p["cy"]), r, s)
+                mat[:, 2] += (dx, dy)
+                src_img = cv2.warpAffine(img, mat, (size, size), borderMode=cv2.BORDER_REFLECT)
+                src_lm = lm @ mat[:, :2].T + mat[:, 2]
+            img = _swap(img, lm, src_img.astype(np.float32), src_lm.astype(np.float32), p, target["aspect"],
+                        domain, rng)
+        # Camera: mild sensor noise, then JPEG for reals and fakes alike.
+        img = img + rng.normal(0, 2.0, img.shape).astype(np.float32)
+        images.append(_jpeg(img, domain.jpeg))
+        lms.append(lm.astype(np.float32))
+    return images, lms
+
+
+# --------------------------------------------------------------------------------------------- source
+class SyntheticSource(DatasetSource):
+    """``dataset=synthetic``: generated once per (domain, seed, sizes) into the crop cache, then read like any other.
+
+    Args:
+        domain: forgery pipeline, one of ``DOMAINS`` (a, b, c, d).
+        seed: everything is a deterministic function of the seed.
+        image_size: crop size in pixels (small by default: CPU training in minutes).
+        videos: number of videos per split (half real, half fake unless ``fake_ratio`` says otherwise).
+        frames_per_video: frames per video (each a jittered pose of the same scene).
+    """
+
+    def __init__(
+        self,
+        name: str = "synthetic_a",
+        domain: str = "a",
+        seed: int = 0,
+        image_size: int = 64,
+        videos: dict[str, int] | None = None,
+        frames_per_video: int = 4,
+        fake_ratio: float = 0.5,
+        cache_dir: str | Path = ".cache/dfd/synthetic",
+        root: str | Path | None = None,
+    ) -> None:
+        if domain not in DOMAINS:
+            raise DatasetError(f"synthetic: unknown domain {domain!r}; valid domains: {', '.join(DOMAINS)}")
+        super().__init__(name=name, root=root, cache_dir=cache_dir)
+        self.domain = domain
+        self.seed = int(seed)
+        self.image_size = int(image_size)
+        self.videos = {"train": 200, "val": 40, "test": 60, **dict(videos or {})}
+        self.frames_per_video = int(frames_per_video)
+        self.fake_ratio = float(fake_ratio)
+
+    def _params(self) -> dict:
+        return {
+            "version": GENERATOR_VERSION,
+            "domain": asdict(DOMAINS[self.domain]),
+            "seed": self.seed,
+            "image_size": self.image_size,
+            "videos": self.videos,
+            "frames_per_video": self.frames_per_video,
+            "fake_ratio": self.fake_ratio,
+        }
+
+    @property
+    def data_dir(self) -> Path:
+        """This configuration's own folder in the cache (a hash of every parameter)."""
+        digest = hashlib.sha1(json.dumps(self._params(), sort_keys=True).encode()).hexdigest()[:10]
+        return self.cache_dir / f"{self.domain}-{digest}"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.data_dir / "manifest.parquet"
+
+    def build_index(self) -> pd.DataFrame:
+        """Video index of the generated set (one row per synthetic video)."""
+        m = self.load_manifest()
+        first = m.drop_duplicates("video_id")
+        return first.assign(path=first["video_id"], kind="frames")[
+            ["video_id", "label", "split", "method", "identity", "path", "kind"]
+        ].reset_index(drop=True)
+
+    def _index_rows(self) -> pd.DataFrame:  # pragma: no cover - build_index is overridden
+        return self.build_index()
+
+    def prepare(self) -> Path:
+        """Generate the crops and manifest once; later calls (and other processes) reuse them."""
+        if self.manifest_path.is_file():
+            return self.manifest_path
+        final = self.data_dir
+        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+        rows = self._generate(tmp)
+        df = validate_manifest(pd.DataFrame(rows), where=f"synthetic {self.domain}")
+        write_parquet(df, tmp / "manifest.parquet")
+        (tmp / "params.json").write_text(json.dumps(self._params(), indent=2))
+        try:
+            tmp.rename(final)  # atomic: a concurrent or killed generation never leaves a half-written set
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first: keep theirs
+        return self.manifest_path
+
+    def _generate(self, out: Path) -> list[dict]:
+        dom = DOMAINS[self.domain]
+        dom_idx = sorted(DOMAINS).index(self.domain)
+        rows = []
+        method = f"{dom.source}_{dom.mask}"
+        for split_idx, split in enumerate(("train", "val", "test")):
+            n = self.videos.get(split, 0)
+            n_fake = int(round(n * self.fake_ratio))
+            for k in range(n):
+                fake = k < n_fake
+                # One generator per video: the same video comes out the same whatever the other counts are.
+                rng = np.random.default_rng([self.seed, dom_idx, split_idx, k])
+                images, lms = make_video(dom, fake, self.image_size, self.frames_per_video, rng)
+                vid = f"{self.domain}/{split}/{'fake' if fake else 'real'}/{k:04d}"
+                (out / "crops" / vid).mkdir(parents=True, exist_ok=True)
+                for f, (img, lm) in enumerate(zip(images, lms, strict=True)):
+                    rel = f"crops/{vid}/{f:06d}.png"
+                    cv2.imwrite(str(out / rel), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+                    x1, y1 = lm.min(axis=0)
+                    x2, y2 = lm.max(axis=0)
+                    rows.append(
+                        {
+                            "video_id": vid,
+                            "frame": f,
+                            "crop_path": rel,
+                            "label": int(fake),
+                            "split": split,
+                            "method": method if fake else "real",
+                            "identity": f"{split}-{k}",
+                            "bbox": [float(x1), float(y1), float(x2), float(y2)],
+                            "landmarks": lm.reshape(-1).tolist(),
+                            "score": 1.0,
+                        }
+                    )
+        return rows

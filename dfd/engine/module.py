@@ -1,0 +1,157 @@
+"""The LightningModule: one logit, BCE-with-logits, AdamW + warm-up/cosine, DDP-exact frame/video metrics.
+
+The module is rebuilt from plain config dicts (model, fine-tuning, optimiser) stored as hyper-parameters, so a
+checkpoint needs no Hydra, no pickled objects (it loads with ``weights_only=True``), and an exported bundle can
+rebuild the same network.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+from dfd import __version__
+from dfd.engine.metrics import DetectionMetrics, flat_metrics
+
+log = logging.getLogger(__name__)
+
+
+def warmup_cosine(total_steps: int, warmup: float, min_lr_ratio: float) -> callable:
+    """LR multiplier per step: linear warm-up (a fraction of the steps, or a count if >= 1), then cosine."""
+    warm = int(warmup * total_steps) if warmup < 1 else int(warmup)
+    warm = min(warm, max(total_steps - 1, 0))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        progress = min((step - warm) / max(total_steps - warm, 1), 1.0)
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+class DetectorModule(pl.LightningModule):
+    """Trains and evaluates one detector (any backbone × fine-tuning strategy).
+
+    Args:
+        model: the model config (``conf/model/*.yaml``, resolved to a dict).
+        finetune: the fine-tuning strategy config (``conf/finetune/*.yaml``).
+        optim: optimiser/scheduler config (``conf/optim/*.yaml``).
+        channels_last: NHWC memory format (faster convolutions on tensor cores).
+        compile: ``torch.compile`` the network's forward.
+        meta: run facts stored in the checkpoint (training dataset config, run id, names) for eval and export.
+    """
+
+    def __init__(
+        self,
+        model: Mapping,
+        finetune: Mapping,
+        optim: Mapping,
+        channels_last: bool = False,
+        compile: bool = False,
+        meta: Mapping | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = instantiate(dict(model))
+        self.strategy = instantiate(dict(finetune))
+        self._param_groups = self.strategy.apply(self.model, lr=float(optim["lr"]), weight_decay=float(optim["weight_decay"]))
+        self.param_counts = self.strategy.summary(self.model)  # the strategy logs trainable / total
+        self.loss_fn = nn.BCEWithLogitsLoss()
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self._forward = torch.compile(self.model) if compile else self.model
+        self.val_metrics = DetectionMetrics()
+        self.test_metrics = nn.ModuleList()
+        self.test_names: list[str] = []
+        self.val_report: dict | None = None
+        self.test_reports: dict[str, dict] = {}
+        self.run_id = (meta or {}).get("run_id") or uuid.uuid4().hex[:12]
+
+    # ------------------------------------------------------------------------------------------- forward
+    def forward(self, images: torch.Tensor, landmarks: torch.Tensor | None = None) -> torch.Tensor:
+        if self.channels_last and images.ndim == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self._forward(images, landmarks if self.model.needs_landmarks else None)
+
+    def _logits(self, batch: Mapping) -> torch.Tensor:
+        return self(batch["image"], batch.get("landmarks"))
+
+    # ------------------------------------------------------------------------------------------- training
+    def training_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
+        logits = self._logits(batch)
+        target = batch["label"].float()
+        loss = self.loss_fn(logits, target)
+        acc = ((logits > 0).float() == target).float().mean()
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(target))
+        self.log("train/acc", acc, prog_bar=False, batch_size=len(target))
+        return loss
+
+    def validation_step(self, batch: Mapping, batch_idx: int) -> None:
+        logits = self._logits(batch)
+        self.log("val/loss", self.loss_fn(logits, batch["label"].float()), batch_size=len(logits), sync_dist=True)
+        self.val_metrics.update(torch.sigmoid(logits), batch["label"], batch["video"], batch["index"], batch["method"])
+
+    def on_validation_epoch_end(self) -> None:
+        report = self.val_metrics.compute()
+        self.val_metrics.reset()
+        self.val_report = report
+        metrics = flat_metrics(report, "val")
+        # Checkpoint selection must never see NaN (a one-class sanity batch): treat it as the worst score.
+        metrics = {k: (v if not math.isnan(v) else (1.0 if k.endswith("eer") else 0.0)) for k, v in metrics.items()}
+        auc = metrics.pop("val/video_auc")
+        self.log_dict(metrics, prog_bar=False)
+        self.log("val/video_auc", auc, prog_bar=True)
+
+    # ------------------------------------------------------------------------------------------- testing
+    def set_test_sets(self, names: Sequence[str], method_names: Sequence[Sequence[str]] | None = None) -> None:
+        """Declare the test dataloaders (in order) before ``trainer.test``."""
+        self.test_names = list(names)
+        self.test_metrics = nn.ModuleList([DetectionMetrics() for _ in names]).to(self.device)
+        for i, m in enumerate(self.test_metrics):
+            m.method_names = list(method_names[i]) if method_names else None
+        self.test_reports = {}
+
+    def test_step(self, batch: Mapping, batch_idx: int, dataloader_idx: int = 0) -> None:
+        logits = self._logits(batch)
+        self.test_metrics[dataloader_idx].update(
+            torch.sigmoid(logits.float()), batch["label"], batch["video"], batch["index"], batch["method"]
+        )
+
+    def on_test_epoch_end(self) -> None:
+        for name, metric in zip(self.test_names, self.test_metrics, strict=True):
+            report = metric.compute()
+            metric.reset()
+            self.test_reports[name] = report
+            self.log_dict(flat_metrics(report, f"test/{name}"), add_dataloader_idx=False)
+
+    # ------------------------------------------------------------------------------------------- optimiser
+    def configure_optimizers(self):
+        cfg = dict(self.hparams.optim)
+        groups = [g for g in self._param_groups if any(p.requires_grad for p in g["params"])]
+        opt_cfg = dict(cfg.get("optimizer") or {"_target_": "torch.optim.AdamW"})
+        opt_cfg["_partial_"] = True
+        optimizer = instantiate(opt_cfg)(groups, lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
+        if cfg.get("scheduler", "cosine") in (None, "none", "constant"):
+            return optimizer
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_cosine(total, float(cfg.get("warmup", 0.05)), float(cfg.get("min_lr_ratio", 0.01)))
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ------------------------------------------------------------------------------------------- checkpoint
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["dfd"] = {
+            "version": __version__,
+            "run_id": self.run_id,
+            "input_spec": self.model.input_spec.to_dict(),
+        }

@@ -1,0 +1,71 @@
+"""``results.json``: the stable, human-readable record of a run that evaluation, reports and tests read.
+
+W&B offline keeps no readable summary, so every run (training or ``dfd-eval``) writes this file in its run
+directory. Schema (``schema_version`` 1)::
+
+    {"schema_version": 1, "kind": "train" | "eval", "run_dir": ..., "created": ISO time,
+     "train": {"dataset", "model", "finetune", "seed", "experiment"},
+     "checkpoint": path, "params": {"trainable", "total"},
+     "val": {"frame": {...}, "video": {...}},
+     "test": {<name>: {"in_domain": bool, "frame": {auc, acc, ap, eer, n, n_real, n_fake}, "video": {...},
+                       "per_method": {<method>: {"frame": {...}, "video": {...}}},
+                       "roc": {"frame": {"fpr": [...], "tpr": [...]}, "video": {...}}}},
+     "robustness": {<name>: {<perturbation>: [{"level": x, "frame": {...}, "video": {...}}]}}}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+
+def _clean(obj):
+    """JSON has no NaN: write null (readers get None and treat it as undefined)."""
+    if isinstance(obj, float):
+        return None if math.isnan(obj) or math.isinf(obj) else obj
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def make_results(kind: str, run_dir: str | Path, train: dict, test: dict, val: dict | None = None,
+                 checkpoint: str | None = None, in_domain: str | None = None, **extra) -> dict:
+    """Assemble the results document."""
+    tests = {}
+    for name, rep in test.items():
+        tests[name] = {"in_domain": name == in_domain, **rep}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": kind,
+        "run_dir": str(run_dir),
+        "created": datetime.now().isoformat(timespec="seconds"),
+        "train": train,
+        "checkpoint": checkpoint,
+        "val": {k: val[k] for k in ("frame", "video")} if val else None,
+        "test": tests,
+        **extra,
+    }
+
+
+def write_results(results: dict, run_dir: str | Path) -> Path:
+    """Write ``results.json`` atomically into the run directory."""
+    path = Path(run_dir) / "results.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".results.json.tmp")
+    tmp.write_text(json.dumps(_clean(results), indent=2))
+    tmp.replace(path)
+    return path
+
+
+def read_results(path: str | Path) -> dict:
+    """Read a results.json (or the one inside a run directory)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    return json.loads(path.read_text())
