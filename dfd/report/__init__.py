@@ -1,0 +1,7 @@
+"""Cross-dataset reports from finished runs: collect results, build the matrix and gap, draw, write Markdown.
+
+``dfd-report`` (``dfd.cli.report``) is the command line; :func:`dfd.report.build.build_report` does the same
+from Python. Modules: ``collect`` (results.json / W&B → one long table), ``wandb_runs`` (W&B offline logs and
+the online API), ``matrix`` (configuration × test set, mean ± std over seeds, gap), ``plots`` (heatmap, gap,
+ROC, robustness), ``markdown`` (report.md).
+"""
