@@ -333,11 +333,14 @@ def test_sweep_yaml_is_a_valid_wandb_sweep() -> None:
 
 
 def _sweep_command(params: dict[str, object]) -> list[str]:
-    """What the W&B agent runs for one parameter set (macros expanded the way the agent does)."""
+    """What the W&B agent runs for one parameter set (arguments formatted by wandb's own helper)."""
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+
+    args = create_sweep_command_args({"args": {k: {"value": v} for k, v in params.items()}})
     argv = []
     for tok in _sweep()["command"]:
         if tok == "${args_no_hyphens}":
-            argv += [f"{k}={v}" for k, v in params.items()]
+            argv += args["args_no_hyphens"]
         elif tok not in ("${env}", "${interpreter}", "${program}"):
             argv.append(tok)
     return argv
@@ -357,6 +360,7 @@ def test_every_sweep_value_composes() -> None:
             overrides = argv[1:]
             assert check_overrides(overrides, config_dir()) is None, overrides
             cfg = _compose(overrides)
+            assert {"ffpp", "celebdf_v2", "wilddeepfake", "redface"} <= set(cfg.test_sets)
             choices = cfg.hydra.runtime.choices
             if name in {"model", "dataset", "finetune"}:
                 assert choices[name] == value
