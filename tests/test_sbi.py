@@ -196,6 +196,20 @@ def test_pairs_reproducible_across_workers_and_epochs(face):
         torch.testing.assert_close(ds[(e, i)][1]["image"], ep1[2 * i + 1], rtol=0, atol=0)
 
 
+def test_set_epoch_reaches_persistent_workers(face):
+    ds = SelfBlendedPairs(StandIn(*face, LABELS), SelfBlend(), mode="both", seed=1)
+    assert len(ds.labels) == len(ds)  # one label per item, for label-weighted samplers
+    loader = DataLoader(ds, batch_size=5, num_workers=1, persistent_workers=True, collate_fn=pair_collate)
+    epochs = []
+    for epoch in range(2):
+        ds.set_epoch(epoch)
+        epochs.append(torch.cat([b["image"] for b in loader]))
+    ds.set_epoch(1)
+    expected = pair_collate([ds[i] for i in range(len(ds))])["image"]
+    torch.testing.assert_close(epochs[1], expected, rtol=0, atol=0)
+    assert not torch.equal(epochs[0], epochs[1])
+
+
 def test_grid_command_writes_png_of_expected_size(tmp_path, face):
     out = tmp_path / "grid.png"
     assert sbi_grid.main(["--out", str(out), "--n", "3", "--tile", "40", "--seed", "1"]) == 0

@@ -308,12 +308,20 @@ class SelfBlendedPairs(torch.utils.data.Dataset):
             )
         self.base, self.blend, self.mode, self.seed = base, blend, mode, int(seed)
         self.items = self.real if mode == "sbi" else np.arange(len(labels))
-        self.labels = labels
+        # Per item: the label of the frame it is built around (every item itself is a balanced pair).
+        # Samplers that weight by label (data.balance, dataset mixes) need one entry per item.
+        self.labels = labels[self.items]
         # Shared memory, so persistent DataLoader workers see set_epoch() without being restarted.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
     def set_epoch(self, epoch: int) -> None:
-        """Change the blends each epoch (reproducibly); Lightning/sampler hooks call this."""
+        """Draw new blends each epoch, reproducibly; call it from ``on_train_epoch_start``.
+
+        Lightning only calls ``set_epoch`` on samplers, so the training loop must call this (or use
+        :class:`EpochSampler`); without it every epoch repeats epoch 0's blends. The value lives in shared
+        memory, so persistent workers see it; Lightning creates each later epoch's iterator (and so starts
+        prefetching) after ``on_train_epoch_start``.
+        """
         self._epoch.fill_(int(epoch))
 
     def __len__(self) -> int:
