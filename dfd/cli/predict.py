@@ -1,0 +1,62 @@
+"""``dfd-predict MODEL INPUT... --out predictions.csv``: score images and videos with a bundle or checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments (argparse: an organiser's server should not need Hydra)."""
+    p = argparse.ArgumentParser(
+        prog="dfd-predict",
+        description="Detect faces (MTCNN), crop and score them as in training; one CSV row per file with "
+                    "path, prob_fake, label (0 real, 1 fake), faces, frames, status, reason.",
+    )
+    p.add_argument("model", help="a bundle folder from dfd-export, or a dfd-train checkpoint (.ckpt)")
+    p.add_argument("inputs", nargs="+",
+                   help="images, videos, folders (searched recursively) or .txt lists (one path per line)")
+    p.add_argument("--out", default="predictions.csv", help="CSV to write (default predictions.csv)")
+    p.add_argument("--frames", type=int, default=None, help="frames per video, uniformly spaced (default: bundle's)")
+    p.add_argument("--batch-size", type=int, default=32, help="frames per MTCNN call and crops per model call")
+    p.add_argument("--device", default="auto", help="auto (GPU when present) | cpu | cuda[:N]")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Write predictions.csv; exit non-zero only when no model, no input, or not one file could be read."""
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from dfd.inference.bundle import BundleError
+    from dfd.inference.predict import (
+        PredictError,
+        Predictor,
+        collect_inputs,
+        open_model,
+        resolve_device,
+        write_csv,
+    )
+
+    try:
+        device = resolve_device(args.device)
+        paths = collect_inputs(args.inputs)
+        if not paths:
+            raise PredictError(f"no images or videos found in {' '.join(args.inputs)}")
+        bundle = open_model(args.model, device)
+        results = Predictor(bundle, frames=args.frames, batch_size=args.batch_size, device=device).predict(
+            paths, progress=not args.no_progress)
+    except (PredictError, BundleError, FileNotFoundError) as e:
+        sys.exit(f"dfd-predict: {e}")
+    out = write_csv(results, args.out)
+    counts = {s: sum(r.status == s for r in results) for s in ("ok", "no_face", "unreadable")}
+    print(f"{len(results)} files -> {out}: {counts['ok']} ok, {counts['no_face']} without a face, "
+          f"{counts['unreadable']} unreadable (threshold {bundle.threshold:.4f})")
+    if counts["unreadable"] == len(results):
+        first = results[0]
+        sys.exit(f"dfd-predict: none of the {len(results)} inputs could be read (e.g. {first.path}: {first.reason})")
+
+
+if __name__ == "__main__":
+    main()

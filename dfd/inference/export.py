@@ -1,0 +1,311 @@
+"""Checkpoint -> self-contained bundle (TorchScript, ONNX, safetensors, preprocess.json, README).
+
+Export may use the whole training stack (Lightning to read the checkpoint, Hydra to rebuild the training
+dataset for threshold calibration); what it writes needs none of it (see ``dfd.inference.bundle``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from dfd import __version__
+from dfd.inference.bundle import (
+    FORMAT,
+    FORMAT_VERSION,
+    ONNX,
+    PREPROCESS,
+    SAFETENSORS,
+    TORCHSCRIPT,
+    Bundle,
+    ProbabilityModel,
+    load_bundle,
+    probability_model,
+)
+from dfd.inference.calibrate import METHODS, choose_threshold
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+# Face settings when the training cache does not record them (dfd-extract's defaults, conf/extract.yaml).
+FACE_DEFAULTS = {"margin": 1.3, "crop_size": 320, "choice": "largest", "min_score": 0.9, "min_face_size": 20}
+DEFAULT_FRAMES = 32
+
+
+class ExportError(ValueError):
+    """The checkpoint cannot be exported as asked (message says what and how to fix)."""
+
+
+# ----------------------------------------------------------------------------------------------- config
+def rebuild_config(model_cfg: dict) -> dict:
+    """The model config stored in a bundle: rebuilds the architecture only (never looks for pretrained files)."""
+    cfg = {k: v for k, v in dict(model_cfg).items() if k not in ("weights_dir",)}
+    cfg["pretrained"] = False
+    cfg["weights"] = None
+    return cfg
+
+
+def _instantiate_source(dataset_cfg: dict | None) -> object | None:
+    if not dataset_cfg:
+        return None
+    from hydra.utils import instantiate
+
+    return instantiate(dict(dataset_cfg))
+
+
+def face_settings(dataset_cfg: dict | None, source: object | None) -> tuple[dict, dict]:
+    """(face crop settings, video settings) the training crops were made with, so predict crops alike."""
+    face = dict(FACE_DEFAULTS)
+    frames = DEFAULT_FRAMES
+    origin = "dfd-extract defaults (the training cache records no extract settings)"
+    cache = getattr(source, "cache_dir", None)
+    recorded = Path(cache) / "extract_config.json" if cache is not None else None
+    if recorded is not None and recorded.is_file():
+        ext = json.loads(recorded.read_text())
+        face.update(margin=float(ext.get("margin", face["margin"])), crop_size=int(ext.get("size", face["crop_size"])),
+                    choice=ext.get("choice", face["choice"]), min_score=float(ext.get("min_score", face["min_score"])),
+                    min_face_size=int(ext.get("min_face_size", face["min_face_size"])))
+        if int(ext.get("frames", 0) or 0) > 0:
+            frames = int(ext["frames"])
+        origin = f"extract settings of the training cache ({recorded})"
+    elif dataset_cfg and dataset_cfg.get("image_size"):
+        # The synthetic set is drawn as crops of image_size px with the face centred like dfd-extract's; its
+        # frames_per_video is a generation setting, not a sampling protocol, so frames stay at the default.
+        face["crop_size"] = int(dataset_cfg["image_size"])
+        origin = "synthetic training set (crop size = its image_size; other face settings are dfd-extract's defaults)"
+    face["detector"] = "MTCNN (facenet-pytorch), all faces kept, one chosen per frame"
+    face["source"] = origin
+    video = {"frames": frames, "sampling": "uniform: numpy.linspace(0, n_frames - 1, frames).astype(int)",
+             "aggregation": "mean of the per-face probabilities of a file (video or image)"}
+    return face, video
+
+
+# ----------------------------------------------------------------------------------------------- calibration
+@torch.inference_mode()
+def validation_scores(model: ProbabilityModel, source: object, spec: dict, batch_size: int = 64
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-video mean probability and label on the source's val split (how predict scores a file)."""
+    from torch.utils.data import DataLoader
+
+    from dfd.data.datasets import ClipDataset, FrameDataset, ManifestArrays
+    from dfd.data.transforms import Pipeline, Spec
+    from dfd.engine.metrics import video_aggregate
+
+    arrays = ManifestArrays(source.prepare(), splits="val")
+    if len(arrays) == 0:
+        raise ExportError(f"{source.name}: no 'val' frames in {source.manifest_path}; export with --calibrate none "
+                          "or extract the dataset's validation split")
+    pipe = Pipeline(Spec.of(spec))
+    ds = ClipDataset(arrays, pipe, spec["clip_len"]) if spec.get("clip_len") else FrameDataset(arrays, pipe)
+    probs, labels, videos = [], [], []
+    needs_lm = isinstance(model, nn.Module) and getattr(model.detector, "needs_landmarks", False)
+    for batch in DataLoader(ds, batch_size=batch_size, num_workers=0):
+        args = (batch["image"], batch["landmarks"]) if needs_lm else (batch["image"],)
+        probs.append(model(*args).float())
+        labels.append(batch["label"])
+        videos.append(batch["video"])
+    prob, label, video = torch.cat(probs), torch.cat(labels), torch.cat(videos)
+    vprob, vlabel, _ = video_aggregate(prob, label, video, torch.zeros_like(video))
+    return vprob.double().numpy(), vlabel.long().numpy()
+
+
+# ----------------------------------------------------------------------------------------------- build
+def _example_inputs(model: ProbabilityModel, spec: dict, batch: int) -> tuple[torch.Tensor, ...]:
+    s = int(spec["size"])
+    shape = (batch, int(spec["clip_len"]), 3, s, s) if spec.get("clip_len") else (batch, 3, s, s)
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(shape, generator=gen)
+    if not getattr(model.detector, "needs_landmarks", False):
+        return (images,)
+    # A plausible frontal face (eyes, nose, mouth corners) so tracing follows the landmark path.
+    face = torch.tensor([[0.36, 0.42], [0.64, 0.42], [0.5, 0.57], [0.4, 0.72], [0.6, 0.72]]) * s
+    return images, face.expand(*shape[:-3], 5, 2).contiguous()
+
+
+def load_for_export(checkpoint: str | Path) -> tuple[ProbabilityModel, dict]:
+    """The checkpoint's network with LoRA merged, wrapped to output probabilities, and its hparams."""
+    from dfd.engine.run import load_module
+    from dfd.models.finetune import merge_for_export
+
+    module = load_module(checkpoint)
+    detector = merge_for_export(module.model).float().eval()
+    for p in detector.parameters():
+        p.requires_grad_(False)
+    hparams = dict(module.hparams)
+    hparams["run_id"] = module.run_id
+    return probability_model(detector), hparams
+
+
+def describe(checkpoint: str | Path, model: ProbabilityModel, hparams: dict, calibrate: str) -> dict:
+    """preprocess.json for a checkpoint: input spec, face/video settings, threshold, model config."""
+    if calibrate not in METHODS:
+        raise ExportError(f"--calibrate {calibrate!r} is not one of {METHODS}")
+    meta = dict(hparams.get("meta") or {})
+    dataset_cfg = meta.get("dataset")
+    try:
+        source = _instantiate_source(dataset_cfg)
+    except Exception as e:  # an old or moved dataset class: export still works, with default face settings
+        if calibrate != "none":
+            raise ExportError(f"cannot rebuild the training dataset from the checkpoint ({e}); "
+                              "pass --calibrate none to export with threshold 0.5") from e
+        source = None
+    spec = model.detector.input_spec.to_dict()
+    spec["mean"], spec["std"] = list(spec["mean"]), list(spec["std"])
+    face, video = face_settings(dataset_cfg, source)
+    if calibrate == "none":
+        threshold = choose_threshold(np.zeros(0), np.zeros(0), "none")
+    else:
+        scores, labels = validation_scores(model, source, spec)
+        threshold = choose_threshold(scores, labels, calibrate)
+        threshold.update(split="val", dataset=getattr(source, "name", None), level="video (mean of frame probabilities)")
+        log.info("threshold %.4f (%s on %s val, %d videos)", threshold["value"], threshold["method"],
+                 threshold["dataset"], threshold["n"])
+    needs_lm = bool(getattr(model.detector, "needs_landmarks", False))
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "dfd_version": __version__,
+        "torch_version": torch.__version__,
+        "labels": {"0": "real", "1": "fake"},
+        "output": "probability that the face is fake (sigmoid inside the model); label = prob_fake >= threshold",
+        "inputs": ["images", "landmarks"] if needs_lm else ["images"],
+        "input": {
+            **spec,
+            "layout": "(B,L,3,S,S) clips" if spec.get("clip_len") else "(B,3,S,S)",
+            "dtype": "float32",
+            "colour": "RGB",
+            "normalise": "(pixel / 255 - mean) / std, after resizing the face crop to size x size",
+            "landmarks": ("5 MTCNN points (eyes, nose, mouth corners) as (x, y) in model-input pixels; NaN unknown"
+                          if needs_lm else None),
+        },
+        "face": face,
+        "video": video,
+        "threshold": threshold,
+        "model": rebuild_config(hparams["model"]),
+        "files": {"torchscript": TORCHSCRIPT, "onnx": ONNX, "safetensors": SAFETENSORS},
+        "source": {"checkpoint": str(Path(checkpoint).resolve()), "run_id": hparams.get("run_id"), "run": meta.get("run"),
+                   "finetune": dict(hparams.get("finetune") or {})},
+    }
+
+
+# ----------------------------------------------------------------------------------------------- writers
+def write_safetensors(model: ProbabilityModel, path: Path) -> None:
+    """Plain weights (LoRA already merged); clones so tied tensors never share storage in the file."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.detector.state_dict().items()}
+    save_file(state, str(path), metadata={"format": "pt", "dfd_version": __version__})
+
+
+def write_torchscript(model: ProbabilityModel, spec: dict, path: Path) -> None:
+    """Trace the probability model (tracing works for every timm backbone; scripting does not)."""
+    example = _example_inputs(model, spec, 2)
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings about shape-derived Python ints are expected
+        traced = torch.jit.trace(model, example, check_trace=False)
+    traced.save(str(path))
+
+
+def write_onnx(model: ProbabilityModel, spec: dict, path: Path, opset: int) -> None:
+    """ONNX graph with a dynamic batch axis (TorchScript-based exporter: needs no onnxscript)."""
+    example = _example_inputs(model, spec, 2)
+    names = ["images", "landmarks"][: len(example)]
+    axes = {n: {0: "batch"} for n in [*names, "prob_fake"]}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, example, str(path), input_names=names, output_names=["prob_fake"],
+                          dynamic_axes=axes, opset_version=opset, dynamo=False)
+    import onnx
+
+    onnx.checker.check_model(str(path))
+
+
+def verify(bundle_dir: Path, model: ProbabilityModel, spec: dict, atol: float = 1e-4) -> float:
+    """Reload the written TorchScript and compare it with the eager model on a batch size it was not traced at."""
+    bundle = load_bundle(bundle_dir)
+    example = _example_inputs(model, spec, 3)
+    with torch.no_grad():
+        want = model(*example)
+    got = bundle(*example)
+    diff = float((want - got).abs().max())
+    if not math.isfinite(diff) or diff > atol:
+        raise ExportError(f"the exported TorchScript differs from the checkpoint by {diff:.2e} (> {atol}); "
+                          "this architecture does not trace faithfully: report it with the model config")
+    return diff
+
+
+def export_bundle(checkpoint: str | Path, out_dir: str | Path, calibrate: str = "eer",
+                  opset: int = DEFAULT_OPSET) -> dict:
+    """Write a bundle for ``checkpoint`` into ``out_dir`` and return its preprocess.json contents."""
+    out = Path(out_dir)
+    model, hparams = load_for_export(checkpoint)
+    config = describe(checkpoint, model, hparams, calibrate)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = config["input"]
+    write_safetensors(model, out / SAFETENSORS)
+    write_torchscript(model, spec, out / TORCHSCRIPT)
+    try:
+        write_onnx(model, spec, out / ONNX, opset)
+    except Exception as e:  # e.g. an operator without an ONNX mapping: the other formats still serve
+        (out / ONNX).unlink(missing_ok=True)
+        config["files"]["onnx"] = None
+        config["onnx_error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e) else ''}"
+        log.warning("ONNX export failed (%s); the bundle has TorchScript and safetensors only", config["onnx_error"])
+    (out / PREPROCESS).write_text(json.dumps(config, indent=2) + "\n")
+    (out / "README.md").write_text(bundle_readme(config))
+    config["verify_max_abs_diff"] = verify(out, model, spec)
+    return config
+
+
+def checkpoint_bundle(checkpoint: str | Path) -> Bundle:
+    """A checkpoint as an in-memory bundle (threshold 0.5, uncalibrated): lets dfd-predict take a .ckpt."""
+    model, hparams = load_for_export(checkpoint)
+    return Bundle(model, describe(checkpoint, model, hparams, "none"))
+
+
+def bundle_readme(cfg: dict) -> str:
+    """The bundle's README: what the files are and how to run the model with torch only."""
+    inp, face, video, thr = cfg["input"], cfg["face"], cfg["video"], cfg["threshold"]
+    lm = "landmarks" in cfg["inputs"]
+    call = "model(x, landmarks)" if lm else "model(x)"
+    shape = "(B, L, 3, S, S)" if inp.get("clip_len") else "(B, 3, S, S)"
+    return f"""# dfd model bundle
+
+Exported by dfd {cfg['dfd_version']} (torch {cfg['torch_version']}) from `{cfg['source']['checkpoint']}`.
+Labels: **0 = real, 1 = fake**. The model outputs the **probability of fake**; label = prob >= threshold.
+
+| file | what | needs |
+|---|---|---|
+| `model.torchscript.pt` | TorchScript, {shape} float32 -> (B,) probability | torch only |
+| `model.onnx` | same graph, dynamic batch axis, input `images`{', `landmarks`' if lm else ''}, output `prob_fake` | onnxruntime |
+| `model.safetensors` | plain weights (LoRA merged), rebuilt with `dfd.models.create_model(**preprocess["model"])` | dfd + timm |
+| `preprocess.json` | input size/mean/std, face crop, frames per video, threshold | - |
+
+Input: S = {inp['size']}, RGB, resized with {inp['interpolation']} interpolation, then `(pixel/255 - mean)/std`
+with mean {inp['mean']} and std {inp['std']}.{f" Clips of L = {inp['clip_len']} frames." if inp.get('clip_len') else ''}
+Faces: MTCNN, the {face['choice']} face with score >= {face['min_score']}, square crop of the longer box side x
+{face['margin']}, resized to {face['crop_size']} px, then to S. Videos: {video['frames']} uniformly spaced frames, the
+file's probability is the mean over its faces. Threshold {thr['value']:.6g} ({thr['method']}).
+
+## Load with torch only
+
+```python
+import json, torch
+cfg = json.load(open("preprocess.json"))
+model = torch.jit.load("model.torchscript.pt", map_location="cpu").eval()
+x = torch.zeros({shape.replace('B', '1').replace('L', str(inp.get('clip_len'))).replace('S', str(inp['size']))})  # normalised face crops
+{"landmarks = torch.full((*x.shape[:-3], 5, 2), float('nan'))  # MTCNN points in model pixels; NaN = unknown" if lm else ""}
+prob_fake = {call}                        # (B,)
+label = (prob_fake >= cfg["threshold"]["value"]).long()   # 0 real, 1 fake
+```
+
+Or with dfd installed: `dfd-predict <this folder> video.mp4 images/ --out predictions.csv`
+(face detection, cropping and batching as in training), or `dfd.inference.bundle.load_bundle(<folder>)`.
+"""
