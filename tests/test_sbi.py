@@ -237,3 +237,11 @@ def test_grid_command_reads_a_frame_manifest(tmp_path, face):
     assert code == 0
     # The 3 reals (label 0), one of them unreadable and skipped: 2 columns of 128 px tiles.
     assert cv2.imread(str(out)).shape == (3 * 128, 2 * 128, 3)
+
+
+def test_grid_command_logs_to_wandb_offline(tmp_path, face, monkeypatch):
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # offline is the default without WANDB_MODE=online
+    assert sbi_grid.main(["--out", str(tmp_path / "g.png"), "--n", "2", "--tile", "32", "--wandb"]) == 0
+    logged = list(tmp_path.glob("wandb/offline-run-*/files/media/images/sbi/grid_*.png"))
+    assert len(logged) == 1 and cv2.imread(str(logged[0])).shape == (96, 64, 3)
