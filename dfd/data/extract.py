@@ -216,10 +216,12 @@ def _video_record(
         return record
     rel_dir = Path("crops") / _safe_rel(video_id)
     out_dir = cache_dir / rel_dir
-    # A folder left by a killed run may hold crops of frames this run will not keep: start clean.
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
+    # A folder left by a killed run may hold crops of frames this run will not keep: start clean. Only
+    # files go: a sub-folder belongs to another video whose id extends this one ("a" and "a/b").
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.iterdir():
+        if stale.is_file():
+            stale.unlink()
     ext = ".jpg" if cfg.format == "jpg" else ".png"
     params = [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality] if cfg.format == "jpg" else []
     for j, i in enumerate(keep):
