@@ -113,7 +113,8 @@ class ExtractSummary:
             f"  manifest: {self.manifest_path}",
         ]
         if self.videos_failed:
-            lines.append(f"  {self.videos_failed} videos skipped (listed in {self.failures_path}):")
+            noun = "video" if self.videos_failed == 1 else "videos"
+            lines.append(f"  {self.videos_failed} {noun} skipped (listed in {self.failures_path}):")
             for row in self.failures.head(10).itertuples(index=False):
                 lines.append(f"    {row.video_id}: {row.reason}")
             if self.videos_failed > 10:

@@ -70,6 +70,8 @@ def main() -> None:
     ap.add_argument("--canvas", type=int, default=480, help="frame side in pixels")
     ap.add_argument("--workers", type=int, default=default_workers())
     ap.add_argument("--detect-size", type=int, default=ExtractConfig().detect_size)
+    ap.add_argument("--naive-threads", type=int, default=None,
+                    help="torch threads for the naive loop (default: torch's own choice, as a naive script has)")
     ap.add_argument("--full-res", action="store_true", help="also time dfd without detection downscaling")
     args = ap.parse_args()
 
@@ -87,6 +89,11 @@ def main() -> None:
 
         cfg = ExtractConfig(frames=args.frames, workers=args.workers, detect_size=args.detect_size)
         FaceDetector()  # warm imports for the naive loop outside its timing (in its favour)
+        if args.naive_threads:
+            import torch
+
+            torch.set_num_threads(args.naive_threads)
+        print(f"naive loop torch threads: {__import__('torch').get_num_threads()}")
         t = time.perf_counter()
         base_boxes = naive(root, names, tmp / "naive", cfg)
         t_naive = time.perf_counter() - t
