@@ -39,11 +39,16 @@ def matrix_table(m: Matrix) -> str:
     return table(["training configuration", "seeds", *m.mean.columns], rows)
 
 
-def gap_table(m: Matrix) -> str:
-    """In-domain, mean cross-domain and their difference per configuration."""
-    rows = [[c, str(int(m.n_seeds[c])), _cell(g.in_domain, g.in_domain_std), _cell(g.cross_domain, g.cross_domain_std),
-             _cell(g.gap, g.gap_std)] for c, g in m.gap.iterrows()]
-    return table(["training configuration", "seeds", "in-domain", "cross-domain (mean)", "gap"], rows)
+def gap_table(m: Matrix, long: pd.DataFrame) -> str:
+    """Validation, in-domain, mean cross-domain and their difference per configuration."""
+    level, name = parse_metric(m.metric)
+    val = long[(long["section"] == "val") & (long["level"] == level) & (long["metric"] == name)]
+    val = val.groupby("config")["value"].agg(["mean", "std"])
+    rows = [[c, str(int(m.n_seeds[c])), _cell(*val.loc[c]) if c in val.index else "–",
+             _cell(g.in_domain, g.in_domain_std), _cell(g.cross_domain, g.cross_domain_std), _cell(g.gap, g.gap_std)]
+            for c, g in m.gap.iterrows()]
+    return table(["training configuration", "seeds", "validation", "in-domain test", "cross-domain (mean)", "gap"],
+                 rows)
 
 
 def per_method_tables(long: pd.DataFrame, metric: str) -> list[tuple[str, str]]:
@@ -83,12 +88,13 @@ def write_report(coll: Collection, m: Matrix, figures: dict[str, dict[str, Path]
     ]
     if "heatmap" in figures:
         lines += [f"![{m.metric} heatmap]({_rel(figures['heatmap']['main'], out)})", ""]
+    reading = (" A large gap means the model learned its training set's artefacts." if m.higher_is_better
+               else " For EER a negative gap means the model is worse off-domain.")
     lines += [
         "## Generalization gap", "",
         f"Gap = in-domain {m.metric} − mean cross-domain {m.metric}, computed per run and then averaged over "
-        "seeds." + (" For EER a negative gap means the model is worse off-domain." if not m.higher_is_better
-                    else " A large gap means the model learned its training set's artefacts."), "",
-        gap_table(m), "",
+        "seeds; validation is the split that selected the checkpoint." + reading, "",
+        gap_table(m, long), "",
     ]
     if "gap" in figures:
         lines += [f"![generalization gap]({_rel(figures['gap']['main'], out)})", ""]
