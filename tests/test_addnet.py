@@ -9,25 +9,13 @@ import pytest
 import timm
 import torch
 from safetensors.torch import save_file
-from torch import nn
 
 from dfd.models import create_model, masks
 from dfd.models.masks import ellipse_mask, face_mask
+from tests.test_finetune import calibrate_bn
 
 # Eyes, nose, mouth corners of an upright face centred in a 64 px crop.
 FACE64 = torch.tensor([[22.0, 26.0], [42.0, 26.0], [32.0, 36.0], [24.0, 46.0], [40.0, 46.0]])
-
-
-def calibrate_bn(model: nn.Module, *args, **kwargs) -> None:
-    """Random-init Xception saturates in eval mode; give every BN the statistics of this batch exactly."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(*args, **kwargs)
-    model.eval()
 
 
 # ---- masks ----

@@ -28,7 +28,7 @@ def effnet() -> nn.Module:
     return create_model("timm", arch="test_efficientnet", img_size=32)
 
 
-def calibrate_bn(model: nn.Module, x: torch.Tensor) -> None:
+def calibrate_bn(model: nn.Module, *inputs, **kwargs) -> None:
     """Random-init nets are degenerate in eval mode; give every BN this batch's statistics exactly."""
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -36,7 +36,7 @@ def calibrate_bn(model: nn.Module, x: torch.Tensor) -> None:
             m.momentum = None
     model.train()
     with torch.no_grad():
-        model(x)
+        model(*inputs, **kwargs)
     model.eval()
 
 
