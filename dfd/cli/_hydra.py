@@ -16,10 +16,10 @@ def config_dir() -> Path:
     candidates = [Path(env)] if env else []
     candidates.append(Path(__file__).resolve().parents[2] / "conf")
     for c in candidates:
-        if (c / "train.yaml").is_file():
+        if (c / "paths" / "default.yaml").is_file():
             return c
     raise SystemExit(
-        f"error: dfd's config tree (conf/train.yaml) not found in {[str(c) for c in candidates]}; "
+        f"error: dfd's config tree (conf/paths/default.yaml) not found in {[str(c) for c in candidates]}; "
         "install dfd from a checkout (`pip install -e .`) or set DFD_CONFIG_DIR=<checkout>/conf"
     )
 
@@ -54,6 +54,21 @@ def check_overrides(args: list[str], conf: Path) -> str | None:
     return None
 
 
+def missing_groups(args: list[str], conf: Path, config_name: str) -> str | None:
+    """One-line error when a mandatory group (``dataset: ???`` in the root config) is not given."""
+    import yaml
+
+    root = yaml.safe_load((conf / f"{config_name}.yaml").read_text()) or {}
+    given = {a.split("=", 1)[0].lstrip("+~").split("@", 1)[0] for a in args if "=" in a}
+    for entry in root.get("defaults", []):
+        if isinstance(entry, dict):
+            for group, choice in entry.items():
+                if choice == "???" and group not in given:
+                    valid = ", ".join(group_choices(conf, group))
+                    return f"error: choose a {group}: add '{group}=<name>' to the command; valid choices: {valid}"
+    return None
+
+
 def register_resolvers() -> None:
     """OmegaConf resolvers used across dfd's configs (idempotent)."""
     if not OmegaConf.has_resolver("dfd.wandb_offline"):
@@ -73,7 +88,7 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], object]], 
 
             os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait ~47 s on hub retries offline
             conf = config_dir()
-            error = check_overrides(sys.argv[1:], conf)
+            error = check_overrides(sys.argv[1:], conf) or missing_groups(sys.argv[1:], conf, config_name)
             if error:
                 print(error, file=sys.stderr)
                 raise SystemExit(2)

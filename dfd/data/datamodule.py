@@ -209,6 +209,12 @@ class DeepfakeDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> list[DataLoader]:
         return [self._eval_loader(self.test_ds[n]) for n in self.test_names]
 
+    def set_epoch(self, epoch: int) -> None:
+        """Tell epoch-dependent training datasets (self-blends) which epoch it is: new blends every epoch."""
+        for ds, _ in getattr(self, "_train_parts", []):
+            if hasattr(ds, "set_epoch"):
+                ds.set_epoch(epoch)
+
     def eval_info(self, name: str | None = None) -> dict:
         """Video names and method names of a test set (or the val set), for per-method results."""
         ds = self.val_ds if name is None else self.test_ds[name]

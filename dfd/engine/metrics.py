@@ -121,7 +121,7 @@ class DetectionMetrics(Metric):
 
     def gathered(self) -> dict[str, torch.Tensor]:
         """All processes' predictions, each dataset row once, in row order (on CPU)."""
-        if not self.index or (isinstance(self.index, list) and len(self.index) == 0):
+        if (len(self.index) == 0) if isinstance(self.index, list) else self.index.numel() == 0:
             empty = torch.zeros(0)
             return {"index": empty.long(), "prob": empty, "target": empty.long(), "video": empty.long(),
                     "method": empty.long()}

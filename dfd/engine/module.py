@@ -95,6 +95,11 @@ class DetectorModule(pl.LightningModule):
         self.log("train/acc", acc, prog_bar=False, batch_size=len(target))
         return loss
 
+    def on_train_epoch_start(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and hasattr(dm, "set_epoch"):
+            dm.set_epoch(self.current_epoch)
+
     def validation_step(self, batch: Mapping, batch_idx: int) -> None:
         logits = self._logits(batch)
         self.log("val/loss", self.loss_fn(logits, batch["label"].float()), batch_size=len(logits), sync_dist=True)

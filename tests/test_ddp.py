@@ -1,0 +1,44 @@
+"""DDP over gloo with 2 CPU processes gives exactly the single-process metrics on the same checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+DATA = ["dataset.videos={train: 12, val: 6, test: 7}", "dataset.frames_per_video=3"]  # 21 test frames: odd
+
+
+def _run(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc
+
+
+def test_ddp_eval_equals_single_process(tmp_path, shared_cache):
+    train_dir = tmp_path / "train"
+    _run(["dfd.cli.train", "model=tiny", "logger=none", "trainer.max_epochs=1", "data.num_workers=0",
+          f"hydra.run.dir={train_dir}", f"paths.cache_dir={shared_cache}", *DATA])
+    ckpt = json.loads((train_dir / "results.json").read_text())["checkpoint"]
+    common = [f"ckpt_path={ckpt}", "logger=none", "data.num_workers=0", "data.batch_size=4",
+              f"paths.cache_dir={shared_cache}", "+dataset@test_sets.synthetic_b=synthetic",
+              "test_sets.synthetic_b.domain=b", "test_sets.synthetic_b.videos={train: 0, val: 0, test: 5}",
+              "test_sets.synthetic_b.frames_per_video=3"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    _run(["dfd.cli.evaluate", *common, f"hydra.run.dir={one}"])
+    ddp = _run(["dfd.cli.evaluate", *common, f"hydra.run.dir={two}", "trainer=ddp", "trainer.accelerator=cpu",
+                "trainer.devices=2", "trainer.precision=32-true", "trainer.sync_batchnorm=false"])
+    assert "MEMBER: 2/2" in ddp.stdout + ddp.stderr  # really two gloo processes
+    r1 = json.loads((one / "results.json").read_text())["test"]
+    r2 = json.loads((two / "results.json").read_text())["test"]
+    assert set(r1) == set(r2) == {"synthetic_a", "synthetic_b"}
+    assert r1["synthetic_a"]["frame"]["n"] == 21 and r1["synthetic_b"]["frame"]["n"] == 15
+    for name in r1:
+        for level in ("frame", "video"):
+            assert r2[name][level] == r1[name][level], (name, level)
