@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from dfd.engine.metrics import DetectionMetrics, binary_scores, detection_report, equal_error_rate, video_aggregate
+from dfd.engine.metrics import (
+    DetectionMetrics,
+    binary_scores,
+    detection_report,
+    equal_error_rate,
+    video_aggregate,
+)
 
 
 def mann_whitney_auc(prob: np.ndarray, target: np.ndarray) -> float:
