@@ -9,6 +9,8 @@ trains on a small machine.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 from pathlib import Path
 
 import cv2
@@ -19,54 +21,165 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
+from dfd.data.schema import SchemaError
 from dfd.data.transforms import Pipeline
 
 _COLUMNS = ["video_id", "frame", "crop_path", "label", "split", "method", "landmarks"]
+# Rows decoded at a time: bounds the transient Arrow/NumPy memory whatever the manifest's size.
+_BATCH_ROWS = 1 << 15
 
 
-def _bytes_array(col: pa.ChunkedArray) -> np.ndarray:
-    """A string column as a fixed-width bytes array, built chunk by chunk to keep the peak low."""
-    parts = [np.array(chunk.cast(pa.string()).to_numpy(zero_copy_only=False), dtype="S") for chunk in col.chunks]
-    if not parts:
-        return np.zeros(0, dtype="S1")
-    width = max(p.dtype.itemsize for p in parts)
-    return np.concatenate([p.astype(f"S{width}") for p in parts])
+def _as_fixed_bytes(arr: pa.Array) -> np.ndarray:
+    """A string array as fixed-width NumPy bytes, straight from Arrow's buffers (no Python str per row)."""
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        arr = arr.cast(pa.string())
+    if arr.null_count:
+        arr = arr.fill_null("")
+    n = len(arr)
+    _, off_buf, data_buf = arr.buffers()
+    off_type = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    offs = np.frombuffer(off_buf, off_type, count=n + 1, offset=arr.offset * np.dtype(off_type).itemsize)
+    offs = offs.astype(np.int64)
+    data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    lens = np.diff(offs)
+    width = max(int(lens.max(initial=0)), 1)
+    if n and (lens == width).all():  # the usual case for crop paths: one reshape, no index arrays
+        return data[offs[0] : offs[-1]].copy().view(f"S{width}")
+    out = np.zeros((n, width), np.uint8)
+    rows = np.repeat(np.arange(n, dtype=np.int32), lens)
+    cols = np.arange(offs[0], offs[-1], dtype=np.int64) - np.repeat(offs[:-1], lens)
+    out[rows, cols] = data[offs[0] : offs[-1]]
+    return out.view(f"S{width}").reshape(n)
+
+
+def _concat_bytes(parts: list[np.ndarray]) -> np.ndarray:
+    width = max((p.dtype.itemsize for p in parts), default=1)
+    return np.concatenate([p.astype(f"S{width}", copy=False) for p in parts]) if parts else np.zeros(0, "S1")
+
+
+class _Codes:
+    """Dictionary-encodes a string column batch by batch; codes become global (sorted names) at the end."""
+
+    def __init__(self) -> None:
+        self.local: list[np.ndarray] = []
+        self.names: list[np.ndarray] = []
+
+    def add(self, col: pa.Array) -> None:
+        enc = col if pa.types.is_dictionary(col.type) else pc.dictionary_encode(col)
+        self.local.append(enc.indices.to_numpy(zero_copy_only=False).astype(np.int32))
+        self.names.append(_as_fixed_bytes(enc.dictionary))
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted unique names, per-row int32 codes into them)."""
+        names, inverse = np.unique(_concat_bytes(self.names), return_inverse=True)
+        shift = np.cumsum([0] + [len(n) for n in self.names])[:-1]
+        codes = [inverse[s + loc] for s, loc in zip(shift, self.local, strict=True)]
+        codes = np.concatenate(codes).astype(np.int32) if codes else np.zeros(0, np.int32)
+        return names, codes
+
+
+def _trim_heap() -> None:
+    """Return freed C-heap pages to the OS (glibc only): the per-batch pieces leave holes malloc keeps."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+
+
+def _landmarks(col: pa.Array, where: Path) -> np.ndarray:
+    """(n, 5, 2) float32 landmarks of a batch; NaN where a row has none."""
+    if col.null_count:
+        col = col.fill_null(pa.scalar([float("nan")] * 10, type=col.type))
+    # A copy NumPy owns: a view would pin Arrow allocator pages that release_unused() then cannot free.
+    flat = np.array(pc.list_flatten(col).to_numpy(zero_copy_only=False), dtype=np.float32)
+    if flat.size != 10 * len(col):
+        raise SchemaError(f"{where}: column 'landmarks' must hold 10 numbers (5 x, y points) per row; "
+                          f"re-run dfd-extract to rewrite the manifest")
+    return flat.reshape(-1, 5, 2)
+
+
+def _read_columns(manifest: Path, splits: str | list[str] | None) -> dict:
+    """The manifest columns ManifestArrays keeps, as NumPy arrays sorted by (video, frame)."""
+    pf = pq.ParquetFile(manifest)
+    missing = [c for c in _COLUMNS if c not in pf.schema_arrow.names]
+    if missing:
+        raise SchemaError(f"{manifest}: missing columns {missing}; a manifest needs {_COLUMNS}")
+    wanted = None if splits is None else pa.array([splits] if isinstance(splits, str) else list(splits),
+                                                 pa.string())
+    videos, methods = _Codes(), _Codes()
+    frame, label, paths, lms = [], [], [], []
+    # Threads and the dataset API cost tens of MB of arena memory for no gain on a 7-column read.
+    for batch in pf.iter_batches(batch_size=_BATCH_ROWS, columns=_COLUMNS, use_threads=False):
+        if wanted is not None:
+            batch = batch.filter(pc.is_in(batch.column("split").cast(pa.string()), value_set=wanted))
+        if batch.num_rows == 0:
+            continue
+        videos.add(batch.column("video_id"))
+        methods.add(batch.column("method"))
+        frame.append(batch.column("frame").to_numpy(zero_copy_only=False).astype(np.int32))
+        label.append(batch.column("label").to_numpy(zero_copy_only=False).astype(np.int8))
+        paths.append(_as_fixed_bytes(batch.column("crop_path")))
+        lms.append(_landmarks(batch.column("landmarks"), manifest))
+        del batch
+    del pf
+    # Arrow keeps freed batch memory in its allocator; hand it back so RSS is the arrays alone.
+    pa.default_memory_pool().release_unused()
+
+    video_names, video = videos.finish()
+    names, method = methods.finish()
+    frame_all = np.concatenate(frame) if frame else np.zeros(0, np.int32)
+    order = np.lexsort((frame_all, video))
+    # Manifests are usually written in this order already: skip the copies then.
+    ident = bool((order == np.arange(len(order))).all())
+
+    def take(parts: list[np.ndarray], empty: np.ndarray) -> np.ndarray:
+        arr = np.concatenate(parts) if parts else empty
+        return arr if ident else arr[order]
+
+    return {
+        "video_names": video_names,
+        "method_names": [m.decode() for m in names],
+        "video": video if ident else video[order],
+        "frame": frame_all if ident else frame_all[order],
+        "label": take(label, np.zeros(0, np.int8)),
+        "method": (method if ident else method[order]).astype(np.int16),
+        "paths": _concat_bytes(paths) if ident else _concat_bytes(paths)[order],
+        "landmarks": take(lms, np.zeros((0, 5, 2), np.float32)),
+    }
 
 
 class ManifestArrays:
-    """The columns of one split of a manifest, as flat arrays, sorted by (video, frame)."""
+    """The columns of one split of a manifest, as flat arrays, sorted by (video, frame).
+
+    ``video_names`` are sorted; ``video`` indexes them. The manifest is decoded in batches straight into
+    NumPy (no Python object per row), so the memory held is about the arrays themselves: ~90 bytes/frame.
+    """
 
     def __init__(self, manifest: str | Path, splits: str | list[str] | None = None) -> None:
         self.manifest = Path(manifest)
         self.root = self.manifest.parent
-        table = pq.read_table(self.manifest, columns=_COLUMNS)
-        if splits is not None:
-            wanted = [splits] if isinstance(splits, str) else list(splits)
-            table = table.filter(pc.is_in(table["split"], value_set=pa.array(wanted)))
-        vid_codes = pc.dictionary_encode(table["video_id"]).combine_chunks()
-        video = vid_codes.indices.to_numpy().astype(np.int64)
-        frame = table["frame"].to_numpy().astype(np.int64)
-        order = np.lexsort((frame, video))
-        self.video_names = np.array(vid_codes.dictionary.to_numpy(zero_copy_only=False), dtype="S")
-        self.video = video[order].astype(np.int32)
-        self.frame = frame[order].astype(np.int32)
-        self.label = table["label"].to_numpy().astype(np.int8)[order]
-        meth = pc.dictionary_encode(table["method"]).combine_chunks()
-        self.method_names = [str(m) for m in meth.dictionary.to_pylist()]
-        self.method = meth.indices.to_numpy().astype(np.int16)[order]
-        self.paths = _bytes_array(table["crop_path"])[order]
-        lm = table["landmarks"].combine_chunks()
-        if len(lm) and lm.null_count < len(lm):
-            flat = pc.list_flatten(lm.fill_null(pa.scalar([float("nan")] * 10, type=lm.type)))
-            self.landmarks = flat.to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, 5, 2)[order]
-        else:
-            self.landmarks = np.full((len(order), 5, 2), np.nan, np.float32)
-        del table
+        if not self.manifest.is_file():
+            raise FileNotFoundError(
+                f"frame manifest not found: {self.manifest} (extract faces first with `dfd-extract dataset=<name>`)"
+            )
+        cols = _read_columns(self.manifest, splits)
+        # After the reader's locals are gone: the heap holes they leave are returned to the OS only now.
+        _trim_heap()
+        self.video_names: np.ndarray = cols["video_names"]  # sorted, unique across the dataset (bytes)
+        self.method_names: list[str] = cols["method_names"]
+        self.video: np.ndarray = cols["video"]  # int32 index into video_names
+        self.frame: np.ndarray = cols["frame"]  # int32
+        self.label: np.ndarray = cols["label"]  # int8, 0 real / 1 fake
+        self.method: np.ndarray = cols["method"]  # int16 index into method_names
+        self.paths: np.ndarray = cols["paths"]  # fixed-width bytes, relative to root
+        self.landmarks: np.ndarray = cols["landmarks"]  # (n, 5, 2) float32 crop pixels, NaN when unknown
         # CSR offsets: frames of video v are rows starts[v]:starts[v+1].
         self.starts = np.searchsorted(self.video, np.arange(len(self.video_names) + 1)).astype(np.int64)
 
     def __len__(self) -> int:
         return len(self.label)
+
+    def path(self, i: int) -> Path:
+        """The crop file of row ``i``."""
+        return self.root / self.paths[i].decode()
 
     @property
     def video_labels(self) -> np.ndarray:
@@ -105,7 +218,7 @@ class FrameDataset(Dataset):
         """The raw sample before augmentation (uint8 RGB crop, landmarks in crop pixels)."""
         a = self.arrays
         return {
-            "image": read_rgb(a.root / a.paths[i].decode()),
+            "image": read_rgb(a.path(i)),
             "landmarks": a.landmarks[i],
             "label": int(a.label[i]),
             "video": int(a.video[i]),
@@ -164,7 +277,7 @@ class ClipDataset(Dataset):
     def __getitem__(self, v: int) -> dict:
         a = self.arrays
         rows = self.frame_rows(int(v))
-        images = [read_rgb(a.root / a.paths[r].decode()) for r in rows]
+        images = [read_rgb(a.path(r)) for r in rows]
         x, lm = self.pipeline.clip(images, [a.landmarks[r] for r in rows])
         return {
             "image": x,
