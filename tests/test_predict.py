@@ -1,0 +1,128 @@
+"""dfd-predict: real faces in a video and an image, a faceless image, corrupt and missing files -> one CSV row each."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from dfd.inference.predict import COLUMNS, collect_inputs
+from tests.media import write_corrupt_video, write_face_png, write_face_video
+from tests.test_export import BIN, bundles, checkpoints  # noqa: F401  (session fixtures: trained once)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A face video, a face image, a faceless image and a corrupt video, in nested folders."""
+    root = tmp_path_factory.mktemp("media")
+    return {
+        "video": write_face_video(root / "videos" / "face.mp4", n_frames=8)[0],
+        "image": write_face_png(root / "images" / "face.png", size=192),
+        "blank": Path(cv2.imwrite(str(root / "images" / "blank.png"), np.full((96, 96, 3), 127, np.uint8))
+                      and root / "images" / "blank.png"),
+        "corrupt": write_corrupt_video(root / "videos" / "sub" / "corrupt.mp4"),
+    }
+
+
+def _read(path: Path) -> tuple[list[str], dict[str, dict]]:
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    return list(reader.fieldnames or []), {Path(r["path"]).name: r for r in rows}
+
+
+def test_predict_cli_mixed_inputs(bundles: dict[str, Path], media: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+    listing = tmp_path / "more.txt"
+    listing.write_text(f"{media['image']}\nnot_there.jpg\n\n")
+    out = tmp_path / "preds.csv"
+    cmd = [str(BIN / "dfd-predict"), str(bundles["plain"]), str(media["video"].parent.parent), str(listing),
+           "--out", str(out), "--frames", "3", "--batch-size", "4", "--device", "auto", "--no-progress"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    header, rows = _read(out)
+    assert tuple(header) == COLUMNS
+    assert set(rows) == {"face.mp4", "face.png", "blank.png", "corrupt.mp4", "not_there.jpg"}  # face.png once
+    threshold = float(json.loads((bundles["plain"] / "preprocess.json").read_text())["threshold"]["value"])
+    for name, frames in (("face.mp4", 3), ("face.png", 1)):
+        row = rows[name]
+        assert row["status"] == "ok" and row["reason"] == ""
+        assert int(row["frames"]) == frames and int(row["faces"]) == frames
+        prob = float(row["prob_fake"])
+        assert 0.0 < prob < 1.0 and int(row["label"]) == int(prob >= threshold)
+    assert rows["blank.png"]["status"] == "no_face" and rows["blank.png"]["frames"] == "1"
+    assert rows["blank.png"]["prob_fake"] == rows["blank.png"]["label"] == ""
+    assert rows["corrupt.mp4"]["status"] == "unreadable" and rows["corrupt.mp4"]["reason"].startswith("corrupt")
+    assert rows["not_there.jpg"]["status"] == "unreadable" and "not found" in rows["not_there.jpg"]["reason"]
+    assert "2 ok, 1 without a face, 2 unreadable" in r.stdout
+
+
+def test_predict_matches_training_crop_and_checkpoint(bundles: dict[str, Path], checkpoints: dict[str, Path],  # noqa: F811
+                                                      media: dict[str, Path]) -> None:
+    """The image's probability equals: MTCNN -> dfd-extract's crop -> training eval pipeline -> checkpoint."""
+    from dfd.data.faces import FaceDetector, choose_face, crop_face
+    from dfd.data.transforms import Pipeline, Spec
+    from dfd.data.video import read_image
+    from dfd.engine.run import load_module
+    from dfd.inference.bundle import load_bundle
+    from dfd.inference.predict import Predictor
+
+    bundle = load_bundle(bundles["plain"])
+    (res,) = Predictor(bundle, batch_size=4).predict([str(media["image"])], progress=False)
+    face = bundle.config["face"]
+    img = read_image(media["image"])
+    det = FaceDetector().detect([img])[0]
+    k = choose_face(det, face["choice"], face["min_score"])
+    crop, _ = crop_face(img, det.boxes[k], det.landmarks[k], face["margin"], face["crop_size"])
+    x, _ = Pipeline(Spec.of(bundle.config["input"]))(crop)
+    module = load_module(checkpoints["plain"]).eval()
+    with torch.no_grad():
+        want = float(torch.sigmoid(module(x[None]))[0])
+    assert res.status == "ok" and abs(res.prob_fake - want) < 1e-5
+
+
+def test_predict_from_checkpoint_and_all_unreadable(checkpoints: dict[str, Path], media: dict[str, Path],  # noqa: F811
+                                                    tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from dfd.cli.predict import main
+
+    out = tmp_path / "ckpt.csv"
+    main([str(checkpoints["plain"]), str(media["image"]), "--out", str(out), "--no-progress", "--device", "cpu"])
+    _, rows = _read(out)
+    assert rows["face.png"]["status"] == "ok" and rows["face.png"]["label"] == str(int(float(rows["face.png"]["prob_fake"]) >= 0.5))
+
+    bad = tmp_path / "bad.csv"
+    with pytest.raises(SystemExit) as exc:
+        main([str(checkpoints["plain"]), str(media["corrupt"]), str(tmp_path / "gone.png"), "--out", str(bad),
+              "--no-progress", "--device", "cpu"])
+    assert exc.value.code != 0 and "none of the 2 inputs could be read" in str(exc.value.code)
+    assert "\n" not in str(exc.value.code)
+    _, rows = _read(bad)
+    assert {r["status"] for r in rows.values()} == {"unreadable"}
+
+
+def test_predict_errors_before_work(tmp_path: Path) -> None:
+    from dfd.cli.predict import main
+
+    with pytest.raises(SystemExit, match="no images or videos found"):
+        main([str(tmp_path / "nope"), str(tmp_path), "--out", str(tmp_path / "x.csv")])
+    (tmp_path / "a.png").write_bytes(b"x")
+    with pytest.raises(SystemExit, match="model .* not found"):
+        main([str(tmp_path / "nope"), str(tmp_path), "--out", str(tmp_path / "x.csv")])
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_collect_inputs_walks_folders_and_lists(tmp_path: Path) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for rel in ("a/1.png", "a/b/2.mp4", "a/b/notes.txt", "a/.hidden.png", "z.jpg"):
+        (tmp_path / rel).write_bytes(b"x")
+    listing = tmp_path / "list.txt"
+    listing.write_text("z.jpg\n# comment\n\n/abs/elsewhere.mp4\na/1.png\n")
+    got = collect_inputs([tmp_path / "a", listing])
+    assert got == [str(tmp_path / "a/1.png"), str(tmp_path / "a/b/2.mp4"), str(tmp_path / "z.jpg"),
+                   "/abs/elsewhere.mp4"]
