@@ -31,7 +31,7 @@ def test_ddp_eval_equals_single_process(tmp_path, shared_cache):
               "test_sets.synthetic_b.domain=b", "test_sets.synthetic_b.videos={train: 0, val: 0, test: 5}",
               "test_sets.synthetic_b.frames_per_video=3"]
     one, two = tmp_path / "one", tmp_path / "two"
-    _run(["dfd.cli.evaluate", *common, f"hydra.run.dir={one}"])
+    _run(["dfd.cli.evaluate", *common, f"hydra.run.dir={one}", "robustness={jpeg: [30], blur: [1.5, 3]}"])
     ddp = _run(["dfd.cli.evaluate", *common, f"hydra.run.dir={two}", "trainer=ddp", "trainer.accelerator=cpu",
                 "trainer.devices=2", "trainer.precision=32-true", "trainer.sync_batchnorm=false"])
     assert "MEMBER: 2/2" in ddp.stdout + ddp.stderr  # really two gloo processes
@@ -42,3 +42,8 @@ def test_ddp_eval_equals_single_process(tmp_path, shared_cache):
     for name in r1:
         for level in ("frame", "video"):
             assert r2[name][level] == r1[name][level], (name, level)
+    # The same single-process eval also swept perturbations: one entry per level, every test set.
+    rob = json.loads((one / "results.json").read_text())["robustness"]
+    assert set(rob) == {"synthetic_a", "synthetic_b"}
+    assert [e["level"] for e in rob["synthetic_b"]["blur"]] == [1.5, 3.0]
+    assert rob["synthetic_a"]["jpeg"][0]["frame"]["n"] == 21
