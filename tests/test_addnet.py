@@ -134,6 +134,10 @@ def test_mask_changes_the_output_and_gates_the_entry_flow() -> None:
         # A zero mask removes the image entirely: any two inputs score the same.
         zero = torch.zeros(2, 1, 64, 64)
         assert torch.allclose(model(x, mask=zero), model(torch.randn(2, 3, 64, 64), mask=zero))
+        # Clips are scored frame by frame and averaged, each frame with its own landmarks.
+        clip_lm = torch.stack([lm, lm + 2], dim=1)
+        per_frame = torch.stack([model(x, lm), model(x, lm + 2)], dim=1).mean(1)
+        assert torch.allclose(model(torch.stack([x, x], dim=1), clip_lm), per_frame, atol=1e-5)
 
 
 def test_addnet_starts_from_xception_weights(tmp_path) -> None:

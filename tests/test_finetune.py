@@ -187,6 +187,7 @@ def test_lora_merge_matches_unmerged(arch: str) -> None:
         y = m(x)
         plain = ft.merge_for_export(m).eval()
         assert not any("lora" in k or "base_layer" in k for k in plain.state_dict())
+        assert not any("peft" in type(v).__module__ for v in [*vars(plain).values(), *plain.modules()])
         assert torch.allclose(plain(x), y, atol=1e-5, rtol=0)
         assert not torch.equal(y, create_model("timm", arch=arch, img_size=32).eval()(x))
 

@@ -66,7 +66,14 @@ class ADDNet2D(_ADDNetBase):
     def forward(
         self, images: torch.Tensor, landmarks: torch.Tensor | None = None, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """(B,) logits from (B,C,H,W) images and (B,5,2) landmarks (or an explicit (B,1,H,W) `mask`)."""
+        """(B,) logits from (B,C,H,W) images and (B,5,2) landmarks (or an explicit (B,1,H,W) `mask`).
+
+        Clips (B,L,C,H,W) with (B,L,5,2) landmarks get the mean of their frames' logits, like frame models.
+        """
+        if images.ndim == 5:
+            b, n = images.shape[:2]
+            flat = [t.flatten(0, 1) if t is not None else None for t in (landmarks, mask)]
+            return self(images.flatten(0, 1), flat[0], flat[1]).view(b, n).mean(1)
         if mask is None:
             mask = self._masks(images, landmarks)
         x = add_block(self.backbone, images, mask)

@@ -192,6 +192,8 @@ def merge_for_export(model: Detector) -> Detector:
         parent_name, _, child = name.rpartition(".")
         setattr(plain.get_submodule(parent_name) if parent_name else plain, child, module.get_base_layer())
     plain.frozen_norms = []
+    # peft leaves its config on the model it adapted; a plain model must not reference peft objects.
+    plain.__dict__.pop("peft_config", None)
     for p in plain.parameters():
         p.requires_grad_(True)
     return plain.train(model.training)
