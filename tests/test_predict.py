@@ -126,3 +126,43 @@ def test_collect_inputs_walks_folders_and_lists(tmp_path: Path) -> None:
     got = collect_inputs([tmp_path / "a", listing])
     assert got == [str(tmp_path / "a/1.png"), str(tmp_path / "a/b/2.mp4"), str(tmp_path / "z.jpg"),
                    "/abs/elsewhere.mp4"]
+
+
+def test_predict_clip_model_with_landmarks(bundles: dict[str, Path], media: dict[str, Path],  # noqa: F811
+                                           tmp_path: Path) -> None:
+    """ADDNet-3D (clips + landmark masks) traced to TorchScript scores an image as a clip of repeated faces."""
+    import shutil
+
+    from dfd.inference.bundle import load_bundle, probability_model
+    from dfd.inference.export import write_torchscript
+    from dfd.inference.predict import Predictor
+    from dfd.models import create_model
+
+    torch.manual_seed(0)
+    det = create_model("addnet3d", clip_len=2, img_size=64, head_channels=[16, 16]).eval()
+    model = probability_model(det)
+    folder = tmp_path / "clip_bundle"
+    shutil.copytree(bundles["plain"], folder)
+    cfg = json.loads((folder / "preprocess.json").read_text())
+    cfg["input"].update(det.input_spec.to_dict())
+    cfg["inputs"] = ["images", "landmarks"]
+    (folder / "preprocess.json").write_text(json.dumps(cfg))
+    write_torchscript(model, cfg["input"], folder / "model.torchscript.pt")
+    bundle = load_bundle(folder)
+    assert bundle.clip_len == 2 and bundle.needs_landmarks
+
+    (image,) = Predictor(bundle, batch_size=4).predict([str(media["image"])], progress=False)
+    assert (image.status, image.faces) == ("ok", 1)
+    # The same clip through the eager network: traced graph, clip sampling and landmark scaling agree.
+    from dfd.data.faces import FaceDetector, choose_face, crop_face
+    from dfd.data.video import read_image
+
+    img = read_image(media["image"])
+    d = FaceDetector().detect([img])[0]
+    k = choose_face(d)
+    crop, lm = crop_face(img, d.boxes[k], d.landmarks[k], cfg["face"]["margin"], cfg["face"]["crop_size"])
+    x = bundle.preprocess([crop, crop])[None]
+    lms = torch.from_numpy(bundle.scale_landmarks(np.stack([lm, lm]), cfg["face"]["crop_size"]))[None]
+    with torch.no_grad():
+        want = float(torch.sigmoid(det(x, lms))[0])
+    assert abs(image.prob_fake - want) < 1e-5

@@ -58,17 +58,32 @@ class ProbabilityModel(nn.Module):
 
 
 class LandmarkProbabilityModel(ProbabilityModel):
-    """For detectors that need the 5 MTCNN landmarks (ADDNet): landmarks in model-input pixels, NaN unknown."""
+    """For detectors that need the 5 MTCNN landmarks (ADDNet): landmarks in model-input pixels, NaN unknown.
+
+    The attention mask is built here at the bundle's fixed input size (a Python int) and handed to the
+    detector: inside a trace, ``images.shape`` yields tensors, which the mask generator's size arithmetic
+    cannot round.
+    """
+
+    def __init__(self, detector: nn.Module, size: int) -> None:
+        super().__init__(detector)
+        self.size = int(size)
 
     def forward(self, images: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         """(B,) probabilities from images and (B,5,2) (clips: (B,L,5,2)) landmarks."""
-        return torch.sigmoid(self.detector(images, landmarks).float())
+        if not hasattr(self.detector, "mask"):  # a landmark model without ADDNet's mask generator
+            return torch.sigmoid(self.detector(images, landmarks).float())
+        flat = landmarks.reshape(-1, 5, 2)
+        mask = self.detector.mask(flat, self.size, self.size, flat.shape[0])
+        mask = mask.reshape(*landmarks.shape[:-2], 1, self.size, self.size).to(images.dtype)
+        return torch.sigmoid(self.detector(images, landmarks, mask=mask).float())
 
 
 def probability_model(detector: nn.Module) -> ProbabilityModel:
     """Wrap a dfd Detector so its forward returns probabilities, with landmarks when it needs them."""
-    cls = LandmarkProbabilityModel if getattr(detector, "needs_landmarks", False) else ProbabilityModel
-    return cls(detector).eval()
+    if getattr(detector, "needs_landmarks", False):
+        return LandmarkProbabilityModel(detector, detector.input_spec.size).eval()
+    return ProbabilityModel(detector).eval()
 
 
 def read_config(path: str | Path) -> dict:
