@@ -174,6 +174,7 @@ def _init_worker(cfg: ExtractConfig, needs_detector: bool) -> None:
 
     # Parallelism comes from processes; torch threads per process would only fight over the cores.
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)
     if needs_detector:
         _detector(cfg)
 
