@@ -115,7 +115,7 @@ def test_safetensors_are_plain_merged_weights(bundles: dict[str, Path], checkpoi
 
 # ----------------------------------------------------------------------------------------------- fresh process
 FRESH = textwrap.dedent("""
-    import importlib.abc, json, sys
+    import importlib.abc, json, os, sys
     BLOCKED = {blocked!r}
 
     class Block(importlib.abc.MetaPathFinder):
@@ -132,6 +132,13 @@ FRESH = textwrap.dedent("""
     out = {{}}
     for folder in sys.argv[2:]:
         out[folder] = load_bundle(folder)(x).tolist()
+        # The bundle README's own snippet must run as written, from inside the bundle.
+        readme = open(os.path.join(folder, "README.md")).read()
+        snippet = readme.split("```python")[1].split("```")[0]
+        os.chdir(folder)
+        scope = {{}}
+        exec(snippet, scope)
+        assert tuple(scope["prob_fake"].shape) == (1,) and scope["label"].item() in (0, 1)
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
     print(json.dumps({{"probs": out, "loaded": loaded}}))
 """)

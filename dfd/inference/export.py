@@ -285,7 +285,7 @@ Labels: **0 = real, 1 = fake**. The model outputs the **probability of fake**; l
 |---|---|---|
 | `model.torchscript.pt` | TorchScript, {shape} float32 -> (B,) probability | torch only |
 | `model.onnx` | same graph, dynamic batch axis, input `images`{', `landmarks`' if lm else ''}, output `prob_fake` | onnxruntime |
-| `model.safetensors` | plain weights (LoRA merged), rebuilt with `dfd.models.create_model(**preprocess["model"])` | dfd + timm |
+| `model.safetensors` | plain weights (LoRA merged); `load_bundle(folder, backend="safetensors")` rebuilds the network from `preprocess["model"]` | dfd + timm |
 | `preprocess.json` | input size/mean/std, face crop, frames per video, threshold | - |
 
 Input: S = {inp['size']}, RGB, resized with {inp['interpolation']} interpolation, then `(pixel/255 - mean)/std`
@@ -301,8 +301,8 @@ import json, torch
 cfg = json.load(open("preprocess.json"))
 model = torch.jit.load("model.torchscript.pt", map_location="cpu").eval()
 x = torch.zeros({shape.replace('B', '1').replace('L', str(inp.get('clip_len'))).replace('S', str(inp['size']))})  # normalised face crops
-{"landmarks = torch.full((*x.shape[:-3], 5, 2), float('nan'))  # MTCNN points in model pixels; NaN = unknown" if lm else ""}
-prob_fake = {call}                        # (B,)
+{"landmarks = torch.full((*x.shape[:-3], 5, 2), float('nan'))  # MTCNN points in model pixels; NaN = unknown" + chr(10) if lm else ""}with torch.no_grad():
+    prob_fake = {call}                    # (B,)
 label = (prob_fake >= cfg["threshold"]["value"]).long()   # 0 real, 1 fake
 ```
 
