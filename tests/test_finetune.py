@@ -76,6 +76,17 @@ def test_counts_norm_only() -> None:
     assert ft.NormOnly().summary(m)["trainable"] == numel(*norms, m.backbone.head)
 
 
+def test_norm_only_includes_convnextv2_global_response_norm() -> None:
+    from timm.layers.grn import GlobalResponseNorm
+
+    m = create_model("convnextv2", arch="convnextv2_atto", img_size=32)
+    ft.NormOnly().apply(m, lr=1e-3, weight_decay=0.05)
+    norms = [mod for mod in m.modules() if isinstance(mod, nn.LayerNorm | GlobalResponseNorm)]
+    assert any(isinstance(mod, GlobalResponseNorm) for mod in norms)
+    # ConvNeXt's head (norm + fc) is one head; its norm is already among `norms`.
+    assert ft.NormOnly().summary(m)["trainable"] == numel(*norms, m.backbone.head.fc)
+
+
 @pytest.mark.parametrize("rank", [2, 4])
 def test_counts_lora(rank: int) -> None:
     m = vit()

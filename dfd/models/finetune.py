@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 from collections.abc import Sequence
 
 from torch import nn
@@ -96,7 +97,8 @@ class NormOnly(FinetuneStrategy):
         """Norm-layer parameters and the head."""
         names = set(model.head_param_names())
         for mod_name, module in model.named_modules():
-            if isinstance(module, _NORMS):
+            # By type, or by name for norms outside torch.nn (timm's GlobalResponseNorm in ConvNeXt V2).
+            if isinstance(module, _NORMS) or re.search(r"Norm(\dd)?$", type(module).__name__):
                 names.update(f"{mod_name}.{p}" for p, _ in module.named_parameters(recurse=False))
         return names
 
