@@ -46,6 +46,9 @@ def binary_scores(prob: torch.Tensor, target: torch.Tensor, roc: bool = False) -
     n = int(target.numel())
     out: dict = {"n": n, "n_real": n - n_fake, "n_fake": n_fake}
     out["acc"] = float(binary_accuracy(prob, target, threshold=0.5)) if n else math.nan
+    # Log loss (the DFDC competition metric): also what breaks ties between epochs with equal AUC.
+    p = prob.double().clamp(1e-7, 1 - 1e-7)
+    out["logloss"] = float(-(target * p.log() + (1 - target) * (1 - p).log()).mean()) if n else math.nan
     if 0 < n_fake < n:
         out["auc"] = float(binary_auroc(prob, target))
         out["ap"] = float(binary_average_precision(prob, target))
@@ -148,6 +151,6 @@ def flat_metrics(report: dict, prefix: str) -> dict[str, float]:
     """``{prefix}/frame_auc``-style scalars for loggers (counts and curves left out)."""
     out = {}
     for level in ("frame", "video"):
-        for k in ("auc", "acc", "ap", "eer"):
+        for k in ("auc", "acc", "ap", "eer", "logloss"):
             out[f"{prefix}/{level}_{k}"] = float(report[level][k])
     return out

@@ -112,6 +112,9 @@ class DetectorModule(pl.LightningModule):
         metrics = flat_metrics(report, "val")
         # Checkpoint selection must never see NaN (a one-class sanity batch): treat it as the worst score.
         metrics = {k: (v if not math.isnan(v) else (1.0 if k.endswith("eer") else 0.0)) for k, v in metrics.items()}
+        # Checkpoint criterion: video AUC, ties (common on easy data: AUC 1.0 from epoch 0) broken by the lower
+        # log loss, i.e. the better-calibrated epoch. 1e-3 x loss is below any AUC difference that matters.
+        metrics["val/select"] = metrics["val/video_auc"] - 1e-3 * min(metrics["val/frame_logloss"], 10.0)
         auc = metrics.pop("val/video_auc")
         self.log_dict(metrics, prog_bar=False)
         self.log("val/video_auc", auc, prog_bar=True)

@@ -233,6 +233,8 @@ def train(cfg: DictConfig) -> dict:
     trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
     ckpt_cb = trainer.checkpoint_callback
     best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
+    if best:  # results.json reports the validation metrics of the checkpoint that was selected
+        trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False)
     reports = _test(trainer, module, dm, best)
     results = make_results(
         "train", run_dir, run, reports, val=module.val_report, checkpoint=best, in_domain=train_src.name,
