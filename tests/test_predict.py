@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -16,6 +17,9 @@ import torch
 from dfd.inference.predict import COLUMNS, collect_inputs
 from tests.media import write_corrupt_video, write_face_png, write_face_video
 from tests.test_export import BIN, bundles, checkpoints  # noqa: F401  (session fixtures: trained once)
+
+TRAINING_STACK = ("lightning", "pytorch_lightning", "hydra", "omegaconf", "peft", "wandb", "timm", "albumentations",
+                  "torchmetrics")
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +46,15 @@ def test_predict_cli_mixed_inputs(bundles: dict[str, Path], media: dict[str, Pat
     listing = tmp_path / "more.txt"
     listing.write_text(f"{media['image']}\nnot_there.jpg\n\n")
     out = tmp_path / "preds.csv"
-    cmd = [str(BIN / "dfd-predict"), str(bundles["plain"]), str(media["video"].parent.parent), str(listing),
-           "--out", str(out), "--frames", "3", "--batch-size", "4", "--device", "auto", "--no-progress"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    args = [str(bundles["plain"]), str(media["video"].parent.parent), str(listing),
+            "--out", str(out), "--frames", "3", "--batch-size", "4", "--device", "auto", "--no-progress"]
+    # main() in a fresh process, then report which training-stack packages predicting with a bundle imported.
+    script = (f"import sys; from dfd.cli.predict import main; main({args!r}); "
+              f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(TRAINING_STACK)!r}))")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"  # torch + facenet-pytorch + opencv/decord only
     header, rows = _read(out)
     assert tuple(header) == COLUMNS
     assert set(rows) == {"face.mp4", "face.png", "blank.png", "corrupt.mp4", "not_there.jpg"}  # face.png once
@@ -108,6 +117,9 @@ def test_predict_from_checkpoint_and_all_unreadable(checkpoints: dict[str, Path]
 
 def test_predict_errors_before_work(tmp_path: Path) -> None:
     from dfd.cli.predict import main
+
+    r = subprocess.run([str(BIN / "dfd-predict"), "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "--batch-size" in r.stdout and "prob_fake" in r.stdout
 
     with pytest.raises(SystemExit, match="no images or videos found"):
         main([str(tmp_path / "nope"), str(tmp_path), "--out", str(tmp_path / "x.csv")])
