@@ -70,13 +70,17 @@ def _inputs(n: int = 3, size: int = 64) -> torch.Tensor:
     return torch.randn((n, 3, size, size), generator=torch.Generator().manual_seed(7))
 
 
-def checkpoint_probs(ckpt: Path, x: torch.Tensor) -> np.ndarray:
-    """Probabilities the training checkpoint itself gives (the reference every export must match)."""
+@functools.cache
+def _module(ckpt: Path) -> torch.nn.Module:
     from dfd.engine.run import load_module
 
-    module = load_module(ckpt).eval()
+    return load_module(ckpt).eval()
+
+
+def checkpoint_probs(ckpt: Path, x: torch.Tensor) -> np.ndarray:
+    """Probabilities the training checkpoint itself gives (the reference every export must match)."""
     with torch.no_grad():
-        return torch.sigmoid(module(x)).numpy()
+        return torch.sigmoid(_module(ckpt)(x)).numpy()
 
 
 # ----------------------------------------------------------------------------------------------- files
