@@ -161,6 +161,9 @@ def describe(checkpoint: str | Path, model: ProbabilityModel, hparams: dict, cal
     face, video = face_settings(dataset_cfg, source)
     if calibrate == "none":
         threshold = choose_threshold(np.zeros(0), np.zeros(0), "none")
+    elif source is None:
+        raise ExportError("the checkpoint records no training dataset (hparams meta.dataset) to calibrate on; "
+                          "pass --calibrate none to export with threshold 0.5")
     else:
         scores, labels = validation_scores(model, source, spec)
         threshold = choose_threshold(scores, labels, calibrate)
