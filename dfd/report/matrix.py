@@ -12,7 +12,7 @@ from dfd.report.collect import LEVELS
 
 META_COLUMNS = ["config", "dataset", "model", "finetune", "n_seeds"]
 # Metrics where a smaller number is the better detector (colour maps and "best" marks flip for them).
-LOWER_IS_BETTER = {"eer", "loss"}
+LOWER_IS_BETTER = {"eer", "loss", "logloss", "brier"}
 
 
 def parse_metric(name: str) -> tuple[str, str]:
