@@ -62,7 +62,8 @@ def resolve_pretrained_file(
         cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
         if cached.is_file():
             return str(cached)
-    where = [f"{Path(weights_dir or '${paths.weights_dir}') / (base + '.safetensors')}"]
+    folder = Path(weights_dir).expanduser().absolute() if weights_dir else Path("${paths.weights_dir}")
+    where = [str(folder / f"{base}.safetensors")]
     if hf_hub_id:
         where.append(f"the HF cache repo folder {_hf_cache_dir()}/models--{hf_hub_id.replace('/', '--')}")
     elif url:
