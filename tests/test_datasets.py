@@ -197,3 +197,14 @@ def test_dataloader_workers_read_the_arrays(synth: Path) -> None:
         videos += batch["video"].tolist()
     assert sorted(idx) == list(range(len(a)))
     assert labels == a.label[idx].astype(float).tolist() and videos == a.video[idx].tolist()
+
+
+def test_string_columns_to_fixed_bytes_without_python_objects() -> None:
+    import pyarrow as pa
+
+    arr = pa.array(["skip", "crops/a/000001.png", None, "crops/Célèbre/7.png", ""], pa.string()).slice(1)
+    got = datasets._as_fixed_bytes(arr)
+    assert got.dtype == np.dtype(f"S{len('crops/Célèbre/7.png'.encode())}")
+    assert [b.decode() for b in got] == ["crops/a/000001.png", "", "crops/Célèbre/7.png", ""]
+    same = datasets._as_fixed_bytes(pa.array(["ab", "cd"], pa.large_string()))
+    assert same.tolist() == [b"ab", b"cd"]
