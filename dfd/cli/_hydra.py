@@ -79,6 +79,39 @@ def register_resolvers() -> None:
         )
 
 
+def _user_error(exc: BaseException) -> BaseException | None:
+    """The dfd error behind an exception (Hydra wraps errors raised while instantiating), if it is one."""
+    from dfd.data.schema import SchemaError
+    from dfd.data.sources.base import DatasetError
+
+    user = (DatasetError, SchemaError, FileNotFoundError, NotADirectoryError)
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, user) or type(seen).__name__.endswith(("WeightsError", "ExtractError")):
+            return seen
+        seen = seen.__cause__
+    return None
+
+
+def _friendly(fn: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
+    """Bad input (wrong root, missing weights, missing manifest) -> one line on stderr and exit 2, no traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def run(cfg: DictConfig) -> object:
+        try:
+            return fn(cfg)
+        except Exception as exc:
+            user = _user_error(exc)
+            if user is None:
+                raise
+            msg = str(user).strip().splitlines()[0] if str(user).strip() else type(user).__name__
+            print(msg if msg.startswith("error") else f"error: {msg}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return run
+
+
 def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], object]], Callable[[], object]]:
     """Decorator turning ``fn(cfg)`` into a console-script ``main()`` over dfd's config tree."""
 
@@ -93,7 +126,7 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], object]], 
                 print(error, file=sys.stderr)
                 raise SystemExit(2)
             register_resolvers()
-            return hydra.main(version_base="1.3", config_path=str(conf), config_name=config_name)(fn)()
+            return hydra.main(version_base="1.3", config_path=str(conf), config_name=config_name)(_friendly(fn))()
 
         main.__doc__ = fn.__doc__
         return main

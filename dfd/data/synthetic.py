@@ -29,7 +29,7 @@ import pandas as pd
 from dfd.data.schema import validate_manifest, write_parquet
 from dfd.data.sources.base import DatasetError, DatasetSource
 
-GENERATOR_VERSION = 1  # bump when drawing changes, so stale caches are not reused
+GENERATOR_VERSION = 3  # bump when drawing changes, so stale caches are not reused
 
 # Skin tones spanning light to dark (RGB), jittered per identity.
 SKIN_TONES = np.array(
@@ -48,13 +48,22 @@ class Domain:
     colour_shift: float  # max per-channel colour mismatch of the pasted face (0-255 scale)
     jpeg: int  # JPEG quality applied to every frame (real and fake)
     source: str  # swap (a second identity) | self (a warped, colour-shifted copy of the target)
+    checker: float = 0.0  # amplitude of the generator's up-sampling checkerboard (transposed-conv artefact)
+    camera_blur: float = 0.0  # optical softness of the whole frame (px sigma at 64 px), reals and fakes alike
+    sharpen: float = 0.0  # unsharp-mask amount applied to the generated face (post-processing hides blur)
 
 
 DOMAINS: dict[str, Domain] = {
-    "a": Domain(mask="hull", seam_blur=0.05, resample=0.45, colour_shift=14.0, jpeg=95, source="swap"),
-    "b": Domain(mask="ellipse", seam_blur=0.12, resample=0.65, colour_shift=6.0, jpeg=85, source="self"),
-    "c": Domain(mask="rect", seam_blur=0.03, resample=0.55, colour_shift=22.0, jpeg=75, source="swap"),
-    "d": Domain(mask="hull", seam_blur=0.09, resample=0.8, colour_shift=8.0, jpeg=60, source="swap"),
+    # Low-resolution generator: the pasted face is blurry (lost skin texture), soft hull seam.
+    "a": Domain(mask="hull", seam_blur=0.05, resample=0.45, colour_shift=6.0, jpeg=95, source="swap"),
+    # Soft camera, full-resolution generator whose output is sharpened: here the fake face is *crisper* than the
+    # real footage, the opposite of domain a's trace (a detector that learnt "blur = fake" fails here).
+    "b": Domain(mask="ellipse", seam_blur=0.08, resample=1.0, colour_shift=4.0, jpeg=92, source="swap",
+                checker=3.0, camera_blur=1.1, sharpen=2.5),
+    # Poor colour transfer and a hard rectangular seam; mild resampling.
+    "c": Domain(mask="rect", seam_blur=0.02, resample=0.75, colour_shift=24.0, jpeg=85, source="swap"),
+    # Heavy compression hides most traces (a low-quality, "in the wild" domain).
+    "d": Domain(mask="hull", seam_blur=0.09, resample=0.7, colour_shift=8.0, jpeg=55, source="swap"),
 }
 
 
@@ -236,9 +245,16 @@ def _swap(target: np.ndarray, target_lm: np.ndarray, source: np.ndarray, source_
         mat = np.eye(2, 3, dtype=np.float32)
     aligned = cv2.warpAffine(source, mat, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     # 2. Generator resolution: the face is produced smaller and upsampled, losing the skin texture.
-    small = max(4, int(round(size * dom.resample)))
-    aligned = cv2.resize(cv2.resize(aligned, (small, small), interpolation=cv2.INTER_AREA), (size, size),
-                         interpolation=cv2.INTER_LINEAR)
+    if dom.resample < 1.0:
+        small = max(4, int(round(size * dom.resample)))
+        aligned = cv2.resize(cv2.resize(aligned, (small, small), interpolation=cv2.INTER_AREA), (size, size),
+                             interpolation=cv2.INTER_LINEAR)
+    if dom.checker:
+        # Transposed-convolution up-sampling leaves a period-2 grid pattern in generated faces.
+        yy, xx = np.mgrid[0:size, 0:size]
+        aligned = aligned + dom.checker * (((xx // 1 + yy // 1) % 2) * 2.0 - 1.0)[..., None].astype(np.float32)
+    if dom.sharpen:
+        aligned = aligned + dom.sharpen * (aligned - cv2.GaussianBlur(aligned, (0, 0), max(0.8, size / 80)))
     # 3. Colour transfer to the target (as swap tools do), imperfect: a residual colour mismatch remains.
     m = blend_mask(dom.mask, target_lm, pose, aspect, size, dom.seam_blur)[..., None]
     weight = m / max(float(m.sum()), 1e-6)
@@ -246,6 +262,11 @@ def _swap(target: np.ndarray, target_lm: np.ndarray, source: np.ndarray, source_
     aligned = aligned + rng.uniform(-dom.colour_shift, dom.colour_shift, 3).astype(np.float32)
     # 4. Soft paste through a face-shaped mask: the blending seam.
     return aligned * m + target * (1 - m)
+
+
+def _soften(img: np.ndarray, sigma64: float, size: int) -> np.ndarray:
+    """Optical blur of a whole frame; sigma given at 64 px and scaled with the image."""
+    return cv2.GaussianBlur(img, (0, 0), sigma64 * size / 64) if sigma64 > 0 else img
 
 
 def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
@@ -268,9 +289,11 @@ def make_video(domain: Domain, fake: bool, size: int, frames: int, rng: np.rando
     for _ in range(frames):
         p = _jitter(pose, rng, size)
         img, lm = render(target, p, background, rng)
+        img = _soften(img, domain.camera_blur, size)
         if fake:
             if source is not None:
                 src_img, src_lm = render(source, dict(p, w=p["w"] * rng.uniform(0.95, 1.05)), background, rng)
+                src_img = _soften(src_img, domain.camera_blur, size)
             else:
                 # Same identity, warped: a reenactment-like fake of the target itself.
                 (dx, dy), s, r = self_warp

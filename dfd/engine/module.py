@@ -68,7 +68,9 @@ class DetectorModule(pl.LightningModule):
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self._forward = torch.compile(self.model) if compile else self.model
+        # Kept outside nn.Module's registry: a compiled wrapper registered as a submodule would store every
+        # weight twice in checkpoints (as model.* and _forward.*).
+        object.__setattr__(self, "_forward", torch.compile(self.model) if compile else self.model)
         self.val_metrics = DetectionMetrics()
         self.test_metrics = nn.ModuleList()
         self.test_names: list[str] = []

@@ -209,6 +209,8 @@ def train(cfg: DictConfig) -> dict:
     run_dir = run_dir_of(cfg)
     resolved = _save_config(cfg, run_dir)
     train_src, tests, mix = build_sources(cfg)
+    for src in [train_src, *tests.values(), *(s for s, _ in mix.values())]:
+        src.prepare()  # fail now, with the fix, rather than after building the model and loggers
 
     run_id = None
     if cfg.get("ckpt_path"):
@@ -250,7 +252,10 @@ def load_module(ckpt_path: str | Path) -> DetectorModule:
     path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path} (pass ckpt_path=<run dir>/checkpoints/<file>.ckpt)")
-    return DetectorModule.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
+    hparams = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
+    # The checkpoint holds all weights: never look for the backbone's pretrained file again.
+    model_cfg = {**hparams.get("model", {}), "pretrained": False, "weights": None}
+    return DetectorModule.load_from_checkpoint(str(path), map_location="cpu", weights_only=True, model=model_cfg)
 
 
 def evaluate(cfg: DictConfig) -> dict:

@@ -60,7 +60,7 @@ def _convex_fill(points: torch.Tensor, height: int, width: int) -> tuple[torch.T
     scale = (points.amax(1) - points.amin(1)).amax(-1).clamp_min(1e-6)      # (B,)
     valid = (cross >= -1e-4 * scale[:, None, None, None] ** 2).all(-1)
     length = edge.norm(dim=-1)
-    valid &= length > 1e-3 * scale[:, None, None]
+    valid = valid & (length > 1e-3 * scale[:, None, None])  # not in place: ONNX export has no __iand_
     # One outgoing hull edge per point (points inside the hull reuse another edge), K edges per face.
     has = valid.any(-1)                                                       # (B,K)
     nxt = valid.float().argmax(-1)                                            # (B,K)
