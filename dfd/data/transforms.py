@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import albumentations as A
 import cv2
@@ -21,21 +21,34 @@ _INTERP = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC, "nearest": 
 
 
 @dataclass(frozen=True)
-class Spec:
-    """What the data side needs to know about a model's input (mirrors ``dfd.models.InputSpec``)."""
+class InputSpec:
+    """What a detector expects as input, read from the backbone's pretrained config (never hard-coded).
+
+    Defined on the data side (models import it from here) because the transforms are what consume it.
+    """
 
     size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    interpolation: str = "bilinear"
+    interpolation: str = "bicubic"
+    # Frames per clip for clip models (ADDNet-3D); None for frame models.
     clip_len: int | None = None
 
     @classmethod
-    def of(cls, spec: object) -> Spec:
-        """Accept any object with size/mean/std attributes (e.g. the model's InputSpec) or a dict."""
+    def of(cls, spec: object) -> InputSpec:
+        """Accept an InputSpec, any object with size/mean/std attributes, or a dict (e.g. from JSON)."""
+        if isinstance(spec, cls):
+            return spec
         get = spec.get if isinstance(spec, dict) else lambda k, d=None: getattr(spec, k, d)
-        return cls(int(get("size")), tuple(get("mean")), tuple(get("std")), get("interpolation", "bilinear") or
-                   "bilinear", get("clip_len", None))
+        return cls(int(get("size")), tuple(get("mean")), tuple(get("std")),
+                   get("interpolation", "bicubic") or "bicubic", get("clip_len", None))
+
+    def to_dict(self) -> dict:
+        """Plain dict for checkpoints, bundles and JSON."""
+        return asdict(self)
+
+
+Spec = InputSpec  # short alias used by the data pipeline
 
 
 class Pipeline:

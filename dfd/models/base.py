@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 from torch import nn
 
+from dfd.data.transforms import InputSpec
 
-@dataclass(frozen=True)
-class InputSpec:
-    """What a detector expects as input, read from the backbone's pretrained config (never hard-coded)."""
-
-    size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str = "bicubic"
-    # Frames per clip for clip models (ADDNet-3D); None for frame models.
-    clip_len: int | None = None
-
-    def to_dict(self) -> dict:
-        """Plain dict for checkpoints, bundles and JSON."""
-        return asdict(self)
+__all__ = ["Detector", "InputSpec", "default_lora_targets"]
 
 
 class Detector(nn.Module):
