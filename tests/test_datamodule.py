@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch.utils.data import DistributedSampler
@@ -95,7 +96,8 @@ def test_val_and_test_wiring(sources) -> None:
     batch = next(iter(loaders[2]))
     assert batch["image"].shape == (4, 3, 32, 32) and batch["index"].tolist() == [0, 1, 2, 3]
     info = dm.eval_info("syn_b")
-    assert len(info["video_names"]) == 3 and set(info["method_names"]) == {"real", "self_ellipse"}
+    test_b = pd.read_parquet(b.manifest_path).query("split == 'test'")
+    assert len(info["video_names"]) == 3 and set(info["method_names"]) == set(test_b["method"])
     no_in_domain = DeepfakeDataModule(a, SPEC, test_sources={"syn_b": b}, include_train_test=False)
     assert no_in_domain.test_names == ["syn_b"]
 

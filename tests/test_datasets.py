@@ -18,8 +18,8 @@ from dfd.data.schema import SchemaError, write_parquet
 from dfd.data.synthetic import SyntheticSource
 from dfd.data.transforms import Pipeline, Spec
 
-HALF = Spec(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-RAW = Spec(32, (0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255))  # normalised value == pixel value
+HALF = Spec(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), interpolation="bilinear")
+RAW = Spec(32, (0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255), interpolation="bilinear")  # value == pixel value
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +120,7 @@ def test_frame_items_shapes_and_normalisation(synth: Path) -> None:
         assert item["method"].item() == a.method[i]
         # 64 px crops resized to 32: landmarks scale with the image.
         np.testing.assert_allclose(item["landmarks"].numpy(), a.landmarks[i] * 0.5, atol=0.3)
-    imagenet = FrameDataset(a, Pipeline(Spec(32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))))
+    imagenet = FrameDataset(a, Pipeline(Spec(32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear")))
     x = imagenet[0]["image"]
     y = (ds[0]["image"] * 0.5 + 0.5 - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor(
         [0.229, 0.224, 0.225])[:, None, None]
