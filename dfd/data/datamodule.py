@@ -167,8 +167,9 @@ class DeepfakeDataModule(pl.LightningDataModule):
             labels = np.asarray(ds.labels, np.int64)
             per = np.full(len(labels), w / max(len(labels), 1), np.float64)
             if self.balance:
+                # Equal weight per class *present*: a one-class dataset keeps its whole configured share.
                 counts = np.bincount(labels, minlength=2).astype(np.float64)
-                per *= len(labels) / (2 * np.maximum(counts[labels], 1))
+                per *= len(labels) / (np.count_nonzero(counts) * np.maximum(counts[labels], 1))
             weights.append(per)
         return np.concatenate(weights)
 
