@@ -61,6 +61,8 @@ class DeepfakeDataModule(pl.LightningDataModule):
         fakes: ``real`` (the dataset's own fakes), ``sbi`` (real frames + their self-blends only),
             ``both`` (dataset fakes and self-blends).
         balance: sample real and fake frames equally often (datasets are often 1:4 real:fake).
+        frames_per_video: train on at most this many uniformly spaced frames of each video (all when unset);
+            validation and test always use every extracted frame.
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class DeepfakeDataModule(pl.LightningDataModule):
         include_train_test: bool = True,
         seed: int = 0,
         eval_extra: Sequence = (),
+        frames_per_video: int | None = None,
     ) -> None:
         super().__init__()
         if fakes not in FAKES_CHOICES:
@@ -95,6 +98,7 @@ class DeepfakeDataModule(pl.LightningDataModule):
         self.sbi_cfg = dict(sbi or {})
         self.balance = bool(balance)
         self.seed = int(seed)
+        self.frames_per_video = int(frames_per_video or 0)
         self.train_pipe, self.eval_pipe = build_pipelines(self.spec, list(augment))
         if eval_extra:
             self.eval_pipe = Pipeline(self.spec, extra=list(eval_extra))
@@ -126,6 +130,8 @@ class DeepfakeDataModule(pl.LightningDataModule):
 
     def _dataset(self, src: DatasetSource, split: str, pipe: Pipeline) -> Dataset:
         arrays = ManifestArrays(src.prepare(), splits=split)
+        if split == "train" and self.frames_per_video:
+            arrays.keep_frames_per_video(self.frames_per_video)
         if len(arrays) == 0:
             raise DatasetError(
                 f"{src.name}: the manifest {src.manifest_path} has no '{split}' frames; "

@@ -100,6 +100,7 @@ def build_datamodule(cfg: DictConfig, spec: object, train: DatasetSource | None,
         include_train_test=d.get("include_train_test", True),
         seed=cfg.seed,
         eval_extra=eval_extra or [],
+        frames_per_video=d.get("frames_per_video"),
     )
 
 
