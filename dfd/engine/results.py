@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -35,11 +36,12 @@ def _clean(obj):
 
 
 def make_results(kind: str, run_dir: str | Path, train: dict, test: dict, val: dict | None = None,
-                 checkpoint: str | None = None, in_domain: str | None = None, **extra) -> dict:
-    """Assemble the results document."""
+                 checkpoint: str | None = None, in_domain: str | Iterable[str] | None = None, **extra) -> dict:
+    """Assemble the results document; ``in_domain`` names the training set(s) (a mix has several)."""
+    own = {in_domain} if isinstance(in_domain, str) else set(in_domain or ())
     tests = {}
     for name, rep in test.items():
-        tests[name] = {"in_domain": name == in_domain, **rep}
+        tests[name] = {"in_domain": name in own, **rep}
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": kind,

@@ -54,8 +54,10 @@ def describe_run(cfg: DictConfig, dataset_name: str) -> dict:
     if extra:
         ft += "(" + ",".join(f"{k}={v}" for k, v in extra.items()) + ")"
     fakes = cfg.get("data", {}).get("fakes", "real")
+    # A training mix is named by all its datasets (ffpp+wilddeepfake): it is a different training set.
+    mix = [str(node.get("name", key)) for key, node in (cfg.get("train_mix") or {}).items()]
     return {
-        "dataset": dataset_name + ("" if fakes == "real" else f"+{fakes}"),
+        "dataset": "+".join([dataset_name, *mix]) + ("" if fakes == "real" else f"+{fakes}"),
         "model": model,
         "finetune": ft,
         "seed": int(cfg.seed),
@@ -231,7 +233,7 @@ def train(cfg: DictConfig) -> dict:
     name = f"{run['dataset']}-{run['model']}-{run['finetune']}-s{run['seed']}"
     trainer = build_trainer(cfg, run_dir, module.run_id, name)
     for lg in trainer.loggers:
-        lg.log_hyperparams({**resolved, "params": module.param_counts})
+        lg.log_hyperparams({**resolved, "params": module.param_counts, "train": run})
 
     trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
     ckpt_cb = trainer.checkpoint_callback
@@ -240,7 +242,7 @@ def train(cfg: DictConfig) -> dict:
         trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False)
     reports = _test(trainer, module, dm, best)
     results = make_results(
-        "train", run_dir, run, reports, val=module.val_report, checkpoint=best, in_domain=train_src.name,
+        "train", run_dir, run, reports, val=module.val_report, checkpoint=best, in_domain=[train_src.name, *mix],
         params=module.param_counts, global_step=int(trainer.global_step),
     )
     _finish(trainer, results, run_dir, f"test metrics ({name})")
