@@ -116,6 +116,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, run_id: str, run_name: str, jo
         kwargs = {}
         if "Wandb" in node._target_:
             kwargs = {"id": run_id, "name": run_name, "resume": "allow", "job_type": job_type}
+            if node.get("offline"):
+                # Explicit init argument: Lightning's env-var switch is ignored once wandb's process-wide
+                # settings exist (an earlier wandb run in the same process).
+                kwargs["mode"] = "offline"
             os.environ.setdefault("WANDB_SILENT", "true")
         loggers.append(instantiate(node, **kwargs))
     callbacks = []
@@ -196,6 +200,8 @@ def _finish(trainer: pl.Trainer, results: dict, run_dir: Path, title: str) -> No
         lg.experiment.summary["results_json"] = str(path)
     print_table(results["test"], title)
     log.info("results: %s", path)
+    for lg in _wandb_loggers(trainer):
+        lg.experiment.finish()  # flush the offline log now: multiruns start the next run in this process
 
 
 def _save_config(cfg: DictConfig, run_dir: Path) -> dict:
