@@ -41,7 +41,12 @@ def test_ddp_eval_equals_single_process(tmp_path, shared_cache):
     assert r1["synthetic_a"]["frame"]["n"] == 21 and r1["synthetic_b"]["frame"]["n"] == 15
     for name in r1:
         for level in ("frame", "video"):
-            assert r2[name][level] == r1[name][level], (name, level)
+            a, b = r1[name][level], r2[name][level]
+            # The rank-based metrics and counts are exactly equal; log loss averages floats computed in
+            # batches of another shape, so it may differ in the last bits.
+            for k in ("auc", "acc", "ap", "eer", "n", "n_real", "n_fake"):
+                assert b[k] == a[k], (name, level, k)
+            assert b["logloss"] == pytest.approx(a["logloss"], rel=1e-6)
     # The same single-process eval also swept perturbations: one entry per level, every test set.
     rob = json.loads((one / "results.json").read_text())["robustness"]
     assert set(rob) == {"synthetic_a", "synthetic_b"}

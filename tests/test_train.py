@@ -112,3 +112,12 @@ def test_fast_dev_run_cli(tmp_path, shared_cache):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "results.json").read_text())["test"]["synthetic_a"]["frame"]["n"] == 16
     assert (tmp_path / "config.yaml").is_file()
+
+
+def test_precision_and_memory_format_switches(tmp_path, shared_cache):
+    """bf16 autocast + channels_last + gradient accumulation run through the same loop (CPU here, GPU alike)."""
+    res = train(_cfg(tmp_path, shared_cache, "model=small_cnn", "logger=none", "debug=fast_dev_run",
+                     "trainer.precision=bf16-mixed", "channels_last=true", "trainer.accumulate_grad_batches=2",
+                     "dataset.videos={train: 8, val: 4, test: 4}"))
+    rep = res["test"]["synthetic_a"]
+    assert rep["frame"]["n"] == 16 and 0.0 <= rep["frame"]["acc"] <= 1.0
