@@ -71,3 +71,24 @@ def test_real_landmarks_land_inside_crop(detector):
     d2 = detector.detect([cv2.resize(crop, (160, 160))])[0]
     cx = (d2.boxes[0, 0] + d2.boxes[0, 2]) / 2
     assert abs(cx - 80) < 16
+
+
+def test_detect_video_shrinks_frames_to_the_face_and_finds_the_same_faces(monkeypatch):
+    """The per-video scale: probe once, detect the rest on smaller frames, boxes agree with full detection."""
+    canvas = np.full((720, 720, 3), 120, np.uint8)
+    frames = []
+    for dx in (40, 120, 200, 280):
+        f = canvas.copy()
+        f[100:612, dx : dx + 512][:, : min(512, 720 - dx)] = face_image(512)[:, : min(512, 720 - dx)]
+        frames.append(f)
+    det = FaceDetector(min_face_size=40, detect_size=640)
+    seen_sizes = []
+    original = det.mtcnn.detect
+    monkeypatch.setattr(det.mtcnn, "detect", lambda batch, landmarks: (seen_sizes.append(batch.shape[1]),
+                                                                       original(batch, landmarks=landmarks))[1])
+    fast = det.detect_video(frames, face_px=64)
+    assert min(seen_sizes) < 450 < 640 == max(seen_sizes)  # probe at detect_size, the rest much smaller
+    full = FaceDetector(min_face_size=40, detect_size=640).detect(frames)
+    for a, b in zip(fast, full, strict=True):
+        ka, kb = choose_face(a), choose_face(b)
+        assert box_iou(a.boxes[ka], b.boxes[kb]) > 0.8

@@ -60,6 +60,9 @@ class ExtractConfig:
     # MTCNN pyramid on a downscaled frame is where the time goes (crops still come from the full frame).
     min_face_size: int = 40  # MTCNN's smallest face, in detection pixels (larger = faster)
     detect_size: int | None = 640  # downscale frames whose longer side exceeds this for detection only
+    # Per video: shrink frames further so its face is about this tall for detection (0 = off); see
+    # FaceDetector.detect_video. Frames where that finds nothing are detected again at detect_size.
+    face_px: int = 64
     batch_size: int = 16  # frames per MTCNN call
     workers: int | None = None  # processes; None = min(4, cpus); 1 runs in this process
     device: str = "cpu"
@@ -202,7 +205,7 @@ def _video_record(
         keep = list(range(n))
     else:
         crops, boxes, scores, lms, keep = [], [], [], [], []
-        for i, det in enumerate(_detector(cfg).detect(frames.images)):
+        for i, det in enumerate(_detector(cfg).detect_video(frames.images, cfg.face_px)):
             k = choose_face(det, cfg.choice, cfg.min_score)
             if k is None:
                 continue
