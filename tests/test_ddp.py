@@ -52,3 +52,18 @@ def test_ddp_eval_equals_single_process(tmp_path, shared_cache):
     assert set(rob) == {"synthetic_a", "synthetic_b"}
     assert [e["level"] for e in rob["synthetic_b"]["blur"]] == [1.5, 3.0]
     assert rob["synthetic_a"]["jpeg"][0]["frame"]["n"] == 21
+
+
+def test_ddp_training_runs_on_two_gloo_processes(tmp_path, shared_cache):
+    """Training itself under DDP: each rank gets its shard, steps happen, rank 0 writes the checkpoint."""
+    run = tmp_path / "ddp_train"
+    proc = _run(["dfd.cli.train", "model=tiny", "logger=csv", "trainer=ddp", "trainer.accelerator=cpu",
+                 "trainer.devices=2", "trainer.precision=32-true", "trainer.sync_batchnorm=false",
+                 "trainer.max_epochs=2", "data.num_workers=0", "data.batch_size=8", f"hydra.run.dir={run}",
+                 f"paths.cache_dir={shared_cache}", *DATA])
+    assert "MEMBER: 2/2" in proc.stdout + proc.stderr
+    res = json.loads((run / "results.json").read_text())
+    # 36 training frames, 18 per rank, batches of 8 (last dropped): 2 steps per epoch, not 4.
+    assert res["global_step"] == 4
+    assert res["checkpoint"] and (run / "checkpoints" / "last.ckpt").is_file()
+    assert res["test"]["synthetic_a"]["frame"]["n"] == 21

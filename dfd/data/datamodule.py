@@ -194,9 +194,14 @@ class DeepfakeDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
-            drop_last=shuffle and len(ds) > batch_size,
+            # A last batch of 1 breaks BatchNorm in training, but dropping must leave every rank a batch.
+            drop_last=shuffle and len(ds) // self._world_size() > batch_size,
             collate_fn=collate,
         )
+
+    def _world_size(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return max(int(trainer.world_size), 1) if trainer is not None else 1
 
     def train_dataloader(self) -> DataLoader:
         weights = self._sample_weights()
