@@ -107,12 +107,24 @@ class FaceDetector:
             rest = self.detect([img for i, img in enumerate(images) if i != mid])
             return rest[:mid] + [probe] + rest[mid:]
         out = self.detect([img for i, img in enumerate(images) if i != mid], scale=scale)
+        # At a coarse scale MTCNN can take a whole head-and-shoulders for a giant face; a face does not grow
+        # 2.5x between frames of one video, so such boxes are dropped (and the frame re-detected if emptied).
+        out = [_within_size(d, 2.5 * float(sides.max())) for d in out]
         out = out[:mid] + [probe] + out[mid:]
         missing = [i for i, d in enumerate(out) if len(d) == 0]
         if missing:
             for i, d in zip(missing, self.detect([images[i] for i in missing]), strict=True):
                 out[i] = d
         return out
+
+
+def _within_size(det: Detections, max_side: float) -> Detections:
+    """The detections whose box side is at most ``max_side``."""
+    if len(det) == 0:
+        return det
+    side = np.maximum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
+    keep = side <= max_side
+    return det if keep.all() else Detections(det.boxes[keep], det.probs[keep], det.landmarks[keep])
 
 
 def _rescale(img: np.ndarray, scale: float) -> np.ndarray:
