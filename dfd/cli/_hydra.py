@@ -1,55 +1,118 @@
-"""Shared plumbing for dfd's Hydra entry points: where the configs are, and friendly override errors."""
+"""Shared plumbing for dfd's Hydra entry points: where the configs are, and one-line errors for user mistakes.
+
+The configs ship inside the package (``dfd/conf`` in a wheel, the checkout's top-level ``conf/`` for editable
+installs). Users add or override config groups from their own folders with Hydra's search path
+(``hydra.searchpath=[file://my_conf]`` or ``--config-dir my_conf``); every pre-check here sees those too.
+"""
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 
+# ----------------------------------------------------------------------------------------------- config folders
 def config_dir() -> Path:
-    """The ``conf/`` tree: ``$DFD_CONFIG_DIR``, else the one beside the package (editable install / checkout)."""
+    """dfd's config tree: ``$DFD_CONFIG_DIR``, else the packaged ``dfd/conf`` (wheel), else the checkout's ``conf/``."""
     env = os.environ.get("DFD_CONFIG_DIR")
     candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[2] / "conf")
+    try:
+        from importlib.resources import files
+
+        candidates.append(Path(str(files("dfd") / "conf")))  # wheel / `pip install .`
+    except (ModuleNotFoundError, TypeError):
+        pass
+    candidates.append(Path(__file__).resolve().parents[2] / "conf")  # editable install: conf/ beside dfd/
     for c in candidates:
         if (c / "paths" / "default.yaml").is_file():
             return c
     raise SystemExit(
-        f"error: dfd's config tree (conf/paths/default.yaml) not found in {[str(c) for c in candidates]}; "
-        "install dfd from a checkout (`pip install -e .`) or set DFD_CONFIG_DIR=<checkout>/conf"
+        f"error: dfd's config tree (paths/default.yaml) not found in {[str(c) for c in candidates]}; "
+        "reinstall dfd (`pip install .`) or set DFD_CONFIG_DIR=<checkout>/conf"
     )
 
 
-def group_choices(conf: Path, group: str) -> list[str]:
-    """Names of the options of a config group (``model`` -> ``['convnextv2', ...]``)."""
-    folder = conf / group
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+def _search_dir(entry: str) -> Path | None:
+    """A folder from a ``hydra.searchpath`` entry (``file://dir``, ``pkg://module``, or a plain path)."""
+    entry = str(entry).strip().strip("'\"")
+    if entry.startswith("pkg://"):
+        import importlib.util
+
+        try:
+            spec = importlib.util.find_spec(entry[len("pkg://"):].replace("/", "."))
+        except (ImportError, ValueError):
+            return None
+        locations = list(spec.submodule_search_locations or []) if spec else []
+        return Path(locations[0]) if locations else None
+    if entry.startswith("file://"):
+        entry = entry[len("file://"):]
+    return Path(entry).expanduser() if entry else None
 
 
-def check_overrides(args: list[str], conf: Path) -> str | None:
+def user_config_dirs(args: Sequence[str]) -> list[Path]:
+    """The user's own config folders named on the command line (``hydra.searchpath=[...]``, ``--config-dir``)."""
+    dirs: list[Path] = []
+    for i, arg in enumerate(args):
+        value = None
+        if arg in ("--config-dir", "-cd") and i + 1 < len(args):
+            value = [args[i + 1]]
+        elif arg.startswith("--config-dir="):
+            value = [arg.split("=", 1)[1]]
+        elif arg.lstrip("+").startswith("hydra.searchpath="):
+            try:
+                from hydra.core.override_parser.overrides_parser import OverridesParser
+
+                parsed = OverridesParser.create().parse_override(arg).value()
+            except Exception:  # Hydra reports bad syntax itself
+                continue
+            value = parsed if isinstance(parsed, list) else [parsed]
+        for entry in value or []:
+            folder = _search_dir(entry)
+            if folder is not None:
+                dirs.append(folder)
+    return dirs
+
+
+def _dirs(conf: Path | Iterable[Path]) -> list[Path]:
+    return [conf] if isinstance(conf, Path | str) else list(conf)
+
+
+def group_choices(conf: Path | Iterable[Path], group: str) -> list[str]:
+    """Names of the options of a config group (``model`` -> ``['convnextv2', ...]``) across config folders."""
+    return sorted({p.stem for d in _dirs(conf) for p in (Path(d) / group).glob("*.yaml")})
+
+
+def is_group(conf: Path | Iterable[Path], name: str) -> bool:
+    """Whether ``name`` (``model``, ``hydra/launcher``) is a config group in one of the folders."""
+    return any((Path(d) / name).is_dir() for d in _dirs(conf))
+
+
+def check_overrides(args: list[str], conf: Path | Iterable[Path]) -> str | None:
     """Return a one-line error for the first ``group=choice`` override naming an option that does not exist.
 
     Hydra reports these as a multi-line traceback-like block; users sweeping dozens of runs want one line
-    that names the valid choices.
+    that names the valid choices. Options in the user's search-path folders count as valid.
     """
+    dirs = [*_dirs(conf), *user_config_dirs(args)]
     for arg in args:
         if arg.startswith("-") or "=" not in arg:
             continue
         key, value = arg.split("=", 1)
         key = key.lstrip("+~")
         group = key.split("@", 1)[0]
-        if "." in group or not (conf / group).is_dir() or value in ("", "null"):
+        if "." in group or not is_group(dirs, group) or value in ("", "null"):
             continue
         for choice in value.split(",") if "," in value and not value.startswith("[") else [value]:
             choice = choice.strip()
             if choice.startswith(("range(", "choice(", "glob(", "interval(")):
                 continue
-            if not (conf / group / f"{choice}.yaml").is_file():
-                valid = ", ".join(group_choices(conf, group))
+            if not any((Path(d) / group / f"{choice}.yaml").is_file() for d in dirs):
+                valid = ", ".join(group_choices(dirs, group))
                 return f"error: '{arg}' is not a valid choice for '{group}'; valid choices: {valid}"
     return None
 
@@ -64,9 +127,22 @@ def missing_groups(args: list[str], conf: Path, config_name: str) -> str | None:
         if isinstance(entry, dict):
             for group, choice in entry.items():
                 if choice == "???" and group not in given:
-                    valid = ", ".join(group_choices(conf, group))
+                    valid = ", ".join(group_choices([conf, *user_config_dirs(args)], group))
                     return f"error: choose a {group}: add '{group}=<name>' to the command; valid choices: {valid}"
     return None
+
+
+# ----------------------------------------------------------------------------------------------- resolvers
+def _on_gpu(accelerator: object = "auto") -> bool:
+    """Whether a Trainer with this accelerator runs on GPUs (``auto``: whether CUDA is there)."""
+    acc = str(accelerator).lower()
+    if acc in ("gpu", "cuda"):
+        return True
+    if acc == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return False
 
 
 def register_resolvers() -> None:
@@ -77,15 +153,105 @@ def register_resolvers() -> None:
             "dfd.wandb_offline",
             lambda: os.environ.get("WANDB_MODE", "").lower() != "online" and not os.environ.get("WANDB_API_KEY"),
         )
+    if not OmegaConf.has_resolver("dfd.on_gpu"):
+        # SyncBatchNorm exists on GPUs only: CPU DDP over gloo must leave it off.
+        OmegaConf.register_new_resolver("dfd.on_gpu", _on_gpu)
 
 
+# ----------------------------------------------------------------------------------------------- strict configs
+def _target_params(target: str) -> set[str] | None:
+    """Keyword names a ``_target_`` accepts; None when it takes ``**kwargs`` or cannot be inspected."""
+    from hydra.utils import get_object
+
+    try:
+        obj = get_object(target)
+        sig = inspect.signature(obj)
+    except Exception:
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return None
+    return {n for n, p in sig.parameters.items() if p.kind is not p.VAR_POSITIONAL}
+
+
+def _is_open(node: DictConfig) -> bool:
+    """Nodes meant to be filled freely: empty dicts (test_sets, data.sbi) and collections of objects (callbacks)."""
+    values = [node._get_node(k) for k in node]
+    return not values or all(isinstance(v, DictConfig) and "_target_" in v for v in values)
+
+
+def addition_problem(before: DictConfig, key: str) -> str | None:
+    """Why adding ``key`` (``+optim.lrr=1``) to the composed config ``before`` is a typo, or None if it is fine.
+
+    Keys may be added under an instantiated node when its ``_target_`` takes them (Trainer, optimizer, a
+    dataset class), and anywhere under open nodes (``test_sets``, ``callbacks``, ``data.sbi``); elsewhere a
+    key that dfd's configs do not define would be ignored silently, so it is refused.
+    """
+    parts = key.split(".")
+    node: DictConfig = before
+    for i, part in enumerate(parts):
+        where = ".".join(parts[:i]) or "the config"
+        if "_target_" in node:
+            params = _target_params(str(node._get_node("_target_")._value()))
+            special = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+            if params is None or part in params or part in special:
+                return None
+            valid = ", ".join(sorted((params | set(node.keys())) - {"self"}))
+            return f"'{part}' is not an argument of {node._target_} ({where}); valid: {valid}"
+        if part not in node:
+            if _is_open(node):
+                return None
+            valid = ", ".join(sorted(str(k) for k in node))
+            return f"'{part}' is not a key of {where}; valid keys: {valid}"
+        child = node._get_node(part)
+        if not isinstance(child, DictConfig) or child._is_none() or child._is_missing():
+            return None  # `++` on an existing value: an ordinary override
+        node = child
+    return None
+
+
+def check_additions(config_name: str, task_overrides: Sequence[str], groups: Iterable[Path],
+                    hydra_overrides: Sequence[str] = ()) -> str | None:
+    """One line for the first ``+key=value`` / ``++key=value`` override adding an unknown key to dfd's config.
+
+    Hydra accepts any such key and the code never reads it, so a typo (``+optim.lrr=1``) would pass silently.
+    The config is recomposed without the additions (only when there are some) and each is checked against it.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    dirs = list(groups)
+    parsed = OverridesParser.create().parse_overrides(list(task_overrides))
+    additions = [o for o in parsed if (o.is_add() or o.is_force_add()) and not is_group(dirs, o.key_or_group)
+                 and not o.key_or_group.startswith("hydra.")]
+    if not additions:
+        return None
+    from hydra import compose
+
+    rest = [o.input_line for o in parsed if o not in additions]
+    # The user's search path (hydra.searchpath=[...]) is a hydra override: compose sees it only if passed on.
+    rest += [h for h in hydra_overrides if h.lstrip("+").startswith("hydra.searchpath=")]
+    before = compose(config_name, overrides=rest)
+    for o in additions:
+        problem = addition_problem(before, o.key_or_group)
+        if problem:
+            return f"error: '{o.input_line}': {problem}"
+    return None
+
+
+# ----------------------------------------------------------------------------------------------- user errors
 def _user_error(exc: BaseException) -> BaseException | None:
-    """The dfd error behind an exception (Hydra wraps errors raised while instantiating), if it is one."""
+    """The user-caused error behind an exception (Hydra wraps errors raised while instantiating), if it is one.
+
+    User errors: `dfd.errors.UserError` (ConfigError, MissingWeightsError, ...), dataset/schema errors, missing
+    files, and a mandatory config value left unset. Anything else is a bug and keeps its traceback.
+    """
+    from omegaconf.errors import MissingMandatoryValue
+
     from dfd.data.schema import SchemaError
     from dfd.data.sources.base import DatasetError
+    from dfd.errors import UserError
 
-    user = (DatasetError, SchemaError, FileNotFoundError, NotADirectoryError)
-    seen = exc
+    user = (UserError, DatasetError, SchemaError, FileNotFoundError, NotADirectoryError, MissingMandatoryValue)
+    seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, user) or type(seen).__name__.endswith(("WeightsError", "ExtractError")):
             return seen
@@ -93,20 +259,47 @@ def _user_error(exc: BaseException) -> BaseException | None:
     return None
 
 
-def _friendly(fn: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
-    """Bad input (wrong root, missing weights, missing manifest) -> one line on stderr and exit 2, no traceback."""
+def _one_line(err: BaseException) -> str:
+    from omegaconf.errors import MissingMandatoryValue
+
+    if isinstance(err, MissingMandatoryValue) and getattr(err, "full_key", None):
+        return f"error: {err.full_key} has no value: add '{err.full_key}=<value>' to the command"
+    msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return msg if msg.startswith("error") else f"error: {msg}"
+
+
+def missing_values(cfg: DictConfig) -> str | None:
+    """One line naming every mandatory value (``???``) the command left unset (``model=timm`` needs an arch)."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if not missing:
+        return None
+    adds = " ".join(f"{k}=<value>" for k in missing)
+    return f"error: {', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no value: add '{adds}' to the command"
+
+
+def _friendly(fn: Callable[[DictConfig], object], config_name: str | None = None) -> Callable[[DictConfig], object]:
+    """Bad input (unset value, unknown key, wrong root, missing weights or manifest) -> one line, exit 2."""
     import functools
 
     @functools.wraps(fn)
     def run(cfg: DictConfig) -> object:
+        problem = missing_values(cfg)
+        if problem is None and config_name is not None:
+            from hydra.core.hydra_config import HydraConfig
+
+            hc = HydraConfig.get()
+            problem = check_additions(config_name, list(hc.overrides.task),
+                                      [config_dir(), *user_config_dirs(sys.argv[1:])], list(hc.overrides.hydra))
+        if problem:
+            print(problem, file=sys.stderr)
+            raise SystemExit(2)
         try:
             return fn(cfg)
         except Exception as exc:
             user = _user_error(exc)
             if user is None:
                 raise
-            msg = str(user).strip().splitlines()[0] if str(user).strip() else type(user).__name__
-            print(msg if msg.startswith("error") else f"error: {msg}", file=sys.stderr)
+            print(_one_line(user), file=sys.stderr)
             raise SystemExit(2) from None
 
     return run
@@ -119,14 +312,14 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], object]], 
         def main() -> object:
             import hydra
 
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait ~47 s on hub retries offline
             conf = config_dir()
             error = check_overrides(sys.argv[1:], conf) or missing_groups(sys.argv[1:], conf, config_name)
             if error:
                 print(error, file=sys.stderr)
                 raise SystemExit(2)
             register_resolvers()
-            return hydra.main(version_base="1.3", config_path=str(conf), config_name=config_name)(_friendly(fn))()
+            task = _friendly(fn, config_name)
+            return hydra.main(version_base="1.3", config_path=str(conf), config_name=config_name)(task)()
 
         main.__doc__ = fn.__doc__
         return main

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 
@@ -28,7 +27,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Write predictions.csv; exit non-zero only when no model, no input, or not one file could be read."""
     args = parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from dfd.inference.bundle import BundleError
     from dfd.inference.predict import (
         PredictError,

@@ -30,7 +30,6 @@ def _read_rgb(path: Path) -> np.ndarray | None:
 
 def _detect_landmarks(images: list[np.ndarray]) -> list[np.ndarray]:
     """MTCNN's 5 points of the most confident face per image; NaN where none is found."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from facenet_pytorch import MTCNN
 
     mtcnn = MTCNN(keep_all=True, device="cpu")
@@ -48,10 +47,8 @@ def _detect_landmarks(images: list[np.ndarray]) -> list[np.ndarray]:
 @functools.cache
 def _astronaut_face() -> tuple[np.ndarray, np.ndarray]:
     """MTCNN's box and 5 points on skimage's astronaut (detected once per process)."""
-    from skimage.data import astronaut
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from facenet_pytorch import MTCNN
+    from skimage.data import astronaut
 
     boxes, _, points = MTCNN(device="cpu").detect(astronaut(), landmarks=True)
     if boxes is None:

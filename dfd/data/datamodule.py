@@ -25,6 +25,7 @@ from torch.utils.data import (
 from dfd.data.datasets import ClipDataset, FrameDataset, ManifestArrays
 from dfd.data.sources.base import DatasetError, DatasetSource
 from dfd.data.transforms import Pipeline, Spec, build_pipelines
+from dfd.errors import ConfigError
 
 FAKES_CHOICES = ("real", "sbi", "both")
 
@@ -86,7 +87,7 @@ class DeepfakeDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         if fakes not in FAKES_CHOICES:
-            raise ValueError(f"data.fakes={fakes!r} is not valid; choose one of {', '.join(FAKES_CHOICES)}")
+            raise ConfigError(f"data.fakes={fakes!r} is not valid; choose one of {', '.join(FAKES_CHOICES)}")
         self.train_source = train_source
         self.spec = Spec.of(spec)
         self.extra_train = dict(extra_train or {})
@@ -158,7 +159,7 @@ class DeepfakeDataModule(pl.LightningDataModule):
         if self.fakes == "real":
             return ds
         if self.spec.clip_len:
-            raise ValueError("data.fakes=sbi works on frame models; clip models need real fakes (data.fakes=real)")
+            raise ConfigError("data.fakes=sbi works on frame models; clip models need real fakes (data.fakes=real)")
         from dfd.data.sbi import SelfBlend, SelfBlendedPairs
 
         return SelfBlendedPairs(ds, SelfBlend(**self.sbi_cfg), mode=self.fakes, seed=self.seed)

@@ -19,6 +19,7 @@ from dfd.data.datamodule import DeepfakeDataModule
 from dfd.data.sources.base import DatasetSource
 from dfd.engine.module import DetectorModule
 from dfd.engine.results import make_results, write_results
+from dfd.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +235,7 @@ def train(cfg: DictConfig) -> dict:
         compile=cfg.get("compile", False),
         meta=meta,
     )
+    module.hparams["meta"]["weights"] = module.model.weights_source  # initial weights' provenance, in the ckpt
     dm = build_datamodule(cfg, module.model.input_spec, train_src, tests, mix)
     run = meta["run"]
     name = f"{run['dataset']}-{run['model']}-{run['finetune']}-s{run['seed']}"
@@ -249,7 +251,7 @@ def train(cfg: DictConfig) -> dict:
     reports = _test(trainer, module, dm, best)
     results = make_results(
         "train", run_dir, run, reports, val=module.val_report, checkpoint=best, in_domain=[train_src.name, *mix],
-        params=module.param_counts, global_step=int(trainer.global_step),
+        params=module.param_counts, global_step=int(trainer.global_step), weights=module.model.weights_source,
     )
     _finish(trainer, results, run_dir, f"test metrics ({name})")
     return results
@@ -281,7 +283,7 @@ def evaluate(cfg: DictConfig) -> dict:
     if cfg.data.get("include_train_test", True) and meta.get("dataset"):
         train_src = instantiate(meta["dataset"])
     if train_src is None and not tests:
-        raise ValueError("dfd-eval: nothing to evaluate; add test sets with +dataset@test_sets.<name>=<dataset>")
+        raise ConfigError("dfd-eval: nothing to evaluate; add test sets with +dataset@test_sets.<name>=<dataset>")
     spec = module.model.input_spec
     run = dict(meta.get("run") or {})
     trainer = build_trainer(cfg, run_dir, module.run_id + "-eval", f"eval-{run.get('dataset', '')}", "eval")
@@ -302,7 +304,7 @@ def evaluate(cfg: DictConfig) -> dict:
                 )
     results = make_results(
         "eval", run_dir, run, reports, checkpoint=str(cfg.ckpt_path),
-        in_domain=train_src.name if train_src else None, robustness=robustness or None,
+        in_domain=train_src.name if train_src else None, robustness=robustness or None, weights=meta.get("weights"),
     )
     _finish(trainer, results, run_dir, f"evaluation of {cfg.ckpt_path}")
     return results

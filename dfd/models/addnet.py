@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dfd.errors import ConfigError
 from dfd.models.base import Detector
 from dfd.models.factory import register_model
 from dfd.models.masks import FaceMask
@@ -21,7 +22,7 @@ _REST = tuple(f"block{i}" for i in range(4, 13)) + ("conv3", "bn3", "act3", "con
 def _xception(arch: str, **kwargs: Any) -> nn.Module:
     # The ADD block needs the entry-flow layout of timm's Xception (conv1/conv2 stem, block1..block3).
     if arch != "legacy_xception":
-        raise ValueError(f"ADDNet is built on timm's legacy_xception, got arch={arch!r}")
+        raise ConfigError(f"ADDNet is built on timm's legacy_xception, got arch={arch!r}")
     return build_timm(arch, **kwargs)
 
 

@@ -7,7 +7,14 @@ from torch import nn
 
 from dfd.data.transforms import InputSpec
 
-__all__ = ["Detector", "InputSpec", "default_lora_targets"]
+__all__ = ["Detector", "InputSpec", "default_lora_targets", "set_weights_source"]
+
+_WEIGHTS_ATTR = "_dfd_weights_source"
+
+
+def set_weights_source(module: nn.Module, source: dict | None) -> None:
+    """Record where ``module``'s initial weights came from (`dfd.models.weights.WeightsSource.to_dict()`)."""
+    object.__setattr__(module, _WEIGHTS_ATTR, source)
 
 
 class Detector(nn.Module):
@@ -29,6 +36,15 @@ class Detector(nn.Module):
     def forward(self, images: torch.Tensor, landmarks: torch.Tensor | None = None) -> torch.Tensor:
         """Return (B,) logits; 1 = fake."""
         raise NotImplementedError
+
+    @property
+    def weights_source(self) -> dict | None:
+        """Provenance of the initial weights: None = random init, else ``{"arch", "source", "path", "hub_id",
+        "revision", ...}``. Set by `build_timm` on the backbone it builds (or with `set_weights_source`)."""
+        for module in self.modules():
+            if _WEIGHTS_ATTR in module.__dict__:
+                return module.__dict__[_WEIGHTS_ATTR]
+        return None
 
     def layer_groups(self) -> list[list[str]]:
         """Parameter names grouped from input (stem) to output; the last group is the classification head."""

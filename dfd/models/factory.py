@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
+from dfd.errors import ConfigError
 from dfd.models.base import Detector
 
 _REGISTRY: dict[str, Callable[..., Detector]] = {}
@@ -32,4 +34,11 @@ def create_model(name: str, **kwargs: Any) -> Detector:
     if name not in _REGISTRY:
         raise KeyError(f"unknown model {name!r}; registered: {', '.join(list_models())} "
                        f"(or use name=timm arch=<any timm model name>)")
-    return _REGISTRY[name](**kwargs)
+    try:
+        return _REGISTRY[name](**kwargs)
+    except TypeError as e:
+        # Extra config keys travel as **kwargs down to the timm constructor: a typo there is the user's.
+        bad = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if bad and bad.group(1) in kwargs:
+            raise ConfigError(f"model.{bad.group(1)} is not an argument of model {name!r} ({e})") from e
+        raise

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from dfd.errors import ConfigError
 from dfd.models.base import Detector
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class LastN(FinetuneStrategy):
 
     def __init__(self, n: int = 2) -> None:
         if n < 0:
-            raise ValueError(f"finetune.n must be >= 0, got {n}")
+            raise ConfigError(f"finetune.n must be >= 0, got {n}")
         self.n = n
 
     def trainable(self, model: Detector) -> set[str]:
@@ -110,7 +111,7 @@ class LLRD(FinetuneStrategy):
 
     def __init__(self, decay: float = 0.75) -> None:
         if not 0.0 < decay <= 1.0:
-            raise ValueError(f"finetune.decay must be in (0, 1], got {decay}")
+            raise ConfigError(f"finetune.decay must be in (0, 1], got {decay}")
         self.decay = decay
 
     def param_groups(self, model: Detector, lr: float, weight_decay: float) -> list[dict]:
@@ -141,7 +142,7 @@ class LoRA(FinetuneStrategy):
         head_modules = sorted({n.rsplit(".", 1)[0] for n in model.head_param_names()})
         targets = self.target_modules or model.lora_targets()
         if not targets:
-            raise ValueError(f"LoRA found no target layers in {type(model).__name__}; set finetune.target_modules")
+            raise ConfigError(f"LoRA found no target layers in {type(model).__name__}; set finetune.target_modules")
         config = LoraConfig(
             r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets,
             exclude_modules=head_modules,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -9,9 +10,9 @@ import timm
 import torch
 from timm.models import group_parameters
 
-from dfd.models.base import Detector, InputSpec
+from dfd.models.base import Detector, InputSpec, set_weights_source
 from dfd.models.factory import register_model
-from dfd.models.weights import resolve_pretrained_file
+from dfd.models.weights import resolve_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -24,22 +25,27 @@ def build_timm(
     img_size: int | None = None,
     **kwargs: Any,
 ) -> torch.nn.Module:
-    """Create a timm model with one output, loading pretrained weights only from local files."""
+    """Create a timm model with one output; pretrained weights come from `resolve_pretrained`'s order.
+
+    The one entry point for every timm-based backbone (any arch, ``.tag`` suffixes included): the returned
+    module carries the provenance of its weights, which `Detector.weights_source` reports (None: random init).
+    """
     kwargs = {"num_classes": 1, **kwargs}
+    source = None
     if pretrained or weights:
-        # Resolve the file first so a missing one fails before any model is built, with no network wait.
-        cfg = timm.models.get_pretrained_cfg(arch)
-        cfg_dict = cfg.to_dict() if cfg is not None else {}
-        path = resolve_pretrained_file(arch, cfg_dict, weights=weights, weights_dir=weights_dir)
-        log.info("loading pretrained weights for %s from %s", arch, path)
-        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": path})
+        # Resolve (or fetch) the file before building anything: a missing one fails at once, with the fix.
+        source = resolve_pretrained(arch, weights=weights, weights_dir=weights_dir)
+        log.info("pretrained weights for %s: %s", arch, source.describe())
+        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": source.path})
+    model = None
     if img_size is not None:
-        try:
-            return timm.create_model(arch, img_size=img_size, **kwargs)
-        except TypeError:
-            # CNNs take any input size and have no img_size argument; only the InputSpec changes.
-            pass
-    return timm.create_model(arch, **kwargs)
+        # CNNs take any input size and have no img_size argument; only the InputSpec changes.
+        with contextlib.suppress(TypeError):
+            model = timm.create_model(arch, img_size=img_size, **kwargs)
+    if model is None:
+        model = timm.create_model(arch, **kwargs)
+    set_weights_source(model, source.to_dict() if source is not None else None)
+    return model
 
 
 def spec_from_timm(model: torch.nn.Module, img_size: int | None = None, clip_len: int | None = None) -> InputSpec:
