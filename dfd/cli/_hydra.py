@@ -173,6 +173,10 @@ def _target_params(target: str) -> set[str] | None:
     return {n for n, p in sig.parameters.items() if p.kind is not p.VAR_POSITIONAL}
 
 
+#: Keys dfd itself reads from (and removes before instantiating) the entries of these nodes.
+EXTRA_KEYS = {"train_mix": {"weight"}}
+
+
 def _is_open(node: DictConfig) -> bool:
     """Nodes meant to be filled freely: empty dicts (test_sets, data.sbi) and collections of objects (callbacks)."""
     values = [node._get_node(k) for k in node]
@@ -193,6 +197,7 @@ def addition_problem(before: DictConfig, key: str) -> str | None:
         if "_target_" in node:
             params = _target_params(str(node._get_node("_target_")._value()))
             special = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+            special |= EXTRA_KEYS.get(".".join(parts[:i - 1]), set()) if i >= 2 else set()
             if params is None or part in params or part in special:
                 return None
             valid = ", ".join(sorted((params | set(node.keys())) - {"self"}))
