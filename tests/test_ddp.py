@@ -33,7 +33,7 @@ def test_ddp_eval_equals_single_process(tmp_path, shared_cache):
     one, two = tmp_path / "one", tmp_path / "two"
     _run(["dfd.cli.evaluate", *common, f"hydra.run.dir={one}", "robustness={jpeg: [30], blur: [1.5, 3]}"])
     ddp = _run(["dfd.cli.evaluate", *common, f"hydra.run.dir={two}", "trainer=ddp", "trainer.accelerator=cpu",
-                "trainer.devices=2", "trainer.precision=32-true", "trainer.sync_batchnorm=false"])
+                "trainer.devices=2", "trainer.precision=32-true"])
     assert "MEMBER: 2/2" in ddp.stdout + ddp.stderr  # really two gloo processes
     r1 = json.loads((one / "results.json").read_text())["test"]
     r2 = json.loads((two / "results.json").read_text())["test"]
@@ -55,13 +55,15 @@ def test_ddp_eval_equals_single_process(tmp_path, shared_cache):
 
 
 def test_ddp_training_runs_on_two_gloo_processes(tmp_path, shared_cache):
-    """Training itself under DDP: each rank gets its shard, steps happen, rank 0 writes the checkpoint."""
+    """Training under DDP exactly as conf/trainer/ddp.yaml documents the CPU form (accelerator + devices only),
+    with a BatchNorm model (SyncBatchNorm exists on GPUs only): each rank gets its shard, rank 0 writes the ckpt."""
     run = tmp_path / "ddp_train"
-    proc = _run(["dfd.cli.train", "model=tiny", "logger=csv", "trainer=ddp", "trainer.accelerator=cpu",
-                 "trainer.devices=2", "trainer.precision=32-true", "trainer.sync_batchnorm=false",
-                 "trainer.max_epochs=2", "data.num_workers=0", "data.batch_size=8", f"hydra.run.dir={run}",
-                 f"paths.cache_dir={shared_cache}", *DATA])
+    proc = _run(["dfd.cli.train", "model=small_cnn", "logger=csv", "trainer=ddp", "trainer.accelerator=cpu",
+                 "trainer.devices=2", "trainer.max_epochs=2", "data.num_workers=0", "data.batch_size=8",
+                 f"hydra.run.dir={run}", f"paths.cache_dir={shared_cache}", *DATA])
     assert "MEMBER: 2/2" in proc.stdout + proc.stderr
+    config = (run / "config.yaml").read_text()
+    assert "sync_batchnorm: false" in config and "strategy: ddp" in config
     res = json.loads((run / "results.json").read_text())
     # 36 training frames, 18 per rank, batches of 8 (last dropped): 2 steps per epoch, not 4.
     assert res["global_step"] == 4
