@@ -316,3 +316,19 @@ def test_dfd_weights_check_reports_a_mix_of_presets_without_network(tmp_path, no
     code, out = _weights_cli(["vit_b16", "xception"], capsys)
     assert code == 1 and "proxy 127.0.0.1:9 unreachable" in out
     assert _rows(out)["xception"][2] == "present"
+
+
+def test_weights_dir_names_respect_pretrained_tags(tmp_path):
+    """`<arch>.*` is the name as configured; a bare name stands for the default tag's weights only."""
+    from dfd.models.weights import locate_weights
+
+    base, default = "vit_base_patch16_clip_224", "laion2b_ft_in12k_in1k"  # timm's default tag for the base
+    (tmp_path / f"{base}.safetensors").write_bytes(b"x")
+    (tmp_path / f"{base}.openai.pth").write_bytes(b"x")
+    found = lambda arch: locate_weights(arch, weights_dir=str(tmp_path))  # noqa: E731
+    assert found(f"{base}.openai").path == str(tmp_path / f"{base}.openai.pth")
+    assert found(base).path == found(f"{base}.{default}").path == str(tmp_path / f"{base}.safetensors")
+    assert found(f"{base}.laion2b") is None  # another tag's weights are never taken for these
+    (tmp_path / f"{base}.{default}.safetensors").write_bytes(b"x")  # the name as configured comes first
+    assert found(f"{base}.{default}").path == str(tmp_path / f"{base}.{default}.safetensors")
+    assert found(base).path == str(tmp_path / f"{base}.safetensors")
