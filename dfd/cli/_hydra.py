@@ -247,15 +247,18 @@ def _user_error(exc: BaseException) -> BaseException | None:
     """The user-caused error behind an exception (Hydra wraps errors raised while instantiating), if it is one.
 
     User errors: `dfd.errors.UserError` (ConfigError, MissingWeightsError, ...), dataset/schema errors, missing
-    files, and a mandatory config value left unset. Anything else is a bug and keeps its traceback.
+    files, a mandatory config value left unset, and Lightning's own misuse errors (``trainer=gpu`` without a
+    GPU). Anything else is a bug and keeps its traceback.
     """
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
     from omegaconf.errors import MissingMandatoryValue
 
     from dfd.data.schema import SchemaError
     from dfd.data.sources.base import DatasetError
     from dfd.errors import UserError
 
-    user = (UserError, DatasetError, SchemaError, FileNotFoundError, NotADirectoryError, MissingMandatoryValue)
+    user = (UserError, DatasetError, SchemaError, FileNotFoundError, NotADirectoryError, MissingMandatoryValue,
+            MisconfigurationException)
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, user) or type(seen).__name__.endswith(("WeightsError", "ExtractError")):
