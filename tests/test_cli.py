@@ -37,6 +37,11 @@ def test_missing_mandatory_value_is_one_line(tmp_path):
     assert line == "error: ckpt_path has no value: add 'ckpt_path=<value>' to the command"
 
 
+def test_unknown_timm_name_is_one_line_with_the_closest_names(tmp_path):
+    line = _one_line_error(_cli("dfd-train", ["model=timm", "model.arch=resnt50"], tmp_path))
+    assert line.startswith("error: model.arch='resnt50' is not a timm model: did you mean resnet50")
+
+
 def test_unknown_key_added_with_plus_is_one_line(tmp_path):
     line = _one_line_error(_cli("dfd-train", ["+optim.lrr=1"], tmp_path))
     assert line == ("error: '+optim.lrr=1': 'lrr' is not a key of optim; valid keys: lr, min_lr_ratio, optimizer, "

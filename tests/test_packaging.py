@@ -51,7 +51,7 @@ def test_wheel_holds_every_module_and_config(wheel: Path) -> None:
     assert modules and not modules - names, f"not packaged (add the package to pyproject.toml): {modules - names}"
     configs = {"dfd/conf/" + p.relative_to(REPO / "conf").as_posix() for p in (REPO / "conf").rglob("*.yaml")}
     assert "dfd/conf/train.yaml" in configs and "dfd/conf/hydra/launcher/slurm.yaml" in configs
-    assert not configs - names, configs - names
+    assert not configs - names, f"not packaged (add the config group to pyproject.toml): {configs - names}"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
     for cli in ("dfd-train", "dfd-eval", "dfd-weights", "dfd-predict", "dfd-export", "dfd-report"):

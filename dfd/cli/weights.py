@@ -65,9 +65,9 @@ def _weights_dir(conf_dirs: list[Path], override: str | None) -> str:
     from omegaconf import OmegaConf
 
     if override:
-        return str(Path(override).expanduser())
+        return str(Path(override).expanduser().absolute())
     paths = next(d / "paths" / "default.yaml" for d in conf_dirs if (d / "paths" / "default.yaml").is_file())
-    return str(OmegaConf.load(paths).weights_dir)
+    return str(Path(str(OmegaConf.load(paths).weights_dir)).expanduser().absolute())
 
 
 def make_entry(name: str, conf_dirs: list[Path], weights_dir: str) -> Entry:
@@ -75,7 +75,14 @@ def make_entry(name: str, conf_dirs: list[Path], weights_dir: str) -> Entry:
     import timm
     from omegaconf import OmegaConf
 
+    from dfd.errors import ConfigError
+    from dfd.models.weights import check_timm_name
+
     if name.startswith("arch="):
+        try:
+            check_timm_name(name.split("=", 1)[1])
+        except ConfigError as e:
+            return Entry(name, None, problem=str(e))
         return Entry(name, name.split("=", 1)[1], weights_dir=weights_dir)
     preset = next((d / "model" / f"{name}.yaml" for d in conf_dirs if (d / "model" / f"{name}.yaml").is_file()), None)
     if preset is None:

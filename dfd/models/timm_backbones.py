@@ -12,7 +12,7 @@ from timm.models import group_parameters
 
 from dfd.models.base import Detector, InputSpec, set_weights_source
 from dfd.models.factory import register_model
-from dfd.models.weights import resolve_pretrained
+from dfd.models.weights import check_timm_name, resolve_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ def build_timm(
     module carries the provenance of its weights, which `Detector.weights_source` reports (None: random init).
     """
     kwargs = {"num_classes": 1, **kwargs}
+    check_timm_name(arch)
     source = None
     if pretrained or weights:
         # Resolve (or fetch) the file before building anything: a missing one fails at once, with the fix.

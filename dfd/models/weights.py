@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from dfd.errors import UserError
+from dfd.errors import ConfigError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +89,25 @@ class _Origin:
     url: str | None
 
 
+def check_timm_name(arch: str) -> None:
+    """Refuse a name timm does not know (one line with the closest names), before anything is built."""
+    import difflib
+
+    import timm
+
+    base = arch.partition(".")[0]
+    if not timm.is_model(base):
+        close = difflib.get_close_matches(base, timm.list_models(), n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}?" if close else "see timm.list_models('*pattern*')"
+        raise ConfigError(f"model.arch={arch!r} is not a timm model: {hint}")
+
+
 def _origin(arch: str) -> _Origin:
     import timm
 
     base, _, tag = arch.partition(".")
+    check_timm_name(arch)
     cfg = timm.models.get_pretrained_cfg(arch)
-    if cfg is None and not timm.is_model(base):
-        raise MissingWeightsError(f"unknown timm model {arch!r} (model.arch); list names with timm.list_models()")
     d = cfg.to_dict() if cfg is not None else {}
     default = timm.models.get_pretrained_cfg(base)
     names = [arch]
@@ -131,13 +143,6 @@ def _hf_hit(path: str, origin: _Origin, source: str) -> WeightsSource:
     revision = parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else origin.revision
     return WeightsSource(origin.arch, source, path, hub_id=origin.hub_id, revision=revision,
                          sha256=_sha_from_blob(path))
-
-
-def hf_cache_dir() -> str:
-    """The Hugging Face hub cache (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``)."""
-    from huggingface_hub import constants
-
-    return str(constants.HF_HUB_CACHE)
 
 
 def _torch_cache_file(url: str) -> Path:
