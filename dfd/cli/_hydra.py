@@ -234,7 +234,10 @@ def check_additions(config_name: str, task_overrides: Sequence[str], groups: Ite
     rest = [o.input_line for o in parsed if o not in additions]
     # The user's search path (hydra.searchpath=[...]) is a hydra override: compose sees it only if passed on.
     rest += [h for h in hydra_overrides if h.lstrip("+").startswith("hydra.searchpath=")]
-    before = compose(config_name, overrides=rest)
+    try:
+        before = compose(config_name, overrides=rest)
+    except Exception:  # only composable with the additions (an override of an added key): nothing to compare
+        return None
     for o in additions:
         problem = addition_problem(before, o.key_or_group)
         if problem:

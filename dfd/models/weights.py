@@ -89,6 +89,9 @@ class _Origin:
     url: str | None
 
 
+_TIMM_URI = ("hf-hub:", "hf_hub:", "local-dir:")
+
+
 def check_timm_name(arch: str) -> None:
     """Refuse a name timm does not know (one line with the closest names), before anything is built."""
     import difflib
@@ -96,6 +99,8 @@ def check_timm_name(arch: str) -> None:
     import timm
 
     base = arch.partition(".")[0]
+    if arch.startswith(_TIMM_URI):
+        return  # timm's own hub / folder names: timm reads their config itself
     if not timm.is_model(base):
         close = difflib.get_close_matches(base, timm.list_models(), n=3, cutoff=0.6)
         hint = f"did you mean {', '.join(close)}?" if close else "see timm.list_models('*pattern*')"
@@ -289,6 +294,10 @@ def resolve_pretrained(
 
     This is the one entry point every backbone builder uses (through `build_timm`); ``dfd-weights`` too.
     """
+    if arch.startswith(_TIMM_URI) and not weights:
+        raise ConfigError(f"model.arch={arch!r}: dfd finds pretrained weights for timm's registered names "
+                          f"(timm.list_models(pretrained=True)); for a hub repo or folder, pass its weights file "
+                          f"as model.weights=<file> with the registered arch it fits, or model.pretrained=false")
     hit = locate_weights(arch, weights, weights_dir)
     if hit is not None:
         return hit
