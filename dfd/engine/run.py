@@ -340,6 +340,8 @@ def train(cfg: DictConfig) -> dict:
     run_dir = run_dir_of(cfg)
     resolved = _save_config(cfg, run_dir)
     train_src, tests, mix = build_sources(cfg)
+    if cfg.data.get("include_train_test", True):
+        name_test_sets(train_src, tests)  # a test-set name clash fails now, in one line
     for src in [train_src, *tests.values(), *(s for s, _ in mix.values())]:
         src.prepare()  # fail now, with the fix, rather than after building the model and loggers
     monitor = (cfg.get("selection") or {}).get("monitor") or SELECT_KEY
