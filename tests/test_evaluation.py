@@ -119,3 +119,128 @@ def test_bootstrap_interval_contains_narrows_and_repeats():
     t = time.perf_counter()
     bootstrap_auc_ci(s5, y5)
     assert time.perf_counter() - t < 5.0
+
+
+# ----------------------------------------------------------------------------------------------- the CLI run
+SWEEP_ID, AGENT_RUN_ID = "swp7k2q", "run4x9zt"
+SWEEP_PARAMS = {"model": "tiny", "dataset": "synthetic", "finetune": "full", "optim.lr": 0.002}
+TEST_SETS = {"b_seed1": (1, 10), "b_seed2": (2, 14)}  # two synthetic domain-b test sets: both named synthetic_b
+
+
+@pytest.fixture(scope="module")
+def agent_run(tmp_path_factory, shared_cache):
+    """``dfd-train`` as a W&B sweep agent starts it (sweep.yaml's command, the agent's environment, W&B offline),
+    with two extra test sets of the same dataset at different settings."""
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+    from wandb.sdk.lib.config_util import save_config_file_from_dict
+
+    tmp = tmp_path_factory.mktemp("agent")
+    run_dir = tmp / "run"
+    args = {k: {"value": v} for k, v in SWEEP_PARAMS.items()}
+    param_path = tmp / "wandb" / f"sweep-{SWEEP_ID}" / f"config-{AGENT_RUN_ID}.yaml"
+    save_config_file_from_dict(str(param_path), args)  # exactly what `wandb agent` writes for a run
+    argv = []
+    for tok in yaml.safe_load((REPO / "sweep.yaml").read_text())["command"]:
+        if tok == "${args_no_hyphens}":
+            argv += create_sweep_command_args({"args": args})["args_no_hyphens"]
+        elif tok == "dfd-train":
+            argv.append(_cli("dfd-train"))
+        elif tok != "${env}" and not tok.startswith("+dataset@test_sets."):  # real datasets are not here
+            argv.append(tok)
+    argv += [f"hydra.run.dir={run_dir}", f"paths.cache_dir={shared_cache}", "data.num_workers=0",
+             "dataset.frames_per_video=2", "trainer.max_epochs=1", "dataset.videos={train: 16, val: 8, test: 12}"]
+    for name, (seed, n) in TEST_SETS.items():
+        argv += [f"+dataset@test_sets.{name}=synthetic", f"test_sets.{name}.domain=b", f"test_sets.{name}.seed={seed}",
+                 f"test_sets.{name}.videos={{train: 0, val: 0, test: {n}}}", f"test_sets.{name}.frames_per_video=2"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}  # a user's shell, not pytest's
+    env.update(WANDB_MODE="offline", WANDB_SWEEP_ID=SWEEP_ID, WANDB_RUN_ID=AGENT_RUN_ID,
+               WANDB_SWEEP_PARAM_PATH=str(param_path), COLUMNS="160")
+    proc = subprocess.run(argv, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return run_dir, json.loads((run_dir / "results.json").read_text()), proc
+
+
+def test_two_test_sets_of_one_dataset_are_both_reported(agent_run):
+    run_dir, res, _ = agent_run
+    assert list(res["test"]) == ["synthetic_a", "b_seed1", "b_seed2"]
+    assert res["test"]["synthetic_a"]["in_domain"] and not res["test"]["b_seed1"]["in_domain"]
+    for name, (_, n) in TEST_SETS.items():
+        assert res["test"][name]["video"]["n"] == n and res["test"][name]["frame"]["n"] == 2 * n
+    assert res["test"]["b_seed1"]["video"]["auc"] != res["test"]["b_seed2"]["video"]["auc"]
+
+
+def test_sweep_parameters_and_overrides_land_in_results(agent_run):
+    from dfd.report.wandb_runs import read_offline_run
+
+    run_dir, res, _ = agent_run
+    sweep = res["invocation"]["sweep"]
+    assert sweep == {"id": SWEEP_ID, "run_id": AGENT_RUN_ID, "parameters": SWEEP_PARAMS}
+    assert res["invocation"]["command"] == "dfd-train" and "optim.lr=0.002" in res["invocation"]["overrides"]
+    # What defines the trained model (not output paths, loggers or added test sets), values as resolved.
+    assert res["train"]["overrides"] == {"dataset": "synthetic", "dataset.frames_per_video": 2,
+                                         "dataset.videos": {"train": 16, "val": 8, "test": 12}, "finetune": "full",
+                                         "model": "tiny", "optim.lr": 0.002, "trainer.max_epochs": 1}
+    assert res["train"]["experiment"] == "backbone_sweep" and res["config"]["optim"]["lr"] == 0.002
+    # The W&B run is the one the agent named, and its config carries the same record.
+    logs = list((run_dir / "wandb").glob(f"offline-run-*-{AGENT_RUN_ID}/run-{AGENT_RUN_ID}.wandb"))
+    assert len(logs) == 1
+    config, summary, _ = read_offline_run(logs[0])
+    assert config["train"]["overrides"]["optim.lr"] == 0.002
+    assert summary["test/b_seed2/video_auc_lo"] == pytest.approx(res["test"]["b_seed2"]["video"]["auc_lo"])
+    assert summary["test/predictions"]["nrows"] == 12 + 10 + 14  # the per-video table
+
+
+def test_predictions_reproduce_video_auc_exactly(agent_run, shared_cache):
+    from dfd.data.datasets import ManifestArrays
+    from dfd.engine.predictions import COLUMNS
+
+    run_dir, res, _ = agent_run
+    assert res["predictions"] == "predictions.parquet"
+    df = pd.read_parquet(run_dir / "predictions.parquet")
+    assert list(df.columns) == COLUMNS
+    assert list(dict.fromkeys(df["test_set"])) == list(res["test"])
+    for name, rep in res["test"].items():
+        part = df[df["test_set"] == name]
+        assert len(part) == rep["video"]["n"] and part["video_id"].is_unique
+        assert (part["label"] == 1).sum() == rep["video"]["n_fake"]
+        ours = binary_scores(torch.from_numpy(part["prob_fake"].to_numpy()),
+                             torch.from_numpy(part["label"].to_numpy().astype(np.int64)))
+        assert ours["auc"] == rep["video"]["auc"]  # exactly, not approximately
+        assert mann_whitney(part["prob_fake"].to_numpy(), part["label"].to_numpy()) == pytest.approx(
+            rep["video"]["auc"], abs=1e-12)
+        assert (part["frames"] == 2).all() and part["frame_probs"].map(len).eq(2).all()
+        means = part["frame_probs"].map(lambda p: float(np.mean(np.asarray(p, np.float64))))
+        np.testing.assert_allclose(means, part["prob_fake"], rtol=1e-12)
+        assert part["frame_index"].map(list).map(lambda f: f == [0, 1]).all()
+    # Video ids are the manifest's string ids, not integer codes.
+    a = SyntheticSource(name="synthetic_a", domain="a", videos={"train": 16, "val": 8, "test": 12},
+                        frames_per_video=2, cache_dir=shared_cache / "synthetic")
+    ids = {v.decode() for v in ManifestArrays(a.prepare(), splits="test").video_names}
+    assert set(df.loc[df["test_set"] == "synthetic_a", "video_id"]) == ids
+    assert set(df["method"]) >= {"real"}
+
+
+def test_confidence_intervals_and_small_sample_warnings(agent_run):
+    run_dir, res, proc = agent_run
+    assert res["bootstrap"]["method"] == "percentile bootstrap" and res["bootstrap"]["resamples"] == 1000
+    for name, rep in res["test"].items():
+        v = rep["video"]
+        assert v["auc_lo"] <= v["auc"] <= v["auc_hi"], name
+        # The interval is the bootstrap of the videos' scores: recomputed from predictions.parquet, identical.
+        part = pd.read_parquet(run_dir / "predictions.parquet").query("test_set == @name")
+        assert bootstrap_auc_ci(part["prob_fake"].to_numpy(), part["label"].to_numpy()) == (v["auc_lo"], v["auc_hi"])
+        # Printed in the console table as "AUC [lo, hi]".
+        assert f"{v['auc']:.4f} [{v['auc_lo']:.3f}, {v['auc_hi']:.3f}]" in proc.stdout
+    # Every test set here has < 20 videos per class, and ACC is at 0.5: one line each, in the log and the file.
+    assert sum("fewer than 20 per class" in n for n in res["notes"]) == 3
+    assert sum("fixed threshold 0.5" in n for n in res["notes"]) == 1
+    log = proc.stdout + proc.stderr
+    assert len(re.findall(r"WARNING\] - test set '\w+' has \d+ real / \d+ fake videos", log)) == 3
+
+
+def test_normal_run_prints_no_third_party_noise(agent_run):
+    _, _, proc = agent_run
+    for text in NOISE:
+        assert text not in proc.stdout and text not in proc.stderr, text
+    assert proc.stderr.strip() == "", proc.stderr
+    assert "GPU available: False, used: False" in proc.stdout  # what ran stays visible

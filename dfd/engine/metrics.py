@@ -24,7 +24,6 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.functional.classification import (
     binary_accuracy,
-    binary_auroc,
     binary_average_precision,
     binary_roc,
 )
@@ -58,6 +57,22 @@ def equal_error_rate(fpr: torch.Tensor, tpr: torch.Tensor) -> float:
     return float(fpr[idx - 1] + w * (fpr[idx] - fpr[idx - 1]))
 
 
+def rank_auc(prob: torch.Tensor, target: torch.Tensor) -> float:
+    """ROC AUC as the Mann-Whitney statistic (ties count half), exact in float64.
+
+    torchmetrics returns AUC in float32, which differs from sklearn / a reader's own computation in the 8th
+    digit; a file of per-video scores must reproduce the reported AUC exactly.
+    """
+    p = prob.double().flatten()
+    y = target.flatten().bool()
+    n1 = int(y.sum())
+    n0 = len(y) - n1
+    _, inverse, counts = torch.unique(p, sorted=True, return_inverse=True, return_counts=True)
+    first = torch.cumsum(counts, 0) - counts  # 0-based rank of each distinct value's first occurrence
+    midrank = (first.double() + (counts.double() + 1) / 2)[inverse]  # 1-based average rank of ties
+    return float((midrank[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
 def binary_scores(prob: torch.Tensor, target: torch.Tensor, roc: bool = False) -> dict:
     """AUC, ACC@0.5, AP, EER (+ ROC points) for probabilities of the fake class; NaN where undefined."""
     target = target.long()
@@ -69,7 +84,7 @@ def binary_scores(prob: torch.Tensor, target: torch.Tensor, roc: bool = False) -
     p = prob.double().clamp(1e-7, 1 - 1e-7)
     out["logloss"] = float(-(target * p.log() + (1 - target) * (1 - p).log()).mean()) if n else math.nan
     if 0 < n_fake < n:
-        out["auc"] = float(binary_auroc(prob, target))
+        out["auc"] = rank_auc(prob, target)
         out["ap"] = float(binary_average_precision(prob, target))
         fpr, tpr, _ = binary_roc(prob, target)
         out["eer"] = equal_error_rate(fpr, tpr)
