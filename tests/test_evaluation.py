@@ -48,8 +48,8 @@ def test_bf16_validation_scores_in_float32(tmp_path, shared_cache):
     """Confident logits from a bf16-mixed run: probabilities stay below 1 and val AUC equals fp32 scoring."""
     import pytorch_lightning as pl
 
-    from dfd.engine.run import build_datamodule, build_sources
     from dfd.engine.module import DetectorModule
+    from dfd.engine.run import build_datamodule, build_sources
 
     cfg = compose("train", overrides=[f"paths.run_dir={tmp_path}", f"paths.cache_dir={shared_cache}", *TINY,
                                       "dataset.videos={train: 8, val: 16, test: 4}"])
@@ -72,7 +72,7 @@ def test_bf16_validation_scores_in_float32(tmp_path, shared_cache):
 
     out = torch.cat(logits)
     assert out.dtype == torch.bfloat16  # autocast was on
-    assert 6.0 < float(out.min()) and float(out.max()) < 16.0, out  # confident, yet distinct in float32
+    assert float(out.min()) > 6.0 and float(out.max()) < 16.0, out  # confident, yet distinct in float32
     assert torch.sigmoid(out).max() == 1.0  # what a bf16 sigmoid does to them (the bug)
     batches = list(dm.val_dataloader())
     label = torch.cat([b["label"] for b in batches]).long()
@@ -99,7 +99,7 @@ def test_bootstrap_interval_contains_narrows_and_repeats():
     s, y = sample(120)
     auc = mann_whitney(s, y)
     lo, hi = bootstrap_auc_ci(s, y)
-    assert lo < auc < hi and 0.0 <= lo and hi <= 1.0
+    assert lo < auc < hi and lo >= 0.0 and hi <= 1.0
     assert bootstrap_auc_ci(s, y) == (lo, hi)  # fixed seed: identical
     assert bootstrap_auc_ci(s, y, seed=1) != (lo, hi)
     big_s, big_y = sample(4000)
@@ -244,3 +244,208 @@ def test_normal_run_prints_no_third_party_noise(agent_run):
         assert text not in proc.stdout and text not in proc.stderr, text
     assert proc.stderr.strip() == "", proc.stderr
     assert "GPU available: False, used: False" in proc.stdout  # what ran stays visible
+
+
+# ----------------------------------------------------------------------------------------------- 4. selection
+class ValAsTest(SyntheticSource):
+    """A synthetic set's *validation* videos served as a test split, labels inverted on request.
+
+    Inverted, it is a test set whose preference over epochs is known exactly: its video AUC at every epoch is
+    1 - the validation AUC, so it prefers the epoch validation likes least.
+    """
+
+    def __init__(self, invert: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.invert = bool(invert)
+
+    @property
+    def base_dir(self) -> Path:
+        return SyntheticSource.data_dir.fget(self)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.base_dir.with_name(self.base_dir.name + ("-val-inverted" if self.invert else "-val"))
+
+    def prepare(self) -> Path:
+        if not self.manifest_path.is_file():
+            from dfd.data.schema import write_parquet
+
+            base = SyntheticSource(name=self.name, domain=self.domain, seed=self.seed, image_size=self.image_size,
+                                   videos=self.videos, frames_per_video=self.frames_per_video,
+                                   fake_ratio=self.fake_ratio, cache_dir=self.cache_dir)
+            m = pd.read_parquet(base.prepare())
+            m = m[m["split"] == "val"].assign(split="test")
+            if self.invert:
+                m = m.assign(label=1 - m["label"], method="inverted")
+            m["crop_path"] = os.path.relpath(self.base_dir, self.data_dir) + "/" + m["crop_path"]
+            write_parquet(m.reset_index(drop=True), self.manifest_path)
+        return self.manifest_path
+
+
+def _val_as_test(name: str, invert: bool, cache: Path, videos: str) -> str:
+    return (f"+test_sets.{name}={{_target_: tests.test_evaluation.ValAsTest, name: {name}, invert: {str(invert).lower()}, "
+            f"domain: a, videos: {videos}, frames_per_video: 2, cache_dir: {cache}/synthetic}}")
+
+
+def test_checkpoint_is_the_validation_best_not_the_test_best(tmp_path, shared_cache):
+    from dfd.engine.run import evaluate, train
+
+    videos = "{train: 16, val: 12, test: 4}"
+    probes = [_val_as_test("inverted", True, shared_cache, videos), _val_as_test("val_copy", False, shared_cache, videos)]
+    run_dir = tmp_path / "train"
+    res = train(compose("train", runtime=True, overrides=[
+        f"paths.run_dir={run_dir}", f"paths.cache_dir={shared_cache}", *TINY, "logger=none", f"dataset.videos={videos}",
+        "trainer.max_epochs=3", "optim.lr=1e-2", "callbacks.model_checkpoint.save_top_k=-1", *probes]))
+    sel = res["selection"]
+    assert sel["monitor"] == "val/select" and sel["mode"] == "max" and sel["split"] == "synthetic_a val"
+    history = sel["history"]
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+
+    # Every epoch's checkpoint, measured again from outside the training run.
+    per_epoch = []
+    for e in range(3):
+        ckpt = run_dir / "checkpoints" / f"epoch{e:03d}.ckpt"
+        out = evaluate(compose("eval", overrides=[f"ckpt_path={ckpt}", f"paths.run_dir={tmp_path / f'eval{e}'}",
+                                                  f"paths.cache_dir={shared_cache}", "logger=none", "data.num_workers=0",
+                                                  "data.batch_size=8", "data.include_train_test=false", *probes]))
+        per_epoch.append(out["test"])
+    val_auc = [t["val_copy"]["video"]["auc"] for t in per_epoch]
+    val_select = [t["val_copy"]["video"]["auc"] - 1e-3 * min(t["val_copy"]["frame"]["logloss"], 10) for t in per_epoch]
+    test_auc = [t["inverted"]["video"]["auc"] for t in per_epoch]
+    assert [h["video_auc"] for h in history] == pytest.approx(val_auc, abs=1e-12)  # the record is the truth
+    assert [h["value"] for h in history] == pytest.approx(val_select, abs=1e-6)
+    assert test_auc == pytest.approx([1 - a for a in val_auc], abs=1e-12)  # the construction holds
+    best_val = int(np.argmax(val_select))
+    best_test = int(np.argmax(test_auc))
+    assert best_test != best_val, (val_select, test_auc)  # validation and the test set disagree
+
+    # The run chose validation's epoch, says so, and tested that checkpoint.
+    assert sel["epoch"] == best_val and sel["step"] == history[best_val]["step"]
+    assert sel["value"] == history[best_val]["value"]
+    assert Path(sel["checkpoint"]).name == f"epoch{best_val:03d}.ckpt" == Path(res["checkpoint"]).name
+    on_disk = json.loads((run_dir / "results.json").read_text())
+    assert on_disk["selection"]["epoch"] == best_val and on_disk["checkpoint"] == res["checkpoint"]
+    assert res["test"]["inverted"]["video"]["auc"] == pytest.approx(test_auc[best_val], abs=1e-12)
+    assert res["test"]["inverted"]["video"]["auc"] < max(test_auc)
+    assert res["val"]["video"]["auc"] == pytest.approx(val_auc[best_val], abs=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------- 3. sweeps
+def test_multirun_over_lr_is_two_rows_and_repeats_are_counted(tmp_path, shared_cache, capsys):
+    from dfd.cli.report import main as report
+
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        [_cli("dfd-train"), "-m", "optim.lr=1e-3,3e-3", *TINY, "logger=none", "trainer.max_epochs=1",
+         "dataset.videos={train: 8, val: 4, test: 6}", f"paths.cache_dir={shared_cache}", f"hydra.sweep.dir={sweep}"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = {json.loads((sweep / j / "results.json").read_text())["train"]["overrides"]["optim.lr"]: j for j in "01"}
+    assert set(runs) == {0.001, 0.003}
+    auc = {lr: json.loads((sweep / j / "results.json").read_text())["test"]["synthetic_a"]["video"] for lr, j in
+           runs.items()}
+
+    assert report([str(sweep), "--out", str(tmp_path / "r1"), "--worst", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert "2 result file(s), 2 configuration(s)" in out and err == ""
+    matrix = pd.read_csv(tmp_path / "r1" / "matrix.csv", index_col="config")
+    assert sorted(matrix.index) == ["synthetic_a/tiny/full optim.lr=0.001", "synthetic_a/tiny/full optim.lr=0.003"]
+    for lr in runs:
+        row = matrix.loc[f"synthetic_a/tiny/full optim.lr={lr}"]
+        assert row["variant"] == f"optim.lr={lr}" and row["n_seeds"] == 1 and row["n_runs"] == 1
+        assert row["synthetic_a"] == pytest.approx(auc[lr]["auc"], abs=1e-9)
+    # Intervals: matrix_ci.csv and report.md.
+    ci = pd.read_csv(tmp_path / "r1" / "matrix_ci.csv", index_col="config")
+    md = (tmp_path / "r1" / "report.md").read_text()
+    for lr in runs:
+        row = ci.loc[f"synthetic_a/tiny/full optim.lr={lr}"]
+        assert [row["synthetic_a_lo"], row["synthetic_a_hi"]] == pytest.approx([auc[lr]["auc_lo"], auc[lr]["auc_hi"]],
+                                                                               abs=1e-9)
+        assert f"{auc[lr]['auc']:.3f} [{auc[lr]['auc_lo']:.3f}, {auc[lr]['auc_hi']:.3f}]" in md
+    assert "percentile-bootstrap" in md and "## Worst videos" in md
+    # --worst 2: two videos per configuration and test set, worst first, from the runs' predictions.parquet.
+    worst = pd.read_csv(tmp_path / "r1" / "worst_videos.csv")
+    assert len(worst) == 2 * 2 and list(worst["rank"]) == [1, 2, 1, 2]
+    pred = pd.read_parquet(sweep / runs[0.001] / "predictions.parquet")
+    err0 = np.where(pred["label"] == 1, 1 - pred["prob_fake"], pred["prob_fake"])
+    mine = worst[worst["config"] == "synthetic_a/tiny/full optim.lr=0.001"]
+    assert list(mine["video_id"]) == list(pred["video_id"].to_numpy()[np.argsort(-err0, kind="stable")][:2])
+    assert "worst 2 videos of synthetic_a for synthetic_a/tiny/full optim.lr=0.001:" in out
+
+    # --group-by any recorded key.
+    assert report([str(sweep), "--out", str(tmp_path / "r2"), "--group-by", "optim.lr"]) == 0
+    capsys.readouterr()
+    assert sorted(pd.read_csv(tmp_path / "r2" / "matrix.csv")["config"]) == ["optim.lr=0.001", "optim.lr=0.003"]
+
+    # An exact repeat (same configuration, same seed) is counted and named, never silently dropped.
+    shutil.copytree(sweep / runs[0.001], sweep / "2")
+    repeat = json.loads((sweep / "2" / "results.json").read_text())
+    repeat["created"] = "2099-01-01T00:00:00"
+    (sweep / "2" / "results.json").write_text(json.dumps(repeat))
+    assert report([str(sweep), "--out", str(tmp_path / "r3")]) == 0
+    out, err = capsys.readouterr()
+    assert "3 result file(s), 2 configuration(s)" in out
+    assert err.count("\n") == 1 and "exact repeat" in err and "synthetic_a/tiny/full optim.lr=0.001 seed 42" in err
+    matrix = pd.read_csv(tmp_path / "r3" / "matrix.csv", index_col="config")
+    assert matrix.loc["synthetic_a/tiny/full optim.lr=0.001", "n_runs"] == 2
+    assert matrix.loc["synthetic_a/tiny/full optim.lr=0.003", "n_runs"] == 1
+    assert "## Exact repeats" in (tmp_path / "r3" / "report.md").read_text()
+
+
+# ----------------------------------------------------------------------------------------------- 5, 2, 8
+def test_early_stopping_and_checkpoint_share_one_criterion():
+    for extra, monitor in [([], "val/select"), (["selection.monitor=val/video_auc"], "val/video_auc")]:
+        cfg = compose("train", overrides=["callbacks=early_stopping", *extra])
+        assert cfg.callbacks.model_checkpoint.monitor == cfg.callbacks.early_stopping.monitor == monitor
+        assert cfg.callbacks.model_checkpoint.mode == cfg.callbacks.early_stopping.mode == "max"
+
+
+def test_test_set_names_clash_is_one_line_and_same_data_is_in_domain(tmp_path, shared_cache):
+    from dfd.data.datamodule import name_test_sets
+    from dfd.engine.run import build_sources, train
+
+    base = [f"paths.run_dir={tmp_path}", f"paths.cache_dir={shared_cache}", *TINY, "logger=none"]
+    # The training dataset's own data under its name, or another key: the in-domain set, tested once.
+    cfg = compose("train", overrides=[*base, "+dataset@test_sets.synthetic_a=synthetic",
+                                      "test_sets.synthetic_a.frames_per_video=2", "+dataset@test_sets.again=synthetic",
+                                      "test_sets.again.frames_per_video=2", "+dataset@test_sets.ffpp_like=synthetic",
+                                      "test_sets.ffpp_like.domain=c", "+test_sets.ffpp_like.display_name=shown_c"])
+    train_src, tests, _ = build_sources(cfg)
+    assert list(tests) == ["synthetic_a", "again", "shown_c"]
+    assert list(name_test_sets(train_src, tests)) == ["synthetic_a", "shown_c"]
+    # Other data under the in-domain name: one line naming the fix, before any training.
+    cfg = compose("train", overrides=[*base, "+dataset@test_sets.synthetic_a=synthetic",
+                                      "test_sets.synthetic_a.frames_per_video=2", "test_sets.synthetic_a.seed=5"])
+    with pytest.raises(DatasetError) as e:
+        train(cfg)
+    msg = str(e.value)
+    assert "\n" not in msg and "test_sets.synthetic_a" in msg and "display_name" in msg
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_split_class_warnings_at_index_time_and_in_training(tmp_path, shared_cache):
+    from dfd.engine.run import validation_class_note
+
+    media = tmp_path / "own" / "media"
+    media.mkdir(parents=True)
+    rows = ["path,label,split"]
+    for i, (label, split) in enumerate([(0, "train"), (1, "train"), (1, "val"), (1, "val")]):
+        (media / f"{i}.png").write_bytes(b"png")
+        rows.append(f"media/{i}.png,{label},{split}")
+    (tmp_path / "own" / "labels.csv").write_text("\n".join(rows) + "\n")
+    proc = subprocess.run([_cli("dfd-index"), "dataset=csv", f"dataset.root={tmp_path / 'own'}",
+                           f"index_path={tmp_path / 'index.parquet'}", "dataset.val_fraction=0",
+                           "dataset.test_fraction=0"], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "COLUMNS": "400"})
+    assert proc.returncode == 0, proc.stderr
+    warn = [ln for ln in proc.stdout.splitlines() if ln.startswith("warning:")]
+    assert len(warn) == 2, proc.stdout
+    assert "'val' split has 0 real / 2 fake videos (no real)" in warn[0] and "lowest validation log loss" in warn[0]
+    assert "no 'test' videos" in warn[1]
+    # In training: the same consequence, said before the first epoch.
+    fakes_only = SyntheticSource(name="synthetic_a", videos={"train": 4, "val": 4, "test": 2}, frames_per_video=1,
+                                 fake_ratio=1.0, cache_dir=shared_cache / "synthetic")
+    note = validation_class_note(fakes_only, "val/select")
+    assert note and "0 real / 4 fake" in note and "val/select" in note and "lowest validation log loss" in note
+    assert validation_class_note(SyntheticSource(videos={"train": 4, "val": 4, "test": 2}, frames_per_video=1,
+                                                 cache_dir=shared_cache / "synthetic"), "val/select") is None

@@ -62,7 +62,7 @@ def name_test_sets(in_domain: DatasetSource | None, tests: Mapping[str, DatasetS
             raise DatasetError(
                 f"test_sets.{name}: the name '{name}' is already the in-domain test set (the training dataset's "
                 f"test split) and this entry reads other data ({src.manifest_path}); rename it "
-                f"(+dataset@test_sets.<other name>=...) or set test_sets.{name}.display_name=<other name>"
+                f"(+dataset@test_sets.<other name>=...) or give it a display name (+test_sets.{name}.display_name=<other name>)"
             )
         named[name] = src
     return named

@@ -88,7 +88,7 @@ def build_sources(cfg: DictConfig) -> tuple[DatasetSource | None, dict[str, Data
         name = str(node.pop("display_name", None) or key)
         if name in tests:
             raise DatasetError(f"test_sets.{key}: the test-set name '{name}' is used twice; give each test set its "
-                               f"own name (test_sets.<key>.display_name)")
+                               f"own name (+test_sets.<key>.display_name=...)")
         tests[name] = instantiate(node)
     mix = {}
     for key, node in (cfg.get("train_mix") or {}).items():
