@@ -10,7 +10,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -112,13 +111,8 @@ def test_bootstrap_interval_contains_narrows_and_repeats():
     loop = [mann_whitney(np.r_[s[loop_rng.choice(pos, len(pos))], s[loop_rng.choice(neg, len(neg))]],
                          np.r_[np.ones(len(pos)), np.zeros(len(neg))]) for _ in range(1000)]
     assert np.quantile(loop, [0.025, 0.975]) == pytest.approx([lo, hi], abs=0.025)
-    # One class: undefined, not a crash.
+    # One class: undefined, not a crash. (Speed: tests/benchmarks/bench_bootstrap.py.)
     assert all(np.isnan(bootstrap_auc_ci(s[y == 1], y[y == 1])))
-    # Speed (reported, loosely bounded: shared CI machines): 1,000 resamples of 5,000 videos.
-    s5, y5 = sample(5000)
-    t = time.perf_counter()
-    bootstrap_auc_ci(s5, y5)
-    assert time.perf_counter() - t < 5.0
 
 
 # ----------------------------------------------------------------------------------------------- the CLI run
