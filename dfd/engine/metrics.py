@@ -253,6 +253,10 @@ def small_sample_notes(name: str, report: dict) -> list[str]:
     n_real, n_fake = int(v.get("n_real") or 0), int(v.get("n_fake") or 0)
     if min(n_real, n_fake) >= MIN_VIDEOS_PER_CLASS:
         return []
+    if min(n_real, n_fake) == 0:
+        missing = "real" if n_real == 0 else "fake"
+        return [f"test set '{name}' has {n_real} real / {n_fake} fake videos (no {missing}): AUC, AP and EER are "
+                "undefined (n/a) and only ACC is reported; test on a split holding both classes"]
     ci = ""
     if v.get("auc_lo") is not None and v.get("auc_lo") == v.get("auc_lo"):
         ci = f" (video AUC 95% CI [{v['auc_lo']:.3f}, {v['auc_hi']:.3f}])"
