@@ -104,6 +104,8 @@ def test_resume_continues_the_same_run(tmp_path, shared_cache):
     steps = {float(s["step"]) for s in c2["optimizer_states"][0]["state"].values()}
     assert steps == {12.0}
     assert c2["dfd"]["run_id"] == c1["dfd"]["run_id"]
+    # The selection record spans the whole run: epoch 0 (first process) and epoch 1 (after resuming).
+    assert [(h["epoch"], h["step"]) for h in res["selection"]["history"]] == [(0, 6), (1, 12)]
 
 
 def test_fast_dev_run_cli(tmp_path, shared_cache):
