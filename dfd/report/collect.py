@@ -176,13 +176,16 @@ def config_labels(runs: Sequence[dict[str, Any]], group_by: Sequence[str] = DEFA
     differs between runs that share that name is appended (``variant``, e.g. ``optim.lr=0.001``), so distinct
     configurations are never merged into one row."""
     bases = ["/".join(_render(k, run_value(r, k)) for k in group_by) for r in runs]
-    variants = []
-    for i, run in enumerate(runs):
-        peers = [r for r, b in zip(runs, bases, strict=True) if b == bases[i]]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for run, base in zip(runs, bases, strict=True):
+        groups.setdefault(base, []).append(run)
+    varying: dict[str, list[str]] = {}
+    for base, peers in groups.items():
         keys = dict.fromkeys(k for r in peers for k in identity_keys(r) if k not in group_by)
-        varying = [k for k in keys
-                   if len({json.dumps(run_value(r, k), sort_keys=True, default=str) for r in peers}) > 1]
-        variants.append(" ".join(f"{k}={_text(run_value(run, k))}" for k in varying))
+        varying[base] = [k for k in keys
+                         if len({json.dumps(run_value(r, k), sort_keys=True, default=str) for r in peers}) > 1]
+    variants = [" ".join(f"{k}={_text(run_value(run, k))}" for k in varying[base])
+                for run, base in zip(runs, bases, strict=True)]
     return [(f"{b} {v}" if v else b, v) for b, v in zip(bases, variants, strict=True)]
 
 
