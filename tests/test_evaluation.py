@@ -48,7 +48,10 @@ def test_bf16_validation_scores_in_float32(tmp_path, shared_cache):
     import pytorch_lightning as pl
 
     from dfd.engine.module import DetectorModule
+    from dfd.engine.quiet import quiet_dependencies
     from dfd.engine.run import build_datamodule, build_sources
+
+    quiet_dependencies()
 
     cfg = compose("train", overrides=[f"paths.run_dir={tmp_path}", f"paths.cache_dir={shared_cache}", *TINY,
                                       "dataset.videos={train: 8, val: 16, test: 4}"])
