@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+import pandas as pd
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -47,6 +49,12 @@ def test_ddp_eval_equals_single_process(tmp_path, shared_cache):
             for k in ("auc", "acc", "ap", "eer", "n", "n_real", "n_fake"):
                 assert b[k] == a[k], (name, level, k)
             assert b["logloss"] == pytest.approx(a["logloss"], rel=1e-6)
+        assert r2[name]["video"]["auc_lo"] == pytest.approx(r1[name]["video"]["auc_lo"], abs=1e-9)
+    # Per-video scores: rank 0 writes every video once, from all ranks' gathered predictions.
+    p1, p2 = (pd.read_parquet(d / "predictions.parquet") for d in (one, two))
+    assert len(p2) == 7 + 5 and p2["frames"].sum() == 21 + 15
+    assert p1[["test_set", "video_id", "label", "frames"]].equals(p2[["test_set", "video_id", "label", "frames"]])
+    np.testing.assert_allclose(p2["prob_fake"], p1["prob_fake"], rtol=1e-5)
     # The same single-process eval also swept perturbations: one entry per level, every test set.
     rob = json.loads((one / "results.json").read_text())["robustness"]
     assert set(rob) == {"synthetic_a", "synthetic_b"}

@@ -107,7 +107,7 @@ def test_cli_matrix_std_gap_and_figures(runs, tmp_path: Path) -> None:
     matrix = pd.read_csv(out / "matrix.csv", index_col="config")
     std = pd.read_csv(out / "matrix_std.csv", index_col="config")
     gap = pd.read_csv(out / "gap.csv", index_col="config")
-    assert list(matrix.columns) == ["dataset", "model", "finetune", "n_seeds", *TEST_SETS]
+    assert list(matrix.columns) == ["dataset", "model", "finetune", "variant", "n_seeds", "n_runs", *TEST_SETS]
     assert sorted(matrix.index) == sorted(f"{d}/{m}/{f}" for d, m, f in CONFIGS)
     for (ds, model, ft) in CONFIGS:
         config = f"{ds}/{model}/{ft}"

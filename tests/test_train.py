@@ -51,8 +51,11 @@ def test_results_file_is_the_contract(trained):
     run_dir, results = trained
     on_disk = json.loads((run_dir / "results.json").read_text())
     assert on_disk["schema_version"] == 1 and on_disk["kind"] == "train"
+    # overrides: what defines the trained model (paths, workers, logger and added test sets are left out).
     assert on_disk["train"] == {"dataset": "synthetic_a", "model": "small_cnn", "finetune": "full", "seed": 42,
-                                "experiment": None}
+                                "experiment": None, "overrides": {
+                                    "data.batch_size": 16, "dataset.videos": {"train": 100, "val": 30, "test": 40},
+                                    "trainer.max_epochs": 2}}
     a = on_disk["test"]["synthetic_a"]
     assert a["video"]["auc"] == pytest.approx(results["test"]["synthetic_a"]["video"]["auc"])
     assert set(a["frame"]) >= {"auc", "acc", "ap", "eer", "n"}
@@ -101,6 +104,8 @@ def test_resume_continues_the_same_run(tmp_path, shared_cache):
     steps = {float(s["step"]) for s in c2["optimizer_states"][0]["state"].values()}
     assert steps == {12.0}
     assert c2["dfd"]["run_id"] == c1["dfd"]["run_id"]
+    # The selection record spans the whole run: epoch 0 (first process) and epoch 1 (after resuming).
+    assert [(h["epoch"], h["step"]) for h in res["selection"]["history"]] == [(0, 6), (1, 12)]
 
 
 def test_fast_dev_run_cli(tmp_path, shared_cache):

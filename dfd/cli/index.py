@@ -16,7 +16,7 @@ def main(cfg: DictConfig) -> None:
     from rich.table import Table
 
     from dfd.data.schema import SchemaError
-    from dfd.data.sources.base import DatasetError, index_counts
+    from dfd.data.sources.base import DatasetError, index_counts, split_class_warnings
 
     try:
         source = instantiate(cfg.dataset)
@@ -40,4 +40,6 @@ def main(cfg: DictConfig) -> None:
         items = getattr(source, attr, None)
         if items:
             console.print(f"{attr}: {len(items)}, e.g. {items[0]}", soft_wrap=True)
+    for line in split_class_warnings(df, source.name):
+        console.print(f"warning: {line}", soft_wrap=True, markup=False)
     console.print(f"wrote {len(df)} videos to {cfg.index_path}", soft_wrap=True)

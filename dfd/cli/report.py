@@ -1,7 +1,7 @@
 """``dfd-report``: cross-dataset matrix, generalization gap, heatmaps, ROC and robustness curves from runs.
 
-Usage: ``dfd-report RUNS_DIR... --out DIR [--metric video_auc] [--wandb-offline DIR...]
-[--wandb-project entity/project]``. Plain argparse (not Hydra): it reads finished runs, it configures nothing.
+Usage: ``dfd-report RUNS_DIR... --out DIR [--metric video_auc] [--group-by KEY...] [--worst N]
+[--wandb-offline DIR...] [--wandb-project entity/project]``. Plain argparse (not Hydra): it reads finished runs, it configures nothing.
 """
 
 from __future__ import annotations
@@ -31,12 +31,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wandb-project", metavar="ENTITY/PROJECT",
                    help="read finished runs of a W&B project online (needs `wandb login`)")
     p.add_argument("--group-by", nargs="+", default=list(collect_mod.DEFAULT_GROUP_BY), metavar="KEY",
-                   help="fields of results.json's 'train' section that define a training configuration "
-                   "(default: dataset model finetune; add e.g. lr when a sweep varies it)")
+                   help="what names a row: fields of results.json's 'train' section (dataset model finetune seed "
+                   "experiment) or any config key a run recorded (e.g. optim.lr, finetune.rank) (default: dataset "
+                   "model finetune). Runs that differ in any other recorded override stay separate rows, with the "
+                   "differing keys appended to the row name; exact repeats (same config and seed) are counted "
+                   "and listed")
+    p.add_argument("--worst", type=int, default=0, metavar="N",
+                   help="list the N worst-scored videos per configuration and test set (from each run's "
+                   "predictions.parquet) in worst_videos.csv, report.md and here")
     p.add_argument("--skip-invalid", action="store_true",
                    help="skip unreadable results files (listed in report.md) instead of stopping")
     p.add_argument("--title", default="Cross-dataset generalization report", help="report.md title")
     return p
+
+
+def _print_worst(worst, n: int) -> None:
+    if worst.empty:
+        print("no predictions.parquet next to the collected results: no per-video scores to rank")
+        return
+    for (config, test_set), grp in worst.groupby(["config", "test_set"], sort=False):
+        print(f"worst {n} videos of {test_set} for {config}:")
+        for r in grp.itertuples():
+            print(f"  {r.rank:>3}. {r.video_id}  {'fake' if r.label else 'real'} ({r.method})  P(fake)={r.prob_fake:.4f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.runs and not args.wandb_offline and not args.wandb_project:
         print("error: give at least one RUNS_DIR, --wandb-offline DIR or --wandb-project", file=sys.stderr)
+        return 2
+    if args.worst < 0:
+        print(f"error: --worst {args.worst}: give a number of videos >= 1", file=sys.stderr)
         return 2
     from dfd.report.build import build_report
     from dfd.report.matrix import parse_metric
@@ -54,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("ignore")  # superseded runs are listed in report.md and below
             result = build_report(args.runs, args.out, metric=args.metric, wandb_offline=args.wandb_offline,
                                   wandb_project=args.wandb_project, group_by=args.group_by,
-                                  skip_invalid=args.skip_invalid, title=args.title)
+                                  skip_invalid=args.skip_invalid, title=args.title, worst=args.worst)
     except collect_mod.ResultsError as e:
         msg = str(e)
         hint = "" if msg.startswith("error:") or args.skip_invalid else " (fix or remove it, or pass --skip-invalid)"
@@ -67,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: skipped {line}", file=sys.stderr)
     for line in result.duplicates:
         print(f"warning: {line}", file=sys.stderr)
+    if result.worst is not None:
+        _print_worst(result.worst, args.worst)
     print(f"{result.n_files} result file(s), {result.n_configs} configuration(s), {result.n_test_sets} test set(s) "
           f"-> {result.report}")
     return 0

@@ -7,7 +7,9 @@ LightningModule uses for metric keys.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
@@ -28,6 +30,43 @@ from dfd.data.transforms import Pipeline, Spec, build_pipelines
 from dfd.errors import ConfigError
 
 FAKES_CHOICES = ("real", "sbi", "both")
+
+log = logging.getLogger(__name__)
+
+
+def _same_data(a: DatasetSource, b: DatasetSource) -> bool:
+    """Two sources read the same frames when they read the same manifest (same cache, same settings)."""
+    try:
+        return Path(a.manifest_path).resolve() == Path(b.manifest_path).resolve()
+    except (OSError, RuntimeError):
+        return False
+
+
+def name_test_sets(in_domain: DatasetSource | None, tests: Mapping[str, DatasetSource] | None
+                   ) -> dict[str, DatasetSource]:
+    """The test sets by name, in-domain first: every configured set is tested once, under its own name.
+
+    ``in_domain`` (the training dataset) keeps its dataset name; every other set is named by its ``test_sets``
+    key (two FF++ test sets at c23 and c40 are two test sets). A test set that reads the training dataset's own
+    data is the in-domain set already (said once in the log); a *different* set under an existing name is an
+    error: one of them would silently overwrite the other.
+    """
+    named: dict[str, DatasetSource] = {}
+    if in_domain is not None:
+        named[in_domain.name] = in_domain
+    for name, src in (tests or {}).items():
+        if in_domain is not None and _same_data(src, in_domain):
+            log.info("test_sets.%s is the training dataset's own test split: tested once, in-domain, as '%s'",
+                     name, in_domain.name)
+            continue
+        if name in named:
+            raise DatasetError(
+                f"test_sets.{name}: the name '{name}' is already the in-domain test set (the training dataset's "
+                f"test split) and this entry reads other data ({src.manifest_path}); rename it "
+                f"(+dataset@test_sets.<other name>=...) or give it a display name (+test_sets.{name}.display_name=<other name>)"
+            )
+        named[name] = src
+    return named
 
 
 class UnpaddedDistributedSampler(DistributedSampler):
@@ -53,8 +92,10 @@ class DeepfakeDataModule(pl.LightningDataModule):
     """Builds train / val / test loaders from dataset sources and the model's input spec.
 
     Args:
-        train_source: the training dataset (val split used for checkpoint selection; test split = in-domain).
-        test_sources: extra test datasets by name (cross-dataset evaluation).
+        train_source: the training dataset (val split used for checkpoint selection; test split = in-domain,
+            named by the dataset's name).
+        test_sources: extra test datasets by name (cross-dataset evaluation); the names are the test sets'
+            names (``name_test_sets``), whatever dataset they read.
         spec: the model's input spec (size, mean, std, clip_len).
         augment: instantiated albumentations transforms for training.
         extra_train: more training datasets mixed in, ``{name: (source, weight)}``; the training source has
@@ -103,12 +144,7 @@ class DeepfakeDataModule(pl.LightningDataModule):
         self.train_pipe, self.eval_pipe = build_pipelines(self.spec, list(augment))
         if eval_extra:
             self.eval_pipe = Pipeline(self.spec, extra=list(eval_extra))
-        tests: dict[str, DatasetSource] = {}
-        if train_source is not None and include_train_test:
-            tests[train_source.name] = train_source
-        for name, src in (test_sources or {}).items():
-            tests.setdefault(src.name if src.name else name, src)
-        self.test_sources = tests
+        self.test_sources = name_test_sets(train_source if include_train_test else None, test_sources)
         self.train_ds: Dataset | None = None
         self.val_ds: Dataset | None = None
         self.test_ds: dict[str, Dataset] = {}

@@ -6,6 +6,12 @@ padding is counted once, and a 2-process run gives the numbers of a 1-process ru
 
 Video level: the mean of a video's frame probabilities (video ids are unique across a dataset, never a bare
 folder name). Per method: reals + that method's fakes (the FF++ per-manipulation protocol).
+
+Precision: probabilities are always computed from float32 logits (``probabilities``), whatever the training
+precision: a sigmoid evaluated in bf16 rounds every logit above ~6 to exactly 1.0, and ties destroy AUC.
+
+Uncertainty: video-level AUC carries a 95 % percentile-bootstrap interval over videos (``bootstrap_auc_ci``),
+resampled within each class; the settings and the small-sample thresholds live here, once.
 """
 
 from __future__ import annotations
@@ -18,13 +24,25 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.functional.classification import (
     binary_accuracy,
-    binary_auroc,
     binary_average_precision,
     binary_roc,
 )
 from torchmetrics.utilities import dim_zero_cat
 
 ROC_POINTS = 201
+#: ACC is reported at this fixed threshold (an uncalibrated model's; ``dfd-export --calibrate`` picks one).
+ACC_THRESHOLD = 0.5
+#: Bootstrap of the video-level AUC: resamples, interval level, seed (identical intervals run to run).
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_LEVEL = 0.95
+BOOTSTRAP_SEED = 0
+#: Fewer videos than this in a class of an evaluation split gets a warning: AUC swings by several points.
+MIN_VIDEOS_PER_CLASS = 20
+
+
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """P(fake) from logits, computed in float32 whatever the autocast precision (bf16 saturates at ~6)."""
+    return torch.sigmoid(logits.detach().float())
 
 
 def equal_error_rate(fpr: torch.Tensor, tpr: torch.Tensor) -> float:
@@ -39,18 +57,34 @@ def equal_error_rate(fpr: torch.Tensor, tpr: torch.Tensor) -> float:
     return float(fpr[idx - 1] + w * (fpr[idx] - fpr[idx - 1]))
 
 
+def rank_auc(prob: torch.Tensor, target: torch.Tensor) -> float:
+    """ROC AUC as the Mann-Whitney statistic (ties count half), exact in float64.
+
+    torchmetrics returns AUC in float32, which differs from sklearn / a reader's own computation in the 8th
+    digit; a file of per-video scores must reproduce the reported AUC exactly.
+    """
+    p = prob.double().flatten()
+    y = target.flatten().bool()
+    n1 = int(y.sum())
+    n0 = len(y) - n1
+    _, inverse, counts = torch.unique(p, sorted=True, return_inverse=True, return_counts=True)
+    first = torch.cumsum(counts, 0) - counts  # 0-based rank of each distinct value's first occurrence
+    midrank = (first.double() + (counts.double() + 1) / 2)[inverse]  # 1-based average rank of ties
+    return float((midrank[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
 def binary_scores(prob: torch.Tensor, target: torch.Tensor, roc: bool = False) -> dict:
     """AUC, ACC@0.5, AP, EER (+ ROC points) for probabilities of the fake class; NaN where undefined."""
     target = target.long()
     n_fake = int(target.sum())
     n = int(target.numel())
     out: dict = {"n": n, "n_real": n - n_fake, "n_fake": n_fake}
-    out["acc"] = float(binary_accuracy(prob, target, threshold=0.5)) if n else math.nan
+    out["acc"] = float(binary_accuracy(prob, target, threshold=ACC_THRESHOLD)) if n else math.nan
     # Log loss (the DFDC competition metric): also what breaks ties between epochs with equal AUC.
     p = prob.double().clamp(1e-7, 1 - 1e-7)
     out["logloss"] = float(-(target * p.log() + (1 - target) * (1 - p).log()).mean()) if n else math.nan
     if 0 < n_fake < n:
-        out["auc"] = float(binary_auroc(prob, target))
+        out["auc"] = rank_auc(prob, target)
         out["ap"] = float(binary_average_precision(prob, target))
         fpr, tpr, _ = binary_roc(prob, target)
         out["eer"] = equal_error_rate(fpr, tpr)
@@ -67,22 +101,67 @@ def binary_scores(prob: torch.Tensor, target: torch.Tensor, roc: bool = False) -
 
 def video_aggregate(prob: torch.Tensor, target: torch.Tensor, video: torch.Tensor, method: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mean frame probability per video, with each video's label and method."""
+    """Mean frame probability per video (float64, videos in sorted id order), with its label and method.
+
+    The float64 means are the video scores every video-level metric and ``predictions.parquet`` use, so the
+    file's means reproduce the reported AUC exactly.
+    """
     vids, inv = torch.unique(video, return_inverse=True)
     counts = torch.zeros(len(vids), dtype=torch.float64).index_add_(0, inv, torch.ones_like(prob, dtype=torch.float64))
     sums = torch.zeros(len(vids), dtype=torch.float64).index_add_(0, inv, prob.double())
     first = torch.full((len(vids),), len(prob), dtype=torch.long).scatter_reduce_(
         0, inv, torch.arange(len(prob)), reduce="amin"
     )
-    return (sums / counts).float(), target[first], method[first]
+    return sums / counts, target[first], method[first]
+
+
+def bootstrap_auc_ci(prob: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor,
+                     resamples: int = BOOTSTRAP_RESAMPLES, level: float = BOOTSTRAP_LEVEL,
+                     seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the AUC, resampling reals and fakes separately (class sizes fixed).
+
+    Stratified, as pROC does by default: every resample keeps the evaluated split's real/fake counts, so AUC is
+    defined in each one (an unstratified resample of a small split can draw one class only). Vectorised: each
+    resample is a vector of multiplicities, and its AUC (ties count half) is read off cumulative counts of the
+    sorted reals, so 1,000 resamples of thousands of videos take milliseconds. NaN when a class is absent.
+    """
+    s = np.asarray(prob, np.float64).ravel()
+    y = np.asarray(target).ravel().astype(bool)
+    pos, neg = s[y], np.sort(s[~y])
+    n1, n0 = len(pos), len(neg)
+    if n1 == 0 or n0 == 0 or resamples < 1:
+        return math.nan, math.nan
+    below = np.searchsorted(neg, pos, "left")  # reals strictly below each fake
+    upto = np.searchsorted(neg, pos, "right")  # reals at or below
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(resamples, 4_000_000 // max(n0, n1)))  # bound memory: chunk x videos int64
+    aucs = np.empty(resamples, np.float64)
+    for start in range(0, resamples, chunk):
+        b = min(chunk, resamples - start)
+        rows = np.arange(b)[:, None]
+        c0 = np.bincount((rng.integers(0, n0, (b, n0)) + rows * n0).ravel(), minlength=b * n0).reshape(b, n0)
+        c1 = np.bincount((rng.integers(0, n1, (b, n1)) + rows * n1).ravel(), minlength=b * n1).reshape(b, n1)
+        cum = np.zeros((b, n0 + 1), np.float64)
+        np.cumsum(c0, axis=1, out=cum[:, 1:])
+        lo = cum[:, below]
+        wins = lo + 0.5 * (cum[:, upto] - lo)  # per fake: resampled reals it beats (+ half the ties)
+        aucs[start:start + b] = np.einsum("ij,ij->i", c1, wins) / (n1 * n0)
+    alpha = (1.0 - level) / 2
+    lo_q, hi_q = np.quantile(aucs, [alpha, 1.0 - alpha])
+    return float(lo_q), float(hi_q)
 
 
 def detection_report(prob: torch.Tensor, target: torch.Tensor, video: torch.Tensor, method: torch.Tensor,
-                     method_names: Sequence[str] | None = None) -> dict:
-    """Frame and video metrics, ROC curves and the per-method breakdown of one evaluation set."""
+                     method_names: Sequence[str] | None = None, ci: bool = False) -> dict:
+    """Frame and video metrics, ROC curves and the per-method breakdown of one evaluation set.
+
+    ``ci``: add the video AUC's bootstrap interval as ``video.auc_lo`` / ``video.auc_hi``.
+    """
     vprob, vtarget, vmethod = video_aggregate(prob, target, video, method)
     frame = binary_scores(prob, target, roc=True)
     vid = binary_scores(vprob, vtarget, roc=True)
+    if ci:
+        vid["auc_lo"], vid["auc_hi"] = bootstrap_auc_ci(vprob.numpy(), vtarget.numpy())
     out = {
         "frame": {k: v for k, v in frame.items() if k != "roc"},
         "video": {k: v for k, v in vid.items() if k != "roc"},
@@ -103,16 +182,25 @@ def detection_report(prob: torch.Tensor, target: torch.Tensor, video: torch.Tens
 
 
 class DetectionMetrics(Metric):
-    """Accumulates (row index, probability, label, video, method) and computes ``detection_report``."""
+    """Accumulates (row index, probability, label, video, method) and computes ``detection_report``.
+
+    Args:
+        ci: add bootstrap intervals of the video AUC (test sets; validation skips it every epoch).
+
+    After ``compute()``, ``predictions`` holds the gathered, de-duplicated rows it was computed from (every rank
+    has them under DDP), which is what per-video prediction files are written from.
+    """
 
     full_state_update = False
     higher_is_better = True
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, ci: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         for name in ("index", "prob", "target", "video", "method"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
         self.method_names: Sequence[str] | None = None
+        self.ci = bool(ci)
+        self.predictions: dict[str, torch.Tensor] | None = None
 
     def update(self, prob: torch.Tensor, target: torch.Tensor, video: torch.Tensor, index: torch.Tensor,
                method: torch.Tensor) -> None:
@@ -143,14 +231,35 @@ class DetectionMetrics(Metric):
         }
 
     def compute(self) -> dict:
+        # Inside compute() the states are synced across processes; gathered() outside it sees one rank only.
         g = self.gathered()
-        return detection_report(g["prob"], g["target"], g["video"], g["method"], self.method_names)
+        self.predictions = g
+        return detection_report(g["prob"], g["target"], g["video"], g["method"], self.method_names, ci=self.ci)
 
 
 def flat_metrics(report: dict, prefix: str) -> dict[str, float]:
-    """``{prefix}/frame_auc``-style scalars for loggers (counts and curves left out)."""
+    """``{prefix}/frame_auc``-style scalars for loggers (counts and curves left out; CI bounds when present)."""
     out = {}
     for level in ("frame", "video"):
-        for k in ("auc", "acc", "ap", "eer", "logloss"):
-            out[f"{prefix}/{level}_{k}"] = float(report[level][k])
+        for k in ("auc", "acc", "ap", "eer", "logloss", "auc_lo", "auc_hi"):
+            if k in report[level]:
+                out[f"{prefix}/{level}_{k}"] = float(report[level][k])
     return out
+
+
+def small_sample_notes(name: str, report: dict) -> list[str]:
+    """One-line warnings for an evaluation set too small for its numbers to be trusted to the second decimal."""
+    v = report.get("video") or {}
+    n_real, n_fake = int(v.get("n_real") or 0), int(v.get("n_fake") or 0)
+    if min(n_real, n_fake) >= MIN_VIDEOS_PER_CLASS:
+        return []
+    if min(n_real, n_fake) == 0:
+        missing = "real" if n_real == 0 else "fake"
+        return [f"test set '{name}' has {n_real} real / {n_fake} fake videos (no {missing}): AUC, AP and EER are "
+                "undefined (n/a) and only ACC is reported; test on a split holding both classes"]
+    ci = ""
+    if v.get("auc_lo") is not None and v.get("auc_lo") == v.get("auc_lo"):
+        ci = f" (video AUC 95% CI [{v['auc_lo']:.3f}, {v['auc_hi']:.3f}])"
+    return [f"test set '{name}' has {n_real} real / {n_fake} fake videos, fewer than {MIN_VIDEOS_PER_CLASS} per "
+            f"class: its metrics are noisy{ci}; test on more videos (the dataset's test split) for numbers to "
+            "compare (threshold: dfd.engine.metrics.MIN_VIDEOS_PER_CLASS)"]

@@ -18,9 +18,12 @@ from hydra.utils import instantiate
 from torch import nn
 
 from dfd import __version__
-from dfd.engine.metrics import DetectionMetrics, flat_metrics
+from dfd.engine.metrics import DetectionMetrics, flat_metrics, probabilities
 
 log = logging.getLogger(__name__)
+
+#: The checkpoint criterion this module logs (``conf/train.yaml: selection.monitor`` names it for the callbacks).
+SELECT_KEY = "val/select"
 
 
 def warmup_cosine(total_steps: int, warmup: float, min_lr_ratio: float) -> callable:
@@ -75,7 +78,11 @@ class DetectorModule(pl.LightningModule):
         self.test_metrics = nn.ModuleList()
         self.test_names: list[str] = []
         self.val_report: dict | None = None
+        # One entry per validation run of fitting: epoch, step and the logged val/* scalars (checkpoint
+        # selection's record; kept in checkpoints so a resumed run keeps its earlier epochs).
+        self.val_history: list[dict] = []
         self.test_reports: dict[str, dict] = {}
+        self.test_predictions: dict[str, dict[str, torch.Tensor]] = {}
         self.run_id = (meta or {}).get("run_id") or uuid.uuid4().hex[:12]
 
     # ------------------------------------------------------------------------------------------- forward
@@ -103,42 +110,59 @@ class DetectorModule(pl.LightningModule):
             dm.set_epoch(self.current_epoch)
 
     def validation_step(self, batch: Mapping, batch_idx: int) -> None:
-        logits = self._logits(batch)
+        # float32 logits: under bf16 autocast the head's output is bf16, and a bf16 sigmoid saturates at ~6.
+        logits = self._logits(batch).float()
         self.log("val/loss", self.loss_fn(logits, batch["label"].float()), batch_size=len(logits), sync_dist=True)
-        self.val_metrics.update(torch.sigmoid(logits), batch["label"], batch["video"], batch["index"], batch["method"])
+        self.val_metrics.update(probabilities(logits), batch["label"], batch["video"], batch["index"], batch["method"])
 
     def on_validation_epoch_end(self) -> None:
         report = self.val_metrics.compute()
         self.val_metrics.reset()
         self.val_report = report
         metrics = flat_metrics(report, "val")
-        # Checkpoint selection must never see NaN (a one-class sanity batch): treat it as the worst score.
+        # Checkpoint selection must never see NaN (a one-class validation split): treat it as the worst score.
         metrics = {k: (v if not math.isnan(v) else (1.0 if k.endswith("eer") else 0.0)) for k, v in metrics.items()}
         # Checkpoint criterion: video AUC, ties (common on easy data: AUC 1.0 from epoch 0) broken by the lower
         # log loss, i.e. the better-calibrated epoch. 1e-3 x loss is below any AUC difference that matters.
-        metrics["val/select"] = metrics["val/video_auc"] - 1e-3 * min(metrics["val/frame_logloss"], 10.0)
+        # With one class in validation AUC is 0 every epoch, so the lowest log loss decides.
+        metrics[SELECT_KEY] = metrics["val/video_auc"] - 1e-3 * min(metrics["val/frame_logloss"], 10.0)
+        if self._fitting():
+            self._record_epoch(metrics)
         auc = metrics.pop("val/video_auc")
         self.log_dict(metrics, prog_bar=False)
         self.log("val/video_auc", auc, prog_bar=True)
+
+    def _fitting(self) -> bool:
+        trainer = self._trainer
+        return trainer is not None and not trainer.sanity_checking and trainer.state.fn == "fit"
+
+    def _record_epoch(self, metrics: Mapping[str, float]) -> None:
+        entry = {"epoch": int(self.current_epoch), "step": int(self.global_step),
+                 **{k: float(v) for k, v in metrics.items()}}
+        key = (entry["epoch"], entry["step"])
+        self.val_history = [e for e in self.val_history if (e["epoch"], e["step"]) != key] + [entry]
 
     # ------------------------------------------------------------------------------------------- testing
     def set_test_sets(self, names: Sequence[str], method_names: Sequence[Sequence[str]] | None = None) -> None:
         """Declare the test dataloaders (in order) before ``trainer.test``."""
         self.test_names = list(names)
-        self.test_metrics = nn.ModuleList([DetectionMetrics() for _ in names]).to(self.device)
+        self.test_metrics = nn.ModuleList([DetectionMetrics(ci=True) for _ in names]).to(self.device)
         for i, m in enumerate(self.test_metrics):
             m.method_names = list(method_names[i]) if method_names else None
         self.test_reports = {}
+        self.test_predictions = {}
 
     def test_step(self, batch: Mapping, batch_idx: int, dataloader_idx: int = 0) -> None:
         logits = self._logits(batch)
         self.test_metrics[dataloader_idx].update(
-            torch.sigmoid(logits.float()), batch["label"], batch["video"], batch["index"], batch["method"]
+            probabilities(logits), batch["label"], batch["video"], batch["index"], batch["method"]
         )
 
     def on_test_epoch_end(self) -> None:
         for name, metric in zip(self.test_names, self.test_metrics, strict=True):
             report = metric.compute()
+            # The gathered rows (all ranks') behind the report: per-video predictions are written from these.
+            self.test_predictions[name] = metric.predictions
             metric.reset()
             self.test_reports[name] = report
             self.log_dict(flat_metrics(report, f"test/{name}"), add_dataloader_idx=False)
@@ -164,4 +188,12 @@ class DetectorModule(pl.LightningModule):
             "version": __version__,
             "run_id": self.run_id,
             "input_spec": self.model.input_spec.to_dict(),
+            "val_history": list(self.val_history),
         }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Merge, never replace: loading the best checkpoint for the final validation must not forget the epochs
+        # after it; resuming a run in a new process gets its earlier epochs back.
+        known = {(e["epoch"], e["step"]) for e in self.val_history}
+        saved = [e for e in (checkpoint.get("dfd") or {}).get("val_history", []) if (e["epoch"], e["step"]) not in known]
+        self.val_history = sorted([*saved, *self.val_history], key=lambda e: (e["epoch"], e["step"]))

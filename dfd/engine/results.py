@@ -4,13 +4,24 @@ W&B offline keeps no readable summary, so every run (training or ``dfd-eval``) w
 directory. Schema (``schema_version`` 1)::
 
     {"schema_version": 1, "kind": "train" | "eval", "run_dir": ..., "created": ISO time,
-     "train": {"dataset", "model", "finetune", "seed", "experiment"},
+     "train": {"dataset", "model", "finetune", "seed", "experiment",
+               "overrides": {key: value}},          # what defines the trained model (dfd.engine.provenance)
      "checkpoint": path, "params": {"trainable", "total"},
+     "selection": {"split", "monitor", "mode", "criterion", "checkpoint", "epoch", "step", "value",
+                   "history": [{"epoch", "step", "value", <val metrics>}]},        # dfd-train
+     "invocation": {"command", "overrides": [as typed], "multirun_job", "sweep": {"id", "run_id", "parameters"}},
+     "config": {resolved config},                  # dfd-train
      "val": {"frame": {...}, "video": {...}},
-     "test": {<name>: {"in_domain": bool, "frame": {auc, acc, ap, eer, n, n_real, n_fake}, "video": {...},
+     "test": {<name>: {"in_domain": bool, "frame": {auc, acc, ap, eer, logloss, n, n_real, n_fake},
+                       "video": {..., auc_lo, auc_hi},
                        "per_method": {<method>: {"frame": {...}, "video": {...}}},
                        "roc": {"frame": {"fpr": [...], "tpr": [...]}, "video": {...}}}},
-     "robustness": {<name>: {<perturbation>: [{"level": x, "frame": {...}, "video": {...}}]}}}
+     "robustness": {<name>: {<perturbation>: [{"level": x, "frame": {...}, "video": {...}}]}},
+     "bootstrap": {how auc_lo/auc_hi were computed}, "notes": [one-line warnings],
+     "predictions": "predictions.parquet"}
+
+New keys are added without a version bump (readers ignore what they do not know); ``make_results`` accepts
+any extra keyword as a top-level key.
 """
 
 from __future__ import annotations

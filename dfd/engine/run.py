@@ -15,9 +15,19 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dfd.data.datamodule import DeepfakeDataModule
-from dfd.data.sources.base import DatasetSource
-from dfd.engine.module import DetectorModule
+from dfd.data.datamodule import DeepfakeDataModule, name_test_sets
+from dfd.data.sources.base import DatasetError, DatasetSource
+from dfd.engine import provenance
+from dfd.engine.metrics import (
+    ACC_THRESHOLD,
+    BOOTSTRAP_LEVEL,
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    small_sample_notes,
+)
+from dfd.engine.module import SELECT_KEY, DetectorModule
+from dfd.engine.predictions import PREDICTIONS_FILE, video_table, write_predictions
+from dfd.engine.quiet import quiet_dependencies
 from dfd.engine.results import make_results, write_results
 from dfd.errors import ConfigError
 
@@ -67,12 +77,20 @@ def describe_run(cfg: DictConfig, dataset_name: str) -> dict:
 
 
 def build_sources(cfg: DictConfig) -> tuple[DatasetSource | None, dict[str, DatasetSource], dict]:
-    """(training source, test sources by name, extra training sources with weights)."""
+    """(training source, test sources by name, extra training sources with weights).
+
+    A test set is named by its ``test_sets`` key, or by ``test_sets.<key>.display_name`` when given, never by
+    the dataset it reads: ``test_sets.ffpp_c40`` (FF++ at c40) and the in-domain ``ffpp`` (c23) are two sets.
+    """
     train = instantiate(cfg.dataset) if cfg.get("dataset") else None
-    tests = {}
+    tests: dict[str, DatasetSource] = {}
     for key, node in (cfg.get("test_sets") or {}).items():
-        src = instantiate(node)
-        tests[src.name or key] = src
+        node = OmegaConf.to_container(node, resolve=True)
+        name = str(node.pop("display_name", None) or key)
+        if name in tests:
+            raise DatasetError(f"test_sets.{key}: the test-set name '{name}' is used twice; give each test set its "
+                               f"own name (+test_sets.<key>.display_name=...)")
+        tests[name] = instantiate(node)
     mix = {}
     for key, node in (cfg.get("train_mix") or {}).items():
         node = OmegaConf.to_container(node, resolve=True)
@@ -122,7 +140,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, run_id: str, run_name: str, jo
                 # settings exist (an earlier wandb run in the same process).
                 kwargs["mode"] = "offline"
             os.environ.setdefault("WANDB_SILENT", "true")
-        loggers.append(instantiate(node, **kwargs))
+        logger = instantiate(node, **kwargs)
+        # Lightning passes anonymous=None, and wandb warns that the setting is deprecated on every run.
+        getattr(logger, "_wandb_init", {}).pop("anonymous", None)
+        loggers.append(logger)
     callbacks = []
     for node in (cfg.get("callbacks") or {}).values():
         if not node or "_target_" not in node:
@@ -166,40 +187,94 @@ def save_roc_figure(reports: Mapping[str, dict], path: Path) -> Path | None:
     return path if drawn else None
 
 
+def _fmt(v: float | None, digits: int = 4) -> str:
+    return "n/a" if v is None or v != v else f"{v:.{digits}f}"
+
+
+def auc_with_ci(video: Mapping) -> str:
+    """``0.9412 [0.901, 0.972]``: the video AUC and its bootstrap interval (n/a where undefined)."""
+    text = _fmt(video.get("auc"))
+    lo, hi = video.get("auc_lo"), video.get("auc_hi")
+    if text != "n/a" and lo is not None and lo == lo:
+        text += f" [{lo:.3f}, {hi:.3f}]"
+    return text
+
+
 def print_table(reports: Mapping[str, dict], title: str) -> None:
-    """A rich table of test metrics, one row per test set."""
+    """A rich table of test metrics, one row per test set (video AUC with its 95 % bootstrap interval)."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
-    for col in ("test set", "frames", "videos", "frame AUC", "video AUC", "video ACC", "video AP", "video EER"):
+    table = Table(title=title, caption=f"[ ]: {BOOTSTRAP_LEVEL:.0%} bootstrap interval over videos; "
+                  f"ACC at threshold {ACC_THRESHOLD}", caption_justify="left")
+    for col in ("test set", "real/fake videos", "frames", "frame AUC", "video AUC [95% CI]", "video ACC",
+                "video AP", "video EER"):
         table.add_column(col, justify="right" if col != "test set" else "left")
-    fmt = lambda v: "n/a" if v is None or v != v else f"{v:.4f}"  # noqa: E731
     for name, r in reports.items():
-        table.add_row(name, str(r["frame"]["n"]), str(r["video"]["n"]), fmt(r["frame"]["auc"]),
-                      fmt(r["video"]["auc"]), fmt(r["video"]["acc"]), fmt(r["video"]["ap"]), fmt(r["video"]["eer"]))
-    Console(width=max(Console().width, 110)).print(table)
+        v = r["video"]
+        table.add_row(name, f"{v['n_real']}/{v['n_fake']}", str(r["frame"]["n"]), _fmt(r["frame"]["auc"]),
+                      auc_with_ci(v), _fmt(v["acc"]), _fmt(v["ap"]), _fmt(v["eer"]))
+    Console(width=max(Console().width, 120)).print(table)
+
+
+def run_notes(reports: Mapping[str, dict], calibrated: bool = False) -> list[str]:
+    """One-line cautions about the numbers of a run (small test sets, uncalibrated accuracy)."""
+    notes = [n for name, rep in reports.items() for n in small_sample_notes(name, rep)]
+    if not calibrated and any(r["video"].get("acc") is not None for r in reports.values()):
+        notes.append(f"ACC is measured at the fixed threshold {ACC_THRESHOLD} of an uncalibrated model, so it can be "
+                     "low while AUC is high; compare AUC, or calibrate a threshold on validation "
+                     "(dfd-export <ckpt> <bundle> --calibrate eer)")
+    return notes
+
+
+def bootstrap_method() -> dict:
+    """How results.json's ``video.auc_lo`` / ``auc_hi`` were computed."""
+    return {"metric": "video auc", "method": "percentile bootstrap", "resamples": BOOTSTRAP_RESAMPLES,
+            "level": BOOTSTRAP_LEVEL, "resample": "videos, within each class (class counts fixed)",
+            "seed": BOOTSTRAP_SEED}
 
 
 def _test(trainer: pl.Trainer, module: DetectorModule, dm: DeepfakeDataModule, ckpt_path: str | None,
-          suffix: str = "") -> dict:
-    """Run the test loop; ``suffix`` keeps logged keys apart (``test/<name>@jpeg50/...``) for perturbed runs."""
+          suffix: str = "", tables: list | None = None) -> dict:
+    """Run the test loop; ``suffix`` keeps logged keys apart (``test/<name>@jpeg50/...``) for perturbed runs.
+
+    ``tables``: when given, the per-video predictions of every test set are appended to it (DataFrames).
+    """
     dm.setup("test")
     module.set_test_sets([n + suffix for n in dm.test_names], [dm.eval_info(n)["method_names"] for n in dm.test_names])
     trainer.test(module, datamodule=dm, ckpt_path=ckpt_path, verbose=False)
+    if tables is not None:
+        for n in dm.test_names:
+            ds = dm.test_ds[n]
+            frames = None if dm.spec.clip_len else ds.arrays.frame
+            tables.append(video_table(n, module.test_predictions[n + suffix], ds.arrays.video_names,
+                                      ds.arrays.method_names, frames))
     return {n: module.test_reports[n + suffix] for n in dm.test_names}
 
 
-def _finish(trainer: pl.Trainer, results: dict, run_dir: Path, title: str) -> None:
+def _finish(trainer: pl.Trainer, results: dict, run_dir: Path, title: str, tables: list | None = None) -> None:
     if not trainer.is_global_zero:
         return
+    results["bootstrap"] = bootstrap_method()
+    notes = run_notes(results["test"])
+    results["notes"] = [*(results.get("notes") or []), *notes]
+    if tables is not None:
+        write_predictions(tables, run_dir)
+        results["predictions"] = PREDICTIONS_FILE
     path = write_results(results, run_dir)
     roc = save_roc_figure(results["test"], run_dir / "roc.png")
     for lg in _wandb_loggers(trainer):
         if roc is not None:
             lg.log_image(key="test/roc", images=[str(roc)])
+        if tables:
+            import pandas as pd
+
+            videos = pd.concat(tables, ignore_index=True).drop(columns=["frame_probs", "frame_index"])
+            lg.log_table(key="test/predictions", dataframe=videos)
         lg.experiment.summary["results_json"] = str(path)
     print_table(results["test"], title)
+    for note in notes:
+        log.warning(note)
     log.info("results: %s", path)
     for lg in _wandb_loggers(trainer):
         lg.experiment.finish()  # flush the offline log now: multiruns start the next run in this process
@@ -213,20 +288,78 @@ def _save_config(cfg: DictConfig, run_dir: Path) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- train
+def validation_class_note(src: DatasetSource, monitor: str) -> str | None:
+    """A one-line warning when the training set's validation split holds one class (AUC undefined)."""
+    from dfd.data.datasets import ManifestArrays
+
+    labels = ManifestArrays(src.prepare(), splits="val").video_labels
+    n_fake = int((labels == 1).sum())
+    n_real = len(labels) - n_fake
+    if len(labels) == 0 or (n_real and n_fake):
+        return None
+    missing = "real" if n_fake else "fake"
+    return (f"the validation split of '{src.name}' has {n_real} real / {n_fake} fake videos (no {missing}): "
+            f"validation AUC is undefined, so {monitor} selects the checkpoint (and early stopping) by the lowest "
+            f"validation log loss alone; give the split both classes (the dataset's split files or val_fraction)")
+
+
+def selection_record(module: DetectorModule, trainer: pl.Trainer, split: str) -> dict:
+    """How the tested checkpoint was chosen: the criterion, its value at every epoch, the epoch it picked.
+
+    Read from the checkpoint callback itself (what actually chose), not from the config.
+    """
+    cb = trainer.checkpoint_callback
+    monitor = cb.monitor if cb is not None else None
+    mode = cb.mode if cb is not None else None
+    history = [{"epoch": e["epoch"], "step": e["step"], "value": e.get(monitor),
+                **{k.removeprefix("val/"): v for k, v in e.items() if k.startswith("val/")}}
+               for e in module.val_history]
+    best = cb.best_model_path if cb is not None and cb.best_model_path else None
+    record = {"split": split, "monitor": monitor, "mode": mode, "checkpoint": best, "epoch": None, "step": None,
+              "value": None, "history": history}
+    if monitor == SELECT_KEY:
+        record["criterion"] = ("video AUC on the validation split; ties broken by the lower frame log loss "
+                               "(val/select = val/video_auc - 0.001 * min(val/frame_logloss, 10))")
+    if best:
+        ckpt = torch.load(best, map_location="cpu", weights_only=True, mmap=True)
+        record.update(epoch=int(ckpt["epoch"]), step=int(ckpt["global_step"]))
+        score = cb.best_model_score
+        at = [h["value"] for h in history if (h["epoch"], h["step"]) == (record["epoch"], record["step"])
+              and h["value"] is not None]
+        record["value"] = at[-1] if at else (float(score) if score is not None else None)
+    else:
+        record["note"] = "no checkpoint callback: the weights of the last epoch were tested"
+    if cb is not None and monitor is None:
+        record["note"] = "no monitor: the latest checkpoint was tested (no selection on validation)"
+    return record
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit on the training set, select on its val split, test on every test set; write results.json."""
+    quiet_dependencies()
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = run_dir_of(cfg)
     resolved = _save_config(cfg, run_dir)
     train_src, tests, mix = build_sources(cfg)
+    if cfg.data.get("include_train_test", True):
+        name_test_sets(train_src, tests)  # a test-set name clash fails now, in one line
     for src in [train_src, *tests.values(), *(s for s, _ in mix.values())]:
         src.prepare()  # fail now, with the fix, rather than after building the model and loggers
+    monitor = (cfg.get("selection") or {}).get("monitor") or SELECT_KEY
+    notes = [n for n in [validation_class_note(train_src, monitor)] if n]
+    for note in notes:
+        log.warning(note)
 
     run_id = None
     if cfg.get("ckpt_path"):
         ckpt = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=True)
         run_id = ckpt.get("dfd", {}).get("run_id")
-    meta = {"run_id": run_id, "dataset": resolved.get("dataset"), "run": describe_run(cfg, train_src.name)}
+    overrides = provenance.task_overrides()
+    sweep = provenance.wandb_sweep()
+    if run_id is None and sweep and sweep.get("run_id"):
+        run_id = sweep["run_id"]  # the W&B agent waits for the run it named
+    run = {**describe_run(cfg, train_src.name), "overrides": provenance.config_overrides(cfg, overrides, sweep)}
+    meta = {"run_id": run_id, "dataset": resolved.get("dataset"), "run": run}
     module = DetectorModule(
         model=resolved["model"],
         finetune=resolved["finetune"],
@@ -237,23 +370,25 @@ def train(cfg: DictConfig) -> dict:
     )
     module.hparams["meta"]["weights"] = module.model.weights_source  # initial weights' provenance, in the ckpt
     dm = build_datamodule(cfg, module.model.input_spec, train_src, tests, mix)
-    run = meta["run"]
     name = f"{run['dataset']}-{run['model']}-{run['finetune']}-s{run['seed']}"
     trainer = build_trainer(cfg, run_dir, module.run_id, name)
     for lg in trainer.loggers:
         lg.log_hyperparams({**resolved, "params": module.param_counts, "train": run})
 
     trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
-    ckpt_cb = trainer.checkpoint_callback
-    best = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
+    chosen = selection_record(module, trainer, f"{train_src.name} val")
+    best = chosen["checkpoint"]
     if best:  # results.json reports the validation metrics of the checkpoint that was selected
         trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False)
-    reports = _test(trainer, module, dm, best)
+    tables: list = []
+    reports = _test(trainer, module, dm, best, tables=tables)
     results = make_results(
         "train", run_dir, run, reports, val=module.val_report, checkpoint=best, in_domain=[train_src.name, *mix],
-        params=module.param_counts, global_step=int(trainer.global_step), weights=module.model.weights_source,
+        params=module.param_counts, global_step=int(trainer.global_step), selection=chosen,
+        invocation=provenance.invocation("dfd-train", overrides, sweep), config=resolved, notes=notes,
+        weights=module.model.weights_source,
     )
-    _finish(trainer, results, run_dir, f"test metrics ({name})")
+    _finish(trainer, results, run_dir, f"test metrics ({name})", tables)
     return results
 
 
@@ -273,6 +408,7 @@ def evaluate(cfg: DictConfig) -> dict:
     """Evaluate a checkpoint on a list of datasets (+ robustness under perturbations); write results.json."""
     from dfd.data.transforms import perturbation
 
+    quiet_dependencies()
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = run_dir_of(cfg)
     _save_config(cfg, run_dir)
@@ -288,12 +424,12 @@ def evaluate(cfg: DictConfig) -> dict:
     run = dict(meta.get("run") or {})
     trainer = build_trainer(cfg, run_dir, module.run_id + "-eval", f"eval-{run.get('dataset', '')}", "eval")
 
-    def evaluate_once(extra: list | None = None, suffix: str = "") -> dict:
-        dm = build_datamodule(cfg, spec, None, {**({train_src.name: train_src} if train_src else {}), **tests}, {},
-                              eval_extra=extra)
-        return _test(trainer, module, dm, None, suffix)
+    def evaluate_once(extra: list | None = None, suffix: str = "", tables: list | None = None) -> dict:
+        dm = build_datamodule(cfg, spec, None, name_test_sets(train_src, tests), {}, eval_extra=extra)
+        return _test(trainer, module, dm, None, suffix, tables)
 
-    reports = evaluate_once()
+    tables: list = []
+    reports = evaluate_once(tables=tables)
     robustness: dict = {}
     for kind, levels in (cfg.get("robustness") or {}).items():
         for level in levels:
@@ -302,9 +438,11 @@ def evaluate(cfg: DictConfig) -> dict:
                 robustness.setdefault(name, {}).setdefault(kind, []).append(
                     {"level": float(level), "frame": rep["frame"], "video": rep["video"]}
                 )
+    overrides = provenance.task_overrides()
     results = make_results(
         "eval", run_dir, run, reports, checkpoint=str(cfg.ckpt_path),
         in_domain=train_src.name if train_src else None, robustness=robustness or None, weights=meta.get("weights"),
+        invocation=provenance.invocation("dfd-eval", overrides, provenance.wandb_sweep()),
     )
-    _finish(trainer, results, run_dir, f"evaluation of {cfg.ckpt_path}")
+    _finish(trainer, results, run_dir, f"evaluation of {cfg.ckpt_path}", tables)
     return results

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
 from dfd.report import plots
 from dfd.report.collect import DEFAULT_GROUP_BY, ResultsError, collect
 from dfd.report.markdown import write_report
@@ -23,19 +25,25 @@ class ReportResult:
     n_test_sets: int
     skipped: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
+    worst: pd.DataFrame | None = None  # --worst N: the worst-scored videos (also in worst_videos.csv)
 
 
 def build_report(runs: Sequence[str | Path], out: str | Path, metric: str = "video_auc",
                  wandb_offline: Sequence[str | Path] = (), wandb_project: str | None = None,
                  group_by: Sequence[str] = DEFAULT_GROUP_BY, skip_invalid: bool = False,
-                 title: str = "Cross-dataset generalization report") -> ReportResult:
-    """Collect runs, then write CSVs, figures and ``report.md`` into ``out``."""
+                 title: str = "Cross-dataset generalization report", worst: int = 0) -> ReportResult:
+    """Collect runs, then write CSVs, figures and ``report.md`` into ``out``.
+
+    ``worst``: also list the N worst-scored videos per configuration and test set (from the runs'
+    ``predictions.parquet``) in ``worst_videos.csv`` and report.md.
+    """
     level, _ = parse_metric(metric)
     coll = collect(runs, wandb_offline, wandb_project, group_by=group_by, skip_invalid=skip_invalid)
     if coll.long.empty:
         raise ResultsError("error: no results found (looked for results.json under "
                            f"{[str(r) for r in runs]}{' and W&B runs' if wandb_offline or wandb_project else ''})")
-    m = build_matrix(coll.long, metric)
+    n_runs = pd.Series([r["config"] for r in coll.runs], dtype=object).value_counts() if coll.runs else None
+    m = build_matrix(coll.long, metric, n_runs)
     if m.empty:
         available = sorted({f"{lv}_{mt}" for lv, mt in coll.long[["level", "metric"]].drop_duplicates()
                             .itertuples(index=False)})
@@ -53,7 +61,15 @@ def build_report(runs: Sequence[str | Path], out: str | Path, metric: str = "vid
         figures["gap"] = {"main": plots.gap_bars(m, fig_dir / f"gap_{metric}.png")}
     for kind, paths in figures.items():
         files.update({f"{kind}:{k}": p for k, p in paths.items()})
-    report = write_report(coll, m, figures, out, title=title)
+    worst_df = None
+    if worst:
+        from dfd.report.videos import worst_videos
+
+        worst_df = worst_videos(coll.runs, worst)
+        files["worst"] = out / "worst_videos.csv"
+        worst_df.to_csv(files["worst"], index=False, float_format="%.6g")
+    report = write_report(coll, m, figures, out, title=title, worst=worst_df)
     files["report"] = report
     return ReportResult(report=report, files=files, n_files=len(coll.sources), n_configs=len(m.mean),
-                        n_test_sets=m.mean.shape[1], skipped=coll.skipped, duplicates=coll.duplicates)
+                        n_test_sets=m.mean.shape[1], skipped=coll.skipped, duplicates=coll.duplicates,
+                        worst=worst_df)

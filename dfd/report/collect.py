@@ -20,11 +20,16 @@ import pandas as pd
 SCHEMA_VERSION = 1
 LEVELS = ("frame", "video")
 RESULTS_FILE = "results.json"
-# What makes two runs "the same training configuration" (several seeds of it are averaged).
+# The fields that name a training configuration's row (several seeds of it are averaged). Runs that share them
+# but differ in any other recorded override (results.json train.overrides, e.g. optim.lr in a sweep) are still
+# different configurations: the differing keys are appended to the row name, never merged.
 DEFAULT_GROUP_BY = ("dataset", "model", "finetune")
+CORE_FIELDS = ("dataset", "model", "finetune")
+# Overrides that select the core fields themselves (already in the row name through train.dataset etc.).
+_CORE_OVERRIDES = {"dataset", "model", "finetune"}
 
 LONG_COLUMNS = [
-    "config", "dataset", "model", "finetune", "experiment", "seed", "kind", "created", "source",
+    "config", "dataset", "model", "finetune", "variant", "experiment", "seed", "kind", "created", "source",
     "section",  # val | test | per_method | robustness
     "test_set", "in_domain", "method", "perturbation", "severity",
     "level",  # frame | video
@@ -45,6 +50,8 @@ class Collection:
     skipped: list[str] = field(default_factory=list)  # one-line reasons, each naming its file
     sources: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
+    # One entry per loaded run: source, config (row name), seed, created, predictions (path or None).
+    runs: list[dict[str, Any]] = field(default_factory=list)
 
 
 def find_results(paths: Iterable[str | Path]) -> list[Path]:
@@ -124,19 +131,76 @@ def _name(value: Any) -> str:
     return "+".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
 
 
+_MISSING = object()
+
+
+def run_value(data: dict[str, Any], key: str) -> Any:
+    """A run's value of ``key``: a ``train`` field, else a recorded override, else the recorded config (dotted)."""
+    train = data.get("train") or {}
+    if key in train and not isinstance(train[key], dict):
+        return train[key]
+    overrides = train.get("overrides") or {}
+    if key in overrides:
+        return overrides[key]
+    node: Any = data.get("config")
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return None if isinstance(node, dict) else node
+
+
+def _text(value: Any) -> str:
+    return "?" if value is None else json.dumps(value, sort_keys=True) if isinstance(value, dict) else _name(value)
+
+
+def _render(key: str, value: Any) -> str:
+    """A row-name part: the bare value for dataset/model/finetune, ``key=value`` for anything else."""
+    return _text(value) if key in CORE_FIELDS else f"{key}={_text(value)}"
+
+
 def config_label(train: dict[str, Any], group_by: Sequence[str] = DEFAULT_GROUP_BY) -> str:
-    """The row label of a training configuration, e.g. ``ffpp/vit_b16/lora``."""
-    return "/".join(_name(train.get(k, "?")) for k in group_by)
+    """The row label of a training configuration, e.g. ``ffpp/vit_b16/lora`` (``optim.lr=0.001`` for others)."""
+    return "/".join(_render(k, run_value({"train": train}, k)) for k in group_by)
 
 
-def results_to_rows(data: dict[str, Any], source: str, group_by: Sequence[str] = DEFAULT_GROUP_BY
-                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Flatten one validated results dictionary into long-table rows and ROC entries."""
+def identity_keys(data: dict[str, Any]) -> list[str]:
+    """The keys that define a run's training configuration: the core fields and its recorded overrides."""
+    overrides = (data.get("train") or {}).get("overrides") or {}
+    return [*CORE_FIELDS, *(k for k in overrides if k not in _CORE_OVERRIDES)]
+
+
+def config_labels(runs: Sequence[dict[str, Any]], group_by: Sequence[str] = DEFAULT_GROUP_BY
+                  ) -> list[tuple[str, str]]:
+    """(row label, variant) per run: ``group_by`` names the row, and any other configuration key whose value
+    differs between runs that share that name is appended (``variant``, e.g. ``optim.lr=0.001``), so distinct
+    configurations are never merged into one row."""
+    bases = ["/".join(_render(k, run_value(r, k)) for k in group_by) for r in runs]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for run, base in zip(runs, bases, strict=True):
+        groups.setdefault(base, []).append(run)
+    varying: dict[str, list[str]] = {}
+    for base, peers in groups.items():
+        keys = dict.fromkeys(k for r in peers for k in identity_keys(r) if k not in group_by)
+        varying[base] = [k for k in keys
+                         if len({json.dumps(run_value(r, k), sort_keys=True, default=str) for r in peers}) > 1]
+    variants = [" ".join(f"{k}={_text(run_value(run, k))}" for k in varying[base])
+                for run, base in zip(runs, bases, strict=True)]
+    return [(f"{b} {v}" if v else b, v) for b, v in zip(bases, variants, strict=True)]
+
+
+def results_to_rows(data: dict[str, Any], source: str, group_by: Sequence[str] = DEFAULT_GROUP_BY,
+                    label: tuple[str, str] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Flatten one validated results dictionary into long-table rows and ROC entries.
+
+    ``label``: the (row label, variant) that :func:`config_labels` gave this run among all collected runs.
+    """
     train = data["train"]
     seed = train.get("seed")
+    config, variant = label or (config_label(train, group_by), "")
     base = {
-        "config": config_label(train, group_by), "dataset": _name(train["dataset"]), "model": _name(train["model"]),
-        "finetune": _name(train["finetune"]), "experiment": train.get("experiment") or "",
+        "config": config, "dataset": _name(train["dataset"]), "model": _name(train["model"]),
+        "finetune": _name(train["finetune"]), "variant": variant, "experiment": train.get("experiment") or "",
         "seed": int(seed) if _is_number(seed) else -1, "kind": data.get("kind", "train"),
         "created": str(data.get("created", "")), "source": source,
     }
@@ -179,7 +243,8 @@ def results_to_rows(data: dict[str, Any], source: str, group_by: Sequence[str] =
 
 
 def _dedupe(long: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Keep the newest value when two runs report the same (config, seed, metric): e.g. a dfd-eval re-run."""
+    """Exact repeats (same configuration, same seed: a re-run, a dfd-eval of the same checkpoint) report the
+    newest file's value per metric; each repeat is named in a note, and ``n_runs`` counts the files."""
     if long.empty:
         return long, []
     key = ["config", "seed", "section", "test_set", "method", "perturbation", "severity", "level", "metric"]
@@ -189,8 +254,10 @@ def _dedupe(long: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     if dup.any():
         pairs = long.loc[dup, ["config", "seed", "source"]].drop_duplicates()
         for (config, seed), grp in pairs.groupby(["config", "seed"], sort=True):
-            notes.append(f"{config} seed {seed}: {len(grp)} older result file(s) superseded by a newer one "
-                         f"(e.g. {grp['source'].iloc[0]}); pass --group-by to keep them apart")
+            newest = long.loc[(long["config"] == config) & (long["seed"] == seed), "source"].iloc[-1]
+            notes.append(f"{config} seed {seed}: exact repeat — {len(grp) + 1} runs with the same configuration and "
+                         f"seed; the newest ({newest}) is reported, {len(grp)} older superseded "
+                         f"({', '.join(grp['source'])})")
     return long.loc[~dup].reset_index(drop=True), notes
 
 
@@ -228,9 +295,11 @@ def collect(run_dirs: Sequence[str | Path] = (), wandb_offline: Sequence[str | P
 
     rows: list[dict[str, Any]] = []
     rocs: list[dict[str, Any]] = []
-    for source, data in loaded:
+    runs: list[dict[str, Any]] = []
+    labels = config_labels([data for _, data in loaded], group_by)
+    for (source, data), label in zip(loaded, labels, strict=True):
         try:
-            r, c = results_to_rows(data, source, group_by)
+            r, c = results_to_rows(data, source, group_by, label)
         except ResultsError as e:
             if not skip_invalid:
                 raise
@@ -238,6 +307,9 @@ def collect(run_dirs: Sequence[str | Path] = (), wandb_offline: Sequence[str | P
             continue
         rows += r
         rocs += c
+        runs.append({"source": source, "config": label[0], "seed": (data["train"].get("seed")),
+                     "created": str(data.get("created", "")), "experiment": data["train"].get("experiment") or "",
+                     "predictions": _predictions_path(source, data)})
     long = pd.DataFrame(rows, columns=LONG_COLUMNS)
     studies = set(long["experiment"]) - {""}  # runs that name no study do not split anything
     if "experiment" not in group_by and len(studies) > 1:
@@ -247,10 +319,22 @@ def collect(run_dirs: Sequence[str | Path] = (), wandb_offline: Sequence[str | P
         long["config"] = long["experiment"].map(prefix) + long["config"]
         for c in rocs:
             c["config"] = prefix[c["experiment"]] + c["config"]
+        for r in runs:
+            r["config"] = prefix.get(r["experiment"], "") + r["config"]
     long, notes = _dedupe(long)
     # Same rule for curves: the newest file wins for one (config, seed, test set, level).
     rocs = list({(c["config"], c["seed"], c["test_set"], c["level"]): c
                  for c in sorted(rocs, key=lambda c: (c["created"], c["source"]))}.values())
     for note in notes:
         warnings.warn(note, stacklevel=2)
-    return Collection(long=long, roc=rocs, skipped=skipped, sources=[s for s, _ in loaded], duplicates=notes)
+    return Collection(long=long, roc=rocs, skipped=skipped, sources=[s for s, _ in loaded], duplicates=notes,
+                      runs=runs)
+
+
+def _predictions_path(source: str, data: dict[str, Any]) -> str | None:
+    """The run's predictions.parquet (named in results.json, beside it), when it exists."""
+    name = data.get("predictions")
+    if not name or source.startswith("wandb:") or not source.endswith(".json"):
+        return None
+    path = Path(source).parent / str(name)
+    return str(path) if path.is_file() else None

@@ -14,10 +14,12 @@ from dfd.report.collect import Collection
 from dfd.report.matrix import Matrix, build_matrix, parse_metric
 
 
-def _cell(mean: float, std: float, bold: bool = False) -> str:
+def _cell(mean: float, std: float, bold: bool = False, lo: float = np.nan, hi: float = np.nan) -> str:
     if not np.isfinite(mean):
         return "–"
     text = f"{mean:.3f}" if not np.isfinite(std) else f"{mean:.3f} ± {std:.3f}"
+    if np.isfinite(lo) and np.isfinite(hi):
+        text += f" [{lo:.3f}, {hi:.3f}]"
     return f"**{text}**" if bold else text
 
 
@@ -30,13 +32,25 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def matrix_table(m: Matrix) -> str:
-    """The matrix as Markdown: mean ± std per cell, in-domain cells bold."""
+    """The matrix as Markdown: mean ± std [bootstrap interval] per cell, in-domain cells bold."""
     rows = []
     for config in m.mean.index:
-        cells = [_cell(m.mean.at[config, t], m.std.at[config, t], bool(m.in_domain.at[config, t]))
-                 for t in m.mean.columns]
-        rows.append([config, str(int(m.n_seeds[config])), *cells])
+        cells = []
+        for t in m.mean.columns:
+            lo = m.ci_lo.at[config, t] if m.ci_lo is not None else np.nan
+            hi = m.ci_hi.at[config, t] if m.ci_hi is not None else np.nan
+            cells.append(_cell(m.mean.at[config, t], m.std.at[config, t], bool(m.in_domain.at[config, t]), lo, hi))
+        runs = int(m.n_runs[config]) if m.n_runs is not None else int(m.n_seeds[config])
+        seeds = str(int(m.n_seeds[config])) + (f" ({runs} runs)" if runs != int(m.n_seeds[config]) else "")
+        rows.append([config, seeds, *cells])
     return table(["training configuration", "seeds", *m.mean.columns], rows)
+
+
+def worst_table(worst: pd.DataFrame) -> str:
+    """The worst-scored videos per configuration and test set."""
+    rows = [[r.config, r.test_set, str(r.rank), f"`{r.video_id}`", "fake" if r.label else "real", str(r.method),
+             f"{r.prob_fake:.4f}", str(r.n_runs)] for r in worst.itertuples()]
+    return table(["training configuration", "test set", "rank", "video", "label", "method", "P(fake)", "runs"], rows)
 
 
 def gap_table(m: Matrix, long: pd.DataFrame) -> str:
@@ -72,7 +86,7 @@ def _rel(path: Path, out: Path) -> str:
 
 
 def write_report(coll: Collection, m: Matrix, figures: dict[str, dict[str, Path]], out: Path,
-                 title: str = "Cross-dataset generalization report") -> Path:
+                 title: str = "Cross-dataset generalization report", worst: pd.DataFrame | None = None) -> Path:
     """Write ``report.md`` into ``out`` and return its path."""
     long = coll.long
     runs = long.drop_duplicates(["config", "seed", "source"])[["config", "seed", "kind", "source"]]
@@ -84,8 +98,15 @@ def write_report(coll: Collection, m: Matrix, figures: dict[str, dict[str, Path]
         "± sample standard deviation over seeds (no ± with a single seed). **Bold**: in-domain test set "
         "(the training dataset's own test split). –: undefined (no run reported it, or the split held one "
         "class only, where AUC/AP/EER do not exist).", "",
-        f"## Cross-dataset matrix ({m.metric})", "", matrix_table(m), "",
     ]
+    if m.ci_lo is not None:
+        lines += [
+            "[lo, hi]: 95 % percentile-bootstrap interval of the AUC over the test set's videos (1,000 resamples of "
+            "the videos, drawn within each class so real/fake counts stay fixed; seeded, so reruns agree). It is "
+            "the uncertainty from the *test sample*; ± is the spread over *training seeds*. With several seeds the "
+            "per-seed bounds are averaged.", "",
+        ]
+    lines += [f"## Cross-dataset matrix ({m.metric})", "", matrix_table(m), ""]
     if "heatmap" in figures:
         lines += [f"![{m.metric} heatmap]({_rel(figures['heatmap']['main'], out)})", ""]
     reading = (" A large gap means the model learned its training set's artefacts." if m.higher_is_better
@@ -112,21 +133,33 @@ def write_report(coll: Collection, m: Matrix, figures: dict[str, dict[str, Path]
         lines += [f"### {p}\n\n![robustness to {p}]({_rel(f, out)})\n" for p, f in figures["robustness"].items()]
     counts = {"n", "n_real", "n_fake"}  # sample counts, not scores
     others = sorted({f"{lv}_{mt}" for lv, mt in long.loc[long["section"] == "test", ["level", "metric"]]
-                     .drop_duplicates().itertuples(index=False) if mt not in counts} - {m.metric})
+                     .drop_duplicates().itertuples(index=False)
+                     if mt not in counts and not mt.endswith(("_lo", "_hi"))} - {m.metric})
     if others:
         lines += ["## Other metrics", ""]
         for name in others:
-            lines += [f"### {name}", "", matrix_table(build_matrix(long, name)), ""]
+            lines += [f"### {name}", "", matrix_table(build_matrix(long, name, m.n_runs)), ""]
+    if worst is not None and not worst.empty:
+        lines += ["## Worst videos", "",
+                  "Per configuration and test set, the videos whose score is furthest from their label (P(fake) "
+                  "averaged over the configuration's runs): confident mistakes first. All of them are in "
+                  "`worst_videos.csv`; every run's per-video scores are in its `predictions.parquet`.", "",
+                  worst_table(worst), ""]
     lines += ["## Runs", "", table(["training configuration", "seed", "kind", "results"],
                                    [[r.config, str(r.seed), r.kind, f"`{r.source}`"]
                                     for r in runs.sort_values(["config", "seed"]).itertuples()]), ""]
     if coll.duplicates:
-        lines += ["## Superseded results", "", *[f"- {d}" for d in coll.duplicates], ""]
+        lines += ["## Exact repeats", "", "Runs with the same configuration and seed: the newest is reported.", "",
+                  *[f"- {d}" for d in coll.duplicates], ""]
     if coll.skipped:
         lines += ["## Skipped (unreadable) results", "", *[f"- {s}" for s in coll.skipped], ""]
     lines += ["## Files", "", "- `matrix.csv` / `matrix_std.csv`: the matrix above (means / std), one row per "
               "configuration", "- `gap.csv`: the generalization gap", "- `results_long.csv`: every metric of every "
               "run, seed, level, test set, method and perturbation", ""]
+    if m.ci_lo is not None:
+        lines.insert(-1, "- `matrix_ci.csv`: the matrix with its bootstrap intervals (`<test set>_lo`, `_hi`)")
+    if worst is not None and not worst.empty:
+        lines.insert(-1, "- `worst_videos.csv`: the worst-scored videos per configuration and test set")
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path

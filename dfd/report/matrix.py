@@ -10,7 +10,7 @@ import pandas as pd
 
 from dfd.report.collect import LEVELS
 
-META_COLUMNS = ["config", "dataset", "model", "finetune", "n_seeds"]
+META_COLUMNS = ["config", "dataset", "model", "finetune", "variant", "n_seeds", "n_runs"]
 # Metrics where a smaller number is the better detector (colour maps and "best" marks flip for them).
 LOWER_IS_BETTER = {"eer", "loss", "logloss", "brier"}
 
@@ -34,7 +34,12 @@ class Matrix:
     n_seeds: pd.Series
     in_domain: pd.DataFrame  # bool, same shape as mean
     gap: pd.DataFrame  # in_domain, cross_domain, gap and their std, per config
-    meta: pd.DataFrame  # dataset, model, finetune per config
+    meta: pd.DataFrame  # dataset, model, finetune, variant per config
+    n_runs: pd.Series | None = None  # result files per config (exact repeats included)
+    # Bootstrap interval bounds (metrics that have them: video AUC): one seed's interval, or with several
+    # seeds the per-seed bounds averaged (the test-sampling uncertainty of one run); None otherwise.
+    ci_lo: pd.DataFrame | None = None
+    ci_hi: pd.DataFrame | None = None
 
     @property
     def higher_is_better(self) -> bool:
@@ -51,8 +56,26 @@ def _ordered_unique(values: pd.Series) -> list[str]:
     return list(dict.fromkeys(values.tolist()))
 
 
-def build_matrix(long: pd.DataFrame, metric: str = "video_auc") -> Matrix:
-    """Pivot the long table into the cross-dataset matrix of ``metric`` with mean ± std over seeds."""
+def _bounds(long: pd.DataFrame, level: str, name: str, configs: list[str], test_sets: list[str]
+            ) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    out = []
+    for suffix in ("lo", "hi"):
+        sel = long[(long["section"] == "test") & (long["level"] == level) & (long["metric"] == f"{name}_{suffix}")]
+        if sel.empty:
+            return None, None
+        per_seed = (sel.drop_duplicates(["config", "seed", "test_set"], keep="last")
+                    .set_index(["config", "seed", "test_set"])["value"].unstack("test_set"))
+        out.append(per_seed.groupby(level="config").mean().reindex(index=configs, columns=test_sets))
+    for frame in out:
+        frame.columns.name = None
+    return out[0], out[1]
+
+
+def build_matrix(long: pd.DataFrame, metric: str = "video_auc", n_runs: pd.Series | None = None) -> Matrix:
+    """Pivot the long table into the cross-dataset matrix of ``metric`` with mean ± std over seeds.
+
+    ``n_runs``: result files per configuration (exact repeats included), for matrix.csv's ``n_runs``.
+    """
     level, name = parse_metric(metric)
     sel = long[(long["section"] == "test") & (long["level"] == level) & (long["metric"] == name)]
     # Test sets keep the order runs listed them (the experiment's order); configurations sort by name.
@@ -88,15 +111,19 @@ def build_matrix(long: pd.DataFrame, metric: str = "video_auc") -> Matrix:
     gap = g.mean().join(g.std(ddof=1), rsuffix="_std").reindex(configs)
     gap = gap[["in_domain", "in_domain_std", "cross_domain", "cross_domain_std", "gap", "gap_std"]]
 
-    meta = sel.drop_duplicates("config").set_index("config")[["dataset", "model", "finetune"]].reindex(configs)
+    meta = (sel.drop_duplicates("config").set_index("config")[["dataset", "model", "finetune", "variant"]]
+            .reindex(configs))
+    runs = (n_runs.reindex(configs).fillna(n_seeds) if n_runs is not None else n_seeds).astype(int).rename("n_runs")
+    ci_lo, ci_hi = _bounds(long, level, name, configs, test_sets)
     return Matrix(metric=metric, per_seed=per_seed, mean=mean, std=std, n_seeds=n_seeds, in_domain=in_domain,
-                  gap=gap, meta=meta)
+                  gap=gap, meta=meta, n_runs=runs, ci_lo=ci_lo, ci_hi=ci_hi)
 
 
 def write_csvs(m: Matrix, long: pd.DataFrame, out: Path) -> dict[str, Path]:
-    """Write ``matrix.csv``, ``matrix_std.csv``, ``gap.csv`` and ``results_long.csv`` into ``out``."""
+    """Write ``matrix.csv``, ``matrix_std.csv``, ``gap.csv``, ``results_long.csv`` and, when the metric has
+    bootstrap intervals, ``matrix_ci.csv`` (``<test set>``, ``<test set>_lo``, ``<test set>_hi`` per row)."""
     out.mkdir(parents=True, exist_ok=True)
-    front = m.meta.join(m.n_seeds)
+    front = m.meta.join(m.n_seeds).join(m.n_runs if m.n_runs is not None else m.n_seeds.rename("n_runs"))
     paths = {
         "matrix": out / "matrix.csv",
         "matrix_std": out / "matrix_std.csv",
@@ -105,6 +132,12 @@ def write_csvs(m: Matrix, long: pd.DataFrame, out: Path) -> dict[str, Path]:
     }
     front.join(m.mean).rename_axis("config").to_csv(paths["matrix"], float_format="%.10g")
     front.join(m.std).rename_axis("config").to_csv(paths["matrix_std"], float_format="%.10g")
+    if m.ci_lo is not None and m.ci_hi is not None:
+        paths["matrix_ci"] = out / "matrix_ci.csv"
+        cols = {}
+        for t in m.mean.columns:
+            cols[t], cols[f"{t}_lo"], cols[f"{t}_hi"] = m.mean[t], m.ci_lo[t], m.ci_hi[t]
+        front.join(pd.DataFrame(cols)).rename_axis("config").to_csv(paths["matrix_ci"], float_format="%.10g")
     m.n_seeds.to_frame().join(m.gap).rename_axis("config").to_csv(paths["gap"], float_format="%.10g")
     long.sort_values(["config", "seed", "section", "test_set", "method", "perturbation", "severity", "level",
                       "metric"], kind="stable").to_csv(paths["long"], index=False, float_format="%.10g")

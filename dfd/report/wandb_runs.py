@@ -222,8 +222,12 @@ def summary_to_results(config: dict[str, Any], summary: dict[str, Any], source: 
             points.sort(key=lambda p: p["level"])
     if not tests:
         raise ResultsError(f"{source}: W&B run has no test/<set>/<level>_<metric> values in its summary")
+    recorded = config.get("train") if isinstance(config.get("train"), dict) else {}
+    if isinstance(recorded.get("overrides"), dict):
+        train["overrides"] = recorded["overrides"]  # what tells a sweep's runs apart (dfd-train logs it)
     data = {"schema_version": SCHEMA_VERSION, "kind": "train", "run_dir": source, "created": created,
-            "train": train, "val": val, "test": tests}
+            "train": train, "val": val, "test": tests,
+            "config": {k: v for k, v in config.items() if k not in ("train", "params")}}
     if robustness:
         data["robustness"] = robustness
     return validate_results(data, source)

@@ -170,3 +170,30 @@ def index_counts(df: pd.DataFrame) -> pd.DataFrame:
     order = {s: i for i, s in enumerate(SPLITS)}
     counts["_o"] = counts["split"].map(order)
     return counts.sort_values(["_o", "label", "method"]).drop(columns="_o").reset_index(drop=True)
+
+
+#: What a run does with each split, for the warning when one lacks a class.
+_SPLIT_USE = {
+    "train": ("training", "the model never sees that class, so it cannot learn to tell real from fake"),
+    "val": ("checkpoint selection", "validation AUC is undefined, so dfd-train selects the checkpoint (and early-"
+            "stops) by the lowest validation log loss alone"),
+    "test": ("the in-domain test", "test AUC, AP and EER are undefined (reported as n/a); only ACC remains"),
+}
+
+
+def split_class_warnings(df: pd.DataFrame, name: str = "") -> list[str]:
+    """One line per split a run needs (train, val, test) that is missing or lacks a class, saying what follows."""
+    where = f"{name}: " if name else ""
+    out = []
+    for split, (use, consequence) in _SPLIT_USE.items():
+        labels = df.loc[df["split"] == split, "label"]
+        n_fake = int((labels == 1).sum())
+        n_real = len(labels) - n_fake
+        if len(labels) == 0:
+            out.append(f"{where}no '{split}' videos: {use} has no data (dfd-train needs train and val splits); "
+                       "check the dataset's split files or its val_fraction / test_fraction")
+        elif n_real == 0 or n_fake == 0:
+            missing = "real" if n_real == 0 else "fake"
+            out.append(f"{where}the '{split}' split has {n_real} real / {n_fake} fake videos (no {missing}): "
+                       f"{consequence}; check the dataset's split files or its val_fraction / test_fraction")
+    return out

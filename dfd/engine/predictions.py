@@ -1,0 +1,95 @@
+"""``predictions.parquet``: every test video's score, what a researcher opens first when a number surprises them.
+
+One row per (test set, video)::
+
+    test_set      str        the test set's name (as in results.json)
+    video_id      str        the manifest's video id (unique within the dataset)
+    label         int8       0 real, 1 fake
+    method        str        manipulation method (``real`` for reals, as the manifest names it)
+    frames        int32      frames (or clips) scored
+    prob_fake     float64    mean frame probability: the video score every video-level metric uses
+    frame_probs   list<f32>  the frame (clip) probabilities, in frame order
+    frame_index   list<i32>  the frames' numbers in the video (empty for clip models)
+
+The rows come from the metric's gathered state (every process's predictions, each dataset row once), so the
+file is the same on 1 or N GPUs, and its ``prob_fake`` reproduces results.json's video AUC exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from dfd.engine.metrics import video_aggregate
+
+PREDICTIONS_FILE = "predictions.parquet"
+COLUMNS = ["test_set", "video_id", "label", "method", "frames", "prob_fake", "frame_probs", "frame_index"]
+
+
+def video_table(name: str, rows: Mapping[str, torch.Tensor], video_names: np.ndarray, method_names: list[str],
+                frame_numbers: np.ndarray | None = None) -> pd.DataFrame:
+    """Per-video rows of one test set from its gathered predictions (see the module docstring).
+
+    ``rows``: the metric's gathered ``index, prob, target, video, method`` (row order); ``video_names`` and
+    ``method_names``: the dataset's code tables; ``frame_numbers``: the manifest frame number of each dataset
+    row (frame models), None for clip models (a row is a whole video there).
+    """
+    prob, target, video, method = rows["prob"], rows["target"], rows["video"], rows["method"]
+    if len(prob) == 0:
+        return pd.DataFrame(columns=COLUMNS)
+    vprob, vlabel, vmethod = video_aggregate(prob, target, video, method)
+    vids = torch.unique(video)  # the order video_aggregate uses (sorted codes)
+    v = video.numpy()
+    order = np.argsort(v, kind="stable")  # rows are in dataset order: frames of a video stay in frame order
+    bounds = np.searchsorted(v[order], vids.numpy(), side="left").tolist() + [len(v)]
+    probs = prob.float().numpy()[order]
+    frames_of = (frame_numbers[rows["index"].numpy()][order].astype(np.int32) if frame_numbers is not None
+                 else np.zeros(0, np.int32))
+    frame_probs, frame_index = [], []
+    for i in range(len(vids)):
+        s, e = bounds[i], bounds[i + 1]
+        frame_probs.append(probs[s:e])
+        frame_index.append(frames_of[s:e] if frame_numbers is not None else np.zeros(0, np.int32))
+    names = np.asarray(video_names)[vids.numpy()]
+    return pd.DataFrame({
+        "test_set": name,
+        "video_id": [n.decode() if isinstance(n, bytes) else str(n) for n in names],
+        "label": vlabel.numpy().astype(np.int8),
+        "method": [method_names[int(m)] if int(m) < len(method_names) else str(int(m)) for m in vmethod],
+        "frames": np.diff(bounds).astype(np.int32),
+        "prob_fake": vprob.numpy().astype(np.float64),
+        "frame_probs": frame_probs,
+        "frame_index": frame_index,
+    }, columns=COLUMNS)
+
+
+_SCHEMA = pa.schema([
+    ("test_set", pa.string()), ("video_id", pa.string()), ("label", pa.int8()), ("method", pa.string()),
+    ("frames", pa.int32()), ("prob_fake", pa.float64()), ("frame_probs", pa.list_(pa.float32())),
+    ("frame_index", pa.list_(pa.int32())),
+])
+
+
+def write_predictions(tables: list[pd.DataFrame], run_dir: str | Path) -> Path:
+    """Write the per-video tables of all test sets to ``<run_dir>/predictions.parquet`` (atomically)."""
+    path = Path(run_dir) / PREDICTIONS_FILE
+    df = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COLUMNS)
+    table = pa.Table.from_pandas(df[COLUMNS], schema=_SCHEMA, preserve_index=False)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+    return path
+
+
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    """Read a run's predictions (the file, or the run directory holding it)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / PREDICTIONS_FILE
+    return pd.read_parquet(path)

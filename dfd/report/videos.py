@@ -1,0 +1,42 @@
+"""Per-video views of a report: the worst-scored videos per configuration and test set.
+
+Read from each run's ``predictions.parquet`` (written by dfd-train / dfd-eval beside results.json). A
+configuration's video score is its P(fake) averaged over the configuration's runs (seeds; of exact repeats
+only the newest run counts, as in the matrix).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+WORST_COLUMNS = ["config", "test_set", "rank", "video_id", "label", "method", "prob_fake", "error", "n_runs"]
+
+
+def worst_videos(runs: Sequence[dict[str, Any]], n: int) -> pd.DataFrame:
+    """The ``n`` videos per (configuration, test set) furthest from their label; empty without predictions."""
+    from dfd.engine.predictions import read_predictions
+
+    newest: dict[tuple[str, Any], dict[str, Any]] = {}
+    for run in sorted(runs, key=lambda r: (r["created"], r["source"])):
+        if run.get("predictions"):
+            newest[(run["config"], run["seed"])] = run
+    frames = []
+    for run in newest.values():
+        df = read_predictions(run["predictions"])[["test_set", "video_id", "label", "method", "prob_fake"]]
+        frames.append(df.assign(config=run["config"]))
+    if not frames or n <= 0:
+        return pd.DataFrame(columns=WORST_COLUMNS)
+    videos = (pd.concat(frames, ignore_index=True)
+              .groupby(["config", "test_set", "video_id"], sort=False)
+              .agg(label=("label", "first"), method=("method", "first"), prob_fake=("prob_fake", "mean"),
+                   n_runs=("prob_fake", "size")).reset_index())
+    videos["error"] = np.where(videos["label"] == 1, 1.0 - videos["prob_fake"], videos["prob_fake"])
+    videos = videos.sort_values(["config", "test_set", "error", "video_id"], ascending=[True, True, False, True],
+                                kind="stable")
+    worst = videos.groupby(["config", "test_set"], sort=False).head(n).copy()
+    worst["rank"] = worst.groupby(["config", "test_set"], sort=False).cumcount() + 1
+    return worst[WORST_COLUMNS].reset_index(drop=True)
