@@ -77,6 +77,14 @@ def register_resolvers() -> None:
             "dfd.wandb_offline",
             lambda: os.environ.get("WANDB_MODE", "").lower() != "online" and not os.environ.get("WANDB_API_KEY"),
         )
+    if not OmegaConf.has_resolver("dfd.path_key"):
+        from dfd.data.cache import path_key
+
+        # ${dfd.path_key:${.root}}: a short key per dataset root, so default crop caches never mix two roots.
+        OmegaConf.register_new_resolver("dfd.path_key", path_key)
+    from dfd.data.extract import register_configs
+
+    register_configs()  # conf/extract.yaml's `extract:` block: the crop contract's defaults, one home
 
 
 def _user_error(exc: BaseException) -> BaseException | None:
