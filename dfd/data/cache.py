@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +121,14 @@ def check_root(record: dict[str, Any] | None, name: str, root: str | Path | None
         f"dataset.root={recorded}, or extract the new root first (`dfd-extract dataset={cfg} dataset.root={wanted}`; "
         "the default dataset.cache_dir is distinct per root)"
     )
+
+
+def safe_relpath(name: str) -> str:
+    """A relative folder for a video id or a file path: '/' nests folders; odd characters are replaced and a
+    short hash added, so two names never share a folder (cache crops, dfd-predict --save-crops)."""
+    clean = re.sub(r"[^A-Za-z0-9._/-]", "_", name).strip("/")
+    parts = [p if p not in ("", ".", "..") else "_" for p in clean.split("/")]
+    clean = "/".join(parts) or "_"
+    if clean != name:
+        clean = f"{clean}-{hashlib.sha1(name.encode('utf-8')).hexdigest()[:8]}"
+    return clean

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -41,7 +40,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dfd import atomic
-from dfd.data.cache import LEGACY_FILE, METADATA_KEY, RECORD_FILE, make_record, normalize_root, read_record
+from dfd.data.cache import (
+    LEGACY_FILE,
+    METADATA_KEY,
+    RECORD_FILE,
+    make_record,
+    normalize_root,
+    read_record,
+    safe_relpath,
+)
 from dfd.data.contract import ContractError, CropContract
 from dfd.data.faces import DETECT_BATCH, FaceDetector, crop_faces
 from dfd.data.schema import FAILURE_COLUMNS, INDEX_COLUMNS, MANIFEST_COLUMNS, validate_index
@@ -195,29 +202,14 @@ class ExtractSummary:
 # ----------------------------------------------------------------------------------------------- paths
 
 
-def _safe_rel(video_id: str) -> str:
-    """A relative folder name for a video id: ids with '/' become nested folders; odd characters are
-    replaced and a short hash added so two ids can never share a folder."""
-    clean = re.sub(r"[^A-Za-z0-9._/-]", "_", video_id).strip("/")
-    parts = [p if p not in ("", ".", "..") else "_" for p in clean.split("/")]
-    clean = "/".join(parts) or "_"
-    if clean != video_id:
-        clean = f"{clean}-{_hash(video_id)[:8]}"
-    return clean
-
-
-def _hash(video_id: str) -> str:
-    return hashlib.sha1(video_id.encode("utf-8")).hexdigest()
-
-
 def part_path(cache_dir: Path, video_id: str) -> Path:
     """The part file (resume checkpoint) of one video."""
-    return Path(cache_dir) / "parts" / f"{_hash(video_id)[:24]}.json"
+    return Path(cache_dir) / "parts" / f"{hashlib.sha1(video_id.encode()).hexdigest()[:24]}.json"
 
 
 def crop_dir(cache_dir: Path, video_id: str) -> Path:
     """The folder holding one video's crops."""
-    return Path(cache_dir) / "crops" / _safe_rel(video_id)
+    return Path(cache_dir) / "crops" / safe_relpath(video_id)
 
 
 def _clear_crops(cache_dir: Path, video_id: str) -> None:

@@ -225,7 +225,9 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("ckpt_path"):
         ckpt = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=True)
         run_id = ckpt.get("dfd", {}).get("run_id")
-    meta = {"run_id": run_id, "dataset": resolved.get("dataset"), "run": describe_run(cfg, train_src.name)}
+    contract = train_src.crop_contract()  # how the training crops were made: export hands it to dfd-predict
+    meta = {"run_id": run_id, "dataset": resolved.get("dataset"), "run": describe_run(cfg, train_src.name),
+            "crop": contract.to_dict() if contract is not None else None}
     module = DetectorModule(
         model=resolved["model"],
         finetune=resolved["finetune"],
