@@ -20,7 +20,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="images, videos, folders (searched recursively) or .txt lists (one path per line)")
     p.add_argument("--out", default="predictions.csv", help="CSV to write (default predictions.csv)")
     p.add_argument("--frames", type=int, default=None, help="frames per video, uniformly spaced (default: bundle's)")
-    p.add_argument("--inputs", choices=("auto", "frames", "crops"), default="auto",
+    p.add_argument("--inputs", dest="input_mode", choices=("auto", "frames", "crops"), default="auto",
                    help="frames: detect and crop faces; crops: inputs are face crops, taken as they are (resized); "
                         "auto (default): as the model was trained (crops for models trained on datasets shipped as "
                         "face crops, e.g. WildDeepfake)")
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
             raise PredictError(f"no images or videos found in {' '.join(args.inputs)}")
         bundle = open_model(args.model, device)
         predictor = Predictor(bundle, frames=args.frames, batch_size=args.batch_size, device=device,
-                              inputs=args.inputs, save_crops=args.save_crops)
+                              inputs=args.input_mode, save_crops=args.save_crops)
         if predictor.notice:
             print(f"dfd-predict: note: {predictor.notice}", file=sys.stderr)
         results = predictor.predict(paths, progress=not args.no_progress)
