@@ -52,12 +52,13 @@ def _run(cfg: DictConfig) -> None:
         settings = ExtractConfig.from_mapping(OmegaConf.to_container(cfg.extract, resolve=True))
         if source.root is None or not Path(source.root).is_dir():
             raise DatasetError(f"dataset root {source.root} is not a folder; set dataset.root=<dataset folder>")
-        index = _index_for(source, Path(cfg.index_path))
         if settings.verify:
-            report = verify_cache(index, source.root, source.cache_dir, settings,
+            # Against the sources as they are now (an index built in memory; nothing is written).
+            report = verify_cache(source.build_index(), source.root, source.cache_dir, settings,
                                   faces_are_cropped=source.faces_are_cropped)
             print(report)
             raise SystemExit(0 if report.ok else 1)
+        index = _index_for(source, Path(cfg.index_path))
         summary = extract_faces(
             index,
             source.root,

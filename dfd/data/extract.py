@@ -714,7 +714,7 @@ class VerifyReport:
     stale: list[str] = field(default_factory=list)  # source changed since its crops were made
     missing_sources: list[str] = field(default_factory=list)  # indexed source no longer on disk
     not_extracted: list[str] = field(default_factory=list)  # in the index, never extracted (or interrupted)
-    orphaned: int = 0  # cached videos the index no longer lists
+    orphaned: int = 0  # cached videos the index no longer lists (moved or deleted sources)
     missing_crops: list[str] = field(default_factory=list)  # crops the manifest lists but the disk lacks
     problems: list[str] = field(default_factory=list)  # root/contract/manifest level
 
