@@ -228,3 +228,22 @@ def test_thresholds_eer_and_accuracy() -> None:
     assert choose_threshold(scores, labels, "none")["value"] == 0.5
     # The EER is the evaluation engine's number (one implementation), realised by the chosen threshold.
     assert eer["val_eer"] == engine_eer(scores, labels) == 0.25
+
+
+def test_format_1_bundles_still_load(bundles: dict[str, Path], tmp_path: Path) -> None:
+    """Bundles exported before crop contracts (face/video/threshold sections) load with the contract they implied."""
+    import shutil
+
+    old = tmp_path / "v1"
+    shutil.copytree(bundles["plain"], old)
+    cfg = json.loads((old / "preprocess.json").read_text())
+    for key in ("crop", "crop_source", "thresholds"):
+        cfg.pop(key)
+    cfg.update(format_version=1, threshold={"value": 0.42, "method": "eer"},
+               face={"margin": 1.25, "crop_size": 96, "choice": "largest", "min_score": 0.95, "min_face_size": 20},
+               video={"frames": 16})
+    (old / "preprocess.json").write_text(json.dumps(cfg))
+    b = load_bundle(old)
+    assert b.thresholds == {"video": 0.42, "frame": 0.42}
+    assert b.contract == CropContract(margin=1.25, size=96, min_score=0.95, min_face_size=20, frames=16,
+                                      detect_size=None, face_px=0)  # how dfd-predict cropped for them
