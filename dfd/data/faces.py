@@ -25,13 +25,15 @@ DETECT_BATCH = 16
 class Detections:
     """Faces found in one image: boxes (k, 4) x1 y1 x2 y2, probs (k,), landmarks (k, 5, 2); all float32.
 
-    ``scale`` is the detection scale that produced them (1.0 = full resolution).
+    ``scale`` is the detection scale that produced them (1.0 = full resolution); ``fallback`` marks detections
+    made by the full-resolution fallback after the reduced scale found no face.
     """
 
     boxes: np.ndarray
     probs: np.ndarray
     landmarks: np.ndarray
     scale: float = 1.0
+    fallback: bool = False
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -113,6 +115,7 @@ class FaceDetector:
         if redo:
             for i, d in zip(redo, self.detect([images[i] for i in redo], scale=1.0), strict=True):
                 if len(d):  # keep the reduced-scale result when full resolution finds nothing at all
+                    d.fallback = True
                     dets[i] = d
         return dets
 
@@ -224,7 +227,7 @@ def crop_faces(images: Sequence[np.ndarray], contract: CropContract, detector: F
         out.landmarks.append(lm)
         out.boxes.append(det.boxes[k])
         out.scores.append(float(det.probs[k]))
-        out.full_res += int(det.scale == 1.0 and detector._base_scale(images[i].shape) < 1.0)
+        out.full_res += int(det.fallback)
     return out
 
 
