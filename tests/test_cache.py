@@ -113,3 +113,24 @@ def test_train_on_a_missing_root_fails_in_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith(f"error: folder: dataset root {tmp_path}/nope does not exist") and "dataset.root=" in lines[0]
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_content_hash_catches_same_size_same_mtime_edits(tmp_path: Path) -> None:
+    from dfd.data.extract import same_source, source_fingerprint
+
+    f = tmp_path / "v.mp4"
+    f.write_bytes(b"a" * 100)
+    row = {"path": "v.mp4", "kind": "video"}
+    plain, hashed = source_fingerprint(tmp_path, row), source_fingerprint(tmp_path, row, content=True)
+    st = f.stat()
+    f.write_bytes(b"b" * 100)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same mtime, other content
+    assert same_source(plain, source_fingerprint(tmp_path, row))  # size + mtime cannot tell
+    assert not same_source(hashed, source_fingerprint(tmp_path, row, content=True))  # extract.hash=true can
+    assert source_fingerprint(tmp_path, {"path": "gone.mp4", "kind": "video"}) is None
+    frames = tmp_path / "seq"
+    frames.mkdir()
+    for i in range(3):
+        (frames / f"{i}.png").write_bytes(b"x" * (i + 1))
+    fp = source_fingerprint(tmp_path, {"path": "seq", "kind": "frames"})
+    assert fp["files"] == 3 and fp["size"] == 6

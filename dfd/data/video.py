@@ -102,7 +102,11 @@ def captured_stderr() -> Iterator[list[str]]:
     lines: list[str] = []
     with suppress(AttributeError, ValueError, OSError):
         sys.stderr.flush()
-    saved = os.dup(2)
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 to redirect (a daemon): nothing would be printed anyway
+        yield lines
+        return
     try:
         with tempfile.TemporaryFile() as tmp:
             os.dup2(tmp.fileno(), 2)
