@@ -92,3 +92,47 @@ def box_iou(a, b) -> float:
     inter = ix * iy
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def write_composed_face_video(
+    path: str | Path,
+    n_frames: int = 8,
+    face: int = 240,
+    frame: tuple[int, int] = (1280, 720),
+    fake: bool = False,
+    seed: int = 0,
+    fps: int = 10,
+) -> Path:
+    """The astronaut (``face`` px photo) composed into larger ``frame`` (w, h) frames, drifting a little.
+
+    ``fake=True`` tints the face centre (a soft magenta blob over nose and mouth): a stand-in for a face swap
+    whose altered face MTCNN finds less readily at reduced scale, which is how detection shortcuts lose fakes
+    more often than reals.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = face_image(face).astype(np.float32)
+    if fake:
+        s = face / 512.0
+        x1, y1, x2, y2 = (v * s for v in ASTRONAUT_FACE_BOX_512)
+        yy, xx = np.mgrid[0:face, 0:face]
+        blob = np.exp(-(((xx - (x1 + x2) / 2) / ((x2 - x1) * 0.3)) ** 2 + ((yy - (y1 + y2) / 2) / ((y2 - y1) * 0.3)) ** 2))
+        img = img * (1 - 0.5 * blob[..., None]) + np.array([255, 40, 160], np.float32) * 0.5 * blob[..., None]
+    img = img.astype(np.uint8)
+    w, h = frame
+    rng = np.random.default_rng(seed)
+    ox, oy = int(rng.integers(0, w - face)), int(rng.integers(0, h - face))
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height = w, h
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "23", "preset": "ultrafast"}
+        for i in range(n_frames):
+            canvas = np.full((h, w, 3), 110, np.uint8)
+            dx = min(max(ox + int(20 * np.sin(i / 3)), 0), w - face)
+            canvas[oy : oy + face, dx : dx + face] = img
+            for packet in stream.encode(av.VideoFrame.from_ndarray(canvas, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path

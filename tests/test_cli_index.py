@@ -11,7 +11,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from dfd.cli._hydra import config_dir, group_choices
+from dfd.cli._hydra import config_dir, group_choices, register_resolvers
+from dfd.data.cache import path_key
 from dfd.data.schema import read_index
 from dfd.data.sources.base import DatasetSource
 from tests import layouts as L
@@ -26,13 +27,19 @@ def test_every_dataset_yaml_is_tested():
 
 @pytest.mark.parametrize("name", DATASETS)
 def test_dataset_yaml_composes_and_instantiates_with_only_root(name, tmp_path):
+    register_resolvers()
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose("index", overrides=[f"dataset={name}", f"dataset.root={tmp_path}"])
     src = instantiate(cfg.dataset)
     assert isinstance(src, DatasetSource)
     assert src.name == name and src.root == tmp_path
     expected_cache = f"ffpp_{cfg.dataset.compression}" if name == "ffpp" else name
-    assert Path(cfg.index_path) == src.cache_dir / "index.parquet" and src.cache_dir.name == expected_cache
+    # One cache per dataset root: <name>-<key of the root>, so two roots of one kind never share crops.
+    assert Path(cfg.index_path) == src.cache_dir / "index.parquet"
+    assert src.cache_dir.name == f"{expected_cache}-{path_key(tmp_path)}"
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        other = compose("index", overrides=[f"dataset={name}", f"dataset.root={tmp_path / 'other'}"])
+    assert other.dataset.cache_dir != cfg.dataset.cache_dir
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

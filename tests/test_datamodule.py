@@ -142,5 +142,5 @@ def test_frames_per_video_keeps_uniformly_spaced_training_frames(tmp_path):
     src = SyntheticSource(videos={"train": 4, "val": 2, "test": 2}, frames_per_video=10, cache_dir=tmp_path)
     arrays = ManifestArrays(src.prepare(), "train").keep_frames_per_video(4)
     assert len(arrays) == 16 and np.diff(arrays.starts).tolist() == [4, 4, 4, 4]
-    assert arrays.frame[:4].tolist() == [1, 3, 6, 8]  # centres of 4 equal segments of 10 frames, not 0..3
+    assert arrays.frame[:4].tolist() == [0, 3, 6, 9]  # spread over all 10 frames (the one uniform rule), not 0..3
     assert len(ManifestArrays(src.prepare(), "val")) == 20  # evaluation keeps every frame

@@ -148,8 +148,12 @@ def test_landmarks_follow_horizontal_flip(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------ clips
 def test_uniform_positions() -> None:
-    assert uniform_positions(10, 4).tolist() == [1, 3, 6, 8]
-    assert uniform_positions(3, 5).tolist() == [0, 0, 1, 2, 2]
+    # The one "uniformly spaced" rule (extraction's frame sampling too): linspace over the whole span.
+    from dfd.data.video import sample_indices
+
+    assert uniform_positions(10, 4).tolist() == [0, 3, 6, 9] == sample_indices(10, 4).tolist()
+    assert uniform_positions(3, 5).tolist() == [0, 0, 1, 1, 2]  # clips repeat frames when fewer; extraction not
+    assert sample_indices(3, 5).tolist() == [0, 1, 2]
     assert uniform_positions(4, 4).tolist() == [0, 1, 2, 3]
     with pytest.raises(ValueError, match="empty"):
         uniform_positions(0, 4)
@@ -172,7 +176,7 @@ def test_clips_are_uniform_consistent_and_ordered(tmp_path: Path) -> None:
         long = ds[0]
         assert long["image"].shape == (4, 3, 32, 32) and long["landmarks"].shape == (4, 5, 2)
         frames, flipped = _frames_of(long["image"])
-        assert frames == [1, 3, 6, 8]  # spread over the video, never the first four
+        assert frames == [0, 3, 6, 9]  # spread over the whole video, never the first four
         assert len(set(flipped)) == 1  # one augmentation draw for the whole clip
         flips.add(flipped[0])
         lm_x = long["landmarks"][:, 0, 0]
@@ -180,7 +184,7 @@ def test_clips_are_uniform_consistent_and_ordered(tmp_path: Path) -> None:
     assert flips == {True, False}
     short = ds[1]
     frames, _ = _frames_of(short["image"])
-    assert frames == [0, 1, 1, 2]  # repeats, in temporal order
+    assert frames == [0, 0, 1, 2]  # repeats, in temporal order
     assert short["label"].item() == 1.0 and short["video"].item() == 1 and short["index"].item() == 1
 
 

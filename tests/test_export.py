@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from dfd.data.contract import CropContract
 from dfd.inference.bundle import BundleError, load_bundle
-from dfd.inference.calibrate import choose_threshold
+from dfd.inference.calibrate import choose_threshold, engine_eer
 
 BIN = Path(sys.executable).parent
 TRAIN_ARGS = ["model=tiny", "logger=none", "trainer.max_epochs=1", "dataset.videos={train:16,val:8,test:8}",
@@ -46,10 +47,12 @@ def exported(base: Path) -> dict[str, Path]:
     ckpts = trained(base)
     old = os.environ.get("DFD_CACHE")
     os.environ["DFD_CACHE"] = str(base / "cache")  # calibration rebuilds the synthetic val split from here
+    umask = os.umask(0o077)  # a private umask: the bundle must still come out readable by others
     try:
         main([str(ckpts["plain"]), str(base / "bundle_plain")])
         export_bundle(ckpts["lora"], base / "bundle_lora", calibrate="accuracy")
     finally:
+        os.umask(umask)
         os.environ.pop("DFD_CACHE") if old is None else os.environ.__setitem__("DFD_CACHE", old)
     return {"plain": base / "bundle_plain", "lora": base / "bundle_lora"}
 
@@ -88,21 +91,32 @@ def test_bundle_files_and_preprocess_json(bundles: dict[str, Path]) -> None:
     for kind, folder in bundles.items():
         names = {p.name for p in folder.iterdir()}
         assert {"model.safetensors", "model.torchscript.pt", "model.onnx", "preprocess.json", "README.md"} <= names
+        # Readable by the organiser's server account whatever the umask or the exporters' temporary files chose.
+        assert {p.name: oct(p.stat().st_mode & 0o777) for p in folder.iterdir()} == {n: "0o644" for n in names}
         cfg = json.loads((folder / "preprocess.json").read_text())
+        assert cfg["format_version"] == 2
         assert cfg["labels"] == {"0": "real", "1": "fake"} and cfg["inputs"] == ["images"]
         assert cfg["input"]["size"] == 64 and cfg["input"]["mean"] == [0.5, 0.5, 0.5]
         assert cfg["input"]["interpolation"] == "bicubic" and cfg["input"]["clip_len"] is None
-        assert cfg["face"]["crop_size"] == 64 and cfg["face"]["margin"] == 1.3 and cfg["face"]["choice"] == "largest"
-        assert cfg["video"]["frames"] > 0
+        # The crop contract of the training cache (synthetic: drawn like dfd-extract's crops at image_size),
+        # copied from the checkpoint: what dfd-predict runs on raw media.
+        crop = cfg["crop"]
+        assert crop == CropContract(size=64).to_dict() and cfg["crop_source"] == "checkpoint"
         assert cfg["model"] == {"_target_": "dfd.models.create_model", "name": "timm", "arch": "test_vit",
                                 "img_size": 64, "pretrained": False, "weights": None}
-        thr = cfg["threshold"]
-        assert thr["split"] == "val" and thr["dataset"] == "synthetic_a" and thr["n"] == 8
-        assert 0.0 < thr["value"] < 1.0, kind
+        video, frame = cfg["thresholds"]["video"], cfg["thresholds"]["frame"]
+        assert video["split"] == frame["split"] == "val" and video["dataset"] == "synthetic_a"
+        assert video["n"] == 8 and frame["n"] == 16 and frame["videos"] == 8  # 8 val videos of 2 frames
+        assert video["level"] == "video" and frame["level"] == "frame"
+        for thr in (video, frame):
+            assert 0.0 < thr["value"] < 1.0, kind
+            # 4 real / 4 fake validation videos: the threshold says it rests on too few (one line).
+            assert "fewer than 20 per class" in thr["warning"] and "\n" not in thr["warning"]
         assert "torch.jit.load" in (folder / "README.md").read_text()
-    eer = json.loads((bundles["plain"] / "preprocess.json").read_text())["threshold"]
-    acc = json.loads((bundles["lora"] / "preprocess.json").read_text())["threshold"]
+    eer = json.loads((bundles["plain"] / "preprocess.json").read_text())["thresholds"]["video"]
+    acc = json.loads((bundles["lora"] / "preprocess.json").read_text())["thresholds"]["video"]
     assert eer["method"] == "eer" and abs(eer["val_fpr"] - eer["val_fnr"]) <= 0.25 + 1e-9  # one video per class
+    assert abs(eer["val_eer"] - (eer["val_fpr"] + eer["val_fnr"]) / 2) <= 0.125 + 1e-9
     assert acc["method"] == "accuracy" and acc["val_accuracy"] >= acc["val_accuracy_at_0.5"]
 
 
@@ -212,3 +226,24 @@ def test_thresholds_eer_and_accuracy() -> None:
     assert acc["val_accuracy"] == 0.875 and acc["val_accuracy_at_0.5"] == 0.75
     assert choose_threshold(scores, np.ones(8), "eer")["value"] == 0.5  # one class: undefined, keep 0.5
     assert choose_threshold(scores, labels, "none")["value"] == 0.5
+    # The EER is the evaluation engine's number (one implementation), realised by the chosen threshold.
+    assert eer["val_eer"] == engine_eer(scores, labels) == 0.25
+
+
+def test_format_1_bundles_still_load(bundles: dict[str, Path], tmp_path: Path) -> None:
+    """Bundles exported before crop contracts (face/video/threshold sections) load with the contract they implied."""
+    import shutil
+
+    old = tmp_path / "v1"
+    shutil.copytree(bundles["plain"], old)
+    cfg = json.loads((old / "preprocess.json").read_text())
+    for key in ("crop", "crop_source", "thresholds"):
+        cfg.pop(key)
+    cfg.update(format_version=1, threshold={"value": 0.42, "method": "eer"},
+               face={"margin": 1.25, "crop_size": 96, "choice": "largest", "min_score": 0.95, "min_face_size": 20},
+               video={"frames": 16})
+    (old / "preprocess.json").write_text(json.dumps(cfg))
+    b = load_bundle(old)
+    assert b.thresholds == {"video": 0.42, "frame": 0.42}
+    assert b.contract == CropContract(margin=1.25, size=96, min_score=0.95, min_face_size=20, frames=16,
+                                      detect_size=None, face_px=0)  # how dfd-predict cropped for them

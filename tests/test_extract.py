@@ -63,7 +63,7 @@ def test_extract_finds_faces_and_lists_bad_input(tmp_path):
         ],
         scene=["a", "b", "c", "d", "e", "f"],
     )
-    summary = extract_faces(index, root, tmp_path / "cache", ExtractConfig(frames=3, size=64, workers=1),
+    summary = extract_faces(index, root, tmp_path / "cache", ExtractConfig.create(frames=3, size=64, workers=1),
                             progress=False)
 
     m = read_manifest(tmp_path / "cache" / "manifest.parquet")
@@ -93,7 +93,7 @@ def test_extract_finds_faces_and_lists_bad_input(tmp_path):
 
     # Other settings on the same cache are refused (they would mix crops), unless asked to redo it.
     with pytest.raises(ExtractError, match="other settings"):
-        extract_faces(index, root, tmp_path / "cache", ExtractConfig(frames=3, size=96, workers=1), progress=False)
+        extract_faces(index, root, tmp_path / "cache", ExtractConfig.create(frames=3, size=96, workers=1), progress=False)
 
 
 def _png(img: np.ndarray) -> bytes:
@@ -115,7 +115,7 @@ def test_archive_of_face_crops(tmp_path):
          ("real/3/5", 0, "fake_train/3.tar.gz", "archive")],
         member=["./3/fake/7", "./3/real/1", "./3/real/5"],
     )
-    summary = extract_faces(index, tmp_path / "root", tmp_path / "cache", ExtractConfig(frames=2, size=64),
+    summary = extract_faces(index, tmp_path / "root", tmp_path / "cache", ExtractConfig.create(frames=2, size=64),
                             faces_are_cropped=True, progress=False)
     m = read_manifest(tmp_path / "cache" / "manifest.parquet")
     assert m["video_id"].tolist() == ["fake/3/7", "fake/3/7", "real/3/1"]
@@ -178,7 +178,7 @@ def test_killed_cli_run_resumes_to_identical_manifest(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        extract_faces(index, root, tmp_path / "full", ExtractConfig(frames=6, size=48, workers=1), progress=False)
+        extract_faces(index, root, tmp_path / "full", ExtractConfig.create(frames=6, size=48, workers=1), progress=False)
     finally:
         torch.set_num_threads(threads)
     a = pd.read_parquet(tmp_path / "full" / "manifest.parquet")

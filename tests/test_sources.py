@@ -253,6 +253,18 @@ def test_folder_layout_with_frames_folder_and_carve(tmp_path):
     assert df.groupby("split").label.nunique().to_dict() == {"test": 2, "train": 2, "val": 2}
 
 
+def test_folder_sub_folders_name_methods_unless_turned_off(tmp_path):
+    root = L.make_folder(tmp_path / "data")
+    L._video(root / "real" / "youtube" / "v.mp4", b"x")
+    src = Folder("folder", root, tmp_path / "c")
+    df = src.build_index().set_index("video_id")
+    assert df.loc["real/youtube/v", "method"] == "youtube" and df.loc["real/img0", "method"] == "real"
+    assert "sub-folder under real/ and fake/ names" in src.index_notes()[0]
+    plain = Folder("folder", root, tmp_path / "c", methods_from_folders=False)
+    assert set(plain.build_index()["method"]) == {"real", "fake"}
+    assert "methods_from_folders=false" in plain.index_notes()[0]
+
+
 def test_folder_split_folders_kept_and_val_carved_from_train(tmp_path):
     df = Folder("folder", L.make_folder(tmp_path / "data", splits=True), tmp_path / "c").build_index()
     assert (df.split == "test").sum() == 12 and df[df.split == "test"].video_id.str.startswith("test/").all()

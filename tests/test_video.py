@@ -100,3 +100,18 @@ def test_archive_streams_wanted_sequences(tmp_path):
     (tmp_path / "bad.tar.gz").write_bytes(b"\x1f\x8b" + b"garbage" * 10)
     assert isinstance(dict(iter_archive_sequences(tmp_path / "bad.tar.gz", ["./1/real/1"], 3))["./1/real/1"],
                       CorruptMedia)
+
+
+def test_decoder_messages_become_the_reason_not_noise(tmp_path, capfd):
+    """decord/FFmpeg print from C++ to fd 2; on a corrupt file that text is the failure reason, not stderr noise."""
+    bad = write_corrupt_video(tmp_path / "bad.mp4")
+    with pytest.raises(CorruptMedia) as e:
+        read_video(bad, 4)
+    out, err = capfd.readouterr()
+    assert err == "" and out == ""
+    assert "moov atom not found" in e.value.detail and "Invalid data found" in e.value.detail
+    assert "\n" not in e.value.detail
+    import sys
+
+    print("after", file=sys.stderr)  # fd 2 is restored
+    assert capfd.readouterr().err == "after\n"

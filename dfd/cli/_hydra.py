@@ -156,6 +156,14 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("dfd.on_gpu"):
         # SyncBatchNorm exists on GPUs only: CPU DDP over gloo must leave it off.
         OmegaConf.register_new_resolver("dfd.on_gpu", _on_gpu)
+    if not OmegaConf.has_resolver("dfd.path_key"):
+        from dfd.data.cache import path_key
+
+        # ${dfd.path_key:${.root}}: a short key per dataset root, so default crop caches never mix two roots.
+        OmegaConf.register_new_resolver("dfd.path_key", path_key)
+    from dfd.data.extract import register_configs
+
+    register_configs()  # conf/extract.yaml's `extract:` block: the crop contract's defaults, one home
 
 
 # ----------------------------------------------------------------------------------------------- strict configs

@@ -1,4 +1,8 @@
-"""``dfd-extract``: a dataset's video index -> face-crop cache + frame manifest (see dfd.data.extract)."""
+"""``dfd-extract``: a dataset's video index -> face-crop cache + frame manifest (see dfd.data.extract).
+
+``dfd-extract dataset=<name> ... --verify`` (or ``extract.verify=true``) only checks the cache against its
+sources and lists what is stale or missing (exit 1 when anything is).
+"""
 
 from __future__ import annotations
 
@@ -10,28 +14,51 @@ from omegaconf import DictConfig, OmegaConf
 from dfd.cli._hydra import hydra_entry
 
 
+def _index_for(source, index_path: Path):
+    """The video index to extract: the one on disk when it describes this root and its sources still exist,
+    else a fresh one (moved or deleted sources, another root)."""
+    from dfd.data.cache import manifest_record, normalize_root
+    from dfd.data.schema import read_index
+
+    if index_path.is_file():
+        index = read_index(index_path)
+        recorded = (manifest_record(index_path) or {}).get("root")
+        root = Path(source.root)
+        if recorded is not None and recorded != normalize_root(source.root):
+            why = f"it indexes {recorded}"
+        else:
+            gone = [p for p in dict.fromkeys(index["path"].tolist()) if not (root / p).exists()]
+            if not gone:
+                print(f"using video index {index_path} ({len(index)} videos)")
+                return index
+            why = f"{len(gone)} indexed source(s) no longer exist, e.g. {gone[0]}"
+        print(f"re-indexing: {index_path} is stale ({why})")
+    index = source.write_index(index_path)
+    print(f"built video index {index_path} ({len(index)} videos)")
+    return index
+
+
 @hydra_entry("extract")
-def main(cfg: DictConfig) -> None:
+def _run(cfg: DictConfig) -> None:
     """Extract face crops for ``dataset=<name>``; bad videos are listed, not fatal (exit 0)."""
     from hydra.utils import instantiate
 
-    from dfd.data.extract import ExtractConfig, ExtractError, extract_faces
-    from dfd.data.schema import SchemaError, read_index, write_parquet
+    from dfd.data.extract import ExtractConfig, ExtractError, extract_faces, verify_cache
+    from dfd.data.schema import SchemaError
     from dfd.data.sources.base import DatasetError
 
     try:
         source = instantiate(cfg.dataset)
         settings = ExtractConfig.from_mapping(OmegaConf.to_container(cfg.extract, resolve=True))
-        index_path = Path(cfg.index_path)
-        if index_path.is_file():
-            index = read_index(index_path)
-            print(f"using video index {index_path} ({len(index)} videos)")
-        else:
-            index = source.build_index()
-            write_parquet(index, index_path)
-            print(f"built video index {index_path} ({len(index)} videos)")
         if source.root is None or not Path(source.root).is_dir():
             raise DatasetError(f"dataset root {source.root} is not a folder; set dataset.root=<dataset folder>")
+        if settings.verify:
+            # Against the sources as they are now (an index built in memory; nothing is written).
+            report = verify_cache(source.build_index(), source.root, source.cache_dir, settings,
+                                  faces_are_cropped=source.faces_are_cropped)
+            print(report)
+            raise SystemExit(0 if report.ok else 1)
+        index = _index_for(source, Path(cfg.index_path))
         summary = extract_faces(
             index,
             source.root,
@@ -39,8 +66,18 @@ def main(cfg: DictConfig) -> None:
             settings,
             faces_are_cropped=source.faces_are_cropped,
             progress=bool(cfg.progress),
+            dataset=source.name,
         )
     except (DatasetError, ExtractError, SchemaError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     print(summary)
+
+
+def main() -> object:
+    """Console script: ``--verify`` is accepted as a flag beside Hydra's ``key=value`` overrides."""
+    sys.argv = [a if a != "--verify" else "extract.verify=true" for a in sys.argv]
+    return _run()
+
+
+main.__doc__ = _run.__doc__

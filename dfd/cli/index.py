@@ -40,6 +40,8 @@ def main(cfg: DictConfig) -> None:
         items = getattr(source, attr, None)
         if items:
             console.print(f"{attr}: {len(items)}, e.g. {items[0]}", soft_wrap=True)
+    for note in source.index_notes():  # how the layout was read (e.g. folder names -> methods)
+        console.print(note, soft_wrap=True)
     for line in split_class_warnings(df, source.name):
         console.print(f"warning: {line}", soft_wrap=True, markup=False)
     console.print(f"wrote {len(df)} videos to {cfg.index_path}", soft_wrap=True)

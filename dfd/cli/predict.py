@@ -10,14 +10,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments (argparse: an organiser's server should not need Hydra)."""
     p = argparse.ArgumentParser(
         prog="dfd-predict",
-        description="Detect faces (MTCNN), crop and score them as in training; one CSV row per file with "
-                    "path, prob_fake, label (0 real, 1 fake), faces, frames, status, reason.",
+        description="Detect faces (MTCNN), crop and score them exactly as the training crops were made (the "
+                    "bundle's crop contract); one CSV row per file with path, prob_fake, label (0 real, 1 fake), "
+                    "faces, frames, status, reason, threshold, threshold_level (video | frame), inputs.",
     )
     p.add_argument("model", help="a bundle folder from dfd-export, or a dfd-train checkpoint (.ckpt)")
     p.add_argument("inputs", nargs="+",
                    help="images, videos, folders (searched recursively) or .txt lists (one path per line)")
     p.add_argument("--out", default="predictions.csv", help="CSV to write (default predictions.csv)")
     p.add_argument("--frames", type=int, default=None, help="frames per video, uniformly spaced (default: bundle's)")
+    p.add_argument("--inputs", dest="input_mode", choices=("auto", "frames", "crops"), default="auto",
+                   help="frames: detect and crop faces; crops: inputs are face crops, taken as they are (resized); "
+                        "auto (default): as the model was trained (crops for models trained on datasets shipped as "
+                        "face crops, e.g. WildDeepfake)")
+    p.add_argument("--save-crops", metavar="DIR", default=None,
+                   help="also write every face crop scored, as DIR/<input path>/<frame:06d>.png")
     p.add_argument("--batch-size", type=int, default=32, help="frames per MTCNN call and crops per model call")
     p.add_argument("--device", default="auto", help="auto (GPU when present) | cpu | cuda[:N]")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -43,14 +50,18 @@ def main(argv: list[str] | None = None) -> None:
         if not paths:
             raise PredictError(f"no images or videos found in {' '.join(args.inputs)}")
         bundle = open_model(args.model, device)
-        results = Predictor(bundle, frames=args.frames, batch_size=args.batch_size, device=device).predict(
-            paths, progress=not args.no_progress)
+        predictor = Predictor(bundle, frames=args.frames, batch_size=args.batch_size, device=device,
+                              inputs=args.input_mode, save_crops=args.save_crops)
+        if predictor.notice:
+            print(f"dfd-predict: note: {predictor.notice}", file=sys.stderr)
+        results = predictor.predict(paths, progress=not args.no_progress)
     except (PredictError, BundleError, FileNotFoundError) as e:
         sys.exit(f"dfd-predict: {e}")
     out = write_csv(results, args.out)
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "no_face", "unreadable")}
+    thr = bundle.thresholds
     print(f"{len(results)} files -> {out}: {counts['ok']} ok, {counts['no_face']} without a face, "
-          f"{counts['unreadable']} unreadable (threshold {bundle.threshold:.4f})")
+          f"{counts['unreadable']} unreadable (thresholds: videos {thr['video']:.4f}, images {thr['frame']:.4f})")
     if counts["unreadable"] == len(results):
         first = results[0]
         sys.exit(f"dfd-predict: none of the {len(results)} inputs could be read (e.g. {first.path}: {first.reason})")

@@ -19,13 +19,14 @@ import cv2
 import numpy as np
 
 from dfd.data.sbi import SelfBlend
-
-_IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+from dfd.data.video import IMAGE_EXTENSIONS, MediaError, read_image
 
 
 def _read_rgb(path: Path) -> np.ndarray | None:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return None if bgr is None else np.ascontiguousarray(bgr[..., ::-1])
+    try:
+        return read_image(path)
+    except MediaError:
+        return None
 
 
 def _detect_landmarks(images: list[np.ndarray]) -> list[np.ndarray]:
@@ -97,7 +98,7 @@ def load_faces(source: str | None, n: int, seed: int) -> list[tuple[np.ndarray, 
             print(f"warning: skipped {len(bad)} unreadable crops: {bad[:5]}", file=sys.stderr)
         return faces
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in _IMAGE_EXT)[:n]
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)[:n]
         images = [(f, _read_rgb(f)) for f in files]
         bad = [str(f) for f, im in images if im is None]
         if bad:

@@ -13,7 +13,6 @@ import contextlib
 import ctypes
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,6 +22,9 @@ from torch.utils.data import Dataset
 
 from dfd.data.schema import SchemaError
 from dfd.data.transforms import Pipeline
+from dfd.data.video import MediaError, read_image, uniform_positions
+
+__all__ = ["ClipDataset", "FrameDataset", "ManifestArrays", "read_rgb", "uniform_positions"]
 
 _COLUMNS = ["video_id", "frame", "crop_path", "label", "split", "method", "landmarks"]
 # Rows decoded at a time: bounds the transient Arrow/NumPy memory whatever the manifest's size.
@@ -202,11 +204,11 @@ class ManifestArrays:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """Read an image file as RGB uint8, with an error that names the file."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise OSError(f"cannot read face crop {path}: missing or corrupt (re-run dfd-extract for this dataset)")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    """A cached face crop as RGB uint8 (dfd.data.video.read_image), with an error that names the fix."""
+    try:
+        return read_image(path)
+    except MediaError as e:
+        raise OSError(f"cannot read face crop {path}: {e.reason} (re-run dfd-extract for this dataset)") from e
 
 
 class FrameDataset(Dataset):
@@ -254,14 +256,6 @@ class FrameDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         return self.apply_transform(self.load(int(i)))
-
-
-def uniform_positions(n_available: int, n_wanted: int) -> np.ndarray:
-    """``n_wanted`` uniformly spaced positions in ``range(n_available)`` (centres of equal segments)."""
-    if n_available <= 0:
-        raise ValueError("cannot sample frames from an empty video")
-    edges = np.linspace(0, n_available, n_wanted + 1)
-    return np.minimum(((edges[:-1] + edges[1:]) / 2).astype(np.int64), n_available - 1)
 
 
 class ClipDataset(Dataset):

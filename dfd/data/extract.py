@@ -1,30 +1,35 @@
-"""Video index -> face-crop cache + frame manifest: parallel across videos, resumable, failures listed.
+"""Video index -> face-crop cache + frame manifest: parallel across videos, resumable, bound to its data.
 
 Layout of a cache (``cache_dir``)::
 
-    crops/<video_id>/<frame:06d>.png   one square face crop per kept frame
-    parts/<hash of video_id>.json      one small record per finished video (the resume checkpoint)
-    manifest.parquet                   schema.MANIFEST_COLUMNS (+ the index's extra columns), index order
+    cache.json                         the cache record: dataset, root, crop contract, storage (dfd.data.cache)
+    crops/<video_id>/<frame:06d>.png   one face crop per kept frame
+    parts/<hash of video_id>.json      one record per finished video: the resume checkpoint
+    manifest.parquet                   schema.MANIFEST_COLUMNS (+ source_path, source fingerprint, the index's
+                                       extra columns), index order; the cache record in its metadata
     failures.parquet / failures.csv    video_id, path, reason for every video that produced no crop
-    extract_config.json                the settings the crops were made with (a resume must match them)
 
-A video is finished when its part file exists: crops are written under temporary names and renamed, and
-the part is written (atomically) last, so a killed run leaves no half-written crop behind and a rerun redoes
-only unfinished videos. The manifest is assembled from the parts in index order, so a resumed run ends with
-exactly the manifest an uninterrupted run writes.
+**Resume and reuse.** A video is done when its part file exists *and* the part's source fingerprint (size and
+mtime, plus a SHA-1 with ``extract.hash=true``) and contract id match the source on disk now. Crops are written
+under temporary names and renamed, and the part is written (atomically) last, so a killed run leaves nothing
+half-written and a rerun redoes only unfinished, changed or new videos. Parts of videos no longer in the index
+(moved or deleted sources) are removed with their crops. The manifest is assembled from the parts in index
+order, so a resumed run ends with exactly the manifest an uninterrupted run writes.
+
+**The per-video worker** is :func:`process_video`: frames in, crops + part record out. Anything that schedules
+extraction differently (shards, GPUs) calls it, and keeps the part-file protocol (:func:`part_path`,
+:func:`finish_part`, :func:`part_is_current`) so resume and ``--verify`` keep working.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import re
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -34,63 +39,109 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dfd.data.faces import CHOICES, FaceDetector, choose_face, crop_face, resize_crop
+from dfd import atomic
+from dfd.data.cache import (
+    LEGACY_FILE,
+    METADATA_KEY,
+    RECORD_FILE,
+    make_record,
+    normalize_root,
+    read_record,
+    safe_relpath,
+)
+from dfd.data.contract import ContractError, CropContract
+from dfd.data.faces import DETECT_BATCH, FaceDetector, crop_faces
 from dfd.data.schema import FAILURE_COLUMNS, INDEX_COLUMNS, MANIFEST_COLUMNS, validate_index
-from dfd.data.video import Frames, MediaError, iter_archive_sequences, read_source
+from dfd.data.video import Frames, MediaError, fingerprint, iter_archive_sequences, read_source
 
 FORMATS = ("png", "jpg")
+INPUTS = ("auto", "frames", "crops")
+# A label's (or method's) share of sampled frames without a face that differs from another's by this much
+# (absolute) and by this factor is a bias worth a warning: every metric would be computed on different data.
+DROP_GAP = 0.05
+DROP_RATIO = 1.5
 
 
 class ExtractError(ValueError):
-    """The extraction cannot start (bad settings, or a cache made with other settings)."""
+    """The extraction cannot start (bad settings, or a cache made with other settings or from another root)."""
 
 
 @dataclass
 class ExtractConfig:
-    """Settings of ``dfd-extract`` (mirrors the ``extract:`` block of conf/extract.yaml)."""
+    """Settings of ``dfd-extract``: the crop contract (what the crops are) + how to run and store it.
 
-    frames: int = 32  # frames sampled uniformly per video (DeepfakeBench: 32); <= 0 keeps every frame
-    size: int = 320  # crop side in pixels: large enough for every backbone (EfficientNet-B4 320, Xception 299)
-    margin: float = 1.3  # crop side = longer face-box side x margin
+    The ``extract:`` block of the config is flat: the :class:`CropContract` fields plus the fields below;
+    :meth:`from_mapping` splits it. ``inputs`` is ``auto`` by default: the dataset decides (face crops for
+    datasets shipped as crops, frames otherwise); ``frames`` on a crop dataset re-detects and re-crops.
+    """
+
+    contract: CropContract = field(default_factory=CropContract)
+    inputs: str = "auto"  # auto | frames | crops (resolved into contract.inputs)
     format: str = "png"  # png (lossless, default) | jpg (smaller, but adds artefacts detectors can learn)
     jpeg_quality: int = 95
-    choice: str = "largest"  # which face to keep when several pass min_score: largest | confident
-    min_score: float = 0.9  # MTCNN probability below which a face is ignored
-    # Deepfake datasets film one prominent face: a face under 40 px is useless for a 320 px crop, and a shorter
-    # MTCNN pyramid on a downscaled frame is where the time goes (crops still come from the full frame).
-    min_face_size: int = 40  # MTCNN's smallest face, in detection pixels (larger = faster)
-    detect_size: int | None = 640  # downscale frames whose longer side exceeds this for detection only
-    # Per video: shrink frames further so its face is about this tall for detection (0 = off); see
-    # FaceDetector.detect_video. Frames where that finds nothing are detected again at detect_size.
-    face_px: int = 64
-    batch_size: int = 16  # frames per MTCNN call
+    batch_size: int = DETECT_BATCH  # frames per MTCNN call
     workers: int | None = None  # processes; None = min(4, cpus); 1 runs in this process
     device: str = "cpu"
-    landmarks_for_crops: bool = True  # datasets distributed as crops: still find landmarks with MTCNN
-    overwrite: bool = False  # drop an existing cache made with other settings instead of refusing
+    hash: bool = False  # also fingerprint sources by content (SHA-1): slower, catches same-size same-mtime edits
+    overwrite: bool = False  # drop an existing cache made with other settings (or another root) instead of refusing
+    verify: bool = False  # dfd-extract only checks the cache against its sources and reports
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise ExtractError(f"extract.format={self.format!r} is not one of {FORMATS}")
-        if self.choice not in CHOICES:
-            raise ExtractError(f"extract.choice={self.choice!r} is not one of {CHOICES}")
-        if self.size < 8 or self.margin < 1.0:
-            raise ExtractError(f"extract.size must be >= 8 and extract.margin >= 1 (got {self.size}, {self.margin})")
+        if self.inputs not in INPUTS:
+            raise ExtractError(f"extract.inputs={self.inputs!r} is not one of {INPUTS}")
 
     @classmethod
-    def from_mapping(cls, values: dict[str, Any] | None) -> ExtractConfig:
-        """Build from a config mapping, naming unknown keys instead of ignoring a typo."""
-        values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ExtractError(f"unknown extract settings {unknown}; valid: {sorted(known)}")
-        return cls(**values)
+    def run_keys(cls) -> list[str]:
+        """The ``extract.*`` keys that are not part of the crop contract."""
+        return [f.name for f in fields(cls) if f.name != "contract"]
 
-    def fingerprint(self) -> dict[str, Any]:
-        """The settings that change what is written (not how fast): a resumed cache must match them."""
-        skip = {"workers", "device", "overwrite", "batch_size"}
-        return {k: v for k, v in asdict(self).items() if k not in skip}
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> ExtractConfig:
+        """Build from the flat ``extract:`` block, naming unknown keys instead of ignoring a typo."""
+        values = dict(values or {})
+        contract_keys = [k for k in CropContract.keys() if k != "inputs"]  # noqa: SIM118 (a classmethod)
+        valid = sorted([*contract_keys, *cls.run_keys()])
+        unknown = sorted(set(values) - set(valid))
+        if unknown:
+            raise ExtractError(f"unknown extract settings {unknown}; valid: {valid}")
+        try:
+            contract = CropContract(**{k: values.pop(k) for k in contract_keys if k in values})
+        except ContractError as e:
+            raise ExtractError(str(e)) from None
+        return cls(contract=contract, **values)
+
+    @classmethod
+    def create(cls, **values: Any) -> ExtractConfig:
+        """``ExtractConfig.create(frames=8, size=64, workers=1)``: flat keyword form of :meth:`from_mapping`."""
+        return cls.from_mapping(values)
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """The flat ``extract:`` block with every default (what conf/extract.yaml composes)."""
+        contract = {k: v for k, v in asdict(CropContract()).items() if k != "inputs"}
+        contract["thresholds"] = list(contract["thresholds"])
+        run = {f.name: getattr(cls(), f.name) for f in fields(cls) if f.name != "contract"}
+        return {**contract, **run}
+
+    def resolve(self, faces_are_cropped: bool) -> CropContract:
+        """The contract of this extraction, with ``inputs`` decided for a dataset."""
+        inputs = self.inputs if self.inputs != "auto" else ("crops" if faces_are_cropped else "frames")
+        return self.contract.replace(inputs=inputs)
+
+    def storage(self) -> dict[str, Any]:
+        """How crops are stored (part of what a resumed cache must match)."""
+        return {"format": self.format, "jpeg_quality": int(self.jpeg_quality) if self.format == "jpg" else None}
+
+
+def register_configs() -> None:
+    """Register the ``extract:`` defaults with Hydra's ConfigStore (``dfd/extract`` in conf/extract.yaml's
+    defaults list), so the YAML holds no second copy of them."""
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    ConfigStore.instance().store(group="dfd", name="extract", node=OmegaConf.create(ExtractConfig.defaults()))
 
 
 @dataclass
@@ -100,10 +151,17 @@ class ExtractSummary:
     videos: int = 0
     videos_ok: int = 0
     videos_failed: int = 0
-    videos_resumed: int = 0  # finished by an earlier (interrupted) run and reused
+    videos_resumed: int = 0  # finished by an earlier run, source unchanged: reused
+    videos_stale: int = 0  # extracted earlier, but the source changed since: redone
+    videos_removed: int = 0  # cached videos no longer in the index (moved or deleted sources): crops removed
+    processed: list[str] = field(default_factory=list)  # ids extracted by this run
     frames_sampled: int = 0
     frames_saved: int = 0
     frames_dropped: int = 0  # sampled frames of kept videos where no face passed min_score
+    frames_full_res: int = 0  # kept frames whose face only the full-resolution fallback found
+    drops: dict = field(default_factory=dict)  # per label and per method (see _drop_stats)
+    warnings: list[str] = field(default_factory=list)
+    contract: CropContract | None = None
     seconds: float = 0.0
     manifest_path: Path | None = None
     failures_path: Path | None = None
@@ -111,12 +169,26 @@ class ExtractSummary:
 
     def __str__(self) -> str:
         fps = self.frames_saved / self.seconds if self.seconds > 0 else 0.0
+        reused = f"{self.videos_resumed} videos reused from an earlier run"
+        if self.videos_stale:
+            reused += f", {self.videos_stale} redone because their source changed"
+        if self.videos_removed:
+            reused += f", {self.videos_removed} no longer in the index removed"
         lines = [
             f"extracted {self.frames_saved} face crops from {self.videos_ok}/{self.videos} videos "
-            f"in {self.seconds:.1f} s ({fps:.1f} crops/s; {self.videos_resumed} videos reused from an earlier run)",
-            f"  frames sampled {self.frames_sampled}, dropped without a face {self.frames_dropped}",
-            f"  manifest: {self.manifest_path}",
+            f"in {self.seconds:.1f} s ({fps:.1f} crops/s; {reused})",
+            f"  frames sampled {self.frames_sampled}, dropped without a face {self.frames_dropped}"
+            + (f", found only at full resolution {self.frames_full_res}" if self.frames_full_res else ""),
         ]
+        by_label = self.drops.get("label", {})
+        if by_label:
+            parts = [f"{'real' if k == '0' else 'fake'} {v['dropped']}/{v['sampled']} ({100 * v['rate']:.1f} %)"
+                     for k, v in sorted(by_label.items())]
+            lines.append(f"  frames without a face by label: {', '.join(parts)}")
+        if self.contract is not None:
+            lines.append(f"  crops: {self.contract.describe()}")
+        lines.append(f"  manifest: {self.manifest_path}")
+        lines += [f"  warning: {w}" for w in self.warnings]
         if self.videos_failed:
             noun = "video" if self.videos_failed == 1 else "videos"
             lines.append(f"  {self.videos_failed} {noun} skipped (listed in {self.failures_path}):")
@@ -130,29 +202,54 @@ class ExtractSummary:
 # ----------------------------------------------------------------------------------------------- paths
 
 
-def _safe_rel(video_id: str) -> str:
-    """A relative folder name for a video id: ids with '/' become nested folders; odd characters are
-    replaced and a short hash added so two ids can never share a folder."""
-    clean = re.sub(r"[^A-Za-z0-9._/-]", "_", video_id).strip("/")
-    parts = [p if p not in ("", ".", "..") else "_" for p in clean.split("/")]
-    clean = "/".join(parts) or "_"
-    if clean != video_id:
-        clean = f"{clean}-{_hash(video_id)[:8]}"
-    return clean
+def part_path(cache_dir: Path, video_id: str) -> Path:
+    """The part file (resume checkpoint) of one video."""
+    return Path(cache_dir) / "parts" / f"{hashlib.sha1(video_id.encode()).hexdigest()[:24]}.json"
 
 
-def _hash(video_id: str) -> str:
-    return hashlib.sha1(video_id.encode("utf-8")).hexdigest()
+def crop_dir(cache_dir: Path, video_id: str) -> Path:
+    """The folder holding one video's crops."""
+    return Path(cache_dir) / "crops" / safe_relpath(video_id)
 
 
-def _part_path(cache_dir: Path, video_id: str) -> Path:
-    return cache_dir / "parts" / f"{_hash(video_id)[:24]}.json"
+def _clear_crops(cache_dir: Path, video_id: str) -> None:
+    # Only files: a sub-folder belongs to another video whose id extends this one ("a" and "a/b").
+    folder = crop_dir(cache_dir, video_id)
+    if folder.is_dir():
+        for stale in folder.iterdir():
+            if stale.is_file():
+                stale.unlink()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+# ----------------------------------------------------------------------------------------------- sources
+
+
+def source_fingerprint(root: Path, row: Mapping[str, Any], content: bool = False) -> dict | None:
+    """The fingerprint of an index row's source (an archive's for sequences inside it); None when missing."""
+    kind = "video" if row["kind"] == "archive" else row["kind"]
+    return fingerprint(root / row["path"], kind, content)
+
+
+def same_source(recorded: Mapping[str, Any] | None, current: Mapping[str, Any] | None) -> bool:
+    """Whether a part's recorded fingerprint still describes the source (SHA-1 compared when both have one)."""
+    if not recorded or not current:
+        return False
+    keys = set(recorded) & set(current)
+    if not {"size", "mtime_ns"} <= keys:
+        return False
+    return all(recorded[k] == current[k] for k in keys)
+
+
+def part_is_current(part: Mapping[str, Any] | None, contract_id: str, current: Mapping[str, Any] | None) -> bool:
+    """Whether a finished video can be reused: same contract, same source."""
+    return bool(part) and part.get("contract") == contract_id and same_source(part.get("source"), current)
+
+
+def _read_part(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # a damaged part is redone
 
 
 # ----------------------------------------------------------------------------------------------- worker
@@ -160,93 +257,61 @@ def _write_atomic(path: Path, data: bytes) -> None:
 _DETECTORS: dict[tuple, FaceDetector] = {}
 
 
-def _detector(cfg: ExtractConfig) -> FaceDetector:
+def _detector(contract: CropContract, batch_size: int, device: str) -> FaceDetector:
     # One MTCNN per process and setting, built on first use (never rebuilt per video).
-    key = (cfg.min_face_size, cfg.batch_size, cfg.detect_size, cfg.device)
+    key = (contract.fingerprint(), batch_size, device)
     if key not in _DETECTORS:
-        _DETECTORS[key] = FaceDetector(
-            min_face_size=cfg.min_face_size,
-            batch_size=cfg.batch_size,
-            detect_size=cfg.detect_size,
-            device=cfg.device,
-        )
+        _DETECTORS[key] = FaceDetector(contract, batch_size=batch_size, device=device)
     return _DETECTORS[key]
 
 
-def _init_worker(cfg: ExtractConfig, needs_detector: bool) -> None:
+def _init_worker(contract: CropContract, cfg: ExtractConfig, needs_detector: bool) -> None:
     import torch
 
     # Parallelism comes from processes; torch threads per process would only fight over the cores.
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     if needs_detector:
-        _detector(cfg)
+        _detector(contract, cfg.batch_size, cfg.device)
 
 
-def _video_record(
-    video_id: str, frames: Frames, cache_dir: Path, cfg: ExtractConfig, cropped: bool
+def process_video(
+    video_id: str, frames: Frames, cache_dir: Path, contract: CropContract, cfg: ExtractConfig
 ) -> dict[str, Any]:
-    """Detect, choose and crop faces of one video's sampled frames; write its crops; return its record."""
+    """Detect, choose and crop the faces of one video's sampled frames (:func:`dfd.data.faces.crop_faces`,
+    the path dfd-predict runs too); write its crops; return its part record (without the source)."""
     n = len(frames.images)
-    if cropped:
-        crops = [resize_crop(img, cfg.size) for img in frames.images]
-        boxes = [np.array([0, 0, img.shape[1], img.shape[0]], np.float32) for img in frames.images]
-        scores = [1.0] * n
-        lms = [np.full((5, 2), np.nan, np.float32)] * n
-        if cfg.landmarks_for_crops:
-            # The face fills a crop: MTCNN's pyramid must reach faces as large as the image (a small
-            # min_face_size), and a crop is small enough to detect on as it is.
-            crop_cfg = replace(cfg, min_face_size=min(cfg.min_face_size, 20), detect_size=None)
-            for i, det in enumerate(_detector(crop_cfg).detect(frames.images)):
-                k = choose_face(det, cfg.choice, cfg.min_score)
-                if k is not None:
-                    h, w = frames.images[i].shape[:2]
-                    lms[i] = det.landmarks[k] * np.array([cfg.size / w, cfg.size / h], np.float32)
-        keep = list(range(n))
-    else:
-        crops, boxes, scores, lms, keep = [], [], [], [], []
-        for i, det in enumerate(_detector(cfg).detect_video(frames.images, cfg.face_px)):
-            k = choose_face(det, cfg.choice, cfg.min_score)
-            if k is None:
-                continue
-            crop, lm = crop_face(frames.images[i], det.boxes[k], det.landmarks[k], cfg.margin, cfg.size)
-            crops.append(crop)
-            boxes.append(det.boxes[k])
-            scores.append(float(det.probs[k]))
-            lms.append(lm)
-            keep.append(i)
-    record: dict[str, Any] = {"video_id": video_id, "sampled": n, "dropped": n - len(keep), "rows": []}
-    if not keep:
+    needs = contract.inputs == "frames" or contract.landmarks_for_crops
+    det = _detector(contract, cfg.batch_size, cfg.device) if needs else None
+    faces = crop_faces(frames.images, contract, det, video=True)
+    record: dict[str, Any] = {"video_id": video_id, "sampled": n, "dropped": n - len(faces),
+                              "full_res": faces.full_res, "rows": []}
+    if not len(faces):
         record["failure"] = (
-            f"no face: no face with score >= {cfg.min_score} in any of {n} sampled frames"
+            f"no face: no face with score >= {contract.min_score} in any of {n} sampled frames"
             if n
             else "empty: no frames"
         )
         return record
-    rel_dir = Path("crops") / _safe_rel(video_id)
-    out_dir = cache_dir / rel_dir
-    # A folder left by a killed run may hold crops of frames this run will not keep: start clean. Only
-    # files go: a sub-folder belongs to another video whose id extends this one ("a" and "a/b").
+    out_dir = crop_dir(cache_dir, video_id)
+    rel_dir = out_dir.relative_to(cache_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.iterdir():
-        if stale.is_file():
-            stale.unlink()
     ext = ".jpg" if cfg.format == "jpg" else ".png"
     params = [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality] if cfg.format == "jpg" else []
-    for j, i in enumerate(keep):
+    for j, i in enumerate(faces.keep):
         number = int(frames.numbers[i])
         name = f"{number:06d}{ext}"
-        ok, buf = cv2.imencode(ext, cv2.cvtColor(crops[j], cv2.COLOR_RGB2BGR), params)
+        ok, buf = cv2.imencode(ext, cv2.cvtColor(faces.crops[j], cv2.COLOR_RGB2BGR), params)
         if not ok:
             raise RuntimeError(f"cannot encode crop {out_dir / name}")
-        _write_atomic(out_dir / name, buf.tobytes())
+        atomic.write_bytes(out_dir / name, buf.tobytes())
         record["rows"].append(
             {
                 "frame": number,
                 "crop_path": f"{rel_dir.as_posix()}/{name}",
-                "bbox": [float(v) for v in np.asarray(boxes[j], np.float32)],
-                "landmarks": [float(v) for v in np.asarray(lms[j], np.float32).reshape(-1)],
-                "score": float(np.float32(scores[j])),
+                "bbox": [float(v) for v in np.asarray(faces.boxes[j], np.float32)],
+                "landmarks": [float(v) for v in np.asarray(faces.landmarks[j], np.float32).reshape(-1)],
+                "score": float(np.float32(faces.scores[j])),
             }
         )
     return record
@@ -257,29 +322,33 @@ def _failure_record(video_id: str, err: BaseException) -> dict[str, Any]:
         reason = f"{err.reason}: {err.detail}"
     else:  # an unexpected error on one video must not end a run over thousands
         reason = f"error: {type(err).__name__}: {str(err).strip().splitlines()[0][:200] if str(err) else ''}"
-    return {"video_id": video_id, "sampled": 0, "dropped": 0, "rows": [], "failure": reason}
+    return {"video_id": video_id, "sampled": 0, "dropped": 0, "full_res": 0, "rows": [], "failure": reason}
 
 
-def _finish(cache_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
-    # Written last: its existence marks the video as done for a resumed run.
-    _write_atomic(_part_path(cache_dir, record["video_id"]), json.dumps(record).encode())
+def finish_part(cache_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Write a video's part (last: its existence marks the video done) and return its summary."""
+    atomic.write_text(part_path(cache_dir, record["video_id"]), json.dumps(record))
     return {k: v for k, v in record.items() if k != "rows"} | {"saved": len(record["rows"])}
 
 
 def _run_task(
-    task: list[dict[str, Any]], root: str, cache_dir: str, cfg: ExtractConfig, cropped: bool
+    task: list[dict[str, Any]], root: str, cache_dir: str, contract: CropContract, cfg: ExtractConfig
 ) -> list[dict[str, Any]]:
     """Process one unit of work: a single video/folder/image, or every wanted sequence of one archive."""
     root_p, cache_p = Path(root), Path(cache_dir)
+    source = {row["video_id"]: row["source"] for row in task}
     results = []
-    for video_id, frames in _task_frames(task, root_p, cfg.frames):
+    for video_id, frames in _task_frames(task, root_p, contract.frames):
+        _clear_crops(cache_p, video_id)  # a killed or older run may have left crops this run will not keep
         try:
             if isinstance(frames, BaseException):
                 raise frames
-            record = _video_record(video_id, frames, cache_p, cfg, cropped)
+            record = process_video(video_id, frames, cache_p, contract, cfg)
         except Exception as e:
             record = _failure_record(video_id, e)
-        results.append(_finish(cache_p, record))
+        record["source"] = source[video_id]
+        record["contract"] = contract.fingerprint()
+        results.append(finish_part(cache_p, record))
     return results
 
 
@@ -301,7 +370,7 @@ def _task_frames(
 # ----------------------------------------------------------------------------------------------- driver
 
 
-def _tasks(index: pd.DataFrame, todo: set[str]) -> list[list[dict[str, Any]]]:
+def _tasks(index: pd.DataFrame, todo: set[str], sources: dict[str, dict | None]) -> list[list[dict[str, Any]]]:
     """Units of work in index order: one per video, one per archive (streamed once for all its rows)."""
     cols = ["video_id", "path", "kind"] + (["member"] if "member" in index.columns else [])
     tasks: list[list[dict[str, Any]]] = []
@@ -309,6 +378,7 @@ def _tasks(index: pd.DataFrame, todo: set[str]) -> list[list[dict[str, Any]]]:
     for row in index[cols].to_dict("records"):
         if row["video_id"] not in todo:
             continue
+        row["source"] = {"path": row["path"], **(sources.get(row["video_id"]) or {})}
         if row["kind"] == "archive":
             if row.get("member") is None or pd.isna(row.get("member")):
                 raise ExtractError(
@@ -324,31 +394,75 @@ def _tasks(index: pd.DataFrame, todo: set[str]) -> list[list[dict[str, Any]]]:
     return tasks
 
 
-def _check_cache_settings(cache_dir: Path, cfg: ExtractConfig) -> None:
-    path = cache_dir / "extract_config.json"
-    want = cfg.fingerprint()
-    if path.is_file():
-        have = json.loads(path.read_text())
-        if have != want:
-            if not cfg.overwrite:
-                diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
-                raise ExtractError(
-                    f"the crop cache {cache_dir} was made with other settings {diff} (cached, requested); "
-                    "use another cache_dir, or pass extract.overwrite=true to delete and redo it"
-                )
-            for sub in ("crops", "parts"):
-                shutil.rmtree(cache_dir / sub, ignore_errors=True)
+def _check_cache(cache_dir: Path, record: dict[str, Any], overwrite: bool) -> None:
+    """Refuse (or, with overwrite, clear) a cache made with other settings or from another root."""
+    have = read_record(cache_dir)
+    legacy = (cache_dir / LEGACY_FILE).is_file()
+    problem = None
+    if have is None and legacy:
+        problem = (f"the crop cache {cache_dir} was made by an older dfd and records no crop contract or dataset "
+                   "root")
+    elif have is not None and have.get("root") != record["root"]:
+        problem = (f"the crop cache {cache_dir} holds crops of {have.get('root')}, not of {record['root']} "
+                   "(the default dataset.cache_dir is distinct per root)")
+    elif have is not None and (have.get("contract_id") != record["contract_id"] or have.get("storage") != record["storage"]):
+        old = CropContract.from_mapping(have.get("contract"), where="cached contract")
+        new = CropContract.from_mapping(record["contract"])
+        diff = {k: v for k, v in old.diff(new).items()}
+        if have.get("storage") != record["storage"]:
+            diff["storage"] = (have.get("storage"), record["storage"])
+        problem = f"the crop cache {cache_dir} was made with other settings {diff} (cached, requested)"
+    if problem:
+        if not overwrite:
+            raise ExtractError(f"{problem}; use another dataset.cache_dir, or pass extract.overwrite=true to "
+                               "delete and redo it")
+        for sub in ("crops", "parts"):
+            shutil.rmtree(cache_dir / sub, ignore_errors=True)
+        for name in ("manifest.parquet", "failures.parquet", "failures.csv", LEGACY_FILE):
+            (cache_dir / name).unlink(missing_ok=True)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, json.dumps(want, sort_keys=True).encode())
+    atomic.write_text(cache_dir / RECORD_FILE, json.dumps(record, indent=2, sort_keys=True))
 
 
 def default_workers() -> int:
     """min(4, CPUs available to this process): MTCNN is CPU-bound and each worker holds its own copy."""
+    import os
+
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:
         cpus = os.cpu_count() or 1
     return max(1, min(4, cpus))
+
+
+def _fingerprints(index: pd.DataFrame, root: Path, content: bool) -> dict[str, dict | None]:
+    """Source fingerprint per video id (an archive's is computed once for all its sequences)."""
+    out: dict[str, dict | None] = {}
+    seen: dict[tuple[str, str], dict | None] = {}
+    for row in index[["video_id", "path", "kind"]].to_dict("records"):
+        key = (row["path"], row["kind"])
+        if key not in seen:
+            seen[key] = source_fingerprint(root, row, content)
+        out[row["video_id"]] = seen[key]
+    return out
+
+
+def _prune(cache_dir: Path, keep: set[str]) -> int:
+    """Remove parts and crops of videos no longer in the index; return how many."""
+    removed = 0
+    parts = cache_dir / "parts"
+    if not parts.is_dir():
+        return 0
+    wanted = {part_path(cache_dir, v).name for v in keep}
+    for p in parts.glob("*.json"):
+        if p.name in wanted:
+            continue
+        rec = _read_part(p) or {}
+        for row in rec.get("rows", []):
+            (cache_dir / row["crop_path"]).unlink(missing_ok=True)
+        p.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 def extract_faces(
@@ -358,33 +472,49 @@ def extract_faces(
     cfg: ExtractConfig | None = None,
     faces_are_cropped: bool = False,
     progress: bool = True,
+    dataset: str = "",
 ) -> ExtractSummary:
     """Turn a video index into face crops + ``manifest.parquet`` + ``failures.parquet`` under ``cache_dir``.
 
-    Resumable: videos finished by an earlier run (same settings) are reused. Bad inputs (missing, empty,
-    corrupt, faceless) are listed in the failures table; the call itself succeeds.
+    Resumable and incremental: videos finished by an earlier run from the same source file (fingerprint)
+    with the same contract are reused; changed sources are redone; videos that left the index are removed.
+    Bad inputs (missing, empty, corrupt, faceless) are listed in the failures table; the call itself succeeds.
     """
     cfg = cfg or ExtractConfig()
+    contract = cfg.resolve(faces_are_cropped)
     start = time.perf_counter()
     index = validate_index(index_df, where="extract index")
     root, cache_dir = Path(root), Path(cache_dir)
-    _check_cache_settings(cache_dir, cfg)
+    record = make_record(dataset, root, contract, cfg.storage())
+    _check_cache(cache_dir, record, cfg.overwrite)
     (cache_dir / "parts").mkdir(parents=True, exist_ok=True)
     for tmp in (cache_dir / "parts").glob(".*.tmp*"):  # left by a killed run
         tmp.unlink(missing_ok=True)
 
     ids = index["video_id"].tolist()
-    done = {v for v in ids if _part_path(cache_dir, v).is_file()}
+    removed = _prune(cache_dir, set(ids))
+    sources = _fingerprints(index, root, cfg.hash)
+    cid = contract.fingerprint()
+    done, stale = set(), set()
+    for v in ids:
+        p = part_path(cache_dir, v)
+        if p.is_file():
+            (done if part_is_current(_read_part(p), cid, sources[v]) else stale).add(v)
     todo = set(ids) - done
-    tasks = _tasks(index, todo)
-    needs_detector = not faces_are_cropped or cfg.landmarks_for_crops
+    tasks = _tasks(index, todo, sources)
+    needs_detector = contract.inputs == "frames" or contract.landmarks_for_crops
     workers = min(cfg.workers or default_workers(), max(len(tasks), 1))
-    for _ in _progress(_execute(tasks, root, cache_dir, cfg, faces_are_cropped, needs_detector, workers),
-                       total=len(ids), completed=len(done), enabled=progress):
-        pass
+    processed = []
+    for item in _progress(_execute(tasks, root, cache_dir, contract, cfg, needs_detector, workers),
+                          total=len(ids), completed=len(done), enabled=progress):
+        processed.append(item["video_id"])
 
-    summary = _assemble(index, cache_dir)
+    summary = _assemble(index, cache_dir, record)
     summary.videos_resumed = len(done)
+    summary.videos_stale = len(stale)
+    summary.videos_removed = removed
+    summary.processed = processed
+    summary.contract = contract
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -393,8 +523,8 @@ def _execute(
     tasks: list[list[dict[str, Any]]],
     root: Path,
     cache_dir: Path,
+    contract: CropContract,
     cfg: ExtractConfig,
-    cropped: bool,
     needs_detector: bool,
     workers: int,
 ) -> Iterator[dict[str, Any]]:
@@ -402,7 +532,7 @@ def _execute(
         return
     if workers <= 1:
         for task in tasks:
-            yield from _run_task(task, str(root), str(cache_dir), cfg, cropped)
+            yield from _run_task(task, str(root), str(cache_dir), contract, cfg)
         return
     import multiprocessing as mp
 
@@ -411,9 +541,9 @@ def _execute(
         max_workers=workers,
         mp_context=mp.get_context("spawn"),
         initializer=_init_worker,
-        initargs=(cfg, needs_detector),
+        initargs=(contract, cfg, needs_detector),
     ) as pool:
-        futures = [pool.submit(_run_task, t, str(root), str(cache_dir), cfg, cropped) for t in tasks]
+        futures = [pool.submit(_run_task, t, str(root), str(cache_dir), contract, cfg) for t in tasks]
         try:
             for fut in as_completed(futures):
                 yield from fut.result()
@@ -452,37 +582,89 @@ def _progress(items: Iterable[dict[str, Any]], total: int, completed: int, enabl
             yield item
 
 
-def _assemble(index: pd.DataFrame, cache_dir: Path) -> ExtractSummary:
+def _drop_stats(rows: list[tuple[int, str, int, int, bool]]) -> dict[str, dict]:
+    """Frames sampled / dropped per label and per method from (label, method, sampled, dropped, failed)."""
+    out: dict[str, dict] = {"label": {}, "method": {}}
+    for label, method, sampled, dropped, failed in rows:
+        for group, key in (("label", str(int(label))), ("method", str(method))):
+            s = out[group].setdefault(key, {"videos": 0, "videos_failed": 0, "sampled": 0, "dropped": 0})
+            if group == "method":
+                s.setdefault("label", int(label))
+            s["videos"] += 1
+            s["videos_failed"] += int(failed)
+            s["sampled"] += int(sampled)
+            s["dropped"] += int(dropped)
+    for group in out.values():
+        for s in group.values():
+            s["rate"] = s["dropped"] / s["sampled"] if s["sampled"] else 0.0
+    return out
+
+
+def _differ(a: float, b: float) -> bool:
+    lo, hi = sorted((a, b))
+    return hi - lo >= DROP_GAP and hi >= DROP_RATIO * lo
+
+
+def drop_warnings(drops: Mapping[str, Mapping]) -> list[str]:
+    """One line per marked difference in dropped-frame rates between labels, or between a fake method and
+    the reals: frames lost more often for one side bias every number computed on the cache."""
+    out = []
+    labels = drops.get("label", {})
+    if "0" in labels and "1" in labels and _differ(labels["0"]["rate"], labels["1"]["rate"]):
+        out.append(
+            f"sampled frames without a face differ by label: real {100 * labels['0']['rate']:.1f} %, fake "
+            f"{100 * labels['1']['rate']:.1f} %; metrics are computed on differently filtered data (check "
+            "extract.min_face_size, extract.min_score; keep extract.full_res_fallback=true)"
+        )
+    fakes = {m: s for m, s in drops.get("method", {}).items() if s.get("label") == 1}
+    if "0" in labels and len(fakes) > 1:  # with one fake method the label line says it all
+        real = labels["0"]["rate"]
+        for method, s in sorted(fakes.items()):
+            if _differ(real, s["rate"]):
+                out.append(f"method {method}: {100 * s['rate']:.1f} % of sampled frames without a face vs "
+                           f"{100 * real:.1f} % for reals")
+    return out
+
+
+def _assemble(index: pd.DataFrame, cache_dir: Path, record: dict[str, Any]) -> ExtractSummary:
     """Build manifest and failures from the per-video parts, in index order."""
     s = ExtractSummary(videos=len(index))
     extras = [c for c in index.columns if c not in INDEX_COLUMNS and c not in MANIFEST_COLUMNS]
     cols: dict[str, list] = {c: [] for c in MANIFEST_COLUMNS}
-    cols["source_path"] = []
+    for c in ("source_path", "source_size", "source_mtime_ns"):
+        cols[c] = []
     extra_vals: dict[str, list] = {c: [] for c in extras}
-    failures = []
-    records = index.to_dict("records")
-    for row in records:
-        part = _part_path(cache_dir, row["video_id"])
-        rec = json.loads(part.read_text()) if part.is_file() else None
+    failures, stats = [], []
+    for row in index.to_dict("records"):
+        part = part_path(cache_dir, row["video_id"])
+        rec = _read_part(part) if part.is_file() else None
         if rec is None:  # only when a run was stopped before this video: say so, never drop it silently
             failures.append((row["video_id"], row["path"], "not processed: extraction was interrupted"))
             continue
         s.frames_sampled += rec["sampled"]
-        if rec.get("failure") or not rec["rows"]:
+        failed = bool(rec.get("failure") or not rec["rows"])
+        stats.append((row["label"], row["method"], rec["sampled"], rec["sampled"] - len(rec["rows"]), failed))
+        if failed:
             failures.append((row["video_id"], row["path"], rec.get("failure") or "no crops"))
             continue
         s.videos_ok += 1
         s.frames_dropped += rec["dropped"]
+        s.frames_full_res += rec.get("full_res", 0)
+        src = rec.get("source") or {}
         for r in rec["rows"]:
             for c in ("frame", "crop_path", "bbox", "landmarks", "score"):
                 cols[c].append(r[c])
             for c in ("video_id", "label", "split", "method", "identity"):
                 cols[c].append(row[c])
             cols["source_path"].append(row["path"])
+            cols["source_size"].append(src.get("size"))
+            cols["source_mtime_ns"].append(src.get("mtime_ns"))
             for c in extras:
                 extra_vals[c].append(row[c])
     s.frames_saved = len(cols["frame"])
     s.videos_failed = len(failures)
+    s.drops = _drop_stats(stats)
+    s.warnings = drop_warnings(s.drops)
 
     arrays = {
         "video_id": pa.array(cols["video_id"], pa.string()),
@@ -496,6 +678,8 @@ def _assemble(index: pd.DataFrame, cache_dir: Path) -> ExtractSummary:
         "landmarks": pa.array(cols["landmarks"], pa.list_(pa.float32(), 10)),
         "score": pa.array(cols["score"], pa.float32()),
         "source_path": pa.array(cols["source_path"], pa.string()),
+        "source_size": pa.array(cols["source_size"], pa.int64()),
+        "source_mtime_ns": pa.array(cols["source_mtime_ns"], pa.int64()),
     }
     table = pa.table(arrays)
     for c in extras:
@@ -503,20 +687,98 @@ def _assemble(index: pd.DataFrame, cache_dir: Path) -> ExtractSummary:
             table = table.append_column(c, pa.array(pd.Series(extra_vals[c], dtype=index[c].dtype)))
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
             continue  # an extra column arrow cannot store is not worth failing the run over
+    meta = {**record, "drops": s.drops, "frames_full_res": s.frames_full_res}
+    table = table.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()})
     s.manifest_path = cache_dir / "manifest.parquet"
-    _write_table_atomic(table, s.manifest_path)
+    with atomic.atomic_path(s.manifest_path) as tmp:
+        pq.write_table(table, tmp)
 
     s.failures = pd.DataFrame(failures, columns=list(FAILURE_COLUMNS)).astype("string")
     s.failures_path = cache_dir / "failures.parquet"
-    _write_table_atomic(pa.Table.from_pandas(s.failures, preserve_index=False), s.failures_path)
-    csv = cache_dir / "failures.csv"
-    tmp = csv.with_name(f".{csv.name}.tmp")
-    s.failures.to_csv(tmp, index=False)
-    os.replace(tmp, csv)
+    with atomic.atomic_path(s.failures_path) as tmp:
+        pq.write_table(pa.Table.from_pandas(s.failures, preserve_index=False), tmp)
+    with atomic.atomic_path(cache_dir / "failures.csv") as tmp:
+        s.failures.to_csv(tmp, index=False)
     return s
 
 
-def _write_table_atomic(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+# ----------------------------------------------------------------------------------------------- verify
+
+
+@dataclass
+class VerifyReport:
+    """A cache checked against its sources (``dfd-extract extract.verify=true``, or ``--verify``)."""
+
+    cache_dir: Path
+    videos: int = 0
+    current: int = 0
+    stale: list[str] = field(default_factory=list)  # source changed since its crops were made
+    missing_sources: list[str] = field(default_factory=list)  # indexed source no longer on disk
+    not_extracted: list[str] = field(default_factory=list)  # in the index, never extracted (or interrupted)
+    orphaned: int = 0  # cached videos the index no longer lists (moved or deleted sources)
+    missing_crops: list[str] = field(default_factory=list)  # crops the manifest lists but the disk lacks
+    problems: list[str] = field(default_factory=list)  # root/contract/manifest level
+
+    @property
+    def ok(self) -> bool:
+        return not (self.stale or self.missing_sources or self.not_extracted or self.orphaned
+                    or self.missing_crops or self.problems)
+
+    def __str__(self) -> str:
+        head = (f"cache {self.cache_dir}: {self.current}/{self.videos} videos current"
+                + ("; nothing stale or missing" if self.ok else ""))
+        lines = [head, *[f"  problem: {p}" for p in self.problems]]
+        for label, items, what in (
+            ("stale", self.stale, "source changed since extraction: rerun dfd-extract to redo them"),
+            ("missing source", self.missing_sources, "source gone: rerun dfd-index + dfd-extract"),
+            ("not extracted", self.not_extracted, "rerun dfd-extract"),
+            ("crops missing", self.missing_crops, "crop files gone: rerun with extract.overwrite=true"),
+        ):
+            if items:
+                lines.append(f"  {label}: {len(items)} ({what}), e.g. {', '.join(items[:5])}")
+        if self.orphaned:
+            lines.append(f"  orphaned: {self.orphaned} cached videos no longer in the index (removed by the next "
+                         "dfd-extract)")
+        return "\n".join(lines)
+
+
+def verify_cache(index_df: pd.DataFrame, root: str | Path, cache_dir: str | Path, cfg: ExtractConfig | None = None,
+                 faces_are_cropped: bool = False) -> VerifyReport:
+    """Check a cache against its sources without changing anything: what the next dfd-extract would redo."""
+    cfg = cfg or ExtractConfig()
+    index = validate_index(index_df, where="extract index")
+    root, cache_dir = Path(root), Path(cache_dir)
+    rep = VerifyReport(cache_dir, videos=len(index))
+    have = read_record(cache_dir)
+    contract = cfg.resolve(faces_are_cropped)
+    if have is None:
+        rep.problems.append("no cache record (cache.json): not extracted yet, or made by an older dfd")
+    else:
+        if have.get("root") != normalize_root(root):
+            rep.problems.append(f"made from root {have.get('root')}, configured root is {normalize_root(root)}")
+        if have.get("contract_id") != contract.fingerprint():
+            old = CropContract.from_mapping(have.get("contract"), where="cached contract")
+            rep.problems.append(f"made with other crop settings {old.diff(contract)} (cached, configured)")
+    if not (cache_dir / "manifest.parquet").is_file():
+        rep.problems.append("no manifest.parquet")
+    sources = _fingerprints(index, root, cfg.hash)
+    cid = contract.fingerprint()
+    ids = index["video_id"].tolist()
+    for v in ids:
+        if sources[v] is None:
+            rep.missing_sources.append(v)
+            continue
+        part = _read_part(part_path(cache_dir, v)) if part_path(cache_dir, v).is_file() else None
+        if part is None:
+            rep.not_extracted.append(v)
+        elif not part_is_current(part, cid, sources[v]):
+            rep.stale.append(v)
+        else:
+            rep.current += 1
+            if any(not (cache_dir / r["crop_path"]).is_file() for r in part.get("rows", [])):
+                rep.missing_crops.append(v)
+    parts = cache_dir / "parts"
+    if parts.is_dir():
+        wanted = {part_path(cache_dir, v).name for v in ids}
+        rep.orphaned = sum(1 for p in parts.glob("*.json") if p.name not in wanted)
+    return rep

@@ -25,23 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-# A face outline for when only MTCNN's 5 points are known, in a frame spanned by the eyes and the mouth:
-# x in units of the eye-to-eye vector (eyes at x=±0.5) from the eyes' midpoint, y in units of the vector from the eyes'
-# midpoint to the mouth's midpoint (y=1 is the mouth). Roughly the hull of the 68-point dlib layout
-# (eyebrows, temples, cheeks, jaw, chin), derived from average face proportions: the chin sits about
-# 0.8 eye-mouth distances below the mouth, the cheeks about one interocular distance from the centre.
-_FACE_TEMPLATE = np.array(
-    [
-        [-1.00, -0.35], [-0.78, -0.62], [-0.35, -0.72], [0.35, -0.72], [0.78, -0.62], [1.00, -0.35],
-        [1.05, 0.25], [0.98, 0.85], [0.80, 1.35], [0.45, 1.70], [0.00, 1.82],
-        [-0.45, 1.70], [-0.80, 1.35], [-0.98, 0.85], [-1.05, 0.25],
-    ],
-    dtype=np.float32,
-)  # fmt: skip
-
-# The fallback region when landmarks are unknown: an ellipse in crop-relative units (centre, semi-axes),
-# sized for dfd's face crops (face roughly centred, some margin around it).
-_ELLIPSE = (0.5, 0.52, 0.30, 0.38)
+from dfd.data.landmarks import ellipse_polygon, face_outline
 
 _FREQ_OPS = ("downscale", "sharpen", "jpeg")
 _MASK_GRID = 128  # the mask is computed at most this many pixels wide, then upsampled
@@ -53,18 +37,11 @@ def face_region(landmarks: np.ndarray | None, shape: tuple[int, int]) -> np.ndar
     Exists so every manifest works: MTCNN's 5 points are extrapolated to cheeks and chin, 68/81-point sets
     are used as is, and missing (NaN) landmarks fall back to a centred ellipse.
     """
-    h, w = shape
     pts = None if landmarks is None else np.asarray(landmarks, dtype=np.float32).reshape(-1, 2)
     if pts is None or len(pts) < 5 or not np.isfinite(pts).all():
-        cx, cy, ax, ay = _ELLIPSE
-        t = np.linspace(0, 2 * np.pi, 32, endpoint=False, dtype=np.float32)
-        return np.stack([(cx + ax * np.cos(t)) * w, (cy + ay * np.sin(t)) * h], axis=1)
-    if len(pts) == 5:
-        # MTCNN order: left eye, right eye, nose, left mouth corner, right mouth corner.
-        eyes = (pts[0] + pts[1]) / 2
-        mouth = (pts[3] + pts[4]) / 2
-        ex, ey = pts[1] - pts[0], mouth - eyes
-        pts = eyes + _FACE_TEMPLATE[:, :1] * ex + _FACE_TEMPLATE[:, 1:] * ey
+        return ellipse_polygon(shape)
+    if len(pts) == 5:  # the outline shared with ADDNet's masks (dfd.data.landmarks)
+        pts = np.concatenate([pts, face_outline(pts)])
     return cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2)
 
 

@@ -11,10 +11,14 @@ dataset root; manifest: to the manifest's own folder) so a cache can be moved be
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from dfd import atomic
 
 SPLITS = ("train", "val", "test")
 
@@ -83,14 +87,23 @@ def _check_common(df: pd.DataFrame, where: str) -> None:
         raise SchemaError(f"{where}: split must be one of {SPLITS}; found {sorted(bad_splits)}")
 
 
-def write_parquet(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write a table atomically (temp file + rename) so a killed run never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_parquet(tmp, index=False)
-    tmp.replace(path)
-    return path
+def write_parquet(df: pd.DataFrame, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+    """Write a table atomically (temp file + rename) so a killed run never leaves a half-written file.
+
+    ``metadata`` goes into the Parquet key-value metadata as JSON, one key each (e.g. ``dfd.cache``: the
+    record binding an index or manifest to its dataset root and crop contract; see dfd.data.cache).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if metadata:
+        meta = dict(table.schema.metadata or {})
+        meta.update({k.encode(): json.dumps(v).encode() for k, v in metadata.items()})
+        table = table.replace_schema_metadata(meta)
+    with atomic.atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
 
 
 def read_index(path: str | Path) -> pd.DataFrame:

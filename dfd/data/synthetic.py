@@ -26,6 +26,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from dfd.data.cache import make_record
+from dfd.data.contract import CropContract
 from dfd.data.schema import validate_manifest, write_parquet
 from dfd.data.sources.base import DatasetError, DatasetSource
 
@@ -376,6 +378,11 @@ class SyntheticSource(DatasetSource):
     def _index_rows(self) -> pd.DataFrame:  # pragma: no cover - build_index is overridden
         return self.build_index()
 
+    def crop_contract(self) -> CropContract:
+        """Faces are drawn as dfd-extract would crop them (centred, ~1.3x margin) at ``image_size``: a model
+        trained here predicts on real media with dfd-extract's detection and a crop of that size."""
+        return CropContract(size=self.image_size)
+
     def prepare(self) -> Path:
         """Generate the crops and manifest once; later calls (and other processes) reuse them."""
         if self.manifest_path.is_file():
@@ -384,7 +391,8 @@ class SyntheticSource(DatasetSource):
         tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
         rows = self._generate(tmp)
         df = validate_manifest(pd.DataFrame(rows), where=f"synthetic {self.domain}")
-        write_parquet(df, tmp / "manifest.parquet")
+        record = make_record(self.name, None, self.crop_contract(), {"format": "png"}, synthetic=self._params())
+        write_parquet(df, tmp / "manifest.parquet", metadata={"dfd.cache": record})
         (tmp / "params.json").write_text(json.dumps(self._params(), indent=2))
         try:
             tmp.rename(final)  # atomic: a concurrent or killed generation never leaves a half-written set

@@ -3,6 +3,10 @@
 The eval pipeline takes the input size, mean and std from the model's pretrained config (``InputSpec``), never
 from hard-coded ImageNet numbers: EfficientNet-B4 at 380, Xception at 299 with 0.5 mean/std, ViT at 224.
 Landmarks travel with the image as keypoints so ADDNet's masks and SBI's blends follow flips and crops.
+
+Robustness perturbations (:func:`perturbation`) act on the *stored* crop, before the model's resize, with levels
+in source pixels: "blur 2" is a sigma of 2 crop pixels whether the backbone reads 224 or 380 px, so robustness
+curves of different backbones are comparable.
 """
 
 from __future__ import annotations
@@ -52,13 +56,20 @@ Spec = InputSpec  # short alias used by the data pipeline
 
 
 class Pipeline:
-    """image uint8 HxWx3 (+ landmarks (5,2), NaN if unknown) -> normalised float tensor (+ landmarks tensor)."""
+    """image uint8 HxWx3 (+ landmarks (5,2), NaN if unknown) -> normalised float tensor (+ landmarks tensor).
+
+    Args:
+        spec: the model's input spec (size, mean, std, interpolation).
+        augment: training augmentations, applied after the resize (cheaper at the model's size).
+        extra: operations on the stored crop *before* the resize (robustness perturbations: levels in source
+            pixels, the same operation for every backbone).
+    """
 
     def __init__(self, spec: Spec, augment: Sequence[A.BasicTransform] = (), extra: Sequence = ()) -> None:
         self.spec = spec
         interp = _INTERP.get(spec.interpolation, cv2.INTER_LINEAR)
-        # Resize first: augmenting at the model's size is cheaper and matches what the model sees.
-        ops = [A.Resize(spec.size, spec.size, interpolation=interp), *extra, *augment]
+        # ``extra`` (perturbations) degrade the stored crop itself; augmentation runs at the model's size.
+        ops = [*extra, A.Resize(spec.size, spec.size, interpolation=interp), *augment]
         self.spatial = A.Compose(ops, keypoint_params=A.KeypointParams(format="xy", remove_invisible=False))
         # ReplayCompose marks its transforms for recording: give it its own copies.
         self.replay = A.ReplayCompose(copy.deepcopy(ops),
@@ -102,8 +113,60 @@ def build_pipelines(spec: object, train_augment: Sequence[A.BasicTransform]) -> 
     return Pipeline(s, train_augment), Pipeline(s)
 
 
+PERTURBATIONS = ("jpeg", "blur", "downscale", "noise", "h264")
+
+
+def h264_roundtrip(image: np.ndarray, crf: int, preset: str = "medium") -> np.ndarray:
+    """Encode an RGB image as one H.264 frame at ``crf`` (libx264 via PyAV, yuv420p) and decode it back.
+
+    What an upload to a video platform does to a face: block transform quantisation, chroma subsampling and
+    YUV conversion. Odd sizes are edge-padded to even (4:2:0 needs it) and cropped back.
+    """
+    import io
+
+    import av
+
+    h, w = image.shape[:2]
+    padded = np.pad(image, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge") if (h % 2 or w % 2) else image
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="h264") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height = padded.shape[1], padded.shape[0]
+        stream.pix_fmt = "yuv420p"
+        # One thread: x264's output then depends on nothing but the input and the settings.
+        stream.options = {"crf": str(int(crf)), "preset": preset, "threads": "1"}
+        for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(padded), format="rgb24")):
+            out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    buf.seek(0)
+    with av.open(buf, mode="r", format="h264") as inp:
+        frame = next(inp.decode(video=0)).to_ndarray(format="rgb24")
+    return np.ascontiguousarray(frame[:h, :w])
+
+
+class H264(A.ImageOnlyTransform):
+    """Deterministic H.264 re-encoding at a CRF (0 best, 51 worst; platforms upload around 23-35)."""
+
+    def __init__(self, crf: int = 28, p: float = 1.0) -> None:
+        super().__init__(p=p)
+        self.crf = int(crf)
+
+    def apply(self, img: np.ndarray, **params) -> np.ndarray:
+        return h264_roundtrip(img, self.crf)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("crf",)
+
+
 def perturbation(kind: str, level: float) -> A.BasicTransform:
-    """A deterministic corruption for robustness evaluation (applied to every test image)."""
+    """A deterministic corruption for robustness evaluation, applied to every stored test crop before the
+    model's resize; levels are in source (stored-crop) pixels, so a level means the same for every backbone.
+
+    ``jpeg``: JPEG quality (100 best); ``blur``: Gaussian sigma in crop pixels; ``downscale``: shrink the crop
+    by this factor and back (0.5 = half resolution); ``noise``: Gaussian std in 0-255 units; ``h264``: H.264
+    re-encoding at this CRF (each frame as its own I-frame).
+    """
     if kind == "jpeg":
         return A.ImageCompression(quality_range=(int(level), int(level)), p=1.0)
     if kind == "blur":
@@ -114,4 +177,6 @@ def perturbation(kind: str, level: float) -> A.BasicTransform:
     if kind == "noise":
         # level = std in 0-255 units; albumentations takes it relative to the max value.
         return A.GaussNoise(std_range=(level / 255.0, level / 255.0), p=1.0)
-    raise ValueError(f"unknown perturbation {kind!r}; valid: jpeg, blur, downscale, noise")
+    if kind == "h264":
+        return H264(crf=int(level), p=1.0)
+    raise ValueError(f"unknown perturbation {kind!r}; valid: {', '.join(PERTURBATIONS)}")

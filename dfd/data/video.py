@@ -6,18 +6,31 @@ Only the sampled frames are decoded (decord ``get_batch`` for videos), and archi
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import sys
 import tarfile
+import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+# The one list of media extensions every dfd tool uses (index, extraction, predict, SBI grid): OpenCV decodes
+# all of these images, decord (FFmpeg) all of these videos.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 KINDS = ("video", "frames", "image", "archive")
+
+
+def media_kind(path: str | Path) -> str | None:
+    """``"video"`` or ``"image"`` from a file's extension, None for anything else (masks, models, notes)."""
+    ext = Path(path).suffix.lower()
+    return "video" if ext in VIDEO_EXTENSIONS else "image" if ext in IMAGE_EXTENSIONS else None
 
 
 class MediaError(RuntimeError):
@@ -57,37 +70,101 @@ class Frames:
     images: list[np.ndarray]  # H x W x 3 uint8 RGB; sizes may differ between images (frame folders)
 
 
-def sample_indices(total: int, n: int | None) -> np.ndarray:
-    """Indices of ``n`` frames evenly spaced over the whole video (DeepfakeBench's protocol); all if fewer.
+def uniform_positions(n_available: int, n_wanted: int) -> np.ndarray:
+    """The one "uniformly spaced frames" rule: ``linspace(0, n_available - 1, n_wanted)`` truncated to int.
 
-    Spacing is ``linspace(0, total - 1, n)`` truncated to int, as DeepfakeBench does, so the first and last
-    frames are always included and a 32-frame sample covers the whole clip rather than its first second.
+    First and last always included (DeepfakeBench's 32-frame protocol, which covers the whole clip rather than
+    its first second); exactly ``n_wanted`` positions, repeated in order when fewer are available (clips).
     """
+    if n_available <= 0:
+        raise ValueError("cannot sample frames from an empty video")
+    return np.linspace(0, n_available - 1, int(n_wanted)).astype(np.int64)
+
+
+def sample_indices(total: int, n: int | None) -> np.ndarray:
+    """Frames a video contributes: ``n`` by :func:`uniform_positions`, or every frame when it has ``<= n``."""
     if total <= 0:
         return np.zeros(0, np.int64)
     if n is None or n <= 0 or total <= n:
         return np.arange(total, dtype=np.int64)
-    return np.linspace(0, total - 1, n).astype(np.int64)
+    return uniform_positions(total, n)
+
+
+@contextmanager
+def captured_stderr() -> Iterator[list[str]]:
+    """Send this process's file descriptor 2 to a temporary file while the block runs; yield its lines.
+
+    decord and FFmpeg print from C++ straight to fd 2 ("moov atom not found", "ERROR opening: ..."), which
+    Python's ``sys.stderr`` never sees. Captured, the text becomes the failure reason instead of noise in
+    every run over a dataset with a few bad files. (fd 2 is process-wide: other threads' writes during the
+    block land in the reason too, which is why only the decoder calls are wrapped.)
+    """
+    lines: list[str] = []
+    with suppress(AttributeError, ValueError, OSError):
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 to redirect (a daemon): nothing would be printed anyway
+        yield lines
+        return
+    try:
+        with tempfile.TemporaryFile() as tmp:
+            os.dup2(tmp.fileno(), 2)
+            try:
+                yield lines
+            finally:
+                os.dup2(saved, 2)
+                tmp.seek(0)
+                lines.extend(_decoder_lines(tmp.read().decode("utf-8", errors="replace")))
+    finally:
+        os.close(saved)
+
+
+def _decoder_lines(text: str) -> list[str]:
+    # "[04:44:00] /src/video/video_reader.cc:83: ERROR opening: x.mp4, Invalid data ..." -> "ERROR opening: ..."
+    # "[mov,mp4,m4a @ 0x55f1] moov atom not found" -> "moov atom not found"
+    out = []
+    for line in text.splitlines():
+        line = re.sub(r"^\[\d\d:\d\d:\d\d\]\s*\S+:\d+:\s*", "", line.strip())
+        line = re.sub(r"^\[[^\]]*@ 0x[0-9a-f]+\]\s*", "", line)
+        if line and line not in out:
+            out.append(line)
+    return out
+
+
+def _reason(e: BaseException, captured: list[str]) -> str:
+    text = "; ".join([*captured, _first_line(e)]) if captured else _first_line(e)
+    return text[:300]
 
 
 def read_video(path: str | Path, n: int | None) -> Frames:
-    """Decode ``n`` uniformly sampled frames of a video file with decord (only those frames)."""
+    """Decode ``n`` uniformly sampled frames of a video file with decord (only those frames).
+
+    The decoder's own messages on a bad file are captured into the error's reason, not printed.
+    """
     path = Path(path)
     _check_file(path)
     import decord
 
-    try:
-        vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-    except Exception as e:  # decord raises DECORDError / RuntimeError with C++ messages
-        raise CorruptMedia(path, f"cannot open video ({_first_line(e)}); re-download or re-encode it") from e
+    with captured_stderr() as said:
+        try:
+            vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+            err = None
+        except Exception as e:  # decord raises DECORDError / RuntimeError with C++ messages
+            vr, err = None, e
+    if err is not None:
+        raise CorruptMedia(path, f"cannot open video ({_reason(err, said)}); re-download or re-encode it") from err
     total = len(vr)
     if total == 0:
         raise EmptyMedia(path, "video has no frames")
     idx = sample_indices(total, n)
-    try:
-        batch = vr.get_batch(idx.tolist()).asnumpy()
-    except Exception as e:
-        raise CorruptMedia(path, f"cannot decode frames ({_first_line(e)})") from e
+    with captured_stderr() as said:
+        try:
+            batch, err = vr.get_batch(idx.tolist()).asnumpy(), None
+        except Exception as e:
+            batch, err = None, e
+    if err is not None:
+        raise CorruptMedia(path, f"cannot decode frames ({_reason(err, said)})") from err
     return Frames(idx, list(batch))
 
 
@@ -125,10 +202,18 @@ def read_frames_folder(path: str | Path, n: int | None) -> Frames:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read one image file as RGB uint8, with a typed error when it is missing, empty or corrupt."""
+    """Read one image file as RGB uint8, with a typed error when it is missing, empty or corrupt.
+
+    The one RGB reader (extraction, training's crop loader, predict, the SBI grid). The file is read first
+    and diagnosed only when that fails, so the training hot path costs one open, no extra stat calls.
+    """
     path = Path(path)
-    _check_file(path)
-    return decode_image(np.fromfile(path, np.uint8), path)
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError:
+        _check_file(path)  # raises the typed error (missing, folder, permissions)
+        raise
+    return decode_image(data, path)
 
 
 def decode_image(data: bytes | np.ndarray, where: str | Path) -> np.ndarray:
@@ -224,6 +309,35 @@ def read_source(kind: str, path: str | Path, n: int | None) -> Frames:
     if kind == "image":
         return Frames(np.zeros(1, np.int64), [read_image(path)])
     raise ValueError(f"unknown index kind {kind!r} for {path}; expected one of {KINDS}")
+
+
+def fingerprint(path: str | Path, kind: str = "video", content: bool = False) -> dict | None:
+    """What identifies a source's content without reading it: size and modification time (ns); ``content``
+    adds a SHA-1 of the bytes. A frames folder: its image files' count, total size and latest mtime. None when
+    the source does not exist. Caches store it per video and redo (or report) a video whose source changed.
+    """
+    p = Path(path)
+    try:
+        if kind == "frames" or p.is_dir():
+            files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
+            stats = [f.stat() for f in files]
+            fp = {"files": len(files), "size": int(sum(s.st_size for s in stats)),
+                  "mtime_ns": int(max((s.st_mtime_ns for s in stats), default=0))}
+        else:
+            st = p.stat()
+            files = [p]
+            fp = {"size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if content:
+        h = hashlib.sha1()
+        for f in files:
+            h.update(f.name.encode() if len(files) > 1 else b"")
+            with open(f, "rb") as fh:
+                for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                    h.update(block)
+        fp["sha1"] = h.hexdigest()
+    return fp
 
 
 def _check_file(path: Path) -> None:

@@ -68,12 +68,9 @@ def make_results(kind: str, run_dir: str | Path, train: dict, test: dict, val: d
 
 def write_results(results: dict, run_dir: str | Path) -> Path:
     """Write ``results.json`` atomically into the run directory."""
-    path = Path(run_dir) / "results.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".results.json.tmp")
-    tmp.write_text(json.dumps(_clean(results), indent=2))
-    tmp.replace(path)
-    return path
+    from dfd import atomic
+
+    return atomic.write_text(Path(run_dir) / "results.json", json.dumps(_clean(results), indent=2))
 
 
 def read_results(path: str | Path) -> dict:

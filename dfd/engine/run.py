@@ -359,7 +359,9 @@ def train(cfg: DictConfig) -> dict:
     if run_id is None and sweep and sweep.get("run_id"):
         run_id = sweep["run_id"]  # the W&B agent waits for the run it named
     run = {**describe_run(cfg, train_src.name), "overrides": provenance.config_overrides(cfg, overrides, sweep)}
-    meta = {"run_id": run_id, "dataset": resolved.get("dataset"), "run": run}
+    contract = train_src.crop_contract()  # how the training crops were made: export hands it to dfd-predict
+    meta = {"run_id": run_id, "dataset": resolved.get("dataset"), "run": run,
+            "crop": contract.to_dict() if contract is not None else None}
     module = DetectorModule(
         model=resolved["model"],
         finetune=resolved["finetune"],

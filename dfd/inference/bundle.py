@@ -6,7 +6,9 @@ A bundle is a folder::
                            (clip models: (B,L,3,S,S); landmark models also take (B,5,2) / (B,L,5,2))
     model.onnx             the same graph for ONNX Runtime (dynamic batch axis)
     model.safetensors      plain weights (LoRA merged); rebuilding the network from them needs dfd + timm
-    preprocess.json        everything needed to turn a video or image into the model's input, the threshold
+    preprocess.json        everything needed to turn a video or image into the model's input: the input spec,
+                           the crop contract the training crops were made with (dfd.data.contract), and two
+                           thresholds (video-level for videos, frame-level for single images)
     README.md              how to load it with torch only
 
 Why this module imports nothing beyond torch/numpy/opencv: a LoRA checkpoint once failed to load on an
@@ -28,13 +30,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from dfd.data.contract import CropContract
+
 PREPROCESS = "preprocess.json"
 TORCHSCRIPT = "model.torchscript.pt"
 ONNX = "model.onnx"
 SAFETENSORS = "model.safetensors"
 FORMAT = "dfd-bundle"
-FORMAT_VERSION = 1
+# 2: the crop contract ("crop") and two thresholds ("thresholds": video, frame); 1: "face"/"video"/"threshold".
+FORMAT_VERSION = 2
 BACKENDS = ("torchscript", "safetensors")
+# Every file of a bundle is readable by others: the organiser's server often runs as another user.
+FILE_MODE = 0o644
 
 # cv2 interpolation flags by the names timm/InputSpec use (same table as dfd.data.transforms, which imports
 # albumentations and is therefore kept out of this module).
@@ -103,10 +110,27 @@ def read_config(path: str | Path) -> dict:
     if int(cfg.get("format_version", 0)) > FORMAT_VERSION:
         raise BundleError(f"{file} has format_version {cfg['format_version']}; this dfd reads up to "
                           f"{FORMAT_VERSION}: upgrade dfd")
-    for key in ("input", "face", "video", "threshold"):
+    needed = ("input", "crop", "thresholds") if int(cfg.get("format_version", 1)) >= 2 else (
+        "input", "face", "video", "threshold")
+    for key in needed:
         if key not in cfg:
             raise BundleError(f"{file} lacks the {key!r} section; re-export the bundle with dfd-export")
     return cfg
+
+
+def bundle_contract(cfg: dict) -> CropContract:
+    """The crop contract of a bundle (format 1 bundles: the one their face/video sections implied)."""
+    if "crop" in cfg:
+        return CropContract.from_mapping(cfg["crop"], where="preprocess.json crop contract")
+    return CropContract.from_legacy_bundle(cfg["face"], cfg["video"])
+
+
+def bundle_thresholds(cfg: dict) -> dict[str, float]:
+    """``{"video": t, "frame": t}`` (format 1 bundles have one threshold: used for both)."""
+    if "thresholds" in cfg:
+        return {level: float(cfg["thresholds"][level]["value"]) for level in ("video", "frame")}
+    t = float(cfg["threshold"]["value"])
+    return {"video": t, "frame": t}
 
 
 def check_torchscript(path: Path) -> None:
@@ -158,7 +182,9 @@ class Bundle:
         self.interpolation = str(inp.get("interpolation", "bilinear"))
         self.clip_len = int(inp["clip_len"]) if inp.get("clip_len") else None
         self.needs_landmarks = "landmarks" in config.get("inputs", ["images"])
-        self.threshold = float(config["threshold"]["value"])
+        self.contract = bundle_contract(config)
+        self.thresholds = bundle_thresholds(config)
+        self.threshold = self.thresholds["video"]  # videos; single images use thresholds["frame"]
         self.device = torch.device("cpu")
 
     def to(self, device: str | torch.device) -> Bundle:

@@ -1,7 +1,12 @@
 """Decision thresholds chosen on a validation split: the EER point or the best accuracy.
 
 Why: a detector's 0.5 is rarely the right cut-off on another dataset's score distribution, and an organiser
-scoring hard labels needs one number fixed before the hidden test set is seen.
+scoring hard labels needs one number fixed before the hidden test set is seen. Two are chosen: one on per-video
+mean probabilities (applied to videos) and one on per-frame probabilities (applied to single images, whose
+scores spread wider than a 32-frame mean).
+
+The EER is the engine's (:func:`dfd.engine.metrics.equal_error_rate`, the number results.json reports); this
+module only picks the threshold that realises it.
 """
 
 from __future__ import annotations
@@ -9,8 +14,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
+
+from dfd.engine.metrics import MIN_VIDEOS_PER_CLASS, equal_error_rate
 
 METHODS = ("eer", "accuracy", "none")
+LEVELS = ("video", "frame")
+# A threshold calibrated on fewer validation videos than this per class gets a one-line warning. Same figure as
+# the test-set warning of the evaluation engine (dfd.engine.metrics.MIN_VIDEOS_PER_CLASS once merged).
 
 
 def _candidates(scores: np.ndarray) -> np.ndarray:
@@ -31,8 +42,21 @@ def rates(scores: np.ndarray, labels: np.ndarray, thresholds: np.ndarray) -> tup
     return fpr, fnr
 
 
-def choose_threshold(scores: np.ndarray, labels: np.ndarray, method: str) -> dict:
-    """The threshold by ``method`` plus the validation numbers it gives (for preprocess.json)."""
+def engine_eer(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The equal error rate exactly as dfd's evaluation computes it (torchmetrics ROC + the engine's EER)."""
+    from torchmetrics.functional.classification import binary_roc
+
+    fpr, tpr, _ = binary_roc(torch.as_tensor(np.asarray(scores, np.float32)),
+                             torch.as_tensor(np.asarray(labels, np.int64)))
+    return equal_error_rate(fpr, tpr)
+
+
+def choose_threshold(scores: np.ndarray, labels: np.ndarray, method: str, videos: int | None = None) -> dict:
+    """The threshold by ``method`` plus the validation numbers it gives (for preprocess.json).
+
+    ``videos``: how many validation videos the scores come from (frame-level calibration); the small-sample
+    note counts videos, since the frames of one video are not independent.
+    """
     if method not in METHODS:
         raise ValueError(f"calibration {method!r} is not one of {METHODS}")
     s = np.asarray(scores, np.float64)
@@ -48,16 +72,30 @@ def choose_threshold(scores: np.ndarray, labels: np.ndarray, method: str) -> dic
         cand = _candidates(s)
         fpr, fnr = rates(s, y, cand)
         if method == "eer":
-            gap = np.abs(fpr - fnr)
-            # Among equally balanced points, the one with the fewest errors; then the one nearest 0.5.
-            key = np.lexsort((np.abs(cand - 0.5), fpr + fnr, gap))
+            eer = engine_eer(s, y)
+            # The labelling that realises the engine's EER best: smallest |FPR - FNR|, then the balanced error
+            # nearest that EER, then the threshold nearest 0.5.
+            key = np.lexsort((np.abs(cand - 0.5), np.abs((fpr + fnr) / 2 - eer), np.abs(fpr - fnr)))
+            out["val_eer"] = float(eer)
         else:
             errors = fpr * (len(y) - n_fake) + fnr * n_fake
             key = np.lexsort((np.abs(cand - 0.5), errors))
         best = int(key[0])
         out.update(value=float(cand[best]), val_fpr=float(fpr[best]), val_fnr=float(fnr[best]))
+    if videos is not None:
+        out["videos"] = int(videos)
     t = out["value"]
     pred = s >= t
     out["val_accuracy"] = float((pred == y.astype(bool)).mean()) if len(y) else math.nan
     out["val_accuracy_at_0.5"] = float(((s >= 0.5) == y.astype(bool)).mean()) if len(y) else math.nan
     return out
+
+
+def small_sample_warning(level: str, n_real_videos: int, n_fake_videos: int, method: str) -> str | None:
+    """One line when a threshold rests on fewer than ``MIN_VIDEOS_PER_CLASS`` validation videos per class."""
+    if method == "none" or min(n_real_videos, n_fake_videos) >= MIN_VIDEOS_PER_CLASS:
+        return None
+    return (f"the {level}-level threshold is calibrated on {n_real_videos} real / {n_fake_videos} fake validation "
+            f"videos (fewer than {MIN_VIDEOS_PER_CLASS} per class): it may not carry over to new data; extract "
+            "a larger val split, or export with --calibrate none (threshold 0.5) "
+            "(limit: dfd.engine.metrics.MIN_VIDEOS_PER_CLASS)")

@@ -17,7 +17,9 @@ import torch
 from torch import nn
 
 from dfd import __version__
+from dfd.data.contract import CropContract
 from dfd.inference.bundle import (
+    FILE_MODE,
     FORMAT,
     FORMAT_VERSION,
     ONNX,
@@ -29,14 +31,11 @@ from dfd.inference.bundle import (
     load_bundle,
     probability_model,
 )
-from dfd.inference.calibrate import METHODS, choose_threshold
+from dfd.inference.calibrate import METHODS, choose_threshold, small_sample_warning
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
-# Face settings when the training cache does not record them (dfd-extract's defaults, conf/extract.yaml).
-FACE_DEFAULTS = {"margin": 1.3, "crop_size": 320, "choice": "largest", "min_score": 0.9, "min_face_size": 20}
-DEFAULT_FRAMES = 32
 
 
 class ExportError(ValueError):
@@ -60,38 +59,25 @@ def _instantiate_source(dataset_cfg: dict | None) -> object | None:
     return instantiate(dict(dataset_cfg))
 
 
-def face_settings(dataset_cfg: dict | None, source: object | None) -> tuple[dict, dict]:
-    """(face crop settings, video settings) the training crops were made with, so predict crops alike."""
-    face = dict(FACE_DEFAULTS)
-    frames = DEFAULT_FRAMES
-    origin = "dfd-extract defaults (the training cache records no extract settings)"
-    cache = getattr(source, "cache_dir", None)
-    recorded = Path(cache) / "extract_config.json" if cache is not None else None
-    if recorded is not None and recorded.is_file():
-        ext = json.loads(recorded.read_text())
-        face.update(margin=float(ext.get("margin", face["margin"])), crop_size=int(ext.get("size", face["crop_size"])),
-                    choice=ext.get("choice", face["choice"]), min_score=float(ext.get("min_score", face["min_score"])),
-                    min_face_size=int(ext.get("min_face_size", face["min_face_size"])))
-        if int(ext.get("frames", 0) or 0) > 0:
-            frames = int(ext["frames"])
-        origin = f"extract settings of the training cache ({recorded})"
-    elif dataset_cfg and dataset_cfg.get("image_size"):
-        # The synthetic set is drawn as crops of image_size px with the face centred like dfd-extract's; its
-        # frames_per_video is a generation setting, not a sampling protocol, so frames stay at the default.
-        face["crop_size"] = int(dataset_cfg["image_size"])
-        origin = "synthetic training set (crop size = its image_size; other face settings are dfd-extract's defaults)"
-    face["detector"] = "MTCNN (facenet-pytorch), all faces kept, one chosen per frame"
-    face["source"] = origin
-    video = {"frames": frames, "sampling": "uniform: numpy.linspace(0, n_frames - 1, frames).astype(int)",
-             "aggregation": "mean of the per-face probabilities of a file (video or image)"}
-    return face, video
+def training_contract(meta: dict, source: object | None) -> tuple[CropContract, str]:
+    """The crop contract the model was trained on, and where it was read: the checkpoint (training copies
+    the training cache's contract there), else the training cache's record, else dfd-extract's defaults."""
+    if meta.get("crop"):
+        return CropContract.from_mapping(meta["crop"], where="checkpoint crop contract"), "checkpoint"
+    found = source.crop_contract() if source is not None and hasattr(source, "crop_contract") else None
+    if found is not None:
+        return found, f"training cache ({getattr(source, 'manifest_path', '')})"
+    log.warning("neither the checkpoint nor its training cache records a crop contract: the bundle assumes "
+                "dfd-extract's defaults (re-extract and retrain to record the real one)")
+    return CropContract(), "dfd-extract defaults (not recorded by the checkpoint or its training cache)"
 
 
 # ----------------------------------------------------------------------------------------------- calibration
 @torch.inference_mode()
-def validation_scores(model: ProbabilityModel, source: object, spec: dict, batch_size: int = 64
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-video mean probability and label on the source's val split (how predict scores a file)."""
+def validation_scores(model: ProbabilityModel, source: object, spec: dict, batch_size: int = 64) -> dict:
+    """Scores on the source's val split as predict computes them: per frame (single images) and the mean per
+    video (videos). ``{"video": (probs, labels), "frame": (probs, labels) | None, "videos": (real, fake)}``;
+    clip models score whole videos only (``frame`` None)."""
     from torch.utils.data import DataLoader
 
     from dfd.data.datasets import ClipDataset, FrameDataset, ManifestArrays
@@ -113,7 +99,43 @@ def validation_scores(model: ProbabilityModel, source: object, spec: dict, batch
         videos.append(batch["video"])
     prob, label, video = torch.cat(probs), torch.cat(labels), torch.cat(videos)
     vprob, vlabel, _ = video_aggregate(prob, label, video, torch.zeros_like(video))
-    return vprob.double().numpy(), vlabel.long().numpy()
+    vlabel = vlabel.long().numpy()
+    return {
+        "video": (vprob.double().numpy(), vlabel),
+        "frame": None if spec.get("clip_len") else (prob.double().numpy(), label.long().numpy()),
+        "videos": (int((vlabel == 0).sum()), int((vlabel == 1).sum())),
+    }
+
+
+def calibrate_thresholds(model: ProbabilityModel, source: object | None, spec: dict, method: str) -> dict:
+    """``{"video": {...}, "frame": {...}}`` thresholds on the training dataset's val split (0.5 for ``none``)."""
+    if method == "none":
+        none = choose_threshold(np.zeros(0), np.zeros(0), "none")
+        return {"video": {**none, "level": "video"}, "frame": {**none, "level": "frame"}}
+    if source is None:
+        raise ExportError("the checkpoint records no training dataset (hparams meta.dataset) to calibrate on; "
+                          "pass --calibrate none to export with thresholds 0.5")
+    scores = validation_scores(model, source, spec)
+    n_real, n_fake = scores["videos"]
+    name = getattr(source, "name", None)
+    out = {}
+    for level in ("video", "frame"):
+        data = scores[level]
+        if data is None:  # clip model: an image is scored as a clip of one repeated face, like a video
+            out[level] = {**out["video"], "level": level,
+                          "note": "clip model: images are scored as clips of one repeated face; video threshold"}
+            continue
+        thr = choose_threshold(*data, method, videos=n_real + n_fake)
+        thr.update(split="val", dataset=name, level=level,
+                   applies_to="videos (mean of frame probabilities)" if level == "video" else "single images")
+        warning = small_sample_warning(level, n_real, n_fake, method)
+        if warning:
+            thr["warning"] = warning
+            log.warning("%s", warning)
+        log.info("%s-level threshold %.4f (%s on %s val, %d %s)", level, thr["value"], thr["method"], name, thr["n"],
+                 "videos" if level == "video" else "frames")
+        out[level] = thr
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- build
@@ -144,32 +166,22 @@ def load_for_export(checkpoint: str | Path) -> tuple[ProbabilityModel, dict]:
 
 
 def describe(checkpoint: str | Path, model: ProbabilityModel, hparams: dict, calibrate: str) -> dict:
-    """preprocess.json for a checkpoint: input spec, face/video settings, threshold, model config."""
+    """preprocess.json for a checkpoint: input spec, crop contract, thresholds, model config."""
     if calibrate not in METHODS:
         raise ExportError(f"--calibrate {calibrate!r} is not one of {METHODS}")
     meta = dict(hparams.get("meta") or {})
     dataset_cfg = meta.get("dataset")
     try:
         source = _instantiate_source(dataset_cfg)
-    except Exception as e:  # an old or moved dataset class: export still works, with default face settings
+    except Exception as e:  # an old or moved dataset class: export still works from the checkpoint's record
         if calibrate != "none":
             raise ExportError(f"cannot rebuild the training dataset from the checkpoint ({e}); "
                               "pass --calibrate none to export with threshold 0.5") from e
         source = None
     spec = model.detector.input_spec.to_dict()
     spec["mean"], spec["std"] = list(spec["mean"]), list(spec["std"])
-    face, video = face_settings(dataset_cfg, source)
-    if calibrate == "none":
-        threshold = choose_threshold(np.zeros(0), np.zeros(0), "none")
-    elif source is None:
-        raise ExportError("the checkpoint records no training dataset (hparams meta.dataset) to calibrate on; "
-                          "pass --calibrate none to export with threshold 0.5")
-    else:
-        scores, labels = validation_scores(model, source, spec)
-        threshold = choose_threshold(scores, labels, calibrate)
-        threshold.update(split="val", dataset=getattr(source, "name", None), level="video (mean of frame probabilities)")
-        log.info("threshold %.4f (%s on %s val, %d videos)", threshold["value"], threshold["method"],
-                 threshold["dataset"], threshold["n"])
+    contract, origin = training_contract(meta, source)
+    thresholds = calibrate_thresholds(model, source, spec, calibrate)
     needs_lm = bool(getattr(model.detector, "needs_landmarks", False))
     return {
         "format": FORMAT,
@@ -188,9 +200,11 @@ def describe(checkpoint: str | Path, model: ProbabilityModel, hparams: dict, cal
             "landmarks": ("5 MTCNN points (eyes, nose, mouth corners) as (x, y) in model-input pixels; NaN unknown"
                           if needs_lm else None),
         },
-        "face": face,
-        "video": video,
-        "threshold": threshold,
+        # How a frame becomes the face crop this model was trained on (dfd.data.contract.CropContract): what
+        # dfd-predict runs on raw media. The video's probability is the mean over its faces' probabilities.
+        "crop": contract.to_dict(),
+        "crop_source": origin,
+        "thresholds": thresholds,
         "model": rebuild_config(hparams["model"]),
         "files": {"torchscript": TORCHSCRIPT, "onnx": ONNX, "safetensors": SAFETENSORS},
         "source": {"checkpoint": str(Path(checkpoint).resolve()), "run_id": hparams.get("run_id"), "run": meta.get("run"),
@@ -263,6 +277,12 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path, calibrate: str = 
         log.warning("ONNX export failed (%s); the bundle has TorchScript and safetensors only", config["onnx_error"])
     (out / PREPROCESS).write_text(json.dumps(config, indent=2) + "\n")
     (out / "README.md").write_text(bundle_readme(config))
+    # Readable by others whatever the umask or the writers (temporary files of the exporters) chose: the
+    # organiser's server usually runs under another account.
+    out.chmod(0o755)
+    for f in out.iterdir():
+        if f.is_file():
+            f.chmod(FILE_MODE)
     config["verify_max_abs_diff"] = verify(out, model, spec)
     return config
 
@@ -275,10 +295,16 @@ def checkpoint_bundle(checkpoint: str | Path) -> Bundle:
 
 def bundle_readme(cfg: dict) -> str:
     """The bundle's README: what the files are and how to run the model with torch only."""
-    inp, face, video, thr = cfg["input"], cfg["face"], cfg["video"], cfg["threshold"]
+    inp, thr = cfg["input"], cfg["thresholds"]
+    contract = CropContract.from_mapping(cfg["crop"])
     lm = "landmarks" in cfg["inputs"]
     call = "model(x, landmarks)" if lm else "model(x)"
     shape = "(B, L, 3, S, S)" if inp.get("clip_len") else "(B, 3, S, S)"
+    if contract.inputs == "crops":
+        faces = (f"this model was trained on face crops as its dataset distributes them: give it face crops "
+                 f"(resized to {contract.size} px, then to S); `dfd-predict --inputs crops` does.")
+    else:
+        faces = f"{contract.describe()} (dfd-predict runs exactly this)."
     return f"""# dfd model bundle
 
 Exported by dfd {cfg['dfd_version']} (torch {cfg['torch_version']}) from `{cfg['source']['checkpoint']}`.
@@ -289,13 +315,16 @@ Labels: **0 = real, 1 = fake**. The model outputs the **probability of fake**; l
 | `model.torchscript.pt` | TorchScript, {shape} float32 -> (B,) probability | torch only |
 | `model.onnx` | same graph, dynamic batch axis, input `images`{', `landmarks`' if lm else ''}, output `prob_fake` | onnxruntime |
 | `model.safetensors` | plain weights (LoRA merged); `load_bundle(folder, backend="safetensors")` rebuilds the network from `preprocess["model"]` | dfd + timm |
-| `preprocess.json` | input size/mean/std, face crop, frames per video, threshold | - |
+| `preprocess.json` | input size/mean/std, the crop contract (`crop`), thresholds per level (`thresholds`) | - |
 
 Input: S = {inp['size']}, RGB, resized with {inp['interpolation']} interpolation, then `(pixel/255 - mean)/std`
 with mean {inp['mean']} and std {inp['std']}.{f" Clips of L = {inp['clip_len']} frames." if inp.get('clip_len') else ''}
-Faces: MTCNN, the {face['choice']} face with score >= {face['min_score']}, square crop of the longer box side x
-{face['margin']}, resized to {face['crop_size']} px, then to S. Videos: {video['frames']} uniformly spaced frames, the
-file's probability is the mean over its faces. Threshold {thr['value']:.6g} ({thr['method']}).
+Faces: {faces}
+A video's probability is the mean over its faces.
+
+Thresholds (chosen on the training set's validation split): **videos** {thr['video']['value']:.6g}
+({thr['video']['method']}, on per-video mean probabilities), **single images** {thr['frame']['value']:.6g}
+({thr['frame']['method']}, on per-frame probabilities, which spread wider).
 
 ## Load with torch only
 
@@ -306,9 +335,9 @@ model = torch.jit.load("model.torchscript.pt", map_location="cpu").eval()
 x = torch.zeros({shape.replace('B', '1').replace('L', str(inp.get('clip_len'))).replace('S', str(inp['size']))})  # normalised face crops
 {"landmarks = torch.full((*x.shape[:-3], 5, 2), float('nan'))  # MTCNN points in model pixels; NaN = unknown" + chr(10) if lm else ""}with torch.no_grad():
     prob_fake = {call}                    # (B,)
-label = (prob_fake >= cfg["threshold"]["value"]).long()   # 0 real, 1 fake
+label = (prob_fake >= cfg["thresholds"]["frame"]["value"]).long()   # one image: 0 real, 1 fake (videos: "video")
 ```
 
 Or with dfd installed: `dfd-predict <this folder> video.mp4 images/ --out predictions.csv`
-(face detection, cropping and batching as in training), or `dfd.inference.bundle.load_bundle(<folder>)`.
+(the same face detection, crop and frame sampling as training), or `dfd.inference.bundle.load_bundle(<folder>)`.
 """

@@ -1,12 +1,16 @@
-"""Score images and videos with a bundle (or a checkpoint): the same face detection and crop as training.
+"""Score images and videos with a bundle (or a checkpoint): the very preprocessing the training crops had.
 
-Per file: N uniformly spaced frames (videos) or the image itself, MTCNN on every frame, one face per frame
-chosen as dfd-extract chooses it, a square crop with the training margin at the training crop size, resized and
-normalised as in training; the file's probability is the mean over its faces. A file that cannot be decoded or
-shows no face becomes a row with a status and a reason; it never stops the run.
+The bundle's crop contract (dfd.data.contract) drives everything: frames sampled per video by the same rule,
+faces found by the same :func:`dfd.data.faces.crop_faces` that ``dfd-extract`` runs (same detector settings,
+per-video detection scale and full-resolution fallback, same face choice, same box or aligned crop), then
+resized and normalised as in training. A file's probability is the mean over its faces; videos are labelled
+with the video-level threshold, single images with the frame-level one. A file that cannot be decoded or shows
+no face becomes a row with a status and a reason; it never stops the run.
 
-Work is chunked across files: frames of several small files go through MTCNN and the model together (batches of
-``batch_size``), which is what makes folders of images fast.
+Models trained on face crops as a dataset ships them (WildDeepfake) take crops as they are (``inputs=crops``).
+
+Imports nothing of the training stack (Lightning, Hydra, albumentations, timm): an organiser's server needs
+torch, numpy, OpenCV, decord and facenet-pytorch only.
 """
 
 from __future__ import annotations
@@ -17,16 +21,21 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
-from dfd.data.faces import FaceDetector, choose_face, crop_face
-from dfd.data.video import IMAGE_EXTENSIONS, MediaError, MissingMedia, read_image, read_video
+from dfd.data.cache import safe_relpath
+from dfd.data.contract import CropContract
+from dfd.data.faces import DETECT_BATCH, FaceDetector, crop_faces
+from dfd.data.video import MediaError, MissingMedia, media_kind, read_image, read_video, uniform_positions
 from dfd.inference.bundle import Bundle, load_bundle
 
+# The first seven columns are a contract other tools read: never reorder them; new columns go at the end.
 COLUMNS = ("path", "prob_fake", "label", "faces", "frames", "status", "reason")
+EXTRA_COLUMNS = ("threshold", "threshold_level", "inputs")
 STATUSES = ("ok", "no_face", "unreadable")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
+INPUT_MODES = ("auto", "frames", "crops")
 LIST_EXTENSIONS = (".txt",)
 
 
@@ -45,18 +54,22 @@ class FileResult:
     frames: int = 0
     status: str = "ok"
     reason: str = ""
+    threshold: float | None = None
+    threshold_level: str = ""  # video (videos) | frame (single images)
+    inputs: str = ""  # frames (faces detected and cropped) | crops (taken as face crops)
 
     def row(self) -> list:
         """CSV cells (empty where a value does not exist)."""
         prob = "" if self.prob_fake is None else f"{self.prob_fake:.7f}"
         label = "" if self.label is None else str(self.label)
-        return [self.path, prob, label, self.faces, self.frames, self.status, self.reason]
+        thr = "" if self.threshold is None else f"{self.threshold:.7f}"
+        return [self.path, prob, label, self.faces, self.frames, self.status, self.reason, thr,
+                self.threshold_level, self.inputs]
 
 
 # ----------------------------------------------------------------------------------------------- inputs
 def _kind(path: Path) -> str | None:
-    ext = path.suffix.lower()
-    return "video" if ext in VIDEO_EXTENSIONS else "image" if ext in (*IMAGE_EXTENSIONS, ".tif", ".tiff") else None
+    return media_kind(path)
 
 
 def collect_inputs(inputs: Iterable[str | Path]) -> list[str]:
@@ -86,23 +99,26 @@ def collect_inputs(inputs: Iterable[str | Path]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def read_media(path: str | Path, frames: int) -> list[np.ndarray]:
-    """RGB frames of one file: ``frames`` uniformly spaced ones for a video, the image itself for an image."""
+def read_media(path: str | Path, frames: int) -> tuple[str, np.ndarray, list[np.ndarray]]:
+    """``(kind, frame numbers, RGB frames)`` of one file: ``frames`` uniformly spaced frames of a video (the
+    contract's rule), or the image itself."""
     p = Path(path)
     kind = _kind(p)
     if kind == "video":
-        return read_video(p, frames).images
+        f = read_video(p, frames)
+        return "video", f.numbers, f.images
     if kind == "image":
-        return [read_image(p)]
+        return "image", np.zeros(1, np.int64), [read_image(p)]
     # Unknown extension: try both decoders before giving up.
     try:
-        return [read_image(p)]
+        return "image", np.zeros(1, np.int64), [read_image(p)]
     except MediaError:
-        return read_video(p, frames).images
+        f = read_video(p, frames)
+        return "video", f.numbers, f.images
 
 
 def open_model(model: str | Path, device: str = "cpu") -> Bundle:
-    """A bundle folder (torch only) or a training checkpoint (needs the training stack; threshold 0.5)."""
+    """A bundle folder (torch only) or a training checkpoint (needs the training stack; thresholds 0.5)."""
     p = Path(model)
     if p.is_dir():
         return load_bundle(p, device=device)
@@ -122,44 +138,67 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def resolve_inputs(mode: str, contract: CropContract) -> tuple[CropContract, str | None]:
+    """The contract predict runs (``inputs`` set by ``--inputs``) and, when it departs from the one the model
+    was trained on, one line saying what happens."""
+    if mode not in INPUT_MODES:
+        raise PredictError(f"--inputs {mode!r} is not one of {INPUT_MODES}")
+    trained = contract.inputs
+    if mode in ("auto", trained):
+        return contract, None
+    if mode == "frames":
+        c = contract.replace(inputs="frames")
+        return c, (f"this model was trained on face crops as its dataset ships them; --inputs frames detects "
+                   f"faces and cuts {c.describe().split(';')[0]}, which may be framed differently from the "
+                   "training crops (pass face crops with --inputs crops to match training)")
+    c = contract.replace(inputs="crops")
+    return c, (f"--inputs crops: every image (and video frame) is taken as a face crop and resized to {c.size} px; "
+               f"the model was trained on {contract.describe().split(';')[0]}: crops framed otherwise score "
+               "differently")
+
+
 # ----------------------------------------------------------------------------------------------- predictor
 @dataclass
 class _Pending:
     index: int
+    kind: str
+    numbers: np.ndarray
     images: list[np.ndarray]
     result: FileResult
     probs: list[float] = field(default_factory=list)
 
 
 class Predictor:
-    """Faces -> probabilities -> one row per file, with a bundle's preprocessing facts.
+    """Faces -> probabilities -> one row per file, with a bundle's crop contract and thresholds.
 
     Args:
         bundle: the loaded model and its preprocess.json.
-        frames: frames per video (default: the bundle's).
-        batch_size: frames per MTCNN call and crops (clips) per model call.
+        frames: frames per video (default: the contract's).
+        batch_size: crops (clips) per model call; frames of several images are detected together.
         device: torch device for MTCNN and the model.
+        inputs: ``auto`` (as the model was trained: frames, or face crops for crop-trained models), ``frames``
+            (detect and crop) or ``crops`` (inputs are face crops).
+        save_crops: folder to write every scored crop to (``<folder>/<file path>/<frame:06d>.png``).
+        detect_batch: frames per MTCNN call (dfd-extract's default, so both see identical batches).
     """
 
-    def __init__(self, bundle: Bundle, frames: int | None = None, batch_size: int = 32, device: str = "cpu") -> None:
+    def __init__(self, bundle: Bundle, frames: int | None = None, batch_size: int = 32, device: str = "cpu",
+                 inputs: str = "auto", save_crops: str | Path | None = None, detect_batch: int = DETECT_BATCH) -> None:
         self.bundle = bundle.to(device)
-        face = bundle.config["face"]
-        self.margin = float(face["margin"])
-        self.crop_size = int(face["crop_size"])
-        self.choice = str(face.get("choice", "largest"))
-        self.min_score = float(face.get("min_score", 0.9))
-        self.frames = int(frames or bundle.config["video"]["frames"])
-        if self.frames <= 0:
-            raise PredictError(f"--frames must be positive, got {self.frames}")
+        contract = bundle.contract if frames is None else bundle.contract.replace(frames=int(frames))
+        if contract.frames <= 0:
+            raise PredictError(f"--frames must be positive, got {contract.frames}")
+        self.contract, self.notice = resolve_inputs(inputs, contract)
         self.batch_size = max(1, int(batch_size))
-        self.detector = FaceDetector(min_face_size=int(face.get("min_face_size", 20)), batch_size=self.batch_size,
-                                     device=device)
+        needs_detector = self.contract.inputs == "frames" or bundle.needs_landmarks
+        self.detector = FaceDetector(self.contract, batch_size=detect_batch, device=device) if needs_detector else None
+        self.save_crops = Path(save_crops) if save_crops else None
 
     def predict(self, paths: Sequence[str], progress: bool = True) -> list[FileResult]:
         """One result per path, in input order."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        results: list[FileResult] = [FileResult(str(p)) for p in paths]
+        results: list[FileResult] = [FileResult(str(p), inputs=self.contract.inputs) for p in paths]
         columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, disable=not progress, transient=False) as bar:
             task = bar.add_task("files", total=len(paths))
@@ -175,19 +214,21 @@ class Predictor:
         for i, path in enumerate(paths):
             res = results[i]
             try:
-                images = read_media(path, self.frames)
+                kind, numbers, images = read_media(path, self.contract.frames)
             except MediaError as e:
                 # dfd.data.video's "missing" hint speaks of dataset roots; here the path came from the user.
                 detail = "file not found" if isinstance(e, MissingMedia) else e.detail
                 res.status, res.reason = "unreadable", f"{e.reason}: {detail}"
-                yield [_Pending(i, [], res)]
+                yield [_Pending(i, "", np.zeros(0, np.int64), [], res)]
                 continue
             except Exception as e:  # a decoder crash on one odd file must not end a run over thousands
                 res.status, res.reason = "unreadable", f"{type(e).__name__}: {str(e).strip()[:200]}"
-                yield [_Pending(i, [], res)]
+                yield [_Pending(i, "", np.zeros(0, np.int64), [], res)]
                 continue
             res.frames = len(images)
-            chunk.append(_Pending(i, images, res))
+            level = "video" if kind == "video" else "frame"
+            res.threshold_level, res.threshold = level, self.bundle.thresholds[level]
+            chunk.append(_Pending(i, kind, numbers, images, res))
             n += len(images)
             if n >= self.batch_size:
                 yield chunk
@@ -195,37 +236,53 @@ class Predictor:
         if chunk:
             yield chunk
 
+    def _faces(self, todo: list[_Pending]) -> list[tuple[list[np.ndarray], list[np.ndarray], list[int]]]:
+        """(crops, landmarks in crop pixels, frame numbers) per file, by the one extraction path.
+
+        Each video is one ``crop_faces`` call (its own detection scale), exactly as dfd-extract makes it; the
+        images of a chunk are detected together (batched; independent frames, no per-video scale), as
+        dfd-extract treats an image.
+        """
+        out: list = [None] * len(todo)
+        lm = self.bundle.needs_landmarks
+        images = [k for k, p in enumerate(todo) if p.kind != "video"]
+        for k, p in enumerate(todo):
+            if p.kind == "video":
+                f = crop_faces(p.images, self.contract, self.detector, video=True, landmarks=lm)
+                out[k] = (f.crops, f.landmarks, [int(p.numbers[i]) for i in f.keep])
+        if images:
+            f = crop_faces([todo[k].images[0] for k in images], self.contract, self.detector, video=False, landmarks=lm)
+            kept = dict(zip(f.keep, range(len(f.keep)), strict=True))
+            for j, k in enumerate(images):
+                out[k] = ([f.crops[kept[j]]], [f.landmarks[kept[j]]], [0]) if j in kept else ([], [], [])
+        return out
+
+    def _save(self, p: _Pending, crops: list[np.ndarray], numbers: list[int]) -> None:
+        folder = self.save_crops / safe_relpath(Path(p.result.path).as_posix().lstrip("/"))
+        folder.mkdir(parents=True, exist_ok=True)
+        for crop, number in zip(crops, numbers, strict=True):
+            cv2.imwrite(str(folder / f"{number:06d}.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+
     def _score(self, chunk: list[_Pending]) -> None:
         """Detect, crop, run the model and fill each file's result."""
         todo = [p for p in chunk if p.images]
         if not todo:
             return
-        flat = [img for p in todo for img in p.images]
-        dets = self.detector.detect(flat)
         inputs, lms, owners = [], [], []
-        k = 0
-        for p in todo:
-            crops, marks = [], []
-            for img in p.images:
-                det = dets[k]
-                k += 1
-                j = choose_face(det, self.choice, self.min_score)
-                if j is None:
-                    continue
-                crop, lm = crop_face(img, det.boxes[j], det.landmarks[j], self.margin, self.crop_size)
-                crops.append(crop)
-                marks.append(self.bundle.scale_landmarks(lm, self.crop_size))
+        size = self.contract.size
+        for p, (crops, marks, numbers) in zip(todo, self._faces(todo), strict=True):
             p.images = []  # free the frames: only crops are needed from here on
             p.result.faces = len(crops)
             if not crops:
                 p.result.status = "no_face"
-                p.result.reason = f"no face with score >= {self.min_score} in {p.result.frames} frame(s)"
+                p.result.reason = f"no face with score >= {self.contract.min_score} in {p.result.frames} frame(s)"
                 continue
-            x, lm = self.bundle.preprocess(crops), torch.from_numpy(np.stack(marks))
+            if self.save_crops is not None:
+                self._save(p, crops, numbers)
+            x = self.bundle.preprocess(crops)
+            lm = torch.from_numpy(np.stack([self.bundle.scale_landmarks(m, size) for m in marks]))
             if self.bundle.clip_len:
-                # One clip per file: clip_len faces evenly spread over the file (repeated when fewer).
-                from dfd.data.datasets import uniform_positions
-
+                # One clip per file: clip_len faces by the same uniform rule as training clips (repeated when fewer).
                 pos = torch.from_numpy(uniform_positions(len(crops), self.bundle.clip_len))
                 x, lm = x[pos][None], lm[pos][None]
             inputs.append(x)
@@ -243,15 +300,15 @@ class Predictor:
         for p in todo:
             if p.probs:
                 p.result.prob_fake = float(np.mean(p.probs))
-                p.result.label = int(p.result.prob_fake >= self.bundle.threshold)
+                p.result.label = int(p.result.prob_fake >= p.result.threshold)
 
 
 def write_csv(results: Sequence[FileResult], path: str | Path) -> Path:
-    """predictions.csv with exactly ``COLUMNS``."""
+    """predictions.csv: ``COLUMNS`` (a contract, in this order), then ``EXTRA_COLUMNS``."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(COLUMNS)
+        w.writerow((*COLUMNS, *EXTRA_COLUMNS))
         w.writerows(r.row() for r in results)
     return out

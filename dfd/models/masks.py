@@ -9,45 +9,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dfd.data.landmarks import FACE_ELLIPSE, FACE_OUTLINE
+
 log = logging.getLogger(__name__)
 
 _fallback_logged = False
 _WORK_SIZE = 64
 
-# Extra hull points around MTCNN's five (left eye, right eye, nose, left and right mouth corner), as
-# (anchor, along-eye-line, down-the-face) offsets in units of the eye distance w and the eye-to-mouth distance d.
-# They stretch the hull over brows, temples, cheeks, jaw and chin, where blending masks reach.
-_ANCHORS = {"le": 0, "re": 1, "nose": 2, "lm": 3, "rm": 4, "ec": 5, "mc": 6}
-_EXTRA_POINTS = (
-    ("le", -0.20, -0.55),  # above the left brow
-    ("re", 0.20, -0.55),   # above the right brow
-    ("le", -0.45, 0.00),   # left temple
-    ("re", 0.45, 0.00),    # right temple
-    ("ec", -0.95, 0.55),   # left cheek, nose level
-    ("ec", 0.95, 0.55),    # right cheek
-    ("lm", -0.35, 0.35),   # left jaw
-    ("rm", 0.35, 0.35),    # right jaw
-    ("mc", 0.00, 0.75),    # chin
-)
-
-
 def _face_points(landmarks: torch.Tensor) -> torch.Tensor:
-    """(B,5,2) landmarks → (B,14,2) hull points covering the inner face, cheeks and chin."""
+    """(B,5,2) landmarks -> (B,20,2) hull points: the landmarks and the face outline around them (brows,
+    temples, cheeks, jaw, chin) from dfd.data.landmarks.FACE_OUTLINE, the outline SBI's masks use too."""
     le, re, _, lm, rm = landmarks.unbind(1)
-    ec, mc = (le + re) / 2, (lm + rm) / 2
-    eye = re - le
-    w = eye.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-    u = eye / w
-    # "Down" is perpendicular to the eye line, pointing towards the mouth, so a tilted face gets a tilted mask.
-    n = torch.stack([-u[:, 1], u[:, 0]], dim=-1)
-    n = n * torch.sign((n * (mc - ec)).sum(-1, keepdim=True) + 1e-12)
-    d = ((mc - ec) * n).sum(-1, keepdim=True).abs().clamp_min(1e-6)
-    anchors = torch.stack([le, re, landmarks[:, 2], lm, rm, ec, mc], dim=1)
-    idx = torch.tensor([_ANCHORS[a] for a, _, _ in _EXTRA_POINTS], device=landmarks.device)
-    along = landmarks.new_tensor([p[1] for p in _EXTRA_POINTS])[None, :, None]
-    down = landmarks.new_tensor([p[2] for p in _EXTRA_POINTS])[None, :, None]
-    extra = anchors[:, idx] + along * w[:, None] * u[:, None] + down * d[:, None] * n[:, None]
-    return torch.cat([landmarks, extra], dim=1)
+    eyes, mouth = (le + re) / 2, (lm + rm) / 2
+    ex, ey = re - le, mouth - eyes
+    t = landmarks.new_tensor(FACE_OUTLINE)  # (15, 2) in the eye/mouth frame
+    outline = eyes[:, None] + t[None, :, :1] * ex[:, None] + t[None, :, 1:] * ey[:, None]
+    return torch.cat([landmarks, outline], dim=1)
 
 
 def _convex_fill(points: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,7 +62,8 @@ def ellipse_mask(batch: int, height: int, width: int, device: torch.device | str
     ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height
     xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    inside = ((gx - 0.5) / 0.32) ** 2 + ((gy - 0.55) / 0.40) ** 2 <= 1.0
+    cx, cy, ax, ay = FACE_ELLIPSE
+    inside = ((gx - cx) / ax) ** 2 + ((gy - cy) / ay) ** 2 <= 1.0
     return inside[None].expand(batch, -1, -1)
 
 

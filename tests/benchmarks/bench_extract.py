@@ -43,7 +43,8 @@ def naive(root: Path, names: list[str], out: Path, cfg: ExtractConfig) -> dict[t
     """The baseline: sequential cv2 decode of every frame, per-frame MTCNN, one process."""
     from facenet_pytorch import MTCNN
 
-    mtcnn = MTCNN(keep_all=True, min_face_size=cfg.min_face_size, select_largest=False, post_process=False)
+    c = cfg.contract
+    mtcnn = MTCNN(keep_all=True, min_face_size=c.min_face_size, select_largest=False, post_process=False)
     boxes = {}
     for name in names:
         cap = cv2.VideoCapture(str(root / name))
@@ -55,16 +56,16 @@ def naive(root: Path, names: list[str], out: Path, cfg: ExtractConfig) -> dict[t
             frames.append(frame)
         cap.release()
         (out / name).mkdir(parents=True, exist_ok=True)
-        for i in sample_indices(len(frames), cfg.frames):
+        for i in sample_indices(len(frames), c.frames):
             rgb = cv2.cvtColor(frames[i], cv2.COLOR_BGR2RGB)
             b, p, lm = mtcnn.detect(rgb, landmarks=True)
             if b is None:
                 continue
             det = Detections(np.asarray(b, np.float32), np.asarray(p, np.float32), np.asarray(lm, np.float32))
-            k = choose_face(det, cfg.choice, cfg.min_score)
+            k = choose_face(det, c.choice, c.min_score)
             if k is None:
                 continue
-            crop, _ = crop_face(rgb, det.boxes[k], det.landmarks[k], cfg.margin, cfg.size)
+            crop, _ = crop_face(rgb, det.boxes[k], det.landmarks[k], c.margin, c.size)
             cv2.imwrite(str(out / name / f"{i:06d}.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
             boxes[(name, int(i))] = det.boxes[k]
     return boxes
@@ -78,7 +79,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=16, help="frames sampled per video")
     ap.add_argument("--canvas", type=int, default=480, help="frame side in pixels")
     ap.add_argument("--workers", type=int, default=default_workers())
-    ap.add_argument("--detect-size", type=int, default=ExtractConfig().detect_size)
+    ap.add_argument("--detect-size", type=int, default=ExtractConfig().contract.detect_size)
     ap.add_argument("--naive-threads", type=int, default=None,
                     help="torch threads for the naive loop (default: torch's own choice, as a naive script has)")
     ap.add_argument("--full-res", action="store_true", help="also time dfd without detection downscaling")
@@ -98,7 +99,7 @@ def main() -> None:
         print(f"{args.videos} videos, {args.length}+ frames of {args.canvas}x{args.canvas}, {args.frames} sampled "
               f"per video; {os.cpu_count()} CPUs, dfd workers={args.workers}, detect_size={args.detect_size}")
 
-        cfg = ExtractConfig(frames=args.frames, workers=args.workers, detect_size=args.detect_size)
+        cfg = ExtractConfig.create(frames=args.frames, workers=args.workers, detect_size=args.detect_size)
         FaceDetector()  # warm imports for the naive loop outside its timing (in its favour)
         if args.naive_threads:
             import torch
@@ -114,9 +115,9 @@ def main() -> None:
 
         runs = [("dfd", cfg)]
         if args.full_res:
-            runs.append(("dfd full-res", replace(cfg, detect_size=None)))
+            runs.append(("dfd full-res", replace(cfg, contract=cfg.contract.replace(detect_size=None, face_px=0))))
         for mfs in args.min_face_size:
-            runs.append((f"dfd min_face_size={mfs}", replace(cfg, min_face_size=mfs)))
+            runs.append((f"dfd min_face_size={mfs}", replace(cfg, contract=cfg.contract.replace(min_face_size=mfs))))
         for label, run_cfg in runs:
             t, c = time.perf_counter(), cpu_seconds()  # includes starting the workers and their MTCNNs
             s = extract_faces(index, root, tmp / label.replace(" ", "_"), run_cfg, progress=False)

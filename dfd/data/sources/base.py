@@ -10,10 +10,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from dfd.data import cache
+from dfd.data.contract import CropContract
 from dfd.data.schema import INDEX_COLUMNS, SPLITS, read_manifest, validate_index, write_parquet
+from dfd.data.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, media_kind
 
-VIDEO_EXTS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
-IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
+# Sets of dfd.data.video's one extension list (kept under these names for sources that import them).
+VIDEO_EXTS = frozenset(VIDEO_EXTENSIONS)
+IMAGE_EXTS = frozenset(IMAGE_EXTENSIONS)
 
 
 class DatasetError(ValueError):
@@ -55,9 +59,10 @@ class DatasetSource(abc.ABC):
         return validate_index(self._index_rows(), where=f"{self.name} index ({self.root})")
 
     def write_index(self, path: str | Path) -> pd.DataFrame:
-        """Build the index and write it atomically to ``path`` (what ``dfd-index`` does)."""
+        """Build the index and write it atomically to ``path`` (what ``dfd-index`` does), recording the
+        dataset root it describes (``dfd.cache`` metadata) so a later run can tell it belongs to another root."""
         df = self.build_index()
-        write_parquet(df, path)
+        write_parquet(df, path, metadata={"dfd.cache": {"dataset": self.name, "root": cache.normalize_root(self.root)}})
         return df
 
     @property
@@ -66,13 +71,32 @@ class DatasetSource(abc.ABC):
         return self.cache_dir / "manifest.parquet"
 
     def prepare(self) -> Path:
-        """Make sure the frame manifest exists and return its path (real datasets: extracted beforehand)."""
+        """Make sure the frame manifest exists, belongs to this dataset root, and return its path.
+
+        Real datasets are extracted beforehand (``dfd-extract``). A cache that records another root is
+        refused with one line naming both roots and the fix; the source folder itself need not be present
+        (crops can train on a machine without the videos).
+        """
         if not self.manifest_path.is_file():
+            if self.root is not None and not self.root.is_dir():
+                raise DatasetError(
+                    f"{self.name}: dataset root {self.root} does not exist and there is no crop cache for it at "
+                    f"{self.cache_dir}; set dataset.root=<folder holding the dataset as downloaded>"
+                )
             raise DatasetError(
                 f"{self.name}: no face-crop manifest at {self.manifest_path}; run "
                 f"`dfd-extract dataset={self._config_name()} dataset.root={self.root}` first"
             )
+        cache.check_root(self.cache_record(), self.name, self.root, self.cache_dir, self._config_name())
         return self.manifest_path
+
+    def cache_record(self) -> dict | None:
+        """The record of this dataset's crop cache (root, crop contract, drop rates), None if it has none."""
+        return cache.record_of(self.manifest_path) if self.manifest_path.is_file() else None
+
+    def crop_contract(self) -> CropContract | None:
+        """The crop contract the cached crops were made with (training stores it in the checkpoint)."""
+        return cache.contract_of_record(self.cache_record())
 
     def load_manifest(self) -> pd.DataFrame:
         """The frame manifest (one row per face crop), preparing it first if needed."""
@@ -81,14 +105,12 @@ class DatasetSource(abc.ABC):
     def _config_name(self) -> str:
         return self.name
 
+    def index_notes(self) -> list[str]:
+        """Lines ``dfd-index`` prints under its counts: how this source read the layout (e.g. method names)."""
+        return []
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, root={str(self.root)!r})"
-
-
-def media_kind(path: str | Path) -> str | None:
-    """``"video"`` or ``"image"`` from a file's extension, None for anything else (masks, models, notes)."""
-    ext = Path(path).suffix.lower()
-    return "video" if ext in VIDEO_EXTS else "image" if ext in IMAGE_EXTS else None
 
 
 def find_media(top: str | Path, frame_folders: bool = True) -> list[tuple[Path, str]]:

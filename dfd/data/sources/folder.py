@@ -15,10 +15,11 @@ LABEL_DIRS = {"real": 0, "fake": 1}
 class Folder(DatasetSource):
     """Images, videos or frame folders under ``real/`` and ``fake/``, or under ``<split>/{real,fake}/``.
 
-    ``video_id`` is the path relative to the root without its extension; a fake's ``method`` is the first
-    folder below ``fake/`` (``fake/Deepfakes/x.mp4`` -> ``Deepfakes``), else ``fake``. Without split folders,
-    val and test are carved deterministically per video; with split folders but no ``val/``, val is carved
-    from train.
+    ``video_id`` is the path relative to the root without its extension. ``method`` is the first folder below
+    ``real/`` or ``fake/`` (``fake/Deepfakes/x.mp4`` -> ``Deepfakes``, ``real/youtube/y.mp4`` -> ``youtube``),
+    else ``real`` / ``fake``; ``methods_from_folders=false`` names every video just ``real`` or ``fake`` (when
+    sub-folders are only a way to organise files). Without split folders, val and test are carved
+    deterministically per video; with split folders but no ``val/``, val is carved from train.
     """
 
     def __init__(
@@ -29,11 +30,19 @@ class Folder(DatasetSource):
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         frame_folders: bool = True,
+        methods_from_folders: bool = True,
     ) -> None:
         super().__init__(name, root, cache_dir)
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.frame_folders = frame_folders
+        self.methods_from_folders = methods_from_folders
+
+    def index_notes(self) -> list[str]:
+        if self.methods_from_folders:
+            return ["methods: the first sub-folder under real/ and fake/ names a video's method (per-method "
+                    "metrics); dataset.methods_from_folders=false names them just real/fake"]
+        return ["methods: real/fake only (dataset.methods_from_folders=false)"]
 
     def _index_rows(self) -> pd.DataFrame:
         split_dirs = [s for s in SPLITS if any((self.root / s / d).is_dir() for d in LABEL_DIRS)]
@@ -47,7 +56,7 @@ class Folder(DatasetSource):
                 for path, kind in find_media(base, self.frame_folders):
                     rel = path.relative_to(self.root)
                     below = path.relative_to(base).parts
-                    method = below[0] if label and len(below) > 1 else label_dir
+                    method = below[0] if self.methods_from_folders and len(below) > 1 else label_dir
                     rows.append({
                         "video_id": rel.with_suffix("").as_posix() if kind != "frames" else rel.as_posix(),
                         "label": label, "split": split, "method": method, "identity": "",

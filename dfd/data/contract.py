@@ -1,0 +1,188 @@
+"""The face-crop contract: how a video frame or an image becomes the face crop a model sees.
+
+One object, one home. ``dfd-extract`` builds crops with it and records it in the cache; training copies the
+training cache's contract into the checkpoint; ``dfd-export`` writes it into ``preprocess.json``; ``dfd-predict``
+reads it back and runs the very same detection, face choice, crop and frame sampling on raw media. Every
+default lives in :class:`CropContract` below (``conf/extract.yaml`` composes its ``extract:`` block from these
+fields, see :func:`dfd.data.extract.register_configs`), so training and inference cannot drift apart.
+
+Kept free of heavy imports (no torch, cv2, albumentations): the organiser's side reads it too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+CHOICES = ("largest", "confident")
+ALIGNMENTS = ("box", "arcface")
+INPUTS = ("frames", "crops")
+SAMPLINGS = ("uniform",)
+VERSION = 1
+DETECTOR = "mtcnn (facenet-pytorch, all faces kept)"
+SAMPLING_RULES = {"uniform": "numpy.linspace(0, n_frames - 1, frames).astype(int); every frame when n_frames <= frames"}
+
+
+class ContractError(ValueError):
+    """A crop contract is invalid or does not match the one a cache or bundle was made with."""
+
+
+@dataclass(frozen=True)
+class CropContract:
+    """Everything that decides which frames are used and which pixels a model sees.
+
+    Detection (MTCNN):
+        min_face_size: smallest face MTCNN searches for, in *detection* pixels (larger = shorter pyramid).
+        thresholds: MTCNN's three stage thresholds.
+        min_score: faces scoring below this are ignored.
+        detect_size: frames whose longer side exceeds this are downscaled for detection only (boxes are mapped
+            back; crops come from the full frame); ``None`` detects at full resolution.
+        face_px: per video, frames are shrunk further so its face is about this tall for detection (0 = off).
+        full_res_fallback: a sampled frame where no face passes ``min_score`` at the reduced scale is detected
+            again at full resolution before it is dropped, so the shortcut can never lose a face that full
+            resolution finds (small or altered faces were lost more often in fakes than in reals).
+    Face choice:
+        choice: ``largest`` box or most ``confident`` face among those passing ``min_score``.
+    Crop:
+        align: ``box`` (square around the detector box) or ``arcface`` (5-point similarity alignment to the
+            ArcFace 112 template, as DeepfakeBench and GenD do; ``margin`` is then their ``scale``).
+        margin: crop side = longer box side x margin (``box``); template scale (``arcface``, 1.3 in both papers).
+        size: crop side in pixels as stored (every backbone resizes from it).
+    Frames:
+        frames: frames sampled per video (<= 0: all).
+        sampling: the sampling rule (``uniform``: evenly spaced over the whole video, first and last included).
+    Inputs:
+        inputs: ``frames`` (detect, choose, crop) or ``crops`` (the inputs are already face crops, distributed
+            that way, e.g. WildDeepfake: only resized to ``size``).
+        landmarks_for_crops: with ``inputs=crops``, still find the 5 landmarks with MTCNN (ADDNet, SBI).
+    """
+
+    min_face_size: int = 40
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    min_score: float = 0.9
+    detect_size: int | None = 640
+    face_px: int = 64
+    full_res_fallback: bool = True
+    choice: str = "largest"
+    align: str = "box"
+    margin: float = 1.3
+    size: int = 320
+    frames: int = 32
+    sampling: str = "uniform"
+    inputs: str = "frames"
+    landmarks_for_crops: bool = True
+
+    def __post_init__(self) -> None:
+        def bad(key: str, value: Any, valid: str) -> ContractError:
+            return ContractError(f"extract.{key}={value!r} is invalid; {valid}")
+
+        # Normalise what YAML/JSON hands over (lists for tuples, ints for floats).
+        object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
+        for key in ("margin", "min_score"):
+            object.__setattr__(self, key, float(getattr(self, key)))
+        for key in ("min_face_size", "face_px", "size", "frames"):
+            object.__setattr__(self, key, int(getattr(self, key)))
+        if self.detect_size is not None:
+            object.__setattr__(self, "detect_size", int(self.detect_size))
+        if self.choice not in CHOICES:
+            raise bad("choice", self.choice, f"choose one of {CHOICES}")
+        if self.align not in ALIGNMENTS:
+            raise bad("align", self.align, f"choose one of {ALIGNMENTS}")
+        if self.inputs not in INPUTS:
+            raise bad("inputs", self.inputs, f"choose one of {INPUTS}")
+        if self.sampling not in SAMPLINGS:
+            raise bad("sampling", self.sampling, f"choose one of {SAMPLINGS}")
+        if len(self.thresholds) != 3 or not all(0 < t < 1 for t in self.thresholds):
+            raise bad("thresholds", list(self.thresholds), "give MTCNN's three stage thresholds in (0, 1)")
+        if not 0 <= self.min_score <= 1:
+            raise bad("min_score", self.min_score, "use a probability in [0, 1]")
+        if self.size < 8:
+            raise bad("size", self.size, "use at least 8 pixels")
+        if self.margin < 1.0:
+            raise bad("margin", self.margin, "use 1.0 or more")
+        if self.min_face_size < 4:
+            raise bad("min_face_size", self.min_face_size, "use at least 4 pixels")
+        if self.detect_size is not None and self.detect_size < 32:
+            raise bad("detect_size", self.detect_size, "use null (full resolution) or at least 32 pixels")
+        if self.face_px < 0:
+            raise bad("face_px", self.face_px, "use 0 (off) or a face height in pixels")
+
+    # ------------------------------------------------------------------------------------------- conversions
+    @classmethod
+    def keys(cls) -> list[str]:
+        """The contract's field names (the ``extract.*`` keys it owns)."""
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None, where: str = "crop contract") -> CropContract:
+        """Build from a mapping (config block, JSON); unknown keys are named instead of ignored."""
+        values = dict(values or {})
+        version = values.pop("version", VERSION)
+        values.pop("detector", None)  # informational
+        values.pop("sampling_rule", None)
+        if int(version) > VERSION:
+            raise ContractError(f"{where} has version {version}; this dfd reads up to {VERSION}: upgrade dfd")
+        unknown = sorted(set(values) - set(cls.keys()))
+        if unknown:
+            raise ContractError(f"unknown {where} keys {unknown}; valid: {sorted(cls.keys())}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (with the contract version, the detector and the sampling rule spelled out)."""
+        d = asdict(self)
+        d["thresholds"] = list(self.thresholds)
+        return {"version": VERSION, "detector": DETECTOR, **d, "sampling_rule": SAMPLING_RULES[self.sampling]}
+
+    def fingerprint(self) -> str:
+        """A short stable id of the contract (caches, parts and bundles compare it)."""
+        d = asdict(self)
+        d["thresholds"] = list(self.thresholds)
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+    def replace(self, **changes: Any) -> CropContract:
+        """A copy with some fields changed (validated)."""
+        return replace(self, **changes)
+
+    def diff(self, other: CropContract) -> dict[str, tuple[Any, Any]]:
+        """``{key: (self's value, other's value)}`` for every field that differs."""
+        a, b = asdict(self), asdict(other)
+        return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+    def describe(self) -> str:
+        """One line for logs and READMEs."""
+        if self.inputs == "crops":
+            crop = f"inputs are face crops, resized to {self.size} px"
+        elif self.align == "arcface":
+            crop = f"5-point ArcFace alignment, scale {self.margin}, {self.size} px"
+        else:
+            crop = f"square box crop x{self.margin}, {self.size} px"
+        det = (f"MTCNN min face {self.min_face_size} px, score >= {self.min_score}, {self.choice} face, detect at "
+               f"{self.detect_size or 'full'} px" + (f" / face {self.face_px} px" if self.face_px else "")
+               + (" with full-resolution fallback" if self.full_res_fallback else ""))
+        frames = f"{self.frames} {self.sampling} frames per video" if self.frames > 0 else "every frame"
+        return f"{crop}; {det}; {frames}"
+
+    @classmethod
+    def from_legacy_bundle(cls, face: Mapping[str, Any], video: Mapping[str, Any]) -> CropContract:
+        """The contract a format-1 bundle (``face``/``video`` sections) implied: dfd-predict detected at full
+        resolution with the recorded face settings."""
+        return cls(
+            min_face_size=int(face.get("min_face_size", 20)),
+            min_score=float(face.get("min_score", cls.min_score)),
+            detect_size=None,
+            face_px=0,
+            choice=str(face.get("choice", cls.choice)),
+            margin=float(face.get("margin", cls.margin)),
+            size=int(face.get("crop_size", cls.size)),
+            frames=int(video.get("frames", cls.frames)),
+        )
+
+
+def contract_of(values: Mapping[str, Any] | CropContract | None) -> CropContract | None:
+    """A CropContract from a contract, a mapping (e.g. a checkpoint's ``meta.crop``), or None."""
+    if values is None or isinstance(values, CropContract):
+        return values
+    return CropContract.from_mapping(values)
