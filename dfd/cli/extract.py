@@ -21,6 +21,13 @@ def main(cfg: DictConfig) -> None:
 
     try:
         source = instantiate(cfg.dataset)
+        if getattr(source, "writes_manifest", False):
+            # Ready-made crops (DeepfakeBench, DF40): the manifest points at them; nothing to detect or re-crop.
+            path = source.prepare()
+            for note in getattr(source, "notes", None) or ():
+                print(f"note: {note}")
+            print(f"{source.name}: crops used in place, manifest {path} (extract.* settings do not apply)")
+            return
         settings = ExtractConfig.from_mapping(OmegaConf.to_container(cfg.extract, resolve=True))
         index_path = Path(cfg.index_path)
         if index_path.is_file():

@@ -40,4 +40,6 @@ def main(cfg: DictConfig) -> None:
         items = getattr(source, attr, None)
         if items:
             console.print(f"{attr}: {len(items)}, e.g. {items[0]}", soft_wrap=True)
+    for note in getattr(source, "notes", None) or ():  # protocol repairs, missing metadata, carved splits
+        console.print(f"note: {note}", soft_wrap=True, markup=False)
     console.print(f"wrote {len(df)} videos to {cfg.index_path}", soft_wrap=True)
