@@ -72,6 +72,10 @@ def test_ffpp_json_paths_compression_and_ids(db, tmp_path):
                                          "data/home/someone/DeepfakeBench/datasets/rgb"}
     with pytest.raises(DatasetError, match=r"no frames folder .* exists under"):
         _src(db, "FaceForensics++", tmp_path, compression="c40").build_index()  # the JSON's c40 crops are not there
+    alias = _src(db, "FaceForensics++_c40", tmp_path)  # DeepfakeBench's alias: the same JSON at c40
+    assert alias.compression == "c40" and alias.json_path.name == "FaceForensics++.json"
+    with pytest.raises(DatasetError, match=r"no frames folder .* exists under"):
+        alias.build_index()
     with pytest.raises(DatasetError, match=r"has levels \['c23', 'c40'\], not 'raw'"):
         _src(db, "FaceForensics++", tmp_path, compression="raw").build_index()
 
@@ -278,3 +282,22 @@ def test_df40_manifest_and_yaml(df40, tmp_path):
     assert sorted(efs.frame.unique()) == [1, 417] and (efs.landmarks81_row == -1).all()
     assert np.isnan(np.stack(efs.landmarks.to_numpy())).all()
     assert not np.isnan(np.stack(m[m.method == "real-ff"].landmarks.to_numpy())).any()
+
+
+@pytest.mark.slow
+def test_train_on_deepfakebench_ffpp_and_test_cross_dataset(db, tmp_path):
+    """A real Lightning run reads DeepfakeBench's crops in place: val from FF++'s val, two test sets."""
+    from dfd.engine.run import train
+    from tests.conftest import compose as compose_run
+
+    rgb, json_dir = db
+    cfg = compose_run("train", runtime=True, overrides=[
+        f"paths.run_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}", "data.num_workers=0",
+        "model=tiny", "logger=none", "trainer.max_epochs=1", "data.batch_size=8",
+        "dataset=deepfakebench", f"dataset.root={rgb}", f"dataset.json_dir={json_dir}",
+        "+dataset@test_sets.cdf=deepfakebench", f"test_sets.cdf.root={rgb}", f"test_sets.cdf.json_dir={json_dir}",
+        "test_sets.cdf.json_name=Celeb-DF-v2", "test_sets.cdf.val_straddlers=held_out"])
+    res = train(cfg)
+    ff, cdf = res["test"]["deepfakebench_FaceForensics++"], res["test"]["deepfakebench_Celeb-DF-v2"]
+    assert ff["frame"]["n"] == 4 * 4 and cdf["frame"]["n"] == 3 * 4  # every test crop, once
+    assert 0.0 <= ff["frame"]["auc"] <= 1.0 and 0.0 <= cdf["video"]["auc"] <= 1.0

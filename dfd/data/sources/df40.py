@@ -22,7 +22,8 @@ Protocols of the paper, as dfd configs (the test sets are further ``+dataset@tes
 4. One-vs-all: ``dataset.methods=[SimSwap] dataset.domains=[ff]``, every other method a test set.
 
 Unlike DF40's own scripts, dfd selects the checkpoint on a validation split carved from training (by FF++
-pair), never on the test set.
+pair), never on the test set. No ``source_video`` is recorded: DF40 does not say which of a ``<a>_<b>`` name's
+two FF++ videos a fake was made from (third-party loaders disagree), and its EFS images have no source video.
 """
 
 from __future__ import annotations
