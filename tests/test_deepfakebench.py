@@ -190,7 +190,7 @@ def test_prepare_writes_the_manifest_in_place(db, tmp_path):
     # Crops are DeepfakeBench's own files, not copies; the 5 points come from its 81.
     assert all((path.parent / p).resolve().is_file() for p in m.crop_path)
     assert (path.parent / m.crop_path.iloc[0]).resolve().is_relative_to(rgb.resolve())
-    assert not (tmp_path / "FaceForensics++" / "crops").exists()
+    assert path.parent.parent == tmp_path / "FaceForensics++" and not list(path.parent.parent.rglob("*.png"))
     np.testing.assert_allclose(np.stack(m.landmarks.to_numpy())[:, :].reshape(-1, 5, 2)[0], M.LM5)
     lm81 = np.load(path.parent / "landmarks81.npy")
     assert lm81.shape == (len(m), 81, 2) and (m.landmarks81_row == np.arange(len(m))).all()
@@ -198,7 +198,7 @@ def test_prepare_writes_the_manifest_in_place(db, tmp_path):
     meta = json.loads(pq.read_schema(path).metadata[MANIFEST_META_KEY])
     assert meta["alignment"] == "arcface" and meta["size"] == 256 and meta["inputs_are_crops"] is True
     assert set(m.columns) >= {"source_video", "sub_label", "source_path", "compression"}
-    assert read_index(tmp_path / "FaceForensics++" / "index.parquet").video_id.nunique() == 12
+    assert read_index(path.parent / "index.parquet").video_id.nunique() == 12
     # Training reads it like any manifest.
     arrays = ManifestArrays(path, "train")
     item = FrameDataset(arrays, Pipeline(Spec(size=32, mean=(0.5,) * 3, std=(0.5,) * 3)))[0]
@@ -206,8 +206,12 @@ def test_prepare_writes_the_manifest_in_place(db, tmp_path):
     # Up to date: not rewritten. Another setting or a changed JSON: rewritten.
     stamp = path.stat().st_mtime_ns
     assert _src(db, "FaceForensics++", tmp_path).prepare() == path and path.stat().st_mtime_ns == stamp
-    _src(db, "FaceForensics++", tmp_path, frames=2).prepare()
-    assert read_manifest(path).groupby("video_id").size().max() == 2
+    fewer = _src(db, "FaceForensics++", tmp_path, frames=2).prepare()
+    assert fewer != path and read_manifest(fewer).groupby("video_id").size().max() == 2
+    assert path.stat().st_mtime_ns == stamp  # both selections live side by side
+    json_path = db[1] / "FaceForensics++.json"
+    os.utime(json_path, ns=(json_path.stat().st_atime_ns, json_path.stat().st_mtime_ns + 10**9))
+    assert _src(db, "FaceForensics++", tmp_path).prepare() == path and path.stat().st_mtime_ns != stamp
 
 
 def test_dfd_extract_defers_to_prepare(db, tmp_path):
@@ -218,7 +222,8 @@ def test_dfd_extract_defers_to_prepare(db, tmp_path):
         cwd=tmp_path, env={**os.environ, "COLUMNS": "200"}, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "crops used in place" in proc.stdout and "leak fixed: 24 copies" in proc.stdout
-    assert len(read_manifest(tmp_path / "deepfakebench_UADFV_c23" / "manifest.parquet")) == 12 * 4
+    (manifest,) = (tmp_path / "deepfakebench_UADFV_c23").glob("prepared-*/manifest.parquet")
+    assert len(read_manifest(manifest)) == 12 * 4
 
 
 # --- DF40 ------------------------------------------------------------------------------------------------
@@ -293,7 +298,7 @@ def test_train_on_deepfakebench_ffpp_and_test_cross_dataset(db, tmp_path):
     rgb, json_dir = db
     cfg = compose_run("train", runtime=True, overrides=[
         f"paths.run_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}", "data.num_workers=0",
-        "model=tiny", "logger=none", "trainer.max_epochs=1", "data.batch_size=8",
+        "model=tiny", "logger=none", "debug=fast_dev_run", "data.batch_size=16",
         "dataset=deepfakebench", f"dataset.root={rgb}", f"dataset.json_dir={json_dir}",
         "+dataset@test_sets.cdf=deepfakebench", f"test_sets.cdf.root={rgb}", f"test_sets.cdf.json_dir={json_dir}",
         "test_sets.cdf.json_name=Celeb-DF-v2", "test_sets.cdf.val_straddlers=held_out"])

@@ -17,6 +17,7 @@ points found again on the crop (crop pixels). A frame dlib missed is absent, so 
 from __future__ import annotations
 
 import abc
+import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -245,15 +246,28 @@ class CropFolderSource(DatasetSource):
             "stamp": self._stamp(),
         }
 
+    @property
+    def prepared_dir(self) -> Path:
+        """This selection's own folder in the cache: two subsets of one dataset (DF40 FS and FR, a JSON at c23
+        and c40) never overwrite each other's manifest. Changed files (``_stamp``) rewrite it in place."""
+        key = {k: v for k, v in self.prepared_from().items() if k != "stamp"}
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
+        return self.cache_dir / f"prepared-{digest}"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.prepared_dir / "manifest.parquet"
+
     def prepare(self) -> Path:
         """Write ``index.parquet`` and the manifest unless an up-to-date one exists; return the manifest path."""
         want = json.loads(json.dumps(self.prepared_from(), sort_keys=True, default=str))
         if self.manifest_path.is_file() and read_prepared_from(self.manifest_path) == want:
             return self.manifest_path
         index = self.build_index()
-        write_parquet(index, self.cache_dir / "index.parquet")
+        out = self.manifest_path.parent
+        write_parquet(index, out / "index.parquet")
         counts = write_crop_manifest(
-            index, self._frame_files, self.root, self.cache_dir, self.crop_contract, want,
+            index, self._frame_files, self.root, out, self.crop_contract, want,
             frames=self.frames, landmarks=self.landmarks, workers=self.workers,
         )
         self.notes.append(
