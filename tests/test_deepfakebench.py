@@ -24,7 +24,7 @@ from dfd.data.datasets import FrameDataset, ManifestArrays
 from dfd.data.schema import read_index, read_manifest
 from dfd.data.sources.base import DatasetError
 from dfd.data.sources.crops import MANIFEST_META_KEY, five_point_landmarks, landmark_file
-from dfd.data.sources.deepfakebench import DeepfakeBench, family, label_of
+from dfd.data.sources.deepfakebench import DeepfakeBench, _video_ids, family, label_of
 from dfd.data.sources.df40 import DF40, canonical_method
 from dfd.data.transforms import Pipeline, Spec
 from tests import layouts_more as M
@@ -55,6 +55,13 @@ def test_labels_families_and_landmark_rules():
     assert family("FaceForensics++_c40") == "ffpp" and family("Celeb-DF-v1") == "celebdf" and family("x") == "generic"
     assert landmark_file("a/frames/v/012.png") == "a/landmarks/v/012.npy"
     np.testing.assert_allclose(five_point_landmarks(M.LM81), M.LM5)
+    # Video ids: dfd's own FF++/Celeb-DF ids; more leading folders, for every sibling, only where ambiguous.
+    assert _video_ids(["rgb/FaceForensics++/manipulated_sequences/Deepfakes/c23/frames/000_003",
+                       "DF40/simswap/ff/frames/000_003", "DF40/inswap/ff/frames/000_003",
+                       "DF40/inswap/ff/frames/001_002"]) == {
+        "rgb/FaceForensics++/manipulated_sequences/Deepfakes/c23/frames/000_003": "Deepfakes/000_003",
+        "DF40/simswap/ff/frames/000_003": "simswap/ff/000_003", "DF40/inswap/ff/frames/000_003": "inswap/ff/000_003",
+        "DF40/inswap/ff/frames/001_002": "inswap/ff/001_002"}
 
 
 def test_ffpp_json_paths_compression_and_ids(db, tmp_path):

@@ -414,18 +414,37 @@ class DeepfakeBench(CropFolderSource):
 # -- naming rules -----------------------------------------------------------------------------------------
 def _video_ids(folders: list[str]) -> dict[str, str]:
     """``<sub-dataset>/<video>`` from ``.../<sub-dataset>[/<comp>]/frames/<video>``, e.g. ``Deepfakes/000_003``,
-    ``youtube/000``, ``Celeb-real/id0_0000`` (the ids dfd's own FF++ and Celeb-DF sources use); the whole folder
-    where that would not be unique."""
-    short = {}
+    ``youtube/000``, ``Celeb-real/id0_0000`` (the ids dfd's own FF++ and Celeb-DF sources use); more leading
+    folders only where that is ambiguous (``simswap/ff/000_003`` beside ``inswap/ff/000_003``)."""
+    info = {}
     for f in folders:
         parts = PurePosixPath(f).parts
         i = max((k for k, p in enumerate(parts[:-1]) if p == "frames"), default=-1)
         head = list(parts[:i]) if i >= 0 else list(parts[:-1])
         if head and head[-1] in COMPRESSIONS:
             head.pop()
-        short[f] = f"{head[-1]}/{parts[-1]}" if head else parts[-1]
-    counts = Counter(short.values())
-    return {f: s if counts[s] == 1 else f for f, s in short.items()}
+        info[f] = (head, parts[-1])
+    out: dict[str, str] = {}
+    pending, k = set(folders), 1
+    while pending:
+        # Ids of different depths never collide, so each depth only has to be unique among itself.
+        cand = {f: "/".join([*info[f][0][-k:], info[f][1]]) for f in pending}
+        counts = Counter(cand.values())
+        out.update({f: c for f, c in cand.items() if counts[c] == 1})
+        pending -= out.keys()
+        if pending and all(k >= len(info[f][0]) for f in pending):
+            out.update({f: f for f in pending})  # the same path twice cannot happen: keep the folder
+            break
+        k += 1
+    # One style per folder of videos: siblings take the depth the most ambiguous of them needed.
+    depth: dict[tuple[str, ...], int] = {}
+    for f, vid in out.items():
+        if vid != f:
+            head = tuple(info[f][0])
+            depth[head] = max(depth.get(head, 1), vid.count("/"))
+    final = {f: "/".join([*info[f][0][-depth[tuple(info[f][0])]:], info[f][1]]) if out[f] != f else f for f in out}
+    counts = Counter(final.values())
+    return {f: v if counts[v] == 1 else f for f, v in final.items()}
 
 
 def _identity(fam: str, video_id: str, label: int, folder: str, root: Path, dfdc_meta: dict) -> dict[str, Any]:
