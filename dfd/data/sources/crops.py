@@ -275,6 +275,3 @@ class CropFolderSource(DatasetSource):
             f"({counts['frames_without_landmarks']} without a landmark file)"
         )
         return self.manifest_path
-
-    def _config_name(self) -> str:
-        return self.name
