@@ -49,6 +49,13 @@ def _run(cfg: DictConfig) -> None:
 
     try:
         source = instantiate(cfg.dataset)
+        if getattr(source, "writes_manifest", False):
+            # Ready-made crops (DeepfakeBench, DF40): the manifest points at them; nothing to detect or re-crop.
+            path = source.prepare()
+            for note in getattr(source, "notes", None) or ():
+                print(f"note: {note}")
+            print(f"{source.name}: crops used in place, manifest {path} (extract.* settings do not apply)")
+            return
         settings = ExtractConfig.from_mapping(OmegaConf.to_container(cfg.extract, resolve=True))
         if source.root is None or not Path(source.root).is_dir():
             raise DatasetError(f"dataset root {source.root} is not a folder; set dataset.root=<dataset folder>")

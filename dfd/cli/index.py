@@ -41,7 +41,7 @@ def main(cfg: DictConfig) -> None:
         if items:
             console.print(f"{attr}: {len(items)}, e.g. {items[0]}", soft_wrap=True)
     for note in source.index_notes():  # how the layout was read (e.g. folder names -> methods)
-        console.print(note, soft_wrap=True)
+        console.print(f"note: {note}", soft_wrap=True, markup=False)
     for line in split_class_warnings(df, source.name):
         console.print(f"warning: {line}", soft_wrap=True, markup=False)
     console.print(f"wrote {len(df)} videos to {cfg.index_path}", soft_wrap=True)

@@ -106,8 +106,9 @@ class DatasetSource(abc.ABC):
         return self.name
 
     def index_notes(self) -> list[str]:
-        """Lines ``dfd-index`` prints under its counts: how this source read the layout (e.g. method names)."""
-        return []
+        """Lines ``dfd-index`` prints under its counts: how this source read the layout, protocol repairs,
+        missing metadata, carved splits (sources fill ``self.notes`` while indexing)."""
+        return list(getattr(self, "notes", None) or ())
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, root={str(self.root)!r})"

@@ -122,6 +122,8 @@ class CelebDF(DatasetSource):
                     "split": "test" if (canon, p.name) in test else "",
                     "method": method, "identity": ids[0], "path": p.relative_to(self.root).as_posix(),
                     "kind": "video", "source_identity": ids[1] if len(ids) > 1 else "", "_ids": ids,
+                    # Celeb-synthesis/id<a>_id<b>_<n> is made from Celeb-real/id<a>_<n> (a's video, b's face).
+                    "source_video": f"Celeb-real/{ids[0]}_{p.stem.rsplit('_', 1)[1]}" if len(ids) > 1 else "",
                 })
         found = {(r["video_id"].split("/")[0], Path(r["path"]).name) for r in rows if r["split"] == "test"}
         missing = sorted(set(test) - found)
@@ -131,7 +133,7 @@ class CelebDF(DatasetSource):
                 f"e.g. {['/'.join(k) for k in missing[:3]]}; finish the download"
             )
         self._carve_val(rows)
-        return index_frame([r for r in rows if r["split"]], extra=("source_identity",))
+        return index_frame([r for r in rows if r["split"]], extra=("source_identity", "source_video"))
 
     def _carve_val(self, rows: list[dict]) -> None:
         test_ids = {i for r in rows if r["split"] == "test" for i in r["_ids"]}

@@ -27,7 +27,9 @@ class FFPP(DatasetSource):
 
     Reals of a split are every YouTube id in that split's pairs; fakes are ``a_b`` and ``b_a`` for each pair
     and method, so identities never cross splits. ``DeepFakeDetection`` (actors, no official split) is split
-    by actor: a fake whose two actors fall in different splits is dropped rather than leaked.
+    by actor: a fake whose two actors fall in different splits is dropped rather than leaked. Every fake's
+    ``source_video`` is the real video it was made from (``youtube/<target>``; DeepFakeDetection:
+    ``actors/<target>__<scene>``), for paired sampling.
 
     Args:
         methods: manipulation folders to include (the paper's four by default).
@@ -127,7 +129,7 @@ class FFPP(DatasetSource):
                 f"{self.name}: {len(missing)} video(s) listed by the splits are missing under {self.root}, "
                 f"e.g. {missing[:3]}; finish the download or restrict dataset.methods"
             )
-        return index_frame(rows, extra=("source_identity", "compression"))
+        return index_frame(rows, extra=("source_identity", "compression", "source_video"))
 
     def _pair_rows(self, methods: list[str]) -> list[dict]:
         pairs = self._read_pairs()
@@ -141,8 +143,10 @@ class FFPP(DatasetSource):
                 for a, b in pairs[split]:
                     for target, source in ((a, b), (b, a)):
                         stem = f"{target}_{source}"
+                        # <target>_<source>: the target's video is kept and the source's face pasted in,
+                        # so the real video a fake was made from is youtube/<target>.
                         rows.append(self._row(f"{method}/{stem}", 1, split, method, target, source,
-                                              self._item(folder, stem)))
+                                              self._item(folder, stem), source_video=f"youtube/{target}"))
         return rows
 
     def _dfd_rows(self) -> list[dict]:
@@ -155,12 +159,17 @@ class FFPP(DatasetSource):
         split_of = assign_splits(actors, self.dfd_val_fraction, self.dfd_test_fraction, salt="ffpp-dfd-actors")
         rows = [self._row(f"actors/{p.stem}", 0, split_of[a], "actors", f"actor{a}", "", p)
                 for p in reals for a in [p.stem.split("__", 1)[0]]]
+        real_ids = {r["video_id"] for r in rows}
         for p, target, source in fakes:
             if split_of[target] != split_of[source]:
                 self.dropped.append(p.name)
                 continue
+            # <t>_<s>__<scene>__<id> alters actor t's recording of <scene>: actors/<t>__<scene> (the name as
+            # the dataset implies it when that original is not on disk).
+            original = f"{target}__{p.stem.split('__')[1]}" if p.stem.count("__") >= 1 else ""
+            source_video = f"actors/{original}" if f"actors/{original}" in real_ids else original
             rows.append(self._row(f"{DFD}/{p.stem}", 1, split_of[target], DFD, f"actor{target}",
-                                  f"actor{source}", p))
+                                  f"actor{source}", p, source_video=source_video))
         if self.dropped:
             log.info("%s: dropped %d DeepFakeDetection fakes whose actors fall in different splits",
                      self.name, len(self.dropped))
@@ -174,9 +183,10 @@ class FFPP(DatasetSource):
     def _item(self, folder: Path, stem: str) -> Path:
         return folder / f"{stem}.mp4" if self.media == "videos" else folder / stem
 
-    def _row(self, vid: str, label: int, split: str, method: str, identity: str, source: str, path: Path) -> dict:
+    def _row(self, vid: str, label: int, split: str, method: str, identity: str, source: str, path: Path,
+             source_video: str = "") -> dict:
         return {
             "video_id": vid, "label": label, "split": split, "method": method, "identity": identity,
             "path": path.relative_to(self.root).as_posix(), "kind": "video" if self.media == "videos" else "frames",
-            "source_identity": source, "compression": path.parent.parent.name,
+            "source_identity": source, "compression": path.parent.parent.name, "source_video": source_video,
         }

@@ -39,10 +39,11 @@ class Folder(DatasetSource):
         self.methods_from_folders = methods_from_folders
 
     def index_notes(self) -> list[str]:
+        notes = super().index_notes()
         if self.methods_from_folders:
-            return ["methods: the first sub-folder under real/ and fake/ names a video's method (per-method "
+            return notes + ["methods: the first sub-folder under real/ and fake/ names a video's method (per-method "
                     "metrics); dataset.methods_from_folders=false names them just real/fake"]
-        return ["methods: real/fake only (dataset.methods_from_folders=false)"]
+        return notes + ["methods: real/fake only (dataset.methods_from_folders=false)"]
 
     def _index_rows(self) -> pd.DataFrame:
         split_dirs = [s for s in SPLITS if any((self.root / s / d).is_dir() for d in LABEL_DIRS)]
