@@ -103,6 +103,8 @@ def build_datamodule(cfg: DictConfig, spec: object, train: DatasetSource | None,
         seed=cfg.seed,
         eval_extra=eval_extra or [],
         frames_per_video=d.get("frames_per_video"),
+        store=d.get("store", "files"),
+        shards=OmegaConf.to_container(d.shards, resolve=True) if d.get("shards") is not None else None,
     )
 
 
