@@ -348,3 +348,19 @@ def test_streamed_shards_under_real_ddp_two_gloo_processes(tmp_path, shared_cach
     assert r0["0"] != r0["1"]
     res = json.loads((tmp_path / "ddp" / "results.json").read_text())
     assert res["test"]["synthetic_a"]["frame"]["n"] == 12 and res["global_step"] == 4
+
+
+def test_a_shard_store_elsewhere_needs_no_crop_cache(source, packed, tmp_path) -> None:
+    """A node that only has the shards (copied, mounted or in a bucket) trains without the extracted cache."""
+    import shutil
+
+    moved = tmp_path / "bucket" / "syn"
+    shutil.copytree(packed, moved)
+    bare = SyntheticSource("syn", "a", videos={"train": 23, "val": 5, "test": 7}, frames_per_video=3,
+                           cache_dir=tmp_path / "empty_cache")
+    dm = DeepfakeDataModule(bare, SPEC, store="shards", shards={"root": str(tmp_path / "bucket" / "{name}")})
+    dm.prepare_data()
+    dm.setup("fit")
+    assert isinstance(dm.train_ds, ShardFrameDataset) and len(dm.train_ds) == 69
+    assert not bare.manifest_path.exists()  # nothing was generated or extracted locally
+    assert dm.train_ds[0]["image"].shape == (3, 32, 32)

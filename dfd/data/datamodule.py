@@ -140,13 +140,15 @@ class DeepfakeDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         # Rank 0 only: generate the synthetic set / check extracted manifests exist, with a clear error.
         for src in self._all_sources():
-            src.prepare()
+            if self.shards is None or not self.shards.root:  # a shard store elsewhere needs no crop cache here
+                src.prepare()
 
     def _dataset(self, src: DatasetSource, split: str, pipe: Pipeline) -> Dataset:
         if self.shards is not None:
             from dfd.data.shards import shard_arrays
 
-            store, arrays = shard_arrays(self.shards, src.name, src.prepare(), split)
+            manifest = src.manifest_path if self.shards.root else src.prepare()
+            store, arrays = shard_arrays(self.shards, src.name, manifest, split)
         else:
             arrays = ManifestArrays(src.prepare(), splits=split)
         if split == "train" and self.frames_per_video:

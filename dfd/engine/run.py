@@ -221,7 +221,8 @@ def train(cfg: DictConfig) -> dict:
     resolved = _save_config(cfg, run_dir)
     train_src, tests, mix = build_sources(cfg)
     for src in [train_src, *tests.values(), *(s for s, _ in mix.values())]:
-        src.prepare()  # fail now, with the fix, rather than after building the model and loggers
+        if not (cfg.data.get("store") == "shards" and (cfg.data.get("shards") or {}).get("root")):
+            src.prepare()  # fail now, with the fix, rather than after building the model and loggers
 
     run_id = None
     if cfg.get("ckpt_path"):
