@@ -24,6 +24,7 @@ Run: ``.venv/bin/python tests/benchmarks/bench_overhead.py [--steps 60] [--warmu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -54,27 +55,42 @@ def compose(overrides: list[str], run_dir: Path):
         return hydra_compose("train", overrides=[*overrides, f"paths.run_dir={run_dir}"])
 
 
-def _stamp() -> tuple[float, float]:
-    """(wall clock, CPU seconds of this process's threads): the CPU figure is what other load cannot inflate."""
-    return time.perf_counter(), time.process_time()
+def _tree_cpu() -> float:
+    """CPU seconds of this process and every live descendant (loader workers, W&B's service process)."""
+    import psutil
+
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:2])
+    for child in me.children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # a process that just ended
+            total += sum(child.cpu_times()[:2])
+    return total
+
+
+def _stamp(count: int, warmup: int, steps: int) -> tuple[float, float, float]:
+    """(wall clock, CPU seconds of this process's threads, CPU of the process tree at the window's two ends)."""
+    tree = _tree_cpu() if count in (warmup, steps - 1) else float("nan")
+    return time.perf_counter(), time.process_time(), tree
 
 
 class StepClock(pl.Callback):
-    """Wall and main-process CPU time at the end of every training step."""
+    """Wall and CPU time at the end of every training step."""
 
-    def __init__(self) -> None:
-        self.ends: list[tuple[float, float]] = []
+    def __init__(self, warmup: int, steps: int) -> None:
+        self.ends: list[tuple[float, float, float]] = []
+        self.warmup, self.steps = warmup, steps
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        self.ends.append(_stamp())
+        self.ends.append(_stamp(len(self.ends), self.warmup, self.steps))
 
 
-def steady_rate(ends: list[tuple[float, float]], warmup: int) -> tuple[float, float]:
-    """(steps per wall second, main-process CPU seconds per step) from the end of step ``warmup`` to the last."""
+def steady_rate(ends: list[tuple[float, float, float]], warmup: int) -> tuple[float, float, float]:
+    """(steps per wall second, main-process CPU s/step, process-tree CPU s/step) from the end of step ``warmup``."""
     if len(ends) <= warmup + 1:
         raise SystemExit(f"only {len(ends)} steps ran; raise --steps or the dataset size")
     n = len(ends) - 1 - warmup
-    return n / (ends[-1][0] - ends[warmup][0]), (ends[-1][1] - ends[warmup][1]) / n
+    return ((n / (ends[-1][0] - ends[warmup][0])), (ends[-1][1] - ends[warmup][1]) / n,
+            (ends[-1][2] - ends[warmup][2]) / n)
 
 
 def build(cfg, seed: int):
@@ -96,12 +112,12 @@ def build(cfg, seed: int):
     return module, dm, resolved
 
 
-def run_dfd(cfg, steps: int, seed: int, run_dir: Path, profile: bool = False) -> list[tuple[float, float]]:
+def run_dfd(cfg, steps: int, warmup: int, seed: int, run_dir: Path, profile: bool = False) -> list[tuple]:
     from dfd.engine.run import build_trainer
 
     module, dm, resolved = build(cfg, seed)
     trainer = build_trainer(cfg, run_dir, module.run_id, "bench-overhead")
-    clock = StepClock()
+    clock = StepClock(warmup, steps)
     trainer.callbacks.append(clock)
     for lg in trainer.loggers:
         lg.log_hyperparams({**resolved, "params": module.param_counts})
@@ -123,7 +139,7 @@ def run_dfd(cfg, steps: int, seed: int, run_dir: Path, profile: bool = False) ->
     return clock.ends
 
 
-def run_bare(cfg, steps: int, seed: int) -> list[tuple[float, float]]:
+def run_bare(cfg, steps: int, warmup: int, seed: int) -> list[tuple]:
     from dfd.engine.module import warmup_cosine
 
     module, dm, _ = build(cfg, seed)
@@ -138,7 +154,7 @@ def run_bare(cfg, steps: int, seed: int) -> list[tuple[float, float]]:
     params = [p for p in model.parameters() if p.requires_grad]
     clip = cfg.trainer.get("gradient_clip_val")
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    ends: list[tuple[float, float]] = []
+    ends: list[tuple] = []
     while len(ends) < steps:
         for batch in loader:
             logits = model(batch["image"], batch["landmarks"] if model.needs_landmarks else None)
@@ -149,7 +165,7 @@ def run_bare(cfg, steps: int, seed: int) -> list[tuple[float, float]]:
                 torch.nn.utils.clip_grad_norm_(params, float(clip))
             opt.step()
             sched.step()
-            ends.append(_stamp())
+            ends.append(_stamp(len(ends), warmup, steps))
             if len(ends) >= steps:
                 break
     del loader
@@ -163,8 +179,18 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="alternating runs per side")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--profile", action="store_true", help="cProfile one extra dfd run")
+    ap.add_argument("--side", choices=["both", "dfd", "bare"], default="both",
+                    help="run one side only (under a sampling profiler: py-spy record -f raw -- python ...)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch intra-op threads on both sides (1 on a busy shared machine: no spin-waiting, so "
+                         "CPU time per step is a clean measure)")
+    ap.add_argument("--also", default=None,
+                    help="a second dfd configuration timed in the same alternation, as extra overrides, e.g. "
+                         "'logger=none callbacks.progress_bar=null' (what a change would buy)")
     ap.add_argument("overrides", nargs="*", help="dfd-train overrides (after --)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     overrides = [*DEFAULTS, *args.overrides, f"+trainer.max_steps={args.steps}", "trainer.max_epochs=-1",
                  "+trainer.limit_val_batches=0", f"seed={args.seed}"]
     with tempfile.TemporaryDirectory(prefix="bench_overhead_") as tmp:
@@ -176,25 +202,47 @@ def main() -> None:
               f"batch={cfg.data.batch_size} workers={cfg.data.num_workers} precision={cfg.trainer.precision} "
               f"clip={cfg.trainer.get('gradient_clip_val')} callbacks={list(cfg.callbacks or {})} "
               f"loggers={list(cfg.logger or {})} log_every_n_steps={cfg.trainer.get('log_every_n_steps')}")
-        bare, dfd = [], []
+        bare, dfd, also = [], [], []
+        cfg_also = compose([*overrides, f"paths.cache_dir={tmp}/cache", *args.also.split()], Path(tmp) / "run") \
+            if args.also else None
         for r in range(args.repeats):
-            bare.append(steady_rate(run_bare(cfg, args.steps, args.seed), args.warmup))
-            dfd.append(steady_rate(run_dfd(cfg, args.steps, args.seed, Path(tmp) / f"run{r}"), args.warmup))
-            print(f"  run {r}: bare {bare[-1][0]:.2f} steps/s ({bare[-1][1]:.3f} CPU-s/step), dfd {dfd[-1][0]:.2f} "
-                  f"steps/s ({dfd[-1][1]:.3f} CPU-s/step): {dfd[-1][0] / bare[-1][0]:.2f}x; load average "
-                  f"{os.getloadavg()[0]:.1f}", flush=True)
+            if cfg_also is not None:
+                also.append(steady_rate(run_dfd(cfg_also, args.steps, args.warmup, args.seed, Path(tmp) / f"also{r}"),
+                                        args.warmup))
+                print(f"  run {r}: dfd + {args.also}: {also[-1][0]:.2f} steps/s (CPU-s/step main {also[-1][1]:.3f}, "
+                      f"tree {also[-1][2]:.3f})", flush=True)
+            if args.side != "dfd":
+                bare.append(steady_rate(run_bare(cfg, args.steps, args.warmup, args.seed), args.warmup))
+            if args.side != "bare":
+                dfd.append(steady_rate(run_dfd(cfg, args.steps, args.warmup, args.seed, Path(tmp) / f"run{r}"),
+                                       args.warmup))
+            if args.side != "both":
+                x = (bare or dfd)[-1]
+                print(f"  run {r}: {args.side} {x[0]:.2f} steps/s (CPU-s/step main {x[1]:.3f}, tree {x[2]:.3f})")
+                continue
+            print(f"  run {r}: bare {bare[-1][0]:.2f} steps/s (CPU-s/step main {bare[-1][1]:.3f}, tree "
+                  f"{bare[-1][2]:.3f}), dfd {dfd[-1][0]:.2f} steps/s (main {dfd[-1][1]:.3f}, tree {dfd[-1][2]:.3f}):"
+                  f" {dfd[-1][0] / bare[-1][0]:.2f}x; load average {os.getloadavg()[0]:.1f}", flush=True)
+        if args.side != "both":
+            return
         b_wall, d_wall = max(x[0] for x in bare), max(x[0] for x in dfd)
         b_cpu, d_cpu = min(x[1] for x in bare), min(x[1] for x in dfd)
+        b_tree, d_tree = min(x[2] for x in bare), min(x[2] for x in dfd)
         ratio = d_wall / b_wall
         print(f"bare PyTorch loop: {b_wall:.2f} steps/s (best of {args.repeats}; median "
               f"{statistics.median(x[0] for x in bare):.2f}); main process {b_cpu:.3f} CPU-s/step")
         print(f"dfd-train (Lightning, callbacks + loggers of a normal run): {d_wall:.2f} steps/s (best; median "
               f"{statistics.median(x[0] for x in dfd):.2f}); main process {d_cpu:.3f} CPU-s/step")
         print(f"ratio dfd / bare: {ratio:.3f}x steps/s best-vs-best (goal >= 0.9x) {'OK' if ratio >= 0.9 else 'MISSED'};"
-              f" {b_cpu / d_cpu:.3f}x by main-process CPU time per step (robust to other load); load average now "
-              f"{os.getloadavg()[0]:.1f}")
+              f" by CPU time per step (robust to other load): main process {b_cpu / d_cpu:.3f}x, process tree "
+              f"(+ loader workers, W&B service) {b_tree / d_tree:.3f}x; load average now {os.getloadavg()[0]:.1f}")
+        if also:
+            a_wall, a_cpu, a_tree = max(x[0] for x in also), min(x[1] for x in also), min(x[2] for x in also)
+            print(f"dfd + {args.also}: {a_wall:.2f} steps/s = {a_wall / b_wall:.3f}x bare; CPU per step: main "
+                  f"{b_cpu / a_cpu:.3f}x, tree {b_tree / a_tree:.3f}x of bare; vs default dfd: {a_wall / d_wall:.3f}x "
+                  f"steps/s, main CPU {d_cpu / a_cpu:.3f}x")
         if args.profile:
-            run_dfd(cfg, args.steps, args.seed, Path(tmp) / "profiled", profile=True)
+            run_dfd(cfg, args.steps, args.warmup, args.seed, Path(tmp) / "profiled", profile=True)
     sys.stdout.flush()
 
 
