@@ -20,6 +20,7 @@ from torch.utils.data import (
     DataLoader,
     Dataset,
     DistributedSampler,
+    IterableDataset,
     Sampler,
     WeightedRandomSampler,
 )
@@ -30,6 +31,7 @@ from dfd.data.transforms import Pipeline, Spec, build_pipelines
 from dfd.errors import ConfigError
 
 FAKES_CHOICES = ("real", "sbi", "both")
+STORES = ("files", "shards")
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,8 @@ class DeepfakeDataModule(pl.LightningDataModule):
         balance: sample real and fake frames equally often (datasets are often 1:4 real:fake).
         frames_per_video: train on at most this many uniformly spaced frames of each video (all when unset);
             validation and test always use every extracted frame.
+        store: ``files`` (the crop cache) or ``shards`` (packed by ``dfd-pack``; see dfd.data.shards).
+        shards: ``data.shards`` settings (root, mode, shuffle_buffer, cache_dir) for ``store=shards``.
     """
 
     def __init__(
@@ -125,10 +129,20 @@ class DeepfakeDataModule(pl.LightningDataModule):
         seed: int = 0,
         eval_extra: Sequence = (),
         frames_per_video: int | None = None,
+        store: str = "files",
+        shards: Mapping | None = None,
     ) -> None:
         super().__init__()
         if fakes not in FAKES_CHOICES:
             raise ConfigError(f"data.fakes={fakes!r} is not valid; choose one of {', '.join(FAKES_CHOICES)}")
+        if store not in STORES:
+            raise ConfigError(f"data.store={store!r} is not valid; choose one of {', '.join(STORES)}")
+        self.store = store
+        self.shards = None
+        if store == "shards":
+            from dfd.data.shards import ShardSettings
+
+            self.shards = ShardSettings.from_mapping(shards)
         self.train_source = train_source
         self.spec = Spec.of(spec)
         self.extra_train = dict(extra_train or {})
@@ -163,10 +177,17 @@ class DeepfakeDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         # Rank 0 only: generate the synthetic set / check extracted manifests exist, with a clear error.
         for src in self._all_sources():
-            src.prepare()
+            if self.shards is None or not self.shards.root:  # a shard store elsewhere needs no crop cache here
+                src.prepare()
 
     def _dataset(self, src: DatasetSource, split: str, pipe: Pipeline) -> Dataset:
-        arrays = ManifestArrays(src.prepare(), splits=split)
+        if self.shards is not None:
+            from dfd.data.shards import shard_arrays
+
+            manifest = src.manifest_path if self.shards.root else src.prepare()
+            store, arrays = shard_arrays(self.shards, src.name, manifest, split)
+        else:
+            arrays = ManifestArrays(src.prepare(), splits=split)
         if split == "train" and self.frames_per_video:
             arrays.keep_frames_per_video(self.frames_per_video)
         if len(arrays) == 0:
@@ -174,6 +195,12 @@ class DeepfakeDataModule(pl.LightningDataModule):
                 f"{src.name}: the manifest {src.manifest_path} has no '{split}' frames; "
                 f"check the dataset's split protocol or extraction failures ({src.cache_dir}/failures.csv)"
             )
+        if self.shards is not None:
+            from dfd.data.shards import shard_dataset
+
+            train = split == "train"
+            return shard_dataset(self.shards, store, arrays, split, pipe, src.name, self.spec.clip_len,
+                                 self.batch_size if train else self.eval_batch_size, train, self.seed)
         if self.spec.clip_len:
             return ClipDataset(arrays, pipe, self.spec.clip_len, name=src.name)
         return FrameDataset(arrays, pipe, name=src.name)
@@ -196,6 +223,8 @@ class DeepfakeDataModule(pl.LightningDataModule):
             return ds
         if self.spec.clip_len:
             raise ConfigError("data.fakes=sbi works on frame models; clip models need real fakes (data.fakes=real)")
+        if isinstance(ds, IterableDataset):
+            raise ConfigError("data.fakes=sbi needs random access to frames: use data.shards.mode=random or files")
         from dfd.data.sbi import SelfBlend, SelfBlendedPairs
 
         return SelfBlendedPairs(ds, SelfBlend(**self.sbi_cfg), mode=self.fakes, seed=self.seed)
@@ -205,6 +234,9 @@ class DeepfakeDataModule(pl.LightningDataModule):
         """Per-sample weights realising the dataset mix and class balance, or None for plain shuffling."""
         if len(self._train_parts) == 1 and not self.balance:
             return None
+        if any(isinstance(ds, IterableDataset) for ds, _ in self._train_parts):
+            raise ValueError("data.balance and train_mix sample by weight, which needs random access: use "
+                             "data.shards.mode=random (local or mounted shards) or data.store=files")
         weights = []
         for ds, w in self._train_parts:
             labels = np.asarray(ds.labels, np.int64)
@@ -223,6 +255,10 @@ class DeepfakeDataModule(pl.LightningDataModule):
 
             collate = pair_collate
             batch_size = max(1, batch_size // 2)  # each item is a (real, self-blend) pair
+        if isinstance(ds, IterableDataset):  # streamed shards: the dataset splits, shuffles and batches itself
+            trainer = getattr(self, "trainer", None)
+            ds.set_distributed(int(trainer.global_rank) if trainer is not None else 0, self._world_size())
+            shuffle, sampler = False, None
         return DataLoader(
             ds,
             batch_size=batch_size,
@@ -249,7 +285,9 @@ class DeepfakeDataModule(pl.LightningDataModule):
         return self._loader(self.train_ds, True, self.batch_size, sampler)
 
     def _eval_loader(self, ds: Dataset) -> DataLoader:
-        sampler = UnpaddedDistributedSampler(ds) if dist.is_available() and dist.is_initialized() else None
+        sampler = None
+        if dist.is_available() and dist.is_initialized() and not isinstance(ds, IterableDataset):
+            sampler = UnpaddedDistributedSampler(ds)
         return self._loader(ds, False, self.eval_batch_size, sampler)
 
     def val_dataloader(self) -> DataLoader:

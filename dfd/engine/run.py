@@ -122,6 +122,8 @@ def build_datamodule(cfg: DictConfig, spec: object, train: DatasetSource | None,
         seed=cfg.seed,
         eval_extra=eval_extra or [],
         frames_per_video=d.get("frames_per_video"),
+        store=d.get("store", "files"),
+        shards=OmegaConf.to_container(d.shards, resolve=True) if d.get("shards") is not None else None,
     )
 
 
@@ -343,10 +345,13 @@ def train(cfg: DictConfig) -> dict:
     train_src, tests, mix = build_sources(cfg)
     if cfg.data.get("include_train_test", True):
         name_test_sets(train_src, tests)  # a test-set name clash fails now, in one line
+    # Shards at an explicit root (object storage) need no local crop cache: they carry their own manifest.
+    shards_only = cfg.data.get("store") == "shards" and bool((cfg.data.get("shards") or {}).get("root"))
     for src in [train_src, *tests.values(), *(s for s, _ in mix.values())]:
-        src.prepare()  # fail now, with the fix, rather than after building the model and loggers
+        if not shards_only:
+            src.prepare()  # fail now, with the fix, rather than after building the model and loggers
     monitor = (cfg.get("selection") or {}).get("monitor") or SELECT_KEY
-    notes = [n for n in [validation_class_note(train_src, monitor)] if n]
+    notes = [] if shards_only else [n for n in [validation_class_note(train_src, monitor)] if n]
     for note in notes:
         log.warning(note)
 

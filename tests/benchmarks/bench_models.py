@@ -3,7 +3,9 @@
 1. CPU (default): one AdamW training step (full fine-tuning, BCE loss) per backbone at its native input size,
    batch 2, a few timed steps after a warm-up; images/s (ADDNet-3D: clips/s and frames/s), as a ratio of plain
    Xception measured in the same run (so ADDNet-2D's row is the cost of the masks).
-2. ``--gpu``: EfficientNet-B4 (380 px) and ViT-B/16 (224 px), fp32 (TF32 off) against bf16 autocast +
+2. ``--gpu`` (CUDA only: stops with a one-line error without a GPU): EfficientNet-B4, ViT-B/16 and CLIP
+   ViT-L/14 (timm ``vit_large_patch14_clip_224``, random weights: speed only), fp32 with PyTorch's default TF32
+   settings (matmul TF32 off, cuDNN convolutions TF32 on, as a user gets them) against bf16 autocast +
    channels_last, and + torch.compile, in one run; images/s and the ratio to fp32.
 
 Run: ``.venv/bin/python tests/benchmarks/bench_models.py [--steps 3] [--batch 2]``
@@ -23,7 +25,12 @@ from dfd.models import Detector, create_model
 from dfd.models.finetune import Full
 
 CPU_MODELS = ["xception", "addnet2d", "efficientnet_b4", "convnextv2", "vit_b16", "addnet3d"]
-GPU_MODELS = ["efficientnet_b4", "vit_b16"]
+# (label, create_model name, kwargs): the backbones the GPU comparison covers.
+GPU_MODELS = [
+    ("efficientnet_b4", "efficientnet_b4", {}),
+    ("vit_b16", "vit_b16", {}),
+    ("clip_vit_l14", "timm", {"arch": "vit_large_patch14_clip_224", "img_size": 224, "pretrained": False}),
+]
 
 
 def inputs(model: Detector, batch: int, device: str) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -92,24 +99,30 @@ def cpu_table(batch: int, steps: int, names: list[str]) -> None:
         print(f"{name:<16}{model.input_spec.size:>6}{params:>12.1f}{ips:>10.2f}{ratio:>12}{1 / sps:>8.2f}{extra}")
 
 
-def gpu_table(batch: int, steps: int, device: str, compile_: bool) -> None:
-    """fp32 against bf16 + channels_last (+ torch.compile) for EfficientNet-B4 and ViT-B/16."""
+def gpu_table(batch: int, steps: int, device: str, compile_: bool, only: list[str] | None = None) -> None:
+    """fp32 (default TF32 settings) against bf16 + channels_last (+ torch.compile) per GPU backbone."""
     if device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        print(f"GPU: {torch.cuda.get_device_name(device)}; batch {batch}, {steps} timed steps; fp32 with TF32 off")
+        if not torch.cuda.is_available():
+            raise SystemExit("error: --gpu needs a CUDA GPU (torch.cuda.is_available() is False); run it on a GPU "
+                             "machine, or pass --device cpu to run the same code slowly on the CPU")
+        # PyTorch's defaults, stated rather than changed: what a user's fp32 run gets.
+        print(f"GPU: {torch.cuda.get_device_name(device)}; batch {batch}, {steps} timed steps; fp32 with PyTorch's "
+              f"default TF32 settings (matmul {torch.backends.cuda.matmul.allow_tf32}, "
+              f"cuDNN {torch.backends.cudnn.allow_tf32}); torch {torch.__version__}")
     modes = [("fp32", None, False, False), ("bf16 + channels_last", torch.bfloat16, True, False)]
     if compile_:
         modes.append(("bf16 + channels_last + compile", torch.bfloat16, True, True))
-    print(f"{'model':<16}{'mode':<34}{'images/s':>10}{'x fp32':>8}")
-    for name in GPU_MODELS:
+    print(f"{'model':<16}{'size':>6}{'mode':<34}{'images/s':>10}{'x fp32':>8}")
+    for label, name, kwargs in GPU_MODELS:
+        if only and label not in only:
+            continue
         base = None
-        for label, amp, cl, comp in modes:
+        for mode, amp, cl, comp in modes:
             torch.manual_seed(0)
-            model = create_model(name)
+            model = create_model(name, **kwargs)
             ips = steps_per_second(model, batch, steps, 10 if comp else 3, device, amp, cl, comp) * batch
             base = base or ips
-            print(f"{name:<16}{label:<34}{ips:>10.1f}{ips / base:>7.2f}x")
+            print(f"{label:<16}{model.input_spec.size:>6}  {mode:<32}{ips:>10.1f}{ips / base:>7.2f}x", flush=True)
             del model
             if device.startswith("cuda"):
                 torch.cuda.empty_cache()
@@ -123,12 +136,14 @@ def main() -> None:
     ap.add_argument("--no-compile", action="store_true", help="with --gpu: skip the torch.compile row")
     ap.add_argument("--batch", type=int, default=None, help="batch size (CPU 2, GPU 32)")
     ap.add_argument("--steps", type=int, default=None, help="timed steps (CPU 3, GPU 20)")
-    ap.add_argument("--models", nargs="*", default=CPU_MODELS, help="CPU mode: registered model names")
+    ap.add_argument("--models", nargs="*", default=None,
+                    help=f"CPU: registered model names (default {CPU_MODELS}); --gpu: a subset of "
+                         f"{[m[0] for m in GPU_MODELS]}")
     args = ap.parse_args()
     if args.gpu:
-        gpu_table(args.batch or 32, args.steps or 20, args.device, not args.no_compile)
+        gpu_table(args.batch or 32, args.steps or 20, args.device, not args.no_compile, args.models)
     else:
-        cpu_table(args.batch or 2, args.steps or 3, args.models)
+        cpu_table(args.batch or 2, args.steps or 3, args.models or CPU_MODELS)
 
 
 if __name__ == "__main__":
