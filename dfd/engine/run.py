@@ -233,6 +233,7 @@ def train(cfg: DictConfig) -> dict:
         channels_last=cfg.get("channels_last", False),
         compile=cfg.get("compile", False),
         meta=meta,
+        loss=resolved.get("loss"),
     )
     dm = build_datamodule(cfg, module.model.input_spec, train_src, tests, mix)
     run = meta["run"]
