@@ -41,14 +41,17 @@ class SVDResidualLinear(nn.Module):
             raise ValueError(f"finetune.k must be in [1, {rank - 1}] for a {rows}x{in_features} block, got {k}")
         self.in_features, self.out_features, self.splits, self.k = in_features, out_features, splits, k
         weight = linear.weight.detach()
-        blocks = weight.float().reshape(splits, rows, in_features)
         # float32 SVD: W_main below is exact whatever its precision; only the frozen basis (orthogonality
-        # regulariser) inherits SVD rounding, ~1e-6, far below any loss that matters.
+        # regulariser) inherits SVD rounding, ~1e-6, far below any loss that matters. A CPU model is decomposed
+        # on the GPU when there is one (ViT-L/14: 96 SVDs of 1024 x 1024, ~0.3 s each on a CPU core).
+        work = torch.device("cuda") if weight.device.type == "cpu" and torch.cuda.is_available() else weight.device
+        blocks = weight.to(work, torch.float32).reshape(splits, rows, in_features)
         u, s, vh = torch.linalg.svd(blocks, full_matrices=False)  # (S,rows,m) (S,m) (S,m,in)
         r = rank - k
+        main = blocks - (u[..., r:] * s[..., r:].unsqueeze(-2)) @ vh[..., r:, :]
+        dtype, device = weight.dtype, weight.device
+        blocks, u, s, vh, main = (t.to(device) for t in (blocks, u, s, vh, main))
         u_res, s_res, v_res = u[..., r:], s[..., r:], vh[..., r:, :]
-        main = blocks - (u_res * s_res.unsqueeze(-2)) @ v_res
-        dtype = weight.dtype
         self.weight_main = nn.Parameter(main.to(dtype), requires_grad=False)
         self.U_res = nn.Parameter(u_res.to(dtype).contiguous())
         self.S_res = nn.Parameter(s_res.to(dtype).contiguous())
