@@ -471,7 +471,8 @@ def test_dfd_train_gend_and_effort_recipes_end_to_end_and_export(tmp_path: Path,
 
     run_dir = tmp_path / "run"
     cfg = compose("train", runtime=True, overrides=[
-        f"paths.run_dir={run_dir}", f"paths.cache_dir={shared_cache}", "data.num_workers=0", "logger=none",
+        f"paths.run_dir={run_dir}", f"paths.cache_dir={shared_cache}", "data.num_workers=0", "logger=csv",
+        "trainer.precision=bf16-mixed", "trainer.log_every_n_steps=1",
         "model=clip_vit_b16", "model.pretrained=false", "model.img_size=32", "model.head=l2norm",
         "+model.depth=2", "+model.embed_dim=32", "+model.num_heads=2",
         "finetune=svd_residual", "finetune.orthogonality=0.1", "finetune.energy=0.01", "loss=gend",
@@ -480,6 +481,13 @@ def test_dfd_train_gend_and_effort_recipes_end_to_end_and_export(tmp_path: Path,
     ])
     results = train(cfg)
     assert results["params"]["trainable"] == 4 * 2 * (2 * 32 + 1) + 32 + 1
+    assert results["train"]["finetune"] == "svd_residual(k=1)"
+    import csv
+
+    rows = [r for p in run_dir.rglob("metrics.csv") for r in csv.DictReader(p.open())]
+    for term in ("train/bce", "train/uniformity", "train/alignment", "train/orthogonality", "train/energy"):
+        values = [float(r[term]) for r in rows if r.get(term)]
+        assert values and all(math.isfinite(v) for v in values), term
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     module = load_module(ckpt).eval()
     assert any(isinstance(m, SVDResidualLinear) for m in module.model.modules())

@@ -97,7 +97,7 @@ def main() -> None:
     print(f"{where}; batch {args.batch}, {args.steps} timed steps after 1 warm-up, autocast {args.amp}")
     for name in args.models:
         print(f"\n{name}")
-        print(f"{'recipe':<14}{'build s':>9}{'trainable':>13}{'total':>14}{'% train':>9}{'s/step':>9}"
+        print(f"{'recipe':<14}{'build s':>9}{'trainable':>13}{'total':>14}{'% train':>11}{'s/step':>9}"
               f"{'images/s':>10}{'x full':>8}" + (f"{'peak GiB':>10}" if args.device.startswith("cuda") else ""))
         base = None
         for recipe in args.strategies:
@@ -115,7 +115,7 @@ def main() -> None:
             mem = (f"{torch.cuda.max_memory_allocated(args.device) / 2**30:>10.1f}"
                    if args.device.startswith("cuda") else "")
             print(f"{recipe:<14}{built:>9.1f}{counts['trainable']:>13,}{counts['total']:>14,}"
-                  f"{100 * counts['trainable'] / counts['total']:>8.3f}%{sec:>9.2f}{ips:>10.2f}{ratio:>8}{mem}")
+                  f"{100 * counts['trainable'] / counts['total']:>10.4f}%{sec:>9.2f}{ips:>10.2f}{ratio:>8}{mem}")
             del module
             if args.device.startswith("cuda"):
                 torch.cuda.empty_cache()
