@@ -429,6 +429,18 @@ def test_slerp_modes_shape_the_batch() -> None:
         DetectionLoss(slerp="mix")
 
 
+@pytest.mark.parametrize(("choice", "weights"), [("bce", (0.0, 0.0, "none")), ("gend", (0.5, 0.1, "none")),
+                                               ("slerp", (0.0, 0.0, "replace"))])
+def test_loss_config_group(choice: str, weights: tuple, tmp_path: Path) -> None:
+    from tests.conftest import compose
+
+    cfg = compose("train", [f"loss={choice}", f"paths.run_dir={tmp_path}"])
+    loss = instantiate(cfg.loss)
+    assert (loss.uniformity, loss.alignment, loss.slerp) == weights
+    assert (loss.uniformity_t, loss.alignment_alpha) == (2.0, 2.0)
+    assert compose("train", [f"paths.run_dir={tmp_path}"]).loss.uniformity == 0.0  # default: plain BCE
+
+
 # ---------------------------------------------------------------------------------------------- training
 STRATEGIES = {
     "full": ft.Full, "linear_probe": ft.LinearProbe, "last_n": lambda: ft.LastN(n=1), "lora": lambda: ft.LoRA(rank=2),

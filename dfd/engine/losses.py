@@ -20,6 +20,9 @@ linearly, so a plain linear head sees features of the usual scale; the l2norm he
 
 Pair information (each fake's source video, for paired data) slots in through `groups`: alignment then only
 pairs samples that share a label *and* a group.
+
+Under DDP the pairwise terms are computed on each process's own batch (GenD trains on one GPU, batch 128): keep
+the per-GPU batch near the recipe's, or expect a different balance of the pairwise terms.
 """
 
 from __future__ import annotations
