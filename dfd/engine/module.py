@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from dfd import __version__
+from dfd.engine.losses import DetectionLoss
 from dfd.engine.metrics import DetectionMetrics, flat_metrics, probabilities
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class DetectorModule(pl.LightningModule):
         channels_last: NHWC memory format (faster convolutions on tensor cores).
         compile: ``torch.compile`` the network's forward.
         meta: run facts stored in the checkpoint (training dataset config, run id, names) for eval and export.
+        loss: the training objective config (``conf/loss/*.yaml``); None = plain BCE.
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class DetectorModule(pl.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         meta: Mapping | None = None,
+        loss: Mapping | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -68,6 +71,11 @@ class DetectorModule(pl.LightningModule):
         self._param_groups = self.strategy.apply(self.model, lr=float(optim["lr"]), weight_decay=float(optim["weight_decay"]))
         self.param_counts = self.strategy.summary(self.model)  # the strategy logs trainable / total
         self.loss_fn = nn.BCEWithLogitsLoss()
+        # Training objective (conf/loss): BCE, plus optional feature losses / slerp, plus the strategy's terms.
+        self.criterion = instantiate(dict(loss)) if loss else DetectionLoss()
+        if self.criterion.needs_features and not self.model.has_features():
+            raise ValueError(f"loss: feature losses/slerp need a model exposing its features; "
+                             f"{type(self.model).__name__} does not (use loss=bce)")
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -96,12 +104,26 @@ class DetectorModule(pl.LightningModule):
 
     # ------------------------------------------------------------------------------------------- training
     def training_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
-        logits = self._logits(batch)
         target = batch["label"].float()
-        loss = self.loss_fn(logits, target)
+        features = None
+        if self.criterion.needs_features:  # features and head apart, so losses/augmentation act in between
+            images = batch["image"]
+            if self.channels_last and images.ndim == 4:
+                images = images.contiguous(memory_format=torch.channels_last)
+            landmarks = batch.get("landmarks") if self.model.needs_landmarks else None
+            features, target, _ = self.criterion.augment(self.model.forward_features(images, landmarks), target)
+            logits = self.model.forward_head(features)
+        else:
+            logits = self._logits(batch)
+        loss, terms = self.criterion(logits, target, features)
+        for name, value in self.strategy.regularization(self.model).items():
+            loss = loss + value
+            terms[name] = value
         acc = ((logits > 0).float() == target).float().mean()
         self.log("train/loss", loss, prog_bar=True, batch_size=len(target))
         self.log("train/acc", acc, prog_bar=False, batch_size=len(target))
+        if len(terms) > 1:
+            self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, batch_size=len(target))
         return loss
 
     def on_train_epoch_start(self) -> None:

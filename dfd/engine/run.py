@@ -61,7 +61,7 @@ def describe_run(cfg: DictConfig, dataset_name: str) -> dict:
     if model == "timm" or (not ch and cfg.model.get("name") == "timm"):
         model = f"timm/{cfg.model.arch}"
     ft = ch.get("finetune") or str(cfg.finetune._target_).rsplit(".", 1)[-1].lower()
-    extra = {k: cfg.finetune[k] for k in ("n", "rank", "decay") if k in cfg.finetune}
+    extra = {k: cfg.finetune[k] for k in ("n", "rank", "decay", "k") if k in cfg.finetune}
     if extra:
         ft += "(" + ",".join(f"{k}={v}" for k, v in extra.items()) + ")"
     fakes = cfg.get("data", {}).get("fakes", "real")
@@ -374,6 +374,7 @@ def train(cfg: DictConfig) -> dict:
         channels_last=cfg.get("channels_last", False),
         compile=cfg.get("compile", False),
         meta=meta,
+        loss=resolved.get("loss"),
     )
     module.hparams["meta"]["weights"] = module.model.weights_source  # initial weights' provenance, in the ckpt
     dm = build_datamodule(cfg, module.model.input_spec, train_src, tests, mix)

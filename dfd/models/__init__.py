@@ -1,7 +1,7 @@
 """Detectors: timm backbones and ADDNet behind one interface, plus fine-tuning strategies (`dfd.models.finetune`)."""
 
 # Importing the builder modules registers their models.
-from dfd.models import addnet, timm_backbones  # noqa: F401
+from dfd.models import addnet, foundation, timm_backbones  # noqa: F401
 from dfd.models.base import Detector, InputSpec
 from dfd.models.factory import create_model, list_models, register_model
 

@@ -46,6 +46,25 @@ class Detector(nn.Module):
                 return module.__dict__[_WEIGHTS_ATTR]
         return None
 
+    def forward_features(self, images: torch.Tensor, landmarks: torch.Tensor | None = None) -> torch.Tensor:
+        """Return the pooled features the head classifies: (B, D) for images, (B, L, D) for clips.
+
+        `forward_head(forward_features(x))` equals `forward(x)`; the split lets feature-space losses and
+        latent augmentations (`dfd.engine.losses`) act between the two.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not expose its features (forward_features/forward_head): feature losses "
+            f"and latent augmentation need a backbone that does, e.g. any timm model; use loss=bce with this one"
+        )
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Return (B,) logits from `forward_features`' output; clip features get the mean of their frames' logits."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its head (forward_head)")
+
+    def has_features(self) -> bool:
+        """Whether `forward_features`/`forward_head` are implemented (feature losses need them)."""
+        return type(self).forward_features is not Detector.forward_features
+
     def layer_groups(self) -> list[list[str]]:
         """Parameter names grouped from input (stem) to output; the last group is the classification head."""
         raise NotImplementedError

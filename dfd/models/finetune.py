@@ -7,6 +7,7 @@ import logging
 import re
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -49,6 +50,10 @@ class FinetuneStrategy:
         names = [n for n, p in model.named_parameters() if p.requires_grad]
         return _split_decay(model, names, lr, weight_decay, "all")
 
+    def regularization(self, model: Detector) -> dict[str, torch.Tensor]:
+        """Weighted extra loss terms this strategy adds to the training loss, by name (none by default)."""
+        return {}
+
     def summary(self, model: nn.Module) -> dict[str, int]:
         """Trainable and total parameter counts, for logs and the results file."""
         return {
@@ -90,7 +95,12 @@ class LastN(FinetuneStrategy):
 
 
 class NormOnly(FinetuneStrategy):
-    """Train normalisation affines (LayerNorm/BatchNorm/GroupNorm) and the head; running stats keep adapting."""
+    """Train normalisation affines (LayerNorm/BatchNorm/GroupNorm) and the head; running stats keep adapting.
+
+    On the CLIP backbones this is GenD's LayerNorm-only set exactly: every LayerNorm's γ and β, i.e. norm_pre
+    (HF pre_layrnorm), each block's norm1/norm2 and the final norm (post_layernorm) — 50 LayerNorms, 102,400
+    parameters in ViT-L/14 — selected by type, so no misspelt name is missed.
+    """
 
     name = "norm_only"
 
@@ -154,6 +164,75 @@ class LoRA(FinetuneStrategy):
         return {n for n, _ in model.named_parameters() if ".lora_" in n} | set(model.head_param_names())
 
 
+class SVDResidual(FinetuneStrategy):
+    """Effort: every attention projection decomposed by SVD, its last `k` singular directions trained.
+
+    timm's fused qkv is split into its q, k and v blocks, each decomposed separately; the output projection
+    too (`target_modules` overrides the choice). The top singular directions, biases and every other backbone
+    parameter stay frozen; the head trains. `orthogonality` and `energy` weight Effort's optional
+    regularisers (mean over the decomposed matrices; 0 = the released face config, CE only). See
+    `dfd.models.svd_residual`; `merge_for_export` folds the factors back into plain Linear weights.
+    """
+
+    name = "svd_residual"
+
+    def __init__(self, k: int = 1, orthogonality: float = 0.0, energy: float = 0.0,
+                 target_modules: Sequence[str] | None = None) -> None:
+        if k < 1:
+            raise ValueError(f"finetune.k must be >= 1, got {k}")
+        if orthogonality < 0 or energy < 0:
+            raise ValueError(f"finetune.orthogonality and finetune.energy must be >= 0, got {orthogonality}, {energy}")
+        self.k, self.orthogonality, self.energy = int(k), float(orthogonality), float(energy)
+        self.target_modules = list(target_modules) if target_modules else None
+
+    def targets(self, model: Detector) -> dict[str, int]:
+        """Module name -> row blocks (3 for a fused qkv, 2 for a fused kv, else 1)."""
+        linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+        if self.target_modules:
+            names = [n for n in linears if any(n == t or n.endswith(f".{t}") for t in self.target_modules)]
+        else:
+            names = [n for n in linears if n.endswith(_ATTENTION_PROJECTIONS)]
+        if not names:
+            raise ValueError(
+                f"svd_residual found no attention projections in {type(model).__name__} "
+                f"({getattr(model, 'arch', '')}): it needs a ViT-style backbone, or finetune.target_modules")
+        return {n: 3 if n.endswith("qkv") else 2 if n.endswith("kv") else 1 for n in names}
+
+    def prepare(self, model: Detector) -> None:
+        """Replace each target Linear by an SVDResidualLinear (one SVD per block, at the model's precision)."""
+        from dfd.models.svd_residual import SVDResidualLinear
+
+        keep_basis = self.orthogonality > 0
+        for name, splits in self.targets(model).items():
+            parent, _, child = name.rpartition(".")
+            layer = SVDResidualLinear(model.get_submodule(name), k=self.k, splits=splits, keep_basis=keep_basis)
+            setattr(model.get_submodule(parent) if parent else model, child, layer)
+
+    def trainable(self, model: Detector) -> set[str]:
+        """The residual factors and the head."""
+        names = {n for n, _ in model.named_parameters() if n.rsplit(".", 1)[-1] in ("U_res", "S_res", "V_res")}
+        return names | set(model.head_param_names())
+
+    def regularization(self, model: Detector) -> dict[str, torch.Tensor]:
+        """Weighted mean orthogonality / energy losses over the decomposed matrices (only when weighted > 0)."""
+        if not (self.orthogonality or self.energy):
+            return {}
+        from dfd.models.svd_residual import SVDResidualLinear
+
+        layers = [m for m in model.modules() if isinstance(m, SVDResidualLinear)]
+        count = sum(m.splits for m in layers)
+        out = {}
+        if self.orthogonality:
+            out["orthogonality"] = self.orthogonality * sum(m.orthogonality_loss() for m in layers) / count
+        if self.energy:
+            out["energy"] = self.energy * sum(m.energy_loss() for m in layers) / count
+        return out
+
+
+# timm's attention projections: ViT/Eva fused qkv, unfused q/k/v, the output projection.
+_ATTENTION_PROJECTIONS = (".attn.qkv", ".attn.q_proj", ".attn.k_proj", ".attn.v_proj", ".attn.proj")
+
+
 def _split_decay(model: nn.Module, names: Sequence[str], lr: float, weight_decay: float, tag: str) -> list[dict]:
     # Biases, norm affines and position/class tokens are not decayed (the usual AdamW recipe).
     params = dict(model.named_parameters())
@@ -186,8 +265,13 @@ def freeze_norm_stats(model: Detector) -> list[str]:
 
 
 def merge_for_export(model: Detector) -> Detector:
-    """A copy with LoRA folded into plain weights and nothing frozen: loads into a fresh model, needs no peft."""
+    """A copy with LoRA and SVD residuals folded into plain weights, nothing frozen: loads into a fresh model."""
+    from dfd.models.svd_residual import SVDResidualLinear
+
     plain = copy.deepcopy(model)
+    for name in [n for n, m in plain.named_modules() if isinstance(m, SVDResidualLinear)]:
+        parent_name, _, child = name.rpartition(".")
+        setattr(plain.get_submodule(parent_name) if parent_name else plain, child, plain.get_submodule(name).merged())
     # Duck-typed so exporting a model without adapters never imports peft.
     tuned = [(n, m) for n, m in plain.named_modules() if hasattr(m, "get_base_layer") and hasattr(m, "merge")]
     for name, module in tuned:

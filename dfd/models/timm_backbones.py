@@ -12,6 +12,7 @@ from timm.models import group_parameters
 
 from dfd.models.base import Detector, InputSpec, set_weights_source
 from dfd.models.factory import register_model
+from dfd.models.heads import install_head
 from dfd.models.weights import check_timm_name, resolve_pretrained
 
 log = logging.getLogger(__name__)
@@ -77,13 +78,32 @@ def timm_layer_groups(model: torch.nn.Module, prefix: str) -> list[list[str]]:
 
 
 class TimmDetector(Detector):
-    """Any timm image model as a frame-level detector; clips are scored per frame and averaged."""
+    """Any timm image model as a frame-level detector; clips are scored per frame and averaged.
 
-    def __init__(self, arch: str, img_size: int | None = None, **kwargs: Any) -> None:
+    `head` picks the classifier on timm's pooled features: "linear" (timm's own one-logit Linear) or "l2norm"
+    (the same Linear on L2-normalised features, GenD's head; see `dfd.models.heads`). Pooling is timm's
+    `global_pool` (passed through with the other timm keyword arguments).
+    """
+
+    def __init__(self, arch: str, img_size: int | None = None, head: str = "linear", **kwargs: Any) -> None:
         backbone = build_timm(arch, img_size=img_size, **kwargs)
         super().__init__(spec_from_timm(backbone, img_size))
         self.arch = arch
         self.backbone = backbone
+        self.head_kind = head
+        if head != "linear":  # the default keeps timm's model untouched, whatever its classifier looks like
+            install_head(backbone, head, self._classifier_path())
+
+    def _classifier_path(self) -> str:
+        path = self.backbone.pretrained_cfg.get("classifier", "head")
+        try:
+            found = self.backbone.get_submodule(path) is self.backbone.get_classifier()
+        except AttributeError:
+            found = False
+        if not found:
+            raise ValueError(f"timm model {self.arch!r}: its classifier is not one module at {path!r}; "
+                             "model.head and feature losses need one (use model.head=linear and loss=bce)")
+        return path
 
     def forward(self, images: torch.Tensor, landmarks: torch.Tensor | None = None) -> torch.Tensor:
         """Return (B,) logits; (B,L,C,H,W) clips get the mean of their frames' logits."""
@@ -91,6 +111,21 @@ class TimmDetector(Detector):
             b, n = images.shape[:2]
             return self.backbone(images.flatten(0, 1)).view(b, n).mean(1)
         return self.backbone(images).squeeze(-1)
+
+    def forward_features(self, images: torch.Tensor, landmarks: torch.Tensor | None = None) -> torch.Tensor:
+        """timm's pooled pre-logits features: (B, D), or (B, L, D) for clips."""
+        if images.ndim == 5:
+            b, n = images.shape[:2]
+            return self.forward_features(images.flatten(0, 1)).unflatten(0, (b, n))
+        return self.backbone.forward_head(self.backbone.forward_features(images), pre_logits=True)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """(B,) logits from `forward_features`; (B, L, D) clip features get the mean of their frames' logits."""
+        classifier = self.backbone.get_classifier()
+        if not isinstance(classifier, torch.nn.Module):
+            self._classifier_path()  # raises the one-line explanation
+        logits = classifier(features).squeeze(-1)
+        return logits.mean(-1) if features.ndim == 3 else logits
 
     def layer_groups(self) -> list[list[str]]:
         """Stem, blocks, head as timm groups them (ViT blocks, ConvNeXt blocks, EfficientNet blocks, ...)."""
