@@ -186,8 +186,9 @@ EXTRA_KEYS = {"train_mix": {"weight"}}
 
 
 def _is_open(node: DictConfig) -> bool:
-    """Nodes meant to be filled freely: empty dicts (test_sets, data.sbi) and collections of objects (callbacks)."""
-    values = [node._get_node(k) for k in node]
+    """Nodes meant to be filled freely: empty dicts (test_sets, data.sbi) and collections of objects (callbacks,
+    entries switched off with ``=null`` included)."""
+    values = [v for v in (node._get_node(k) for k in node) if not v._is_none()]
     return not values or all(isinstance(v, DictConfig) and "_target_" in v for v in values)
 
 
