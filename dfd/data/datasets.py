@@ -245,6 +245,22 @@ class FrameDataset(Dataset):
     def apply_transform(self, sample: dict) -> dict:
         """Augment + normalise a raw sample into tensors."""
         image, lm = self.pipeline(sample["image"], sample["landmarks"])
+        return self._tensors(sample, image, lm)
+
+    def apply_transform_pair(self, first: dict, second: dict, mask: np.ndarray | None = None) -> list[dict]:
+        """Augment + normalise two samples of one frame (a real face and its self-blend) with ONE random draw.
+
+        ``mask`` (HxW float, e.g. the blend mask) follows the same geometry and is added to both as ``mask``.
+        """
+        if mask is None:
+            x1, x2, lm = self.pipeline.pair(first["image"], second["image"], first["landmarks"])
+            return [self._tensors(first, x1, lm), self._tensors(second, x2, lm)]
+        x1, x2, lm, m = self.pipeline.pair(first["image"], second["image"], first["landmarks"], mask=mask)
+        m = torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32))
+        return [{**self._tensors(first, x1, lm), "mask": m}, {**self._tensors(second, x2, lm), "mask": m}]
+
+    @staticmethod
+    def _tensors(sample: dict, image: torch.Tensor, lm: torch.Tensor) -> dict:
         return {
             "image": image,
             "landmarks": lm,

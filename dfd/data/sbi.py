@@ -10,7 +10,8 @@ This is an independent implementation (numpy + OpenCV, vectorised, no per-pixel 
 paper's description; it runs inside DataLoader workers on every real frame.
 
 * :class:`SelfBlend` — one face + landmarks -> (fake, mask); ``pair`` gives the paper's (real, fake) pair.
-* :class:`SelfBlendedPairs` — wraps a frame dataset so every real frame comes with its self-blended twin.
+* :class:`SelfBlendedPairs` — wraps a frame dataset so every real frame comes with its self-blended twin,
+  both augmented with one random draw (``apply_transform_pair``), as the paper's code does.
 * :func:`pair_collate` — flattens those pairs into one balanced batch.
 * :class:`EpochSampler` — a shuffling sampler that tells each item its epoch, so blends are reproducible
   regardless of worker scheduling and persistent workers.
@@ -260,7 +261,8 @@ class SelfBlendedPairs(torch.utils.data.Dataset):
     """A frame dataset whose items are balanced pairs: each real frame with its self-blended twin.
 
     ``base`` needs ``load(i) -> dict`` (uint8 ``image``, ``landmarks``, ``label``, ...), ``apply_transform``
-    (augmentation + normalisation of one sample) and ``labels``. Every item is a list of two transformed
+    (augmentation + normalisation of one sample), ``labels`` and, for the paper's joint augmentation of a real
+    frame and its blend, ``apply_transform_pair(real, fake)`` (:class:`dfd.data.datasets.FrameDataset` has it). Every item is a list of two transformed
     samples with labels [0, 1], so any batch :func:`pair_collate` builds is exactly 1:1.
 
     * ``mode="sbi"``: items are the base's real frames; fake frames are not used (the paper's setting).
@@ -269,11 +271,14 @@ class SelfBlendedPairs(torch.utils.data.Dataset):
       reals are oversampled when fakes outnumber them (FF++: each real seen ~5x per epoch, once with its SBI)
       and SBIs make up n_real / n_frames of the fakes.
 
+    ``masks=True`` adds the blend mask (after the pair's augmentation, at the model's size) to both items as
+    ``mask``: where the pair may differ (Face X-ray-style supervision, inspection).
+
     Item keys may be an int ``i`` (uses the epoch from :meth:`set_epoch`) or ``(epoch, i)`` from
     :class:`EpochSampler`; either way the randomness depends only on (seed, epoch, base index).
     """
 
-    def __init__(self, base: Any, blend: SelfBlend, mode: str = "sbi", seed: int = 0) -> None:
+    def __init__(self, base: Any, blend: SelfBlend, mode: str = "sbi", seed: int = 0, masks: bool = False) -> None:
         if mode not in ("sbi", "both"):
             raise ValueError(f"SelfBlendedPairs: mode must be 'sbi' or 'both'; got {mode!r}")
         labels = np.asarray(base.labels)
@@ -284,6 +289,9 @@ class SelfBlendedPairs(torch.utils.data.Dataset):
                 "check the split/method filters or use data.fakes=real"
             )
         self.base, self.blend, self.mode, self.seed = base, blend, mode, int(seed)
+        self.masks = bool(masks)
+        if self.masks and not hasattr(base, "apply_transform_pair"):
+            raise ValueError("SelfBlendedPairs(masks=True) needs a base with apply_transform_pair (FrameDataset)")
         self.items = self.real if mode == "sbi" else np.arange(len(labels))
         # Per item: the label of the frame it is built around (every item itself is a balanced pair).
         # Samplers that weight by label (data.balance, dataset mixes) need one entry per item.
@@ -314,13 +322,22 @@ class SelfBlendedPairs(torch.utils.data.Dataset):
         sample = self.base.load(j)
         if int(sample["label"]) != 0:
             real = self.base.load(int(self.real[rng.integers(len(self.real))]))
-            return [self._out(real, sbi=0), self._out(sample, sbi=0)]
+            out = [self._out(real, sbi=0), self._out(sample, sbi=0)]
+            if self.masks:  # two different frames: they may differ anywhere
+                for d in out:
+                    d["mask"] = torch.ones(d["image"].shape[-2:], dtype=torch.float32)
+            return out
         lm = sample.get("landmarks")
-        real_img, fake_img, _ = self.blend.pair(sample["image"], lm, rng)
-        return [
-            self._out({**sample, "image": real_img}, sbi=0),
-            self._out({**sample, "image": fake_img, "label": 1}, sbi=1),
-        ]
+        real_img, fake_img, mask = self.blend.pair(sample["image"], lm, rng)
+        real, fake = {**sample, "image": real_img}, {**sample, "image": fake_img, "label": 1}
+        shared = getattr(self.base, "apply_transform_pair", None)
+        if shared is None:  # a base without joint augmentation (deterministic transforms): one call each
+            return [self._out(real, sbi=0), self._out(fake, sbi=1)]
+        # The paper transforms both together: one flip, one JPEG quality, one colour draw for the pair, so
+        # the two differ only where the blend did (never by an augmentation the classifier could key on).
+        out = [dict(d) for d in (shared(real, fake, mask=mask) if self.masks else shared(real, fake))]
+        out[0]["sbi"], out[1]["sbi"] = 0, 1
+        return out
 
     def _out(self, sample: dict, sbi: int) -> dict:
         out = dict(self.base.apply_transform(sample))

@@ -4,6 +4,12 @@ The eval pipeline takes the input size, mean and std from the model's pretrained
 from hard-coded ImageNet numbers: EfficientNet-B4 at 380, Xception at 299 with 0.5 mean/std, ViT at 224.
 Landmarks travel with the image as keypoints so ADDNet's masks and SBI's blends follow flips and crops.
 
+Random draws: albumentations 2 seeds a ``Compose(seed=None)`` from OS entropy once, when it is built, so
+forked DataLoader workers would inherit one state (worker 0 and worker 1 augmenting alike) and two runs with
+one seed would differ. Each process therefore re-seeds its pipelines on first use from torch's seed for that
+process (``torch.initial_seed()``: the run's seed in the main process, distinct and reproducible per loader
+worker; Lightning's ``seed_everything(workers=True)`` also mixes in the DDP rank) and the DDP rank.
+
 Robustness perturbations (:func:`perturbation`) act on the *stored* crop, before the model's resize, with levels
 in source pixels: "blur 2" is a sigma of 2 crop pixels whether the backbone reads 224 or 380 px, so robustness
 curves of different backbones are comparable.
@@ -12,6 +18,7 @@ curves of different backbones are comparable.
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -68,15 +75,33 @@ class Pipeline:
     def __init__(self, spec: Spec, augment: Sequence[A.BasicTransform] = (), extra: Sequence = ()) -> None:
         self.spec = spec
         interp = _INTERP.get(spec.interpolation, cv2.INTER_LINEAR)
+        augment, extra = [_plain(t) for t in augment], [_plain(t) for t in extra]
         # ``extra`` (perturbations) degrade the stored crop itself; augmentation runs at the model's size.
         ops = [*extra, A.Resize(spec.size, spec.size, interpolation=interp), *augment]
         self.spatial = A.Compose(ops, keypoint_params=A.KeypointParams(format="xy", remove_invisible=False))
         # ReplayCompose marks its transforms for recording: give it its own copies.
         self.replay = A.ReplayCompose(copy.deepcopy(ops),
                                       keypoint_params=A.KeypointParams(format="xy", remove_invisible=False))
+        # Two images through one random draw (a real face and its self-blend): albumentations applies one set
+        # of parameters to every image target; the mask target carries a blend mask through the same geometry.
+        self.paired = A.Compose(copy.deepcopy(ops), additional_targets={"image2": "image"},
+                                keypoint_params=A.KeypointParams(format="xy", remove_invisible=False))
+        self._seeded_pid: int | None = None
         # Normalisation as (x - mean) * (1 / std) on a CHW float copy: ~10x faster than NumPy broadcasting on HWC.
         self.mean = torch.tensor(spec.mean, dtype=torch.float32).view(3, 1, 1) * 255.0
         self.inv_std = 1.0 / (torch.tensor(spec.std, dtype=torch.float32).view(3, 1, 1) * 255.0)
+
+    def _seed_process(self) -> None:
+        """Seed this pipeline's random draws once per process (see the module docstring)."""
+        pid = os.getpid()
+        if self._seeded_pid == pid:
+            return
+        dist = torch.distributed
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        seeds = np.random.SeedSequence([torch.initial_seed() % 2**64, rank]).generate_state(3, np.uint64)
+        for compose, seed in zip((self.spatial, self.replay, self.paired), seeds, strict=True):
+            compose.set_random_seed(int(seed) % 2**63)
+        self._seeded_pid = pid
 
     def _finish(self, image: np.ndarray, kps: np.ndarray | None, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
@@ -86,12 +111,14 @@ class Pipeline:
 
     def __call__(self, image: np.ndarray, landmarks: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Transform one frame."""
+        self._seed_process()
         known = landmarks is not None and np.isfinite(landmarks).all()
         out = self.spatial(image=image, keypoints=landmarks if known else np.zeros((0, 2), np.float32))
         return self._finish(out["image"], out["keypoints"] if known else None, 5 if landmarks is None else len(landmarks))
 
     def clip(self, images: Sequence[np.ndarray], landmarks: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """Transform the frames of a clip with one random draw, so augmentation is consistent across time."""
+        self._seed_process()
         xs, lms, params = [], [], None
         for img, lm in zip(images, landmarks, strict=True):
             known = np.isfinite(lm).all()
@@ -105,6 +132,42 @@ class Pipeline:
             xs.append(x)
             lms.append(l_)
         return torch.stack(xs), torch.stack(lms)
+
+
+    def pair(self, first: np.ndarray, second: np.ndarray, landmarks: np.ndarray | None = None,
+             mask: np.ndarray | None = None) -> tuple:
+        """Transform two same-sized images of one face with ONE random draw (flip, crop, colour, JPEG quality...).
+
+        Returns ``(x1, x2, landmarks)`` as tensors (the landmarks are shared); with ``mask`` (HxW) also the mask
+        after the same geometric operations (numpy, at the model's size). A self-blended pair then differs
+        only where the blend did, never by an augmentation the classifier could use as a shortcut.
+        """
+        self._seed_process()
+        if first.shape != second.shape:
+            raise ValueError(f"Pipeline.pair needs two images of one size; got {first.shape} and {second.shape}")
+        n = 5 if landmarks is None else len(landmarks)
+        known = landmarks is not None and np.isfinite(landmarks).all()
+        data = {"image": first, "image2": second, "keypoints": landmarks if known else np.zeros((0, 2), np.float32)}
+        if mask is not None:
+            data["mask"] = mask
+        out = self.paired(**data)
+        kps = out["keypoints"] if known else None
+        x1, lm = self._finish(out["image"], kps, n)
+        x2, _ = self._finish(out["image2"], kps, n)
+        return (x1, x2, lm) if mask is None else (x1, x2, lm, out["mask"])
+
+
+def _plain(op: A.BasicTransform) -> A.BasicTransform:
+    """``op`` with nested transform lists as plain lists, so ``copy.deepcopy`` really copies them.
+
+    Hydra hands a ``OneOf``/``SomeOf`` its children as an OmegaConf ListConfig, whose deepcopy shares the
+    objects inside: the ReplayCompose copy would then mark the training pipeline's own children for replay
+    (``KeyError: 'replay'`` whenever the OneOf fires).
+    """
+    children = getattr(op, "transforms", None)
+    if children is not None:
+        op.transforms = [_plain(t) for t in children]
+    return op
 
 
 def build_pipelines(spec: object, train_augment: Sequence[A.BasicTransform]) -> tuple[Pipeline, Pipeline]:
