@@ -171,8 +171,8 @@ def _addition_error(*overrides: str, searchpath: str | None = None) -> str | Non
 
 
 @pytest.mark.parametrize(("overrides", "expected"), [
-    (["+optim.lrr=1"], "'+optim.lrr=1': 'lrr' is not a key of optim; valid keys: lr, min_lr_ratio, optimizer, "
-                       "scheduler, warmup, weight_decay"),
+    (["+optim.lrr=1"], "'+optim.lrr=1': 'lrr' is not a key of optim; valid keys: cycle_epochs, decay_start, lr, "
+                       "min_lr_ratio, optimizer, sam, scheduler, warmup, warmup_epochs, weight_decay"),
     (["++optim.lrr=1"], "'lrr' is not a key of optim"),
     (["+optim.extra.lr=1"], "'extra' is not a key of optim"),
     (["+data.batchsize=8"], "'batchsize' is not a key of data; valid keys: balance, batch_size,"),

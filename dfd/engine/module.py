@@ -1,4 +1,4 @@
-"""The LightningModule: one logit, BCE-with-logits, AdamW + warm-up/cosine, DDP-exact frame/video metrics.
+"""The LightningModule: one logit, BCE-with-logits, AdamW (or SGD, SAM) + LR schedule, DDP-exact frame/video metrics.
 
 The module is rebuilt from plain config dicts (model, fine-tuning, optimiser) stored as hyper-parameters, so a
 checkpoint needs no Hydra, no pickled objects (it loads with ``weights_only=True``), and an exported bundle can
@@ -20,25 +20,12 @@ from torch import nn
 from dfd import __version__
 from dfd.engine.losses import DetectionLoss
 from dfd.engine.metrics import DetectionMetrics, flat_metrics, probabilities
+from dfd.engine.optim import build_optimizer, lr_factor, warmup_cosine  # noqa: F401  (warmup_cosine: public)
 
 log = logging.getLogger(__name__)
 
 #: The checkpoint criterion this module logs (``conf/train.yaml: selection.monitor`` names it for the callbacks).
 SELECT_KEY = "val/select"
-
-
-def warmup_cosine(total_steps: int, warmup: float, min_lr_ratio: float) -> callable:
-    """LR multiplier per step: linear warm-up (a fraction of the steps, or a count if >= 1), then cosine."""
-    warm = int(warmup * total_steps) if warmup < 1 else int(warmup)
-    warm = min(warm, max(total_steps - 1, 0))
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / (warm + 1)
-        progress = min((step - warm) / max(total_steps - warm, 1), 1.0)
-        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
 
 
 class DetectorModule(pl.LightningModule):
@@ -119,12 +106,18 @@ class DetectorModule(pl.LightningModule):
         for name, value in self.strategy.regularization(self.model).items():
             loss = loss + value
             terms[name] = value
+        if self._sam_perturbed():  # SAM's second evaluation (at the perturbed weights): gradients only
+            return loss
         acc = ((logits > 0).float() == target).float().mean()
         self.log("train/loss", loss, prog_bar=True, batch_size=len(target))
         self.log("train/acc", acc, prog_bar=False, batch_size=len(target))
         if len(terms) > 1:
             self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, batch_size=len(target))
         return loss
+
+    def _sam_perturbed(self) -> bool:
+        trainer = self._trainer
+        return bool(trainer is not None and trainer.optimizers and getattr(trainer.optimizers[0], "perturbed", False))
 
     def on_train_epoch_start(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)
@@ -191,17 +184,18 @@ class DetectorModule(pl.LightningModule):
 
     # ------------------------------------------------------------------------------------------- optimiser
     def configure_optimizers(self):
+        # Optimiser (SAM-wrapped with optim.sam) and schedule: dfd/engine/optim.py, the one home for both.
         cfg = dict(self.hparams.optim)
         groups = [g for g in self._param_groups if any(p.requires_grad for p in g["params"])]
-        opt_cfg = dict(cfg.get("optimizer") or {"_target_": "torch.optim.AdamW"})
-        opt_cfg["_partial_"] = True
-        optimizer = instantiate(opt_cfg)(groups, lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
+        optimizer = build_optimizer(cfg, groups, self.trainer)
         if cfg.get("scheduler", "cosine") in (None, "none", "constant"):
             return optimizer
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, warmup_cosine(total, float(cfg.get("warmup", 0.05)), float(cfg.get("min_lr_ratio", 0.01)))
-        )
+        trainer = self.trainer
+        total = max(int(trainer.estimated_stepping_batches), 1)
+        batches, accumulate = trainer.num_training_batches, max(int(trainer.accumulate_grad_batches), 1)
+        per_epoch = (math.ceil(batches / accumulate) if math.isfinite(batches)
+                     else total / max(int(trainer.max_epochs or 1), 1))
+        sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, total, per_epoch))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ------------------------------------------------------------------------------------------- checkpoint
