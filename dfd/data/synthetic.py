@@ -11,6 +11,11 @@ Each *domain* is a different forgery pipeline (mask shape, seam softness, resamp
 quality), standing in for different datasets: train on one domain, test on the others, and the cross-dataset
 gap appears as it does with real data. Output is exactly what ``dfd-extract`` writes for a real dataset: face
 crops with 5 landmarks, several frames per video, identity-disjoint splits, and a frame manifest.
+
+Like FF++'s, every fake is made *from a real video of its split* (that video's frames, the face swapped) and
+names it in the manifest column ``source_video`` (``data.pairing=source`` and the paired/unpaired subsets use
+it); a fake shows its source's person (``identity``). Reals are drawn as before; fakes come from the reals
+round-robin when they outnumber them (``fake_ratio`` > 0.5).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from dfd.data.contract import CropContract
 from dfd.data.schema import validate_manifest, write_parquet
 from dfd.data.sources.base import DatasetError, DatasetSource
 
-GENERATOR_VERSION = 3  # bump when drawing changes, so stale caches are not reused
+GENERATOR_VERSION = 4  # bump when drawing changes, so stale caches are not reused (4: fakes made from real videos)
 
 # Skin tones spanning light to dark (RGB), jittered per identity.
 SKIN_TONES = np.array(
@@ -279,11 +284,28 @@ def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
 
 
-def make_video(domain: Domain, fake: bool, size: int, frames: int, rng: np.random.Generator
-               ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """One synthetic video: ``frames`` RGB uint8 crops and their landmarks."""
+def make_video(domain: Domain, fake: bool, size: int, frames: int, rng: np.random.Generator,
+               source: np.random.Generator | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """One synthetic video: ``frames`` RGB uint8 crops and their landmarks.
+
+    ``source`` (fakes only): the generator of the real video this fake is made from. The fake is then that
+    real video, frame for frame (its person, pose, background, lighting, motion), with the face swapped, as
+    face-swap datasets are made; ``rng`` draws only the swap (the other face, colour mismatch) and the camera
+    noise. Without it a fake is drawn on a scene of its own.
+    """
+    if fake and source is not None:
+        _, background, scene = _scene(domain, size, frames, source)
+        donor = _identity(rng) if domain.source == "swap" else None
+        self_warp = (rng.uniform(-0.04, 0.04, 2) * size, rng.uniform(0.94, 1.06), rng.uniform(-4, 4))
+        images, lms = [], []
+        for p, img, lm, aspect in scene:
+            img = _swap_frame(img, lm, p, aspect, donor, self_warp, domain, size, rng, background)
+            img = img + rng.normal(0, 2.0, img.shape).astype(np.float32)
+            images.append(_jpeg(img, domain.jpeg))
+            lms.append(lm.astype(np.float32))
+        return images, lms
     target = _identity(rng)
-    source = _identity(rng) if domain.source == "swap" else None
+    donor = _identity(rng) if domain.source == "swap" else None
     pose = _pose(rng, size)
     background = _background(rng, size)
     self_warp = (rng.uniform(-0.04, 0.04, 2) * size, rng.uniform(0.94, 1.06), rng.uniform(-4, 4))
@@ -293,23 +315,47 @@ def make_video(domain: Domain, fake: bool, size: int, frames: int, rng: np.rando
         img, lm = render(target, p, background, rng)
         img = _soften(img, domain.camera_blur, size)
         if fake:
-            if source is not None:
-                src_img, src_lm = render(source, dict(p, w=p["w"] * rng.uniform(0.95, 1.05)), background, rng)
-                src_img = _soften(src_img, domain.camera_blur, size)
-            else:
-                # Same identity, warped: a reenactment-like fake of the target itself.
-                (dx, dy), s, r = self_warp
-                mat = cv2.getRotationMatrix2D((p["cx"], p["cy"]), r, s)
-                mat[:, 2] += (dx, dy)
-                src_img = cv2.warpAffine(img, mat, (size, size), borderMode=cv2.BORDER_REFLECT)
-                src_lm = lm @ mat[:, :2].T + mat[:, 2]
-            img = _swap(img, lm, src_img.astype(np.float32), src_lm.astype(np.float32), p, target["aspect"],
-                        domain, rng)
+            img = _swap_frame(img, lm, p, target["aspect"], donor, self_warp, domain, size, rng, background)
         # Camera: mild sensor noise, then JPEG for reals and fakes alike.
         img = img + rng.normal(0, 2.0, img.shape).astype(np.float32)
         images.append(_jpeg(img, domain.jpeg))
         lms.append(lm.astype(np.float32))
     return images, lms
+
+
+def _scene(domain: Domain, size: int, frames: int, rng: np.random.Generator
+           ) -> tuple[dict, np.ndarray, list[tuple]]:
+    """A real video's frames before the camera noise, replaying exactly the draws :func:`make_video` makes for
+    it: (person, background, [(pose, image, landmarks, face aspect)])."""
+    target = _identity(rng)
+    if domain.source == "swap":
+        _identity(rng)  # a real video draws (and ignores) a donor face too
+    pose = _pose(rng, size)
+    background = _background(rng, size)
+    rng.uniform(-0.04, 0.04, 2), rng.uniform(0.94, 1.06), rng.uniform(-4, 4)  # the unused self-warp draws
+    out = []
+    for _ in range(frames):
+        p = _jitter(pose, rng, size)
+        img, lm = render(target, p, background, rng)
+        out.append((p, _soften(img, domain.camera_blur, size), lm, target["aspect"]))
+        rng.normal(0, 2.0, img.shape)  # its camera noise: drawn, so the next frame's draws match
+    return target, background, out
+
+
+def _swap_frame(img: np.ndarray, lm: np.ndarray, p: dict, aspect: float, donor: dict | None, self_warp: tuple,
+                dom: Domain, size: int, rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
+    """Swap the face of one frame: a donor identity rendered in the same pose, or a warped copy of the face."""
+    if donor is not None:
+        src_img, src_lm = render(donor, dict(p, w=p["w"] * rng.uniform(0.95, 1.05)), background, rng)
+        src_img = _soften(src_img, dom.camera_blur, size)
+    else:
+        # Same identity, warped: a reenactment-like fake of the target itself.
+        (dx, dy), s, r = self_warp
+        mat = cv2.getRotationMatrix2D((p["cx"], p["cy"]), r, s)
+        mat[:, 2] += (dx, dy)
+        src_img = cv2.warpAffine(img, mat, (size, size), borderMode=cv2.BORDER_REFLECT)
+        src_lm = lm @ mat[:, :2].T + mat[:, 2]
+    return _swap(img, lm, src_img.astype(np.float32), src_lm.astype(np.float32), p, aspect, dom, rng)
 
 
 # --------------------------------------------------------------------------------------------- source
@@ -372,7 +418,7 @@ class SyntheticSource(DatasetSource):
         m = self.load_manifest()
         first = m.drop_duplicates("video_id")
         return first.assign(path=first["video_id"], kind="frames")[
-            ["video_id", "label", "split", "method", "identity", "path", "kind"]
+            ["video_id", "label", "split", "method", "identity", "path", "kind", "source_video"]
         ].reset_index(drop=True)
 
     def _index_rows(self) -> pd.DataFrame:  # pragma: no cover - build_index is overridden
@@ -408,12 +454,18 @@ class SyntheticSource(DatasetSource):
         for split_idx, split in enumerate(("train", "val", "test")):
             n = self.videos.get(split, 0)
             n_fake = int(round(n * self.fake_ratio))
+            n_real = n - n_fake
             for k in range(n):
                 fake = k < n_fake
                 # One generator per video: the same video comes out the same whatever the other counts are.
                 rng = np.random.default_rng([self.seed, dom_idx, split_idx, k])
-                images, lms = make_video(dom, fake, self.image_size, self.frames_per_video, rng)
+                # Each fake is made from a real video of its split (reals share fakes round-robin when fakes
+                # outnumber them), as FF++'s are: same person, pose and background, the face swapped.
+                j = n_fake + k % n_real if fake and n_real else None
+                source = np.random.default_rng([self.seed, dom_idx, split_idx, j]) if j is not None else None
+                images, lms = make_video(dom, fake, self.image_size, self.frames_per_video, rng, source=source)
                 vid = f"{self.domain}/{split}/{'fake' if fake else 'real'}/{k:04d}"
+                source_vid = f"{self.domain}/{split}/real/{j:04d}" if j is not None else ""
                 (out / "crops" / vid).mkdir(parents=True, exist_ok=True)
                 for f, (img, lm) in enumerate(zip(images, lms, strict=True)):
                     rel = f"crops/{vid}/{f:06d}.png"
@@ -428,7 +480,8 @@ class SyntheticSource(DatasetSource):
                             "label": int(fake),
                             "split": split,
                             "method": method if fake else "real",
-                            "identity": f"{split}-{k}",
+                            "identity": f"{split}-{k if j is None else j}",  # a fake shows its source's person
+                            "source_video": source_vid,
                             "bbox": [float(x1), float(y1), float(x2), float(y2)],
                             "landmarks": lm.reshape(-1).tolist(),
                             "score": 1.0,
