@@ -71,6 +71,29 @@ def name_test_sets(in_domain: DatasetSource | None, tests: Mapping[str, DatasetS
     return named
 
 
+def _check_pairing(pairing: str, subset: str, fakes: str, balance: bool, extra_train: Mapping | None
+                   ) -> tuple[str, str]:
+    """``data.pairing`` / ``data.pairing_subset``, with combinations that cannot work refused in one line."""
+    from dfd.data.pairing import PAIRINGS, SUBSETS
+
+    pairing, subset = str(pairing or "none"), str(subset or "all")
+    if pairing not in PAIRINGS:
+        raise ConfigError(f"data.pairing={pairing!r} is not valid; choose one of {', '.join(PAIRINGS)}")
+    if subset not in SUBSETS:
+        raise ConfigError(f"data.pairing_subset={subset!r} is not valid; choose one of {', '.join(SUBSETS)}")
+    if pairing == "source":
+        if balance or extra_train:
+            raise ConfigError("data.pairing=source builds each batch from fake/source-real families and cannot also "
+                              "weight samples (data.balance=true, train_mix): turn one of them off")
+        if fakes == "sbi":
+            raise ConfigError("data.pairing=source pairs a dataset's fakes with their source reals; data.fakes=sbi "
+                              "has none (each self-blend is paired with its real frame already): use data.fakes=both")
+        if subset == "unpaired":
+            raise ConfigError("data.pairing_subset=unpaired has no fake whose source real is in the set: use "
+                              "data.pairing=none with it")
+    return pairing, subset
+
+
 class UnpaddedDistributedSampler(DistributedSampler):
     """Rank r gets rows r, r+W, r+2W, ...: every sample exactly once overall, no padding.
 
@@ -109,6 +132,10 @@ class DeepfakeDataModule(pl.LightningDataModule):
             validation and test always use every extracted frame.
         store: ``files`` (the crop cache) or ``shards`` (packed by ``dfd-pack``; see dfd.data.shards).
         shards: ``data.shards`` settings (root, mode, shuffle_buffer, cache_dir) for ``store=shards``.
+        pairing: ``none`` (plain shuffling) or ``source``: every fake in a training batch with frames of its
+            source real video (dfd.data.pairing.SourcePairedSampler; not with ``balance`` or a mix).
+        pairing_subset: ``all``, or GenD's ``paired`` / ``unpaired`` training subsets of equal size
+            (dfd.data.pairing.select_subset, per training dataset, deterministic per seed).
     """
 
     def __init__(
@@ -131,10 +158,14 @@ class DeepfakeDataModule(pl.LightningDataModule):
         frames_per_video: int | None = None,
         store: str = "files",
         shards: Mapping | None = None,
+        pairing: str = "none",
+        pairing_subset: str = "all",
     ) -> None:
         super().__init__()
         if fakes not in FAKES_CHOICES:
             raise ConfigError(f"data.fakes={fakes!r} is not valid; choose one of {', '.join(FAKES_CHOICES)}")
+        self.pairing, self.pairing_subset = _check_pairing(pairing, pairing_subset, fakes, balance, extra_train)
+        self.pairing_stats: dict[str, dict] = {}
         if store not in STORES:
             raise ConfigError(f"data.store={store!r} is not valid; choose one of {', '.join(STORES)}")
         self.store = store
@@ -190,6 +221,10 @@ class DeepfakeDataModule(pl.LightningDataModule):
             arrays = ManifestArrays(src.prepare(), splits=split)
         if split == "train" and self.frames_per_video:
             arrays.keep_frames_per_video(self.frames_per_video)
+        if split == "train" and self.pairing_subset != "all":
+            from dfd.data.pairing import select_subset
+
+            self.pairing_stats[f"{src.name}/subset"] = select_subset(arrays, self.pairing_subset, self.seed, src.name)
         if len(arrays) == 0:
             raise DatasetError(
                 f"{src.name}: the manifest {src.manifest_path} has no '{split}' frames; "
@@ -276,7 +311,44 @@ class DeepfakeDataModule(pl.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return max(int(trainer.world_size), 1) if trainer is not None else 1
 
+    def _paired_sampler(self) -> Sampler:
+        """The training sampler of ``data.pairing=source`` (frames, clips or self-blend pairs alike)."""
+        from dfd.data.pairing import SourcePairedSampler, video_sources
+
+        ds = self.train_ds
+        if isinstance(ds, IterableDataset):
+            raise ConfigError("data.pairing=source builds batches by video, which needs random access: use "
+                              "data.shards.mode=random (local or mounted shards) or data.store=files")
+        base = getattr(ds, "base", ds)  # self-blend pairs (data.fakes=both) wrap the frame dataset
+        arrays = base.arrays
+        if isinstance(base, ClipDataset):
+            item_video, labels = np.arange(len(arrays.video_names)), arrays.video_labels
+        else:
+            item_video, labels = arrays.video, arrays.label
+        if ds is not base:
+            item_video, labels = item_video[ds.items], labels[ds.items]
+        name = self.train_source.name
+        src = video_sources(arrays, name)
+        trainer = getattr(self, "trainer", None)
+        per_batch = max(1, self.batch_size // 2) if self.fakes != "real" else self.batch_size
+        sampler = SourcePairedSampler(item_video, labels, src.source, per_batch, seed=self.seed,
+                                      num_replicas=self._world_size(),
+                                      rank=int(trainer.global_rank) if trainer is not None else 0, named=src.named)
+        st = self.pairing_stats[f"{name}/pairing"] = sampler.stats
+        if trainer is None or trainer.is_global_zero:
+            log.info("data.pairing=source: %d fake videos with their source real in every batch (%d source reals, %d "
+                     "reals nobody faked); %d filler real frames per epoch", st["paired_fake_videos"], st["families"],
+                     st["unfaked_real_videos"], st["fillers_per_epoch"])
+            if st["orphan_fake_videos"]:
+                log.warning("data.pairing=source: %d training fake videos (%d frames) have no source real in the "
+                            "training split (%d name none; the rest name a real outside it) and are left out of "
+                            "training", st["orphan_fake_videos"], st["orphan_fake_items"],
+                            st["orphans_without_source_name"])
+        return sampler
+
     def train_dataloader(self) -> DataLoader:
+        if self.pairing == "source":
+            return self._loader(self.train_ds, True, self.batch_size, self._paired_sampler())
         weights = self._sample_weights()
         sampler = None
         if weights is not None:

@@ -188,8 +188,18 @@ class ManifestArrays:
             s + (uniform_positions(int(c), n) if c > n else np.arange(c))
             for s, c in zip(self.starts[:-1], counts, strict=True) if c > 0
         ])
+        return self.keep_rows(rows)
+
+    def keep_rows(self, rows: np.ndarray) -> ManifestArrays:
+        """Keep these rows (sorted row numbers, or a boolean mask), in place; videos left without a row are
+        dropped from ``video_names`` (the codes are renumbered, the order stays sorted)."""
+        rows = np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows, np.int64)
         for name in ("video", "frame", "label", "method", "paths", "landmarks"):
             setattr(self, name, getattr(self, name)[rows])
+        used = np.unique(self.video)
+        if len(used) < len(self.video_names):
+            self.video_names = self.video_names[used]
+            self.video = np.searchsorted(used, self.video).astype(np.int32)
         self.starts = np.searchsorted(self.video, np.arange(len(self.video_names) + 1)).astype(np.int64)
         return self
 

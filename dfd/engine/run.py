@@ -124,6 +124,8 @@ def build_datamodule(cfg: DictConfig, spec: object, train: DatasetSource | None,
         frames_per_video=d.get("frames_per_video"),
         store=d.get("store", "files"),
         shards=OmegaConf.to_container(d.shards, resolve=True) if d.get("shards") is not None else None,
+        pairing=d.get("pairing", "none"),
+        pairing_subset=d.get("pairing_subset", "all"),
     )
 
 
