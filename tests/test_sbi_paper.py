@@ -63,7 +63,7 @@ def _outside(mask: np.ndarray, block: int = 16, spread: int = 6) -> np.ndarray:
     return grown == 0
 
 
-@pytest.mark.parametrize("preset", ["light", "strong"])
+@pytest.mark.parametrize("preset", ["light", "strong", "sbi"])
 def test_sbi_pair_differs_only_inside_the_blend_mask_after_augmentation(frames, preset):
     spec = Spec(SIZE, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     base = FrameDataset(frames, Pipeline(spec, augment(preset)))
