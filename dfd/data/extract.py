@@ -683,7 +683,6 @@ def _assemble(index: pd.DataFrame, cache_dir: Path, record: dict[str, Any]) -> E
     arrays = {
         "video_id": pa.array(cols["video_id"], pa.string()),
         "frame": pa.array(cols["frame"], pa.int32()),
-        "track": pa.array(cols["track"], pa.int16()),
         "crop_path": pa.array(cols["crop_path"], pa.string()),
         "label": pa.array(cols["label"], pa.int8()),
         "split": pa.array(cols["split"], pa.string()),
@@ -692,6 +691,7 @@ def _assemble(index: pd.DataFrame, cache_dir: Path, record: dict[str, Any]) -> E
         "bbox": pa.array(cols["bbox"], pa.list_(pa.float32(), 4)),
         "landmarks": pa.array(cols["landmarks"], pa.list_(pa.float32(), 10)),
         "score": pa.array(cols["score"], pa.float32()),
+        "track": pa.array(cols["track"], pa.int16()),  # optional column (schema.MANIFEST_OPTIONAL_COLUMNS)
         "source_path": pa.array(cols["source_path"], pa.string()),
         "source_size": pa.array(cols["source_size"], pa.int64()),
         "source_mtime_ns": pa.array(cols["source_mtime_ns"], pa.int64()),
