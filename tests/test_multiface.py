@@ -124,6 +124,26 @@ def test_choice_all_keeps_both_astronauts_with_stable_tracks(tmp_path: Path) -> 
     assert arrays.track[clip.frame_rows(0)].tolist() == [0, 0, 0]
     assert ManifestArrays(summary.manifest_path).keep_frames_per_video(2).frame.tolist() == [0, 0, 7, 7]
 
+    # Packed shards keep both faces of a frame apart (keys by video, frame and track), at random and streamed.
+    import tarfile
+
+    from dfd.data.shards import ShardSettings, pack_cache, shard_arrays, shard_dataset
+
+    packed = pack_cache(summary.manifest_path, tmp_path / "shards")
+    members = []
+    for shard in sorted((tmp_path / "shards").rglob("*.tar")):
+        with tarfile.open(shard) as tar:
+            members += tar.getnames()
+    assert "crowd/000002_1.png" in members and "crowd/000002.png" in members and len(set(members)) == 16
+    files = FrameDataset(arrays, Pipeline(Spec(size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))))
+    for mode in ("random", "stream"):
+        settings = ShardSettings(root=str(packed.out), mode=mode)
+        store, sharded = shard_arrays(settings, "crowd", summary.manifest_path, "test")
+        ds = shard_dataset(settings, store, sharded, "test", files.pipeline, "crowd", None, 4, False, 0)
+        items = list(ds) if mode == "stream" else [ds[i] for i in range(len(ds))]
+        assert [(int(x["frame"]), int(x["track"])) for x in items] == list(zip(arrays.frame, arrays.track, strict=True))
+        assert all(torch.equal(x["image"], files[int(x["index"])]["image"]) for x in items)
+
 
 # ----------------------------------------------------------------------------------------------- the rule
 def test_video_score_rules_on_known_numbers_in_any_row_order() -> None:
