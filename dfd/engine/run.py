@@ -83,7 +83,7 @@ def build_sources(cfg: DictConfig, skipped: list[str] | None = None
     """(training source, test sources by name, extra training sources with weights).
 
     A test set is named by its ``test_sets`` key, or by ``test_sets.<key>.display_name`` when given, never by
-    the dataset it reads: ``test_sets.ffpp_c40`` (FF++ at c23) and the in-domain ``ffpp`` (c23) are two sets.
+    the dataset it reads: ``test_sets.ffpp_c40`` (FF++ at c40) and the in-domain ``ffpp`` (c23) are two sets.
 
     A test set marked ``optional: true`` (or every test set with ``data.skip_missing_test_sets=true``) whose data
     and crop cache are both absent is left out with one logged line naming it and how to add it; the lines are
