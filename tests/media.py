@@ -136,3 +136,55 @@ def write_composed_face_video(
         for packet in stream.encode():
             out.mux(packet)
     return path
+
+
+def write_faces_video(
+    path: str | Path,
+    faces: list[tuple[int, int, int]],
+    n_frames: int = 6,
+    frame: tuple[int, int] = (640, 320),
+    step: tuple[int, int] = (6, 2),
+    mirror: tuple[bool, ...] = (),
+    gain: tuple[float, ...] = (),
+    fps: int = 10,
+) -> tuple[Path, list[list[tuple[float, float, float, float]]]]:
+    """Several astronauts in one H.264 video (two people side by side, a bystander...); return the path and,
+    per frame, each face's box (canvas pixels, in the order of ``faces``).
+
+    ``faces``: ``(photo size, x, y)`` of each astronaut photo in frame 0; every photo drifts by ``step`` pixels
+    per frame. ``mirror[i]`` flips photo i left-right and ``gain[i]`` scales its brightness, so two faces of a
+    frame are different images (a model scores them differently) while MTCNN finds both as well as the original.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w, h = frame
+    photos = []
+    for i, (size, _, _) in enumerate(faces):
+        img = face_image(size)
+        if i < len(gain):
+            img = np.clip(img.astype(np.float32) * gain[i], 0, 255).astype(np.uint8)
+        photos.append(np.ascontiguousarray(img[:, ::-1]) if i < len(mirror) and mirror[i] else img)
+    boxes: list[list[tuple[float, float, float, float]]] = []
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height = w, h
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "18", "preset": "ultrafast"}
+        for t in range(n_frames):
+            canvas = np.full((h, w, 3), 120, np.uint8)
+            frame_boxes = []
+            for i, ((size, x, y), img) in enumerate(zip(faces, photos, strict=True)):
+                px = min(max(x + step[0] * t, 0), w - size)
+                py = min(max(y + step[1] * t, 0), h - size)
+                canvas[py : py + size, px : px + size] = img
+                s = size / 512.0
+                x1, y1, x2, y2 = ASTRONAUT_FACE_BOX_512
+                if i < len(mirror) and mirror[i]:
+                    x1, x2 = 512 - x2, 512 - x1
+                frame_boxes.append((x1 * s + px, y1 * s + py, x2 * s + px, y2 * s + py))
+            boxes.append(frame_boxes)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(canvas, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path, boxes

@@ -24,7 +24,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "auto (default): as the model was trained (crops for models trained on datasets shipped as "
                         "face crops, e.g. WildDeepfake)")
     p.add_argument("--save-crops", metavar="DIR", default=None,
-                   help="also write every face crop scored, as DIR/<input path>/<frame:06d>.png")
+                   help="also write every face crop scored, as DIR/<input path>/<frame:06d>.png (the extra faces of "
+                        "a frame as <frame:06d>_<track>.png)")
+    p.add_argument("--video-score", default=None, choices=("max_face_mean", "mean", "largest_face"),
+                   help="how a video's face probabilities make its probability (default: the bundle's video_score): "
+                        "max_face_mean = mean over frames of the max over each frame's faces; mean = of the mean; "
+                        "largest_face = the video's main face only")
     p.add_argument("--batch-size", type=int, default=32, help="frames per MTCNN call and crops per model call")
     p.add_argument("--device", default="auto", help="auto (GPU when present) | cpu | cuda[:N]")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -34,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Write predictions.csv; exit non-zero only when no model, no input, or not one file could be read."""
     args = parse_args(argv)
+    from dfd.engine.video_score import VideoScoreError
     from dfd.inference.bundle import BundleError
     from dfd.inference.predict import (
         PredictError,
@@ -51,11 +57,11 @@ def main(argv: list[str] | None = None) -> None:
             raise PredictError(f"no images or videos found in {' '.join(args.inputs)}")
         bundle = open_model(args.model, device)
         predictor = Predictor(bundle, frames=args.frames, batch_size=args.batch_size, device=device,
-                              inputs=args.input_mode, save_crops=args.save_crops)
+                              inputs=args.input_mode, save_crops=args.save_crops, video_score=args.video_score)
         if predictor.notice:
             print(f"dfd-predict: note: {predictor.notice}", file=sys.stderr)
         results = predictor.predict(paths, progress=not args.no_progress)
-    except (PredictError, BundleError, FileNotFoundError) as e:
+    except (PredictError, BundleError, VideoScoreError, FileNotFoundError) as e:
         sys.exit(f"dfd-predict: {e}")
     out = write_csv(results, args.out)
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "no_face", "unreadable")}

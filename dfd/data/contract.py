@@ -17,7 +17,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-CHOICES = ("largest", "confident")
+CHOICES = ("largest", "confident", "all")
+# Fields that only matter with choice=all: left out of the record and the fingerprint otherwise, so adding them
+# changed no single-face cache id and older dfd versions still read single-face bundles.
+MULTI_FACE_FIELDS = ("min_face_ratio",)
 ALIGNMENTS = ("box", "arcface")
 INPUTS = ("frames", "crops")
 SAMPLINGS = ("uniform",)
@@ -45,7 +48,14 @@ class CropContract:
             again at full resolution before it is dropped, so the shortcut can never lose a face that full
             resolution finds (small or altered faces were lost more often in fakes than in reals).
     Face choice:
-        choice: ``largest`` box or most ``confident`` face among those passing ``min_score``.
+        choice: ``largest`` box or most ``confident`` face among those passing ``min_score`` (one face per
+            frame), or ``all``: every face passing ``min_score`` whose box area is at least ``min_face_ratio``
+            x the frame's largest face's (SBI's test rule), tracked across the video's sampled frames. Each crop
+            then carries a ``track`` id, stable across the frames; track 0 is the video's main face (the track
+            with the largest summed box area). Many-face datasets (DFDC, FFIW) need it: a fake's largest face
+            may be a real bystander.
+        min_face_ratio: with ``choice=all``, the smallest face kept as a fraction of the frame's largest face's
+            area (0: every face; 1: the largest face(s) only).
     Crop:
         align: ``box`` (square around the detector box) or ``arcface`` (5-point similarity alignment to the
             ArcFace 112 template, as DeepfakeBench and GenD do; ``margin`` is then their ``scale``).
@@ -67,6 +77,7 @@ class CropContract:
     face_px: int = 64
     full_res_fallback: bool = True
     choice: str = "largest"
+    min_face_ratio: float = 0.5
     align: str = "box"
     margin: float = 1.3
     size: int = 320
@@ -81,7 +92,7 @@ class CropContract:
 
         # Normalise what YAML/JSON hands over (lists for tuples, ints for floats).
         object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
-        for key in ("margin", "min_score"):
+        for key in ("margin", "min_score", "min_face_ratio"):
             object.__setattr__(self, key, float(getattr(self, key)))
         for key in ("min_face_size", "face_px", "size", "frames"):
             object.__setattr__(self, key, int(getattr(self, key)))
@@ -99,6 +110,8 @@ class CropContract:
             raise bad("thresholds", list(self.thresholds), "give MTCNN's three stage thresholds in (0, 1)")
         if not 0 <= self.min_score <= 1:
             raise bad("min_score", self.min_score, "use a probability in [0, 1]")
+        if not 0 <= self.min_face_ratio <= 1:
+            raise bad("min_face_ratio", self.min_face_ratio, "use a fraction of the largest face's area in [0, 1]")
         if self.size < 8:
             raise bad("size", self.size, "use at least 8 pixels")
         if self.margin < 1.0:
@@ -130,26 +143,37 @@ class CropContract:
             raise ContractError(f"unknown {where} keys {unknown}; valid: {sorted(cls.keys())}")
         return cls(**values)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict (with the contract version, the detector and the sampling rule spelled out)."""
+    def _fields(self) -> dict[str, Any]:
+        """The fields that decide the crops (multi-face settings only with ``choice=all``), JSON-ready."""
         d = asdict(self)
         d["thresholds"] = list(self.thresholds)
+        if self.choice != "all":
+            for key in MULTI_FACE_FIELDS:
+                d.pop(key)
+        return d
+
+    @property
+    def multi_face(self) -> bool:
+        """Whether a frame can give several crops (``choice=all`` on frames), told apart by ``track``."""
+        return self.choice == "all" and self.inputs == "frames"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (with the contract version, the detector and the sampling rule spelled out)."""
+        d = self._fields()
         return {"version": VERSION, "detector": DETECTOR, **d, "sampling_rule": SAMPLING_RULES[self.sampling]}
 
     def fingerprint(self) -> str:
         """A short stable id of the contract (caches, parts and bundles compare it)."""
-        d = asdict(self)
-        d["thresholds"] = list(self.thresholds)
-        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+        return hashlib.sha1(json.dumps(self._fields(), sort_keys=True).encode()).hexdigest()[:12]
 
     def replace(self, **changes: Any) -> CropContract:
         """A copy with some fields changed (validated)."""
         return replace(self, **changes)
 
     def diff(self, other: CropContract) -> dict[str, tuple[Any, Any]]:
-        """``{key: (self's value, other's value)}`` for every field that differs."""
-        a, b = asdict(self), asdict(other)
-        return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+        """``{key: (self's value, other's value)}`` for every field that differs (and matters)."""
+        a, b = self._fields(), other._fields()
+        return {k: (a.get(k), b.get(k)) for k in {**a, **b} if a.get(k) != b.get(k)}
 
     def describe(self) -> str:
         """One line for logs and READMEs."""
@@ -159,7 +183,9 @@ class CropContract:
             crop = f"5-point ArcFace alignment, scale {self.margin}, {self.size} px"
         else:
             crop = f"square box crop x{self.margin}, {self.size} px"
-        det = (f"MTCNN min face {self.min_face_size} px, score >= {self.min_score}, {self.choice} face, detect at "
+        faces = (f"every face >= {self.min_face_ratio:g} x the largest's area, tracked" if self.choice == "all"
+                 else f"{self.choice} face")
+        det = (f"MTCNN min face {self.min_face_size} px, score >= {self.min_score}, {faces}, detect at "
                f"{self.detect_size or 'full'} px" + (f" / face {self.face_px} px" if self.face_px else "")
                + (" with full-resolution fallback" if self.full_res_fallback else ""))
         frames = f"{self.frames} {self.sampling} frames per video" if self.frames > 0 else "every frame"

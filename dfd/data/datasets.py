@@ -99,17 +99,19 @@ def _landmarks(col: pa.Array, where: Path) -> np.ndarray:
 
 
 def _read_columns(manifest: Path, splits: str | list[str] | None) -> dict:
-    """The manifest columns ManifestArrays keeps, as NumPy arrays sorted by (video, frame)."""
+    """The manifest columns ManifestArrays keeps, as NumPy arrays sorted by (video, frame, track)."""
     pf = pq.ParquetFile(manifest)
     missing = [c for c in _COLUMNS if c not in pf.schema_arrow.names]
     if missing:
         raise SchemaError(f"{manifest}: missing columns {missing}; a manifest needs {_COLUMNS}")
+    has_track = "track" in pf.schema_arrow.names  # optional: manifests with one face per frame may lack it
     wanted = None if splits is None else pa.array([splits] if isinstance(splits, str) else list(splits),
                                                  pa.string())
     videos, methods = _Codes(), _Codes()
-    frame, label, paths, lms = [], [], [], []
+    frame, track, label, paths, lms = [], [], [], [], []
+    columns = [*_COLUMNS, "track"] if has_track else _COLUMNS
     # Threads and the dataset API cost tens of MB of arena memory for no gain on a 7-column read.
-    for batch in pf.iter_batches(batch_size=_BATCH_ROWS, columns=_COLUMNS, use_threads=False):
+    for batch in pf.iter_batches(batch_size=_BATCH_ROWS, columns=columns, use_threads=False):
         if wanted is not None:
             batch = batch.filter(pc.is_in(batch.column("split").cast(pa.string()), value_set=wanted))
         if batch.num_rows == 0:
@@ -117,6 +119,8 @@ def _read_columns(manifest: Path, splits: str | list[str] | None) -> dict:
         videos.add(batch.column("video_id"))
         methods.add(batch.column("method"))
         frame.append(batch.column("frame").to_numpy(zero_copy_only=False).astype(np.int32))
+        if has_track:
+            track.append(batch.column("track").fill_null(0).to_numpy(zero_copy_only=False).astype(np.int16))
         label.append(batch.column("label").to_numpy(zero_copy_only=False).astype(np.int8))
         paths.append(_as_fixed_bytes(batch.column("crop_path")))
         lms.append(_landmarks(batch.column("landmarks"), manifest))
@@ -128,7 +132,8 @@ def _read_columns(manifest: Path, splits: str | list[str] | None) -> dict:
     video_names, video = videos.finish()
     names, method = methods.finish()
     frame_all = np.concatenate(frame) if frame else np.zeros(0, np.int32)
-    order = np.lexsort((frame_all, video))
+    track_all = np.concatenate(track) if track else np.zeros(len(frame_all), np.int16)
+    order = np.lexsort((track_all, frame_all, video))
     # Manifests are usually written in this order already: skip the copies then.
     ident = bool((order == np.arange(len(order))).all())
 
@@ -141,6 +146,7 @@ def _read_columns(manifest: Path, splits: str | list[str] | None) -> dict:
         "method_names": [m.decode() for m in names],
         "video": video if ident else video[order],
         "frame": frame_all if ident else frame_all[order],
+        "track": track_all if ident else track_all[order],
         "label": take(label, np.zeros(0, np.int8)),
         "method": (method if ident else method[order]).astype(np.int16),
         "paths": _concat_bytes(paths) if ident else _concat_bytes(paths)[order],
@@ -149,7 +155,9 @@ def _read_columns(manifest: Path, splits: str | list[str] | None) -> dict:
 
 
 class ManifestArrays:
-    """The columns of one split of a manifest, as flat arrays, sorted by (video, frame).
+    """The columns of one split of a manifest, as flat arrays, sorted by (video, frame, track).
+
+    ``track`` tells the faces of one frame apart (``extract.choice=all``); all 0 with one face per frame.
 
     ``video_names`` are sorted; ``video`` indexes them. The manifest is decoded in batches straight into
     NumPy (no Python object per row), so the memory held is about the arrays themselves: ~90 bytes/frame.
@@ -169,6 +177,7 @@ class ManifestArrays:
         self.method_names: list[str] = cols["method_names"]
         self.video: np.ndarray = cols["video"]  # int32 index into video_names
         self.frame: np.ndarray = cols["frame"]  # int32
+        self.track: np.ndarray = cols["track"]  # int16 face id within the video (0: main face)
         self.label: np.ndarray = cols["label"]  # int8, 0 real / 1 fake
         self.method: np.ndarray = cols["method"]  # int16 index into method_names
         self.paths: np.ndarray = cols["paths"]  # fixed-width bytes, relative to root
@@ -180,21 +189,33 @@ class ManifestArrays:
         return len(self.label)
 
     def keep_frames_per_video(self, n: int) -> ManifestArrays:
-        """Keep at most ``n`` uniformly spaced frames of every video, in place (e.g. 8 of 32 for training)."""
+        """Keep at most ``n`` uniformly spaced frames of every video, in place (e.g. 8 of 32 for training);
+        every face of a kept frame stays."""
         counts = np.diff(self.starts)
         if n <= 0 or counts.max(initial=0) <= n:
             return self
-        rows = np.concatenate([
-            s + (uniform_positions(int(c), n) if c > n else np.arange(c))
-            for s, c in zip(self.starts[:-1], counts, strict=True) if c > 0
-        ])
+        if not self.track.any():  # one row per frame
+            rows = np.concatenate([
+                s + (uniform_positions(int(c), n) if c > n else np.arange(c))
+                for s, c in zip(self.starts[:-1], counts, strict=True) if c > 0
+            ])
+        else:
+            parts = []
+            for s, c in zip(self.starts[:-1], counts, strict=True):
+                if c == 0:
+                    continue
+                frames = np.unique(self.frame[s : s + c])
+                if len(frames) > n:
+                    frames = frames[uniform_positions(len(frames), n)]
+                parts.append(s + np.flatnonzero(np.isin(self.frame[s : s + c], frames)))
+            rows = np.concatenate(parts)
         return self.keep_rows(rows)
 
     def keep_rows(self, rows: np.ndarray) -> ManifestArrays:
         """Keep these rows (sorted row numbers, or a boolean mask), in place; videos left without a row are
         dropped from ``video_names`` (the codes are renumbered, the order stays sorted)."""
         rows = np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows, np.int64)
-        for name in ("video", "frame", "label", "method", "paths", "landmarks"):
+        for name in ("video", "frame", "track", "label", "method", "paths", "landmarks"):
             setattr(self, name, getattr(self, name)[rows])
         used = np.unique(self.video)
         if len(used) < len(self.video_names):
@@ -202,6 +223,18 @@ class ManifestArrays:
             self.video = np.searchsorted(used, self.video).astype(np.int32)
         self.starts = np.searchsorted(self.video, np.arange(len(self.video_names) + 1)).astype(np.int64)
         return self
+
+    def row_keys(self) -> np.ndarray:
+        """One sortable int64 per row, unique per (video, frame, track) and ascending in row order (joins)."""
+        return row_keys(self.video, self.frame, self.track)
+
+    def main_track_rows(self, v: int) -> np.ndarray:
+        """Rows of video ``v``'s main face (its lowest track id: 0), in frame order."""
+        s, e = int(self.starts[v]), int(self.starts[v + 1])
+        tracks = self.track[s:e]
+        if not len(tracks) or not tracks.any():
+            return np.arange(s, e)
+        return s + np.flatnonzero(tracks == tracks.min())
 
     def path(self, i: int) -> Path:
         """The crop file of row ``i``."""
@@ -213,6 +246,22 @@ class ManifestArrays:
         return self.label[self.starts[:-1]] if len(self.label) else np.zeros(0, np.int8)
 
 
+def row_keys(video: np.ndarray, frame: np.ndarray, track: np.ndarray | None = None) -> np.ndarray:
+    """An int64 per row ordering (video, frame, track) lexicographically (for joins of manifest rows).
+
+    Without tracks (all 0) it is ``video << 32 | frame``, as before tracks existed.
+    """
+    v, f = np.asarray(video, np.int64), np.asarray(frame, np.int64)
+    if track is None or not np.any(track):
+        return (v << 32) | f
+    t = np.asarray(track, np.int64)
+    if (v.max(initial=0) >= 1 << 23 or f.max(initial=0) >= 1 << 24 or t.max(initial=0) >= 1 << 16
+            or min(v.min(initial=0), f.min(initial=0), t.min(initial=0)) < 0):
+        raise SchemaError("manifest keys out of range for a multi-face join: more than 8 M videos, frame numbers "
+                          "above 16 M or more than 65 k face tracks per video")
+    return (v << 40) | (f << 16) | t
+
+
 def read_rgb(path: Path) -> np.ndarray:
     """A cached face crop as RGB uint8 (dfd.data.video.read_image), with an error that names the fix."""
     try:
@@ -222,10 +271,11 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 class FrameDataset(Dataset):
-    """One item per face crop: ``{image, label, video, index, method, landmarks}``.
+    """One item per face crop: ``{image, label, video, index, method, landmarks, frame, track}``.
 
     ``index`` is the row number within this dataset: metrics use it to drop samples a distributed sampler
-    repeated. ``video`` indexes ``arrays.video_names`` (ids unique across the dataset).
+    repeated. ``video`` indexes ``arrays.video_names`` (ids unique across the dataset). ``frame`` (the frame
+    number in the video) and ``track`` (the face within it) let the video-score rule group a frame's faces.
     """
 
     def __init__(self, arrays: ManifestArrays, pipeline: Pipeline, name: str = "") -> None:
@@ -269,15 +319,17 @@ class FrameDataset(Dataset):
         m = torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32))
         return [{**self._tensors(first, x1, lm), "mask": m}, {**self._tensors(second, x2, lm), "mask": m}]
 
-    @staticmethod
-    def _tensors(sample: dict, image: torch.Tensor, lm: torch.Tensor) -> dict:
+    def _tensors(self, sample: dict, image: torch.Tensor, lm: torch.Tensor) -> dict:
+        i = int(sample["index"])  # the row: frame and track come from it (shard streams build samples too)
         return {
             "image": image,
             "landmarks": lm,
             "label": torch.tensor(sample["label"], dtype=torch.float32),
             "video": torch.tensor(sample["video"], dtype=torch.int64),
-            "index": torch.tensor(sample["index"], dtype=torch.int64),
+            "index": torch.tensor(i, dtype=torch.int64),
             "method": torch.tensor(sample["method"], dtype=torch.int64),
+            "frame": torch.tensor(int(self.arrays.frame[i]), dtype=torch.int64),
+            "track": torch.tensor(int(self.arrays.track[i]), dtype=torch.int64),
         }
 
     def __getitem__(self, i: int) -> dict:
@@ -287,7 +339,9 @@ class FrameDataset(Dataset):
 class ClipDataset(Dataset):
     """One item per video: L uniformly spaced frames, augmented consistently: ``image`` is (L, C, H, W).
 
-    Videos with fewer than L frames repeat frames (still in temporal order).
+    Videos with fewer than L frames repeat frames (still in temporal order). With several faces per frame
+    (``extract.choice=all``) the clip follows the video's main face (track 0, the largest over the video):
+    one clip, one face, as dfd-predict builds it.
     """
 
     def __init__(self, arrays: ManifestArrays, pipeline: Pipeline, clip_len: int, name: str = "") -> None:
@@ -304,14 +358,17 @@ class ClipDataset(Dataset):
         return self.arrays.video_labels
 
     def frame_rows(self, v: int) -> np.ndarray:
-        """Manifest rows of the clip sampled from video ``v``."""
-        s, e = self.arrays.starts[v], self.arrays.starts[v + 1]
-        return s + uniform_positions(int(e - s), self.clip_len)
+        """Manifest rows of the clip sampled from video ``v`` (its main face's rows)."""
+        rows = self.arrays.main_track_rows(int(v))
+        return rows[uniform_positions(len(rows), self.clip_len)]
 
     def __getitem__(self, v: int) -> dict:
-        a = self.arrays
         rows = self.frame_rows(int(v))
-        images = [read_rgb(a.path(r)) for r in rows]
+        return self.clip_item(int(v), rows, [read_rgb(self.arrays.path(r)) for r in rows])
+
+    def clip_item(self, v: int, rows: np.ndarray, images: list[np.ndarray]) -> dict:
+        """The item of video ``v`` from its clip's rows and their decoded crops (file or shard readers)."""
+        a = self.arrays
         x, lm = self.pipeline.clip(images, [a.landmarks[r] for r in rows])
         return {
             "image": x,
@@ -320,4 +377,7 @@ class ClipDataset(Dataset):
             "video": torch.tensor(int(v), dtype=torch.int64),
             "index": torch.tensor(int(v), dtype=torch.int64),
             "method": torch.tensor(int(a.method[rows[0]]), dtype=torch.int64),
+            # One clip per video: it is the video's only "frame" for the video-score rule.
+            "frame": torch.tensor(int(a.frame[rows[0]]), dtype=torch.int64),
+            "track": torch.tensor(int(a.track[rows[0]]), dtype=torch.int64),
         }

@@ -3,7 +3,8 @@
 Layout of a cache (``cache_dir``)::
 
     cache.json                         the cache record: dataset, root, crop contract, storage (dfd.data.cache)
-    crops/<video_id>/<frame:06d>.png   one face crop per kept frame
+    crops/<video_id>/<frame:06d>.png   one face crop per kept frame (``extract.choice=all``: per face, the extra
+                                       faces of a frame as <frame:06d>_<track>.png; manifest column ``track``)
     parts/<hash of video_id>.json      one record per finished video: the resume checkpoint
     manifest.parquet                   schema.MANIFEST_COLUMNS (+ source_path, source fingerprint, the index's
                                        extra columns), index order; the cache record in its metadata
@@ -50,7 +51,7 @@ from dfd.data.cache import (
     safe_relpath,
 )
 from dfd.data.contract import ContractError, CropContract
-from dfd.data.faces import DETECT_BATCH, FaceDetector, crop_faces
+from dfd.data.faces import DETECT_BATCH, FaceDetector, crop_faces, crop_stem
 from dfd.data.schema import FAILURE_COLUMNS, INDEX_COLUMNS, MANIFEST_COLUMNS, validate_index
 from dfd.data.video import Frames, MediaError, fingerprint, iter_archive_sequences, read_source
 
@@ -159,6 +160,8 @@ class ExtractSummary:
     frames_saved: int = 0
     frames_dropped: int = 0  # sampled frames of kept videos where no face passed min_score
     frames_full_res: int = 0  # kept frames whose face only the full-resolution fallback found
+    frames_kept: int = 0  # sampled frames that gave at least one crop (< frames_saved with several faces each)
+    tracks_max: int = 0  # most face tracks in one video (extract.choice=all)
     drops: dict = field(default_factory=dict)  # per label and per method (see _drop_stats)
     warnings: list[str] = field(default_factory=list)
     contract: CropContract | None = None
@@ -180,6 +183,10 @@ class ExtractSummary:
             f"  frames sampled {self.frames_sampled}, dropped without a face {self.frames_dropped}"
             + (f", found only at full resolution {self.frames_full_res}" if self.frames_full_res else ""),
         ]
+        if self.frames_saved > self.frames_kept:
+            lines.append(f"  faces: {self.frames_saved} crops from {self.frames_kept} frames "
+                         f"({self.frames_saved / max(self.frames_kept, 1):.2f} per frame, up to {self.tracks_max} "
+                         "tracks per video)")
         by_label = self.drops.get("label", {})
         if by_label:
             parts = [f"{'real' if k == '0' else 'fake'} {v['dropped']}/{v['sampled']} ({100 * v['rate']:.1f} %)"
@@ -284,7 +291,7 @@ def process_video(
     needs = contract.inputs == "frames" or contract.landmarks_for_crops
     det = _detector(contract, cfg.batch_size, cfg.device) if needs else None
     faces = crop_faces(frames.images, contract, det, video=True)
-    record: dict[str, Any] = {"video_id": video_id, "sampled": n, "dropped": n - len(faces),
+    record: dict[str, Any] = {"video_id": video_id, "sampled": n, "dropped": n - faces.frames,
                               "full_res": faces.full_res, "rows": []}
     if not len(faces):
         record["failure"] = (
@@ -300,7 +307,8 @@ def process_video(
     params = [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality] if cfg.format == "jpg" else []
     for j, i in enumerate(faces.keep):
         number = int(frames.numbers[i])
-        name = f"{number:06d}{ext}"
+        track = int(faces.tracks[j])
+        name = f"{crop_stem(number, track)}{ext}"  # unique per (video, frame, track)
         ok, buf = cv2.imencode(ext, cv2.cvtColor(faces.crops[j], cv2.COLOR_RGB2BGR), params)
         if not ok:
             raise RuntimeError(f"cannot encode crop {out_dir / name}")
@@ -308,6 +316,7 @@ def process_video(
         record["rows"].append(
             {
                 "frame": number,
+                "track": track,
                 "crop_path": f"{rel_dir.as_posix()}/{name}",
                 "bbox": [float(v) for v in np.asarray(faces.boxes[j], np.float32)],
                 "landmarks": [float(v) for v in np.asarray(faces.landmarks[j], np.float32).reshape(-1)],
@@ -631,7 +640,7 @@ def _assemble(index: pd.DataFrame, cache_dir: Path, record: dict[str, Any]) -> E
     s = ExtractSummary(videos=len(index))
     extras = [c for c in index.columns if c not in INDEX_COLUMNS and c not in MANIFEST_COLUMNS]
     cols: dict[str, list] = {c: [] for c in MANIFEST_COLUMNS}
-    for c in ("source_path", "source_size", "source_mtime_ns"):
+    for c in ("track", "source_path", "source_size", "source_mtime_ns"):
         cols[c] = []
     extra_vals: dict[str, list] = {c: [] for c in extras}
     failures, stats = [], []
@@ -643,17 +652,22 @@ def _assemble(index: pd.DataFrame, cache_dir: Path, record: dict[str, Any]) -> E
             continue
         s.frames_sampled += rec["sampled"]
         failed = bool(rec.get("failure") or not rec["rows"])
-        stats.append((row["label"], row["method"], rec["sampled"], rec["sampled"] - len(rec["rows"]), failed))
+        # Frames without a face: the part's count (several faces of one frame are several rows).
+        dropped = rec["sampled"] if failed else rec.get("dropped", rec["sampled"] - len(rec["rows"]))
+        stats.append((row["label"], row["method"], rec["sampled"], dropped, failed))
         if failed:
             failures.append((row["video_id"], row["path"], rec.get("failure") or "no crops"))
             continue
         s.videos_ok += 1
         s.frames_dropped += rec["dropped"]
         s.frames_full_res += rec.get("full_res", 0)
+        s.frames_kept += len({r["frame"] for r in rec["rows"]})
+        s.tracks_max = max(s.tracks_max, len({r.get("track", 0) for r in rec["rows"]}))
         src = rec.get("source") or {}
         for r in rec["rows"]:
             for c in ("frame", "crop_path", "bbox", "landmarks", "score"):
                 cols[c].append(r[c])
+            cols["track"].append(int(r.get("track", 0)))  # parts written before tracks: one face per frame
             for c in ("video_id", "label", "split", "method", "identity"):
                 cols[c].append(row[c])
             cols["source_path"].append(row["path"])
@@ -677,6 +691,7 @@ def _assemble(index: pd.DataFrame, cache_dir: Path, record: dict[str, Any]) -> E
         "bbox": pa.array(cols["bbox"], pa.list_(pa.float32(), 4)),
         "landmarks": pa.array(cols["landmarks"], pa.list_(pa.float32(), 10)),
         "score": pa.array(cols["score"], pa.float32()),
+        "track": pa.array(cols["track"], pa.int16()),  # optional column (schema.MANIFEST_OPTIONAL_COLUMNS)
         "source_path": pa.array(cols["source_path"], pa.string()),
         "source_size": pa.array(cols["source_size"], pa.int64()),
         "source_mtime_ns": pa.array(cols["source_mtime_ns"], pa.int64()),

@@ -1,7 +1,12 @@
-"""Batched MTCNN face detection, choosing one face per frame, square or aligned face crops with landmarks.
+"""Batched MTCNN face detection, choosing faces per frame (one, or all of them tracked), square or aligned crops.
 
 :func:`crop_faces` is the one path from a video's sampled frames to its face crops: ``dfd-extract`` writes what
-it returns into the cache and ``dfd-predict`` scores what it returns, with the same :class:`CropContract`.
+it returns into the cache and ``dfd-predict`` scores what it returns, with the same :class:`CropContract`. It is
+detection (:class:`FaceDetector`) followed by :func:`faces_from_detections` (choice, tracking, crops), which a
+scheduler that detects elsewhere (batched across videos on a GPU) calls on its detections.
+
+Many faces per frame (``choice=all``): :func:`choose_faces` keeps every face the contract allows in a frame and
+:func:`track_faces` links them across the video's sampled frames into tracks (track 0 = the main face).
 """
 
 from __future__ import annotations
@@ -169,11 +174,12 @@ class FaceDetector:
 
 @dataclass
 class FaceCrops:
-    """The faces :func:`crop_faces` kept from a list of frames.
+    """The faces :func:`crop_faces` kept from a list of frames, one entry per crop, in (frame, track) order.
 
-    ``keep`` indexes the input frames that gave a face; ``crops``, ``landmarks`` (5 points in crop pixels, NaN
-    unknown), ``boxes`` (source pixels) and ``scores`` follow it. ``full_res`` counts kept frames whose face
-    only the full-resolution fallback found.
+    ``keep`` indexes the input frame of each crop (repeated when a frame gave several faces, ``choice=all``);
+    ``tracks`` is each crop's face id within the video (always 0 with one face per frame); ``crops``,
+    ``landmarks`` (5 points in crop pixels, NaN unknown), ``boxes`` (source pixels) and ``scores`` follow it.
+    ``full_res`` counts kept frames whose faces only the full-resolution fallback found.
     """
 
     keep: list[int] = field(default_factory=list)
@@ -181,10 +187,22 @@ class FaceCrops:
     landmarks: list[np.ndarray] = field(default_factory=list)
     boxes: list[np.ndarray] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
+    tracks: list[int] = field(default_factory=list)
     full_res: int = 0
 
     def __len__(self) -> int:
         return len(self.keep)
+
+    @property
+    def frames(self) -> int:
+        """How many input frames gave at least one face."""
+        return len(set(self.keep))
+
+
+def crop_stem(frame: int, track: int = 0) -> str:
+    """The file stem of one crop: ``<frame:06d>``, with ``_<track>`` for the extra faces of a frame (unique per
+    (video, frame, track); single-face caches keep their plain frame names)."""
+    return f"{int(frame):06d}" if not track else f"{int(frame):06d}_{int(track)}"
 
 
 def crop_faces(images: Sequence[np.ndarray], contract: CropContract, detector: FaceDetector | None,
@@ -203,6 +221,7 @@ def crop_faces(images: Sequence[np.ndarray], contract: CropContract, detector: F
             out.crops.append(resize_crop(img, contract.size))
             out.boxes.append(np.array([0, 0, img.shape[1], img.shape[0]], np.float32))
             out.scores.append(1.0)
+            out.tracks.append(0)
             out.landmarks.append(nan)
         if landmarks and contract.landmarks_for_crops and detector is not None and len(images):
             for i, det in enumerate(detector.for_crops().detect(images)):
@@ -214,20 +233,36 @@ def crop_faces(images: Sequence[np.ndarray], contract: CropContract, detector: F
     if detector is None:
         raise ValueError("crop_faces needs a FaceDetector for inputs=frames")
     dets = detector.detect_video(images) if video else detector.detect_frames(images)
-    for i, det in enumerate(dets):
-        k = choose_face(det, contract.choice, contract.min_score)
-        if k is None:
-            continue
-        if contract.align == "arcface":
-            crop, lm = align_face(images[i], det.landmarks[k], contract.margin, contract.size)
-        else:
-            crop, lm = crop_face(images[i], det.boxes[k], det.landmarks[k], contract.margin, contract.size)
-        out.keep.append(i)
-        out.crops.append(crop)
-        out.landmarks.append(lm)
-        out.boxes.append(det.boxes[k])
-        out.scores.append(float(det.probs[k]))
-        out.full_res += int(det.fallback)
+    return faces_from_detections(images, dets, contract, video=video)
+
+
+def faces_from_detections(images: Sequence[np.ndarray], dets: Sequence[Detections], contract: CropContract,
+                          video: bool = True) -> FaceCrops:
+    """Detections of frames -> the crops the contract keeps: face choice, tracking (``choice=all``), crop.
+
+    ``video``: the frames are one video's sampled frames, in temporal order (faces are tracked across them);
+    False for unrelated images (each image's faces are numbered by area, 0 = the largest).
+    """
+    out = FaceCrops()
+    chosen = [choose_faces(det, contract) for det in dets]
+    if contract.choice == "all":
+        boxes = [det.boxes[ks] for det, ks in zip(dets, chosen, strict=True)]
+        tracks = track_faces(boxes) if video else [np.arange(len(ks)) for ks in chosen]
+    else:
+        tracks = [np.zeros(len(ks), np.int64) for ks in chosen]
+    for i, (det, ks, ts) in enumerate(zip(dets, chosen, tracks, strict=True)):
+        for k, t in sorted(zip(ks, ts, strict=True), key=lambda kt: kt[1]):
+            if contract.align == "arcface":
+                crop, lm = align_face(images[i], det.landmarks[k], contract.margin, contract.size)
+            else:
+                crop, lm = crop_face(images[i], det.boxes[k], det.landmarks[k], contract.margin, contract.size)
+            out.keep.append(i)
+            out.crops.append(crop)
+            out.landmarks.append(lm)
+            out.boxes.append(det.boxes[k])
+            out.scores.append(float(det.probs[k]))
+            out.tracks.append(int(t))
+        out.full_res += int(det.fallback and len(ks) > 0)
     return out
 
 
@@ -257,20 +292,112 @@ def _as_detections(boxes, probs, points, scale: float) -> Detections:
     return Detections(b, p, lm, scale)
 
 
+def box_area(boxes: np.ndarray) -> np.ndarray:
+    """Areas of (k, 4) x1 y1 x2 y2 boxes."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+
+
 def choose_face(det: Detections, choice: str = CropContract.choice,
                 min_score: float = CropContract.min_score) -> int | None:
-    """Index of the face to keep (``largest`` area or most ``confident``) among those scoring >= min_score."""
+    """Index of the face to keep (``largest`` area or most ``confident``) among those scoring >= min_score.
+
+    ``all`` answers with the largest face (whether a frame has a face to keep at all: the detection fallbacks).
+    """
     if choice not in CHOICES:
         raise ValueError(f"face choice {choice!r} is not one of {CHOICES}; set extract.choice accordingly")
     ok = np.flatnonzero(det.probs >= min_score)
     if ok.size == 0:
         return None
-    if choice == "largest":
-        b = det.boxes[ok]
-        key = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    else:
-        key = det.probs[ok]
+    key = det.probs[ok] if choice == "confident" else box_area(det.boxes[ok])
     return int(ok[np.argmax(key)])
+
+
+def choose_faces(det: Detections, contract: CropContract) -> list[int]:
+    """Indices of the faces a frame's crops come from: the one face of ``largest``/``confident``, or with
+    ``all`` every face scoring >= min_score whose area is >= ``min_face_ratio`` x the largest's, largest first."""
+    if contract.choice != "all":
+        k = choose_face(det, contract.choice, contract.min_score)
+        return [] if k is None else [k]
+    ok = np.flatnonzero(det.probs >= contract.min_score)
+    if ok.size == 0:
+        return []
+    area = box_area(det.boxes[ok])
+    order = np.argsort(-area, kind="stable")
+    keep = order[area[order] >= contract.min_face_ratio * area[order[0]]]
+    return [int(k) for k in ok[keep]]
+
+
+#: Tracking gates between a track's last box and a face in a later sampled frame: the centre may move at most
+#: this many face sides, and the face side may change by at most this factor. Sampled frames are ~0.3 s apart
+#: (32 of a 10 s clip), so these are wide: people talk and turn; they do not swap places within a third of a
+#: second, and two faces of one frame are never merged (one face per track per frame).
+TRACK_MAX_SHIFT = 1.0
+TRACK_MAX_SCALE = 1.6
+
+
+def track_faces(boxes: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Track ids for the faces of a video's sampled frames (``boxes[i]``: (k_i, 4) boxes of frame i, in order).
+
+    Greedy association, frame by frame, of each face with the track whose last box is nearest (cost: centre
+    shift in face sides + 1 - IoU), within :data:`TRACK_MAX_SHIFT` and :data:`TRACK_MAX_SCALE`. A track left
+    unmatched in a frame (occlusion, a missed detection, a face leaving) stays open and takes a face near its
+    last box later; a face matching no track starts a new one. Ids are then renumbered by summed box area,
+    largest first (ties: first seen), so track 0 is the video's main face and ids are dense.
+
+    Why not a tracking library (SORT/ByteTrack via norfair, motpy, boxmot): they predict motion with Kalman
+    filters tuned for consecutive frames, which frames a third of a second apart defeat, and they would add a
+    dependency to dfd-predict's torch-only install. A handful of faces needs no optimal assignment solver.
+    """
+    last: list[np.ndarray] = []  # per track: its latest box
+    ids: list[np.ndarray] = []
+    for frame in boxes:
+        frame = np.asarray(frame, np.float64).reshape(-1, 4)
+        assigned = np.full(len(frame), -1, np.int64)
+        if len(frame) and last:
+            prev = np.stack(last)
+            cost = _track_cost(prev, frame)
+            for flat in np.argsort(cost, axis=None, kind="stable"):
+                t, d = divmod(int(flat), len(frame))
+                if not np.isfinite(cost[t, d]):
+                    break
+                if assigned[d] < 0 and t not in assigned:
+                    assigned[d] = t
+        for d in range(len(frame)):
+            if assigned[d] < 0:
+                assigned[d] = len(last)
+                last.append(frame[d])
+            else:
+                last[assigned[d]] = frame[d]
+        ids.append(assigned)
+    if not last:
+        return ids
+    area = np.zeros(len(last))
+    first = np.full(len(last), len(boxes))
+    for i, (frame, a) in enumerate(zip(boxes, ids, strict=True)):
+        np.add.at(area, a, box_area(frame))
+        first[a] = np.minimum(first[a], i)
+    rank = np.lexsort((first, -area))  # largest summed area first, then first seen
+    new = np.empty(len(last), np.int64)
+    new[rank] = np.arange(len(last))
+    return [new[a] for a in ids]
+
+
+def _track_cost(prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
+    """(tracks, faces) association cost; inf where the gates forbid the pair."""
+    side_p = np.sqrt(box_area(prev))[:, None]
+    side_c = np.sqrt(box_area(cur))[None, :]
+    cp = (prev[:, :2] + prev[:, 2:]) / 2
+    cc = (cur[:, :2] + cur[:, 2:]) / 2
+    shift = np.linalg.norm(cp[:, None, :] - cc[None, :, :], axis=-1) / np.maximum((side_p + side_c) / 2, 1e-6)
+    scale = np.maximum(side_p, side_c) / np.maximum(np.minimum(side_p, side_c), 1e-6)
+    lo = np.maximum(prev[:, None, :2], cur[None, :, :2])
+    hi = np.minimum(prev[:, None, 2:], cur[None, :, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=-1)
+    iou = inter / np.maximum(box_area(prev)[:, None] + box_area(cur)[None, :] - inter, 1e-6)
+    cost = shift + (1.0 - iou)
+    cost[(shift > TRACK_MAX_SHIFT) | (scale > TRACK_MAX_SCALE)] = np.inf
+    return cost
 
 
 def crop_box(box: np.ndarray, margin: float = CropContract.margin) -> tuple[int, int, int]:

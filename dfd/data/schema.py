@@ -49,6 +49,11 @@ MANIFEST_COLUMNS: dict[str, str] = {
     "score": "float32",
 }
 
+# Optional manifest columns, defaulted by readers when absent. ``track``: the face's id within its video when a
+# frame can give several crops (``extract.choice=all``; 0 = the video's main face, and the only face otherwise).
+# A manifest's rows are unique per (video_id, frame, track).
+MANIFEST_OPTIONAL_COLUMNS: dict[str, str] = {"track": "int16"}
+
 FAILURE_COLUMNS = ("video_id", "path", "reason")
 
 

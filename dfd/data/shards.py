@@ -50,7 +50,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from dfd.data.datasets import ClipDataset, FrameDataset, ManifestArrays
+from dfd.data.datasets import ClipDataset, FrameDataset, ManifestArrays, row_keys
 from dfd.data.schema import SPLITS, SchemaError
 from dfd.data.transforms import Pipeline
 
@@ -79,8 +79,9 @@ def parse_size(value: int | float | str) -> int:
     return int(float(m.group(1)) * unit ** "_KMGT".index((m.group(2) or "_").upper()))
 
 
-def sample_key(video_id: str, frame: int) -> str:
-    """The tar member stem of one crop: the video id made path- and WebDataset-safe, then the frame.
+def sample_key(video_id: str, frame: int, track: int = 0) -> str:
+    """The tar member stem of one crop: the video id made path- and WebDataset-safe, then the frame (and the
+    face track when it is not 0: several faces of one frame, ``extract.choice=all``).
 
     WebDataset splits a member name at its first dot after the last slash, so dots and odd characters become
     ``_`` (with a short hash of the original id so two ids never share a key).
@@ -89,7 +90,7 @@ def sample_key(video_id: str, frame: int) -> str:
     clean = "/".join(p or "_" for p in clean.split("/"))
     if clean != video_id:
         clean = f"{clean}-{hashlib.sha1(video_id.encode()).hexdigest()[:8]}"
-    return f"{clean}/{int(frame):06d}"
+    return f"{clean}/{int(frame):06d}" + (f"_{int(track)}" if track else "")
 
 
 def is_url(root: str | Path) -> bool:
@@ -207,9 +208,10 @@ class _SplitWriter:
         self._hashing = _HashingFile(self._file)
         # PAX: long video ids stay valid member names (USTAR stops at 255 characters).
         self._tw = TarWriter(self._hashing, encoder=False, mtime=_MTIME, format="PAX_FORMAT")
-        self._rows: dict[str, list] = {"video_id": [], "frame": [], "offset": [], "nbytes": [], "pos": []}
+        self._rows: dict[str, list] = {"video_id": [], "frame": [], "track": [], "offset": [], "nbytes": [], "pos": []}
 
-    def add(self, key: str, ext: str, image: bytes, meta: bytes, video_id: str, frame: int, pos: int) -> None:
+    def add(self, key: str, ext: str, image: bytes, meta: bytes, video_id: str, frame: int, pos: int,
+            track: int = 0) -> None:
         if self._tw is not None and self._tw.tarstream.offset + len(image) > self.max_bytes and self._rows["frame"]:
             self._close()
         if self._tw is None:
@@ -221,6 +223,7 @@ class _SplitWriter:
         self._rows["nbytes"].append(len(image))
         self._rows["video_id"].append(video_id)
         self._rows["frame"].append(int(frame))
+        self._rows["track"].append(int(track))
         self._rows["pos"].append(int(pos))
         self._tw.write({"__key__": key, "json": meta})
 
@@ -267,6 +270,7 @@ class PackWriter:
         table = pa.table({
             "video_id": pa.array(rows["video_id"], pa.string()),
             "frame": pa.array(rows["frame"], pa.int32()),
+            "track": pa.array(rows["track"], pa.int16()),
             "offset": pa.array(rows["offset"], pa.int64()),
             "nbytes": pa.array(rows["nbytes"], pa.int32()),
             "pos": pa.array(rows["pos"], pa.int64()),
@@ -280,10 +284,10 @@ class PackWriter:
         if w is None:
             w = self._writers[split] = _SplitWriter(self.out, split, self.shard_bytes, self._first.get(split, 0),
                                                     self._record)
-        vid, frame = str(row["video_id"]), int(row["frame"])
-        meta = {k: _jsonable(row.get(k)) for k in ("video_id", "frame", "label", "split", "method", "identity",
-                                                    "landmarks", "bbox", "score") if k in row}
-        w.add(sample_key(vid, frame), ext, image, json.dumps(meta).encode(), vid, frame, pos)
+        vid, frame, track = str(row["video_id"]), int(row["frame"]), int(row.get("track") or 0)
+        meta = {k: _jsonable(row.get(k)) for k in ("video_id", "frame", "track", "label", "split", "method",
+                                                    "identity", "landmarks", "bbox", "score") if k in row}
+        w.add(sample_key(vid, frame, track), ext, image, json.dumps(meta).encode(), vid, frame, pos, track)
 
     def close_split(self, split: str) -> None:
         """Finish the split's open shard (the converter does this at each split's end)."""
@@ -301,18 +305,21 @@ class PackWriter:
         shards = [ShardInfo(**json.loads(pq.read_schema(p).metadata[b"shard"])) for p in parts]
         order = sorted(range(len(shards)), key=lambda i: (_split_rank(shards[i].split), shards[i].number))
         shards = [shards[i] for i in order]
-        locs = [pq.read_table(parts[i]).append_column("shard", pa.array(np.full(shards[k].samples, k, np.int32)))
-                for k, i in enumerate(order)]
+        locs = [_with_track(pq.read_table(parts[i])).append_column(
+                    "shard", pa.array(np.full(shards[k].samples, k, np.int32))) for k, i in enumerate(order)]
         loc = pa.concat_tables(locs) if locs else pa.table({
-            "video_id": pa.array([], pa.string()), "frame": pa.array([], pa.int32()), "offset": pa.array([], pa.int64()),
-            "nbytes": pa.array([], pa.int32()), "pos": pa.array([], pa.int64()), "shard": pa.array([], pa.int32())})
+            "video_id": pa.array([], pa.string()), "frame": pa.array([], pa.int32()), "track": pa.array([], pa.int16()),
+            "offset": pa.array([], pa.int64()), "nbytes": pa.array([], pa.int32()), "pos": pa.array([], pa.int64()),
+            "shard": pa.array([], pa.int32())})
         src = pq.read_table(manifest)
         src = src.drop_columns([c for c in LOCATION_COLUMNS if c in src.column_names])
         # Join on the keys only (payload columns such as fixed-size landmark lists need not be joinable).
-        keys = pa.table({"video_id": src["video_id"].cast(pa.string()), "frame": pc.cast(src["frame"], pa.int32()),
-                         "_row": pa.array(np.arange(src.num_rows, dtype=np.int64))})
-        hits = keys.join(loc.select(["video_id", "frame", "shard", "offset", "nbytes"]), ["video_id", "frame"],
-                         join_type="inner")
+        keys = _with_track(pa.table({"video_id": src["video_id"].cast(pa.string()),
+                                     "frame": pc.cast(src["frame"], pa.int32()),
+                                     **({"track": src["track"]} if "track" in src.column_names else {}),
+                                     "_row": pa.array(np.arange(src.num_rows, dtype=np.int64))}))
+        hits = keys.join(loc.select(["video_id", "frame", "track", "shard", "offset", "nbytes"]),
+                         ["video_id", "frame", "track"], join_type="inner")
         at = hits["_row"].to_numpy()
         cols = {}
         for c, dtype in (("shard", np.int32), ("offset", np.int64), ("nbytes", np.int32)):
@@ -384,7 +391,7 @@ def pack_cache(manifest: str | Path, out: str | Path | None = None, shard_size: 
                overwrite: bool = False, progress: bool = False) -> PackSummary:
     """Convert a crop cache (``manifest.parquet`` + ``crops/``) into a shard store; resumable and atomic.
 
-    Each split's rows are written in (video_id, frame) order, the order training and evaluation index them.
+    Each split's rows are written in (video_id, frame, track) order, the order training and evaluation index them.
     Rerun after a kill: finished shards are kept and the rest is written exactly as an uninterrupted run would.
     """
     t0 = time.perf_counter()
@@ -429,7 +436,9 @@ def pack_cache(manifest: str | Path, out: str | Path | None = None, shard_size: 
     splits = sorted(set(table["split"].to_pylist()), key=_split_rank)
     bar = _bar(progress, table.num_rows)
     for split in splits:
-        rows = table.filter(pc.equal(table["split"].cast(pa.string()), split)).sort_by([("video_id", "ascending"), ("frame", "ascending")])
+        rows = table.filter(pc.equal(table["split"].cast(pa.string()), split)).sort_by(
+            [("video_id", "ascending"), ("frame", "ascending")]
+            + ([("track", "ascending")] if "track" in table.column_names else []))
         start = max((p for p in done.get(split, {}).values()), default=-1) + 1
         for pos in range(start, rows.num_rows, 2048):
             for k, row in enumerate(rows.slice(pos, 2048).to_pylist()):
@@ -452,6 +461,14 @@ def pack_cache(manifest: str | Path, out: str | Path | None = None, shard_size: 
     summary.bytes = sum(s["bytes"] for s in meta["shards"])
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _with_track(table: pa.Table) -> pa.Table:
+    """The table with an int16 ``track`` key column (0 where a manifest or pack record predates tracks)."""
+    if "track" in table.column_names:
+        i = table.column_names.index("track")
+        return table.set_column(i, "track", pc.fill_null(pc.cast(table["track"], pa.int16()), 0))
+    return table.append_column("track", pa.array(np.zeros(table.num_rows, np.int16)))
 
 
 def _finished_parts(state: Path) -> dict[str, dict[int, int]]:
@@ -551,7 +568,8 @@ class ShardStore:
     def locations(self, arrays: ManifestArrays, split: str | list[str] | None) -> dict[str, np.ndarray]:
         """Where each row of ``arrays`` lies (``shard, offset, nbytes``, aligned with its rows), and the split's
         whole sample sequence in shard order (``seq_shard``, ``seq_row``: -1 for crops ``arrays`` dropped)."""
-        cols = ["video_id", "frame", "split", *LOCATION_COLUMNS]
+        names = pq.read_schema(self.manifest_path).names
+        cols = ["video_id", "frame", *(["track"] if "track" in names else []), "split", *LOCATION_COLUMNS]
         t = pq.read_table(self.manifest_path, columns=cols)
         if split is not None:
             wanted = pa.array([split] if isinstance(split, str) else list(split), pa.string())
@@ -565,8 +583,12 @@ class ShardStore:
         codes = enc.indices.to_numpy(zero_copy_only=False)
         vid = np.where(known[codes], code_of_name[codes], -1).astype(np.int64)
         frame = t["frame"].to_numpy().astype(np.int64)
-        key = (vid << 32) | frame
-        akey = (arrays.video.astype(np.int64) << 32) | arrays.frame.astype(np.int64)
+        track = (pc.fill_null(t["track"], 0).to_numpy().astype(np.int64) if "track" in t.column_names
+                 else np.zeros(len(frame), np.int64))
+        multi = bool(track.any() or arrays.track.any())
+        key = row_keys(np.maximum(vid, 0), frame, track if multi else None)
+        key[vid < 0] = -1  # rows of videos arrays does not hold: match nothing
+        akey = row_keys(arrays.video, arrays.frame, arrays.track if multi else None)
         pos = np.searchsorted(akey, key)
         hit = (vid >= 0) & (pos < len(akey))
         hit[hit] = akey[pos[hit]] == key[hit]
@@ -663,17 +685,8 @@ class ShardClipDataset(ClipDataset):
 
     def __getitem__(self, v: int) -> dict:
         # ClipDataset.__getitem__ reads files: the same clip with images from the shard.
-        a = self.arrays
         rows = self.frame_rows(int(v))
-        x, lm = self.pipeline.clip([self._frames.read_image(r) for r in rows], [a.landmarks[r] for r in rows])
-        return {
-            "image": x,
-            "landmarks": lm,
-            "label": torch.tensor(float(a.label[rows[0]])),
-            "video": torch.tensor(int(v), dtype=torch.int64),
-            "index": torch.tensor(int(v), dtype=torch.int64),
-            "method": torch.tensor(int(a.method[rows[0]]), dtype=torch.int64),
-        }
+        return self.clip_item(int(v), rows, [self._frames.read_image(r) for r in rows])
 
 
 class ShardStreamDataset(IterableDataset):
@@ -789,7 +802,7 @@ class ShardStreamDataset(IterableDataset):
                     if j in wanted:
                         row = wanted[j]
                         key = sample_key(self.arrays.video_names[self.arrays.video[row]].decode(),
-                                         int(self.arrays.frame[row]))
+                                         int(self.arrays.frame[row]), int(self.arrays.track[row]))
                         if sample["__key__"] != key:
                             raise ShardError(f"{url}: member {j} is {sample['__key__']!r}, the index says {key!r}; "
                                              f"the shard does not match its manifest (re-run dfd-pack)")

@@ -4,8 +4,11 @@ Exactness: every prediction carries its dataset row index. The metric state is g
 de-duplicated on that index before anything is computed, so a sample repeated by a distributed sampler's
 padding is counted once, and a 2-process run gives the numbers of a 1-process run on the same data.
 
-Video level: the mean of a video's frame probabilities (video ids are unique across a dataset, never a bare
-folder name). Per method: reals + that method's fakes (the FF++ per-manipulation protocol).
+Frame and video level follow the video-score rule (``data.video_score``, one home: dfd.engine.video_score): a
+frame's score aggregates its faces (max by default; several faces per frame with ``extract.choice=all``), a
+video's is the mean of its frames' (video ids are unique across a dataset, never a bare folder name). With one
+face per frame the frame score is the crop's probability and the video score the mean of them. Per method:
+reals + that method's fakes (the FF++ per-manipulation protocol).
 
 Precision: probabilities are always computed from float32 logits (``probabilities``), whatever the training
 precision: a sigmoid evaluated in bf16 rounds every logit above ~6 to exactly 1.0, and ties destroy AUC.
@@ -28,6 +31,8 @@ from torchmetrics.functional.classification import (
     binary_roc,
 )
 from torchmetrics.utilities import dim_zero_cat
+
+from dfd.engine.video_score import DEFAULT_VIDEO_SCORE, check_video_score, score
 
 ROC_POINTS = 201
 #: ACC is reported at this fixed threshold (an uncalibrated model's; ``dfd-export --calibrate`` picks one).
@@ -99,20 +104,17 @@ def binary_scores(prob: torch.Tensor, target: torch.Tensor, roc: bool = False) -
     return out
 
 
-def video_aggregate(prob: torch.Tensor, target: torch.Tensor, video: torch.Tensor, method: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mean frame probability per video (float64, videos in sorted id order), with its label and method.
+def video_aggregate(prob: torch.Tensor, target: torch.Tensor, video: torch.Tensor, method: torch.Tensor,
+                    frame: torch.Tensor | None = None, track: torch.Tensor | None = None,
+                    rule: str = DEFAULT_VIDEO_SCORE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Video scores by the video-score rule (float64, videos in sorted id order), with label and method.
 
-    The float64 means are the video scores every video-level metric and ``predictions.parquet`` use, so the
-    file's means reproduce the reported AUC exactly.
+    ``frame``/``track``: each crop's frame number and face id (None: every crop its own frame, one face). The
+    float64 scores are what every video-level metric and ``predictions.parquet`` use, so the file reproduces
+    the reported AUC exactly.
     """
-    vids, inv = torch.unique(video, return_inverse=True)
-    counts = torch.zeros(len(vids), dtype=torch.float64).index_add_(0, inv, torch.ones_like(prob, dtype=torch.float64))
-    sums = torch.zeros(len(vids), dtype=torch.float64).index_add_(0, inv, prob.double())
-    first = torch.full((len(vids),), len(prob), dtype=torch.long).scatter_reduce_(
-        0, inv, torch.arange(len(prob)), reduce="amin"
-    )
-    return sums / counts, target[first], method[first]
+    s = score(prob, video, frame, track, rule)
+    return s.video_prob, target[s.video_row], method[s.video_row]
 
 
 def bootstrap_auc_ci(prob: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor,
@@ -152,40 +154,51 @@ def bootstrap_auc_ci(prob: np.ndarray | torch.Tensor, target: np.ndarray | torch
 
 
 def detection_report(prob: torch.Tensor, target: torch.Tensor, video: torch.Tensor, method: torch.Tensor,
-                     method_names: Sequence[str] | None = None, ci: bool = False) -> dict:
+                     method_names: Sequence[str] | None = None, ci: bool = False, frame: torch.Tensor | None = None,
+                     track: torch.Tensor | None = None, video_score: str = DEFAULT_VIDEO_SCORE) -> dict:
     """Frame and video metrics, ROC curves and the per-method breakdown of one evaluation set.
 
-    ``ci``: add the video AUC's bootstrap interval as ``video.auc_lo`` / ``video.auc_hi``.
+    ``frame``/``track`` (per crop) and ``video_score`` (the rule) decide the frame and video scores (see
+    dfd.engine.video_score); without them every crop is a frame. ``ci``: add the video AUC's bootstrap interval
+    as ``video.auc_lo`` / ``video.auc_hi``.
     """
-    vprob, vtarget, vmethod = video_aggregate(prob, target, video, method)
-    frame = binary_scores(prob, target, roc=True)
+    s = score(prob, video, frame, track, video_score)
+    fprob, ftarget, fmethod = s.frame_prob, target[s.frame_row], method[s.frame_row]
+    vprob, vtarget, vmethod = s.video_prob, target[s.video_row], method[s.video_row]
+    frame_scores = binary_scores(fprob, ftarget, roc=True)
     vid = binary_scores(vprob, vtarget, roc=True)
     if ci:
         vid["auc_lo"], vid["auc_hi"] = bootstrap_auc_ci(vprob.numpy(), vtarget.numpy())
     out = {
-        "frame": {k: v for k, v in frame.items() if k != "roc"},
+        "frame": {k: v for k, v in frame_scores.items() if k != "roc"},
         "video": {k: v for k, v in vid.items() if k != "roc"},
-        "roc": {k: s["roc"] for k, s in (("frame", frame), ("video", vid)) if "roc" in s},
+        "roc": {k: r["roc"] for k, r in (("frame", frame_scores), ("video", vid)) if "roc" in r},
         "per_method": {},
     }
-    fake_methods = torch.unique(method[target == 1]).tolist()
+    if len(prob) and len(fprob) != len(prob):
+        out["frame"]["crops"] = int(len(prob))  # several faces per frame: the frame level counts frames
+    fake_methods = torch.unique(fmethod[ftarget == 1]).tolist()
     if len(fake_methods) > 1 or method_names is not None:
         for m in fake_methods:
             name = method_names[m] if method_names is not None else str(m)
-            fm = (target == 0) | (method == m)
+            fm = (ftarget == 0) | (fmethod == m)
             vm = (vtarget == 0) | (vmethod == m)
             out["per_method"][name] = {
-                "frame": binary_scores(prob[fm], target[fm]),
+                "frame": binary_scores(fprob[fm], ftarget[fm]),
                 "video": binary_scores(vprob[vm], vtarget[vm]),
             }
     return out
 
 
+_STATES = ("index", "prob", "target", "video", "method", "frame", "track")
+
+
 class DetectionMetrics(Metric):
-    """Accumulates (row index, probability, label, video, method) and computes ``detection_report``.
+    """Accumulates (row index, probability, label, video, method, frame, track) and computes ``detection_report``.
 
     Args:
         ci: add bootstrap intervals of the video AUC (test sets; validation skips it every epoch).
+        video_score: the video-score rule (``data.video_score``; dfd.engine.video_score).
 
     After ``compute()``, ``predictions`` holds the gathered, de-duplicated rows it was computed from (every rank
     has them under DDP), which is what per-video prediction files are written from.
@@ -194,47 +207,48 @@ class DetectionMetrics(Metric):
     full_state_update = False
     higher_is_better = True
 
-    def __init__(self, ci: bool = False, **kwargs) -> None:
+    def __init__(self, ci: bool = False, video_score: str = DEFAULT_VIDEO_SCORE, **kwargs) -> None:
         super().__init__(**kwargs)
-        for name in ("index", "prob", "target", "video", "method"):
+        for name in _STATES:
             self.add_state(name, default=[], dist_reduce_fx="cat")
         self.method_names: Sequence[str] | None = None
         self.ci = bool(ci)
+        self.video_score = check_video_score(video_score)
         self.predictions: dict[str, torch.Tensor] | None = None
 
     def update(self, prob: torch.Tensor, target: torch.Tensor, video: torch.Tensor, index: torch.Tensor,
-               method: torch.Tensor) -> None:
-        self.index.append(index.detach().long().flatten())
+               method: torch.Tensor, frame: torch.Tensor | None = None, track: torch.Tensor | None = None) -> None:
+        """Add a batch; ``frame``/``track`` are each sample's frame number and face id (None: the row index as
+        the frame, track 0: every sample its own frame)."""
+        index = index.detach().long().flatten()
+        self.index.append(index)
         self.prob.append(prob.detach().float().flatten())
         self.target.append(target.detach().long().flatten())
         self.video.append(video.detach().long().flatten())
         self.method.append(method.detach().long().flatten())
+        self.frame.append(index if frame is None else frame.detach().long().flatten())
+        self.track.append(torch.zeros_like(index) if track is None else track.detach().long().flatten())
 
     def gathered(self) -> dict[str, torch.Tensor]:
         """All processes' predictions, each dataset row once, in row order (on CPU)."""
         if (len(self.index) == 0) if isinstance(self.index, list) else self.index.numel() == 0:
             empty = torch.zeros(0)
-            return {"index": empty.long(), "prob": empty, "target": empty.long(), "video": empty.long(),
-                    "method": empty.long()}
+            return {name: empty if name == "prob" else empty.long() for name in _STATES}
         idx = dim_zero_cat(self.index).cpu()
         order = torch.argsort(idx, stable=True)
         idx = idx[order]
         keep = torch.ones_like(idx, dtype=torch.bool)
         keep[1:] = idx[1:] != idx[:-1]  # drop repeats introduced by distributed padding
         sel = order[keep]
-        return {
-            "index": idx[keep],
-            "prob": dim_zero_cat(self.prob).cpu()[sel],
-            "target": dim_zero_cat(self.target).cpu()[sel],
-            "video": dim_zero_cat(self.video).cpu()[sel],
-            "method": dim_zero_cat(self.method).cpu()[sel],
-        }
+        out = {name: dim_zero_cat(getattr(self, name)).cpu()[sel] for name in _STATES if name != "index"}
+        return {"index": idx[keep], **out}
 
     def compute(self) -> dict:
         # Inside compute() the states are synced across processes; gathered() outside it sees one rank only.
         g = self.gathered()
         self.predictions = g
-        return detection_report(g["prob"], g["target"], g["video"], g["method"], self.method_names, ci=self.ci)
+        return detection_report(g["prob"], g["target"], g["video"], g["method"], self.method_names, ci=self.ci,
+                                frame=g["frame"], track=g["track"], video_score=self.video_score)
 
 
 def flat_metrics(report: dict, prefix: str) -> dict[str, float]:

@@ -21,6 +21,7 @@ from dfd import __version__
 from dfd.engine.losses import DetectionLoss
 from dfd.engine.metrics import DetectionMetrics, flat_metrics, probabilities
 from dfd.engine.optim import build_optimizer, lr_factor, warmup_cosine  # noqa: F401  (warmup_cosine: public)
+from dfd.engine.video_score import check_video_score
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ class DetectorModule(pl.LightningModule):
         optim: optimiser/scheduler config (``conf/optim/*.yaml``).
         channels_last: NHWC memory format (faster convolutions on tensor cores).
         compile: ``torch.compile`` the network's forward.
-        meta: run facts stored in the checkpoint (training dataset config, run id, names) for eval and export.
+        meta: run facts stored in the checkpoint (training dataset config, run id, names, the video-score rule
+            ``video_score``) for eval and export.
         loss: the training objective config (``conf/loss/*.yaml``); None = plain BCE.
     """
 
@@ -69,7 +71,9 @@ class DetectorModule(pl.LightningModule):
         # Kept outside nn.Module's registry: a compiled wrapper registered as a submodule would store every
         # weight twice in checkpoints (as model.* and _forward.*).
         object.__setattr__(self, "_forward", torch.compile(self.model) if compile else self.model)
-        self.val_metrics = DetectionMetrics()
+        # How a video's crops make its score (data.video_score): validation, test and the exported bundle.
+        self.video_score = check_video_score((meta or {}).get("video_score"))
+        self.val_metrics = DetectionMetrics(video_score=self.video_score)
         self.test_metrics = nn.ModuleList()
         self.test_names: list[str] = []
         self.val_report: dict | None = None
@@ -128,7 +132,8 @@ class DetectorModule(pl.LightningModule):
         # float32 logits: under bf16 autocast the head's output is bf16, and a bf16 sigmoid saturates at ~6.
         logits = self._logits(batch).float()
         self.log("val/loss", self.loss_fn(logits, batch["label"].float()), batch_size=len(logits), sync_dist=True)
-        self.val_metrics.update(probabilities(logits), batch["label"], batch["video"], batch["index"], batch["method"])
+        self.val_metrics.update(probabilities(logits), batch["label"], batch["video"], batch["index"], batch["method"],
+                                batch.get("frame"), batch.get("track"))
 
     def on_validation_epoch_end(self) -> None:
         report = self.val_metrics.compute()
@@ -161,7 +166,8 @@ class DetectorModule(pl.LightningModule):
     def set_test_sets(self, names: Sequence[str], method_names: Sequence[Sequence[str]] | None = None) -> None:
         """Declare the test dataloaders (in order) before ``trainer.test``."""
         self.test_names = list(names)
-        self.test_metrics = nn.ModuleList([DetectionMetrics(ci=True) for _ in names]).to(self.device)
+        self.test_metrics = nn.ModuleList([DetectionMetrics(ci=True, video_score=self.video_score)
+                                           for _ in names]).to(self.device)
         for i, m in enumerate(self.test_metrics):
             m.method_names = list(method_names[i]) if method_names else None
         self.test_reports = {}
@@ -170,7 +176,8 @@ class DetectorModule(pl.LightningModule):
     def test_step(self, batch: Mapping, batch_idx: int, dataloader_idx: int = 0) -> None:
         logits = self._logits(batch)
         self.test_metrics[dataloader_idx].update(
-            probabilities(logits), batch["label"], batch["video"], batch["index"], batch["method"]
+            probabilities(logits), batch["label"], batch["video"], batch["index"], batch["method"],
+            batch.get("frame"), batch.get("track"),
         )
 
     def on_test_epoch_end(self) -> None:
@@ -181,6 +188,12 @@ class DetectorModule(pl.LightningModule):
             metric.reset()
             self.test_reports[name] = report
             self.log_dict(flat_metrics(report, f"test/{name}"), add_dataloader_idx=False)
+
+    def set_video_score(self, rule: str | None) -> None:
+        """Evaluate with another video-score rule (dfd-eval's ``data.video_score``); None keeps the trained one."""
+        if rule is not None:
+            self.video_score = check_video_score(rule)
+            self.val_metrics.video_score = self.video_score
 
     # ------------------------------------------------------------------------------------------- optimiser
     def configure_optimizers(self):

@@ -6,13 +6,16 @@ One row per (test set, video)::
     video_id      str        the manifest's video id (unique within the dataset)
     label         int8       0 real, 1 fake
     method        str        manipulation method (``real`` for reals, as the manifest names it)
-    frames        int32      frames (or clips) scored
-    prob_fake     float64    mean frame probability: the video score every video-level metric uses
-    frame_probs   list<f32>  the frame (clip) probabilities, in frame order
-    frame_index   list<i32>  the frames' numbers in the video (empty for clip models)
+    frames        int32      crops (or clips) scored
+    prob_fake     float64    the video score every video-level metric uses (results.json ``video_score``: by
+                             default the mean over frames of the max over each frame's faces)
+    frame_probs   list<f32>  the crop (clip) probabilities, in (frame, track) order
+    frame_index   list<i32>  the crops' frame numbers in the video (empty for clip models)
+    frame_track   list<i16>  the crops' face ids (track, 0 = main face; all 0 with one face per frame)
 
 The rows come from the metric's gathered state (every process's predictions, each dataset row once), so the
-file is the same on 1 or N GPUs, and its ``prob_fake`` reproduces results.json's video AUC exactly.
+file is the same on 1 or N GPUs, and ``dfd.engine.video_score.score`` on its lists gives ``prob_fake``, which
+reproduces results.json's video AUC exactly.
 """
 
 from __future__ import annotations
@@ -27,23 +30,27 @@ import pyarrow.parquet as pq
 import torch
 
 from dfd.engine.metrics import video_aggregate
+from dfd.engine.video_score import DEFAULT_VIDEO_SCORE
 
 PREDICTIONS_FILE = "predictions.parquet"
-COLUMNS = ["test_set", "video_id", "label", "method", "frames", "prob_fake", "frame_probs", "frame_index"]
+COLUMNS = ["test_set", "video_id", "label", "method", "frames", "prob_fake", "frame_probs", "frame_index",
+           "frame_track"]
 
 
 def video_table(name: str, rows: Mapping[str, torch.Tensor], video_names: np.ndarray, method_names: list[str],
-                frame_numbers: np.ndarray | None = None) -> pd.DataFrame:
+                frame_numbers: np.ndarray | None = None, video_score: str = DEFAULT_VIDEO_SCORE) -> pd.DataFrame:
     """Per-video rows of one test set from its gathered predictions (see the module docstring).
 
-    ``rows``: the metric's gathered ``index, prob, target, video, method`` (row order); ``video_names`` and
-    ``method_names``: the dataset's code tables; ``frame_numbers``: the manifest frame number of each dataset
-    row (frame models), None for clip models (a row is a whole video there).
+    ``rows``: the metric's gathered ``index, prob, target, video, method`` (+ ``frame, track``), in row order;
+    ``video_names`` and ``method_names``: the dataset's code tables; ``frame_numbers``: the manifest frame number
+    of each dataset row (frame models), None for clip models (a row is a whole video there); ``video_score``:
+    the rule the metrics used.
     """
     prob, target, video, method = rows["prob"], rows["target"], rows["video"], rows["method"]
     if len(prob) == 0:
         return pd.DataFrame(columns=COLUMNS)
-    vprob, vlabel, vmethod = video_aggregate(prob, target, video, method)
+    vprob, vlabel, vmethod = video_aggregate(prob, target, video, method, rows.get("frame"), rows.get("track"),
+                                             video_score)
     vids = torch.unique(video)  # the order video_aggregate uses (sorted codes)
     v = video.numpy()
     order = np.argsort(v, kind="stable")  # rows are in dataset order: frames of a video stay in frame order
@@ -51,11 +58,14 @@ def video_table(name: str, rows: Mapping[str, torch.Tensor], video_names: np.nda
     probs = prob.float().numpy()[order]
     frames_of = (frame_numbers[rows["index"].numpy()][order].astype(np.int32) if frame_numbers is not None
                  else np.zeros(0, np.int32))
-    frame_probs, frame_index = [], []
+    tracks_of = (rows["track"].numpy()[order].astype(np.int16) if rows.get("track") is not None
+                 else np.zeros(len(v), np.int16))
+    frame_probs, frame_index, frame_track = [], [], []
     for i in range(len(vids)):
         s, e = bounds[i], bounds[i + 1]
         frame_probs.append(probs[s:e])
         frame_index.append(frames_of[s:e] if frame_numbers is not None else np.zeros(0, np.int32))
+        frame_track.append(tracks_of[s:e] if frame_numbers is not None else np.zeros(0, np.int16))
     names = np.asarray(video_names)[vids.numpy()]
     return pd.DataFrame({
         "test_set": name,
@@ -66,13 +76,14 @@ def video_table(name: str, rows: Mapping[str, torch.Tensor], video_names: np.nda
         "prob_fake": vprob.numpy().astype(np.float64),
         "frame_probs": frame_probs,
         "frame_index": frame_index,
+        "frame_track": frame_track,
     }, columns=COLUMNS)
 
 
 _SCHEMA = pa.schema([
     ("test_set", pa.string()), ("video_id", pa.string()), ("label", pa.int8()), ("method", pa.string()),
     ("frames", pa.int32()), ("prob_fake", pa.float64()), ("frame_probs", pa.list_(pa.float32())),
-    ("frame_index", pa.list_(pa.int32())),
+    ("frame_index", pa.list_(pa.int32())), ("frame_track", pa.list_(pa.int16())),
 ])
 
 

@@ -28,7 +28,8 @@ from omegaconf import DictConfig, OmegaConf
 #: Override keys (and their sub-keys) that change where or how a run is recorded, not the trained model.
 NOT_CONFIG_KEYS = (
     "seed", "experiment", "experiment_name", "paths", "hydra", "logger", "ckpt_path", "test_sets", "testbed", "robustness",
-    "data.num_workers", "data.eval_batch_size", "data.include_train_test", "callbacks.progress_bar",
+    "data.num_workers", "data.eval_batch_size", "data.include_train_test", "data.skip_missing_test_sets",
+    "callbacks.progress_bar",
     "callbacks.lr_monitor", "trainer.enable_progress_bar", "trainer.enable_model_summary",
     "trainer.log_every_n_steps",
 )

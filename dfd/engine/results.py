@@ -17,7 +17,8 @@ directory. Schema (``schema_version`` 1)::
                        "per_method": {<method>: {"frame": {...}, "video": {...}}},
                        "roc": {"frame": {"fpr": [...], "tpr": [...]}, "video": {...}}}},
      "robustness": {<name>: {<perturbation>: [{"level": x, "frame": {...}, "video": {...}}]}},
-     "bootstrap": {how auc_lo/auc_hi were computed}, "notes": [one-line warnings],
+     "bootstrap": {how auc_lo/auc_hi were computed}, "notes": [one-line warnings, skipped optional test sets],
+     "video_score": {"rule", "description"},       # how crops made frame and video scores (dfd.engine.video_score)
      "predictions": "predictions.parquet"}
 
 New keys are added without a version bump (readers ignore what they do not know); ``make_results`` accepts

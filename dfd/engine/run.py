@@ -29,6 +29,8 @@ from dfd.engine.module import SELECT_KEY, DetectorModule
 from dfd.engine.predictions import PREDICTIONS_FILE, video_table, write_predictions
 from dfd.engine.quiet import quiet_dependencies
 from dfd.engine.results import make_results, write_results
+from dfd.engine.video_score import DESCRIPTIONS as VIDEO_SCORE_DESCRIPTIONS
+from dfd.engine.video_score import check_video_score
 from dfd.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -76,21 +78,37 @@ def describe_run(cfg: DictConfig, dataset_name: str) -> dict:
     }
 
 
-def build_sources(cfg: DictConfig) -> tuple[DatasetSource | None, dict[str, DatasetSource], dict]:
+def build_sources(cfg: DictConfig, skipped: list[str] | None = None
+                  ) -> tuple[DatasetSource | None, dict[str, DatasetSource], dict]:
     """(training source, test sources by name, extra training sources with weights).
 
     A test set is named by its ``test_sets`` key, or by ``test_sets.<key>.display_name`` when given, never by
     the dataset it reads: ``test_sets.ffpp_c40`` (FF++ at c40) and the in-domain ``ffpp`` (c23) are two sets.
+
+    A test set marked ``optional: true`` (or every test set with ``data.skip_missing_test_sets=true``) whose data
+    and crop cache are both absent is left out with one logged line naming it and how to add it; the lines are
+    appended to ``skipped`` (results.json ``notes``). A present dataset that is not extracted is still an error.
     """
     train = instantiate(cfg.dataset) if cfg.get("dataset") else None
+    skip_all = bool((cfg.get("data") or {}).get("skip_missing_test_sets", False))
     tests: dict[str, DatasetSource] = {}
     for key, node in (cfg.get("test_sets") or {}).items():
         node = OmegaConf.to_container(node, resolve=True)
         name = str(node.pop("display_name", None) or key)
+        optional = bool(node.pop("optional", False)) or skip_all
         if name in tests:
             raise DatasetError(f"test_sets.{key}: the test-set name '{name}' is used twice; give each test set its "
                                f"own name (+test_sets.<key>.display_name=...)")
-        tests[name] = instantiate(node)
+        src = instantiate(node)
+        absent = src.missing() if optional else None
+        if absent:
+            note = (f"test set '{name}' skipped: {absent}; to add it, put the dataset there in its official layout "
+                    f"(or set test_sets.{key}.root=<folder>) and run dfd-index + dfd-extract for it")
+            log.warning(note)
+            if skipped is not None:
+                skipped.append(note)
+            continue
+        tests[name] = src
     mix = {}
     for key, node in (cfg.get("train_mix") or {}).items():
         node = OmegaConf.to_container(node, resolve=True)
@@ -191,6 +209,11 @@ def save_roc_figure(reports: Mapping[str, dict], path: Path) -> Path | None:
     return path if drawn else None
 
 
+def video_score_record(rule: str) -> dict:
+    """How results.json's frame and video scores were made from the crops (dfd.engine.video_score)."""
+    return {"rule": rule, "description": VIDEO_SCORE_DESCRIPTIONS[rule]}
+
+
 def _fmt(v: float | None, digits: int = 4) -> str:
     return "n/a" if v is None or v != v else f"{v:.{digits}f}"
 
@@ -252,7 +275,7 @@ def _test(trainer: pl.Trainer, module: DetectorModule, dm: DeepfakeDataModule, c
             ds = dm.test_ds[n]
             frames = None if dm.spec.clip_len else ds.arrays.frame
             tables.append(video_table(n, module.test_predictions[n + suffix], ds.arrays.video_names,
-                                      ds.arrays.method_names, frames))
+                                      ds.arrays.method_names, frames, module.video_score))
     return {n: module.test_reports[n + suffix] for n in dm.test_names}
 
 
@@ -273,7 +296,7 @@ def _finish(trainer: pl.Trainer, results: dict, run_dir: Path, title: str, table
         if tables:
             import pandas as pd
 
-            videos = pd.concat(tables, ignore_index=True).drop(columns=["frame_probs", "frame_index"])
+            videos = pd.concat(tables, ignore_index=True).drop(columns=["frame_probs", "frame_index", "frame_track"])
             lg.log_table(key="test/predictions", dataframe=videos)
         lg.experiment.summary["results_json"] = str(path)
     print_table(results["test"], title)
@@ -344,7 +367,9 @@ def train(cfg: DictConfig) -> dict:
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = run_dir_of(cfg)
     resolved = _save_config(cfg, run_dir)
-    train_src, tests, mix = build_sources(cfg)
+    skipped: list[str] = []
+    train_src, tests, mix = build_sources(cfg, skipped)
+    video_score = check_video_score(cfg.data.get("video_score"))
     if cfg.data.get("include_train_test", True):
         name_test_sets(train_src, tests)  # a test-set name clash fails now, in one line
     # Shards at an explicit root (object storage) need no local crop cache: they carry their own manifest.
@@ -356,6 +381,7 @@ def train(cfg: DictConfig) -> dict:
     notes = [] if shards_only else [n for n in [validation_class_note(train_src, monitor)] if n]
     for note in notes:
         log.warning(note)
+    notes = [*skipped, *notes]
 
     run_id = None
     if cfg.get("ckpt_path"):
@@ -368,7 +394,7 @@ def train(cfg: DictConfig) -> dict:
     run = {**describe_run(cfg, train_src.name), "overrides": provenance.config_overrides(cfg, overrides, sweep)}
     contract = train_src.crop_contract()  # how the training crops were made: export hands it to dfd-predict
     meta = {"run_id": run_id, "dataset": resolved.get("dataset"), "run": run,
-            "crop": contract.to_dict() if contract is not None else None}
+            "crop": contract.to_dict() if contract is not None else None, "video_score": video_score}
     module = DetectorModule(
         model=resolved["model"],
         finetune=resolved["finetune"],
@@ -396,7 +422,7 @@ def train(cfg: DictConfig) -> dict:
         "train", run_dir, run, reports, val=module.val_report, checkpoint=best, in_domain=[train_src.name, *mix],
         params=module.param_counts, global_step=int(trainer.global_step), selection=chosen,
         invocation=provenance.invocation("dfd-train", overrides, sweep), config=resolved, notes=notes,
-        weights=module.model.weights_source,
+        weights=module.model.weights_source, video_score=video_score_record(module.video_score),
     )
     _finish(trainer, results, run_dir, f"test metrics ({name})", tables)
     return results
@@ -423,8 +449,10 @@ def evaluate(cfg: DictConfig) -> dict:
     run_dir = run_dir_of(cfg)
     _save_config(cfg, run_dir)
     module = load_module(cfg.ckpt_path)
+    module.set_video_score(cfg.data.get("video_score"))  # null: the rule the checkpoint was trained with
     meta = dict(module.hparams.get("meta") or {})
-    _, tests, _ = build_sources(cfg)
+    skipped: list[str] = []
+    _, tests, _ = build_sources(cfg, skipped)
     train_src = None
     if cfg.data.get("include_train_test", True) and meta.get("dataset"):
         train_src = instantiate(meta["dataset"])
@@ -452,7 +480,8 @@ def evaluate(cfg: DictConfig) -> dict:
     results = make_results(
         "eval", run_dir, run, reports, checkpoint=str(cfg.ckpt_path),
         in_domain=train_src.name if train_src else None, robustness=robustness or None, weights=meta.get("weights"),
-        invocation=provenance.invocation("dfd-eval", overrides, provenance.wandb_sweep()),
+        invocation=provenance.invocation("dfd-eval", overrides, provenance.wandb_sweep()), notes=skipped,
+        video_score=video_score_record(module.video_score),
     )
     _finish(trainer, results, run_dir, f"evaluation of {cfg.ckpt_path}", tables)
     return results

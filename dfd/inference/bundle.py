@@ -7,8 +7,10 @@ A bundle is a folder::
     model.onnx             the same graph for ONNX Runtime (dynamic batch axis)
     model.safetensors      plain weights (LoRA merged); rebuilding the network from them needs dfd + timm
     preprocess.json        everything needed to turn a video or image into the model's input: the input spec,
-                           the crop contract the training crops were made with (dfd.data.contract), and two
-                           thresholds (video-level for videos, frame-level for single images)
+                           the crop contract the training crops were made with (dfd.data.contract), the
+                           video-score rule (``video_score``: how a video's face probabilities make its
+                           probability, dfd.engine.video_score) and two thresholds (video-level for videos,
+                           frame-level for single images)
     README.md              how to load it with torch only
 
 Why this module imports nothing beyond torch/numpy/opencv: a LoRA checkpoint once failed to load on an
@@ -31,6 +33,7 @@ import torch
 from torch import nn
 
 from dfd.data.contract import CropContract
+from dfd.engine.video_score import check_video_score
 
 PREPROCESS = "preprocess.json"
 TORCHSCRIPT = "model.torchscript.pt"
@@ -185,6 +188,8 @@ class Bundle:
         self.contract = bundle_contract(config)
         self.thresholds = bundle_thresholds(config)
         self.threshold = self.thresholds["video"]  # videos; single images use thresholds["frame"]
+        # Bundles older than the rule hold one face per frame, where every rule is the plain mean.
+        self.video_score = check_video_score(config.get("video_score"), "preprocess.json video_score")
         self.device = torch.device("cpu")
 
     def to(self, device: str | torch.device) -> Bundle:

@@ -18,6 +18,7 @@ from torch import nn
 
 from dfd import __version__
 from dfd.data.contract import CropContract
+from dfd.engine.video_score import DEFAULT_VIDEO_SCORE, DESCRIPTIONS, check_video_score
 from dfd.inference.bundle import (
     FILE_MODE,
     FORMAT,
@@ -74,10 +75,11 @@ def training_contract(meta: dict, source: object | None) -> tuple[CropContract, 
 
 # ----------------------------------------------------------------------------------------------- calibration
 @torch.inference_mode()
-def validation_scores(model: ProbabilityModel, source: object, spec: dict, batch_size: int = 64) -> dict:
-    """Scores on the source's val split as predict computes them: per frame (single images) and the mean per
-    video (videos). ``{"video": (probs, labels), "frame": (probs, labels) | None, "videos": (real, fake)}``;
-    clip models score whole videos only (``frame`` None)."""
+def validation_scores(model: ProbabilityModel, source: object, spec: dict, batch_size: int = 64,
+                      video_score: str = DEFAULT_VIDEO_SCORE) -> dict:
+    """Scores on the source's val split as predict computes them: per face crop (single images) and per video
+    by the video-score rule (videos). ``{"video": (probs, labels), "frame": (probs, labels) | None,
+    "videos": (real, fake)}``; clip models score whole videos only (``frame`` None)."""
     from torch.utils.data import DataLoader
 
     from dfd.data.datasets import ClipDataset, FrameDataset, ManifestArrays
@@ -90,15 +92,18 @@ def validation_scores(model: ProbabilityModel, source: object, spec: dict, batch
                           "or extract the dataset's validation split")
     pipe = Pipeline(Spec.of(spec))
     ds = ClipDataset(arrays, pipe, spec["clip_len"]) if spec.get("clip_len") else FrameDataset(arrays, pipe)
-    probs, labels, videos = [], [], []
+    probs, labels, videos, frames, tracks = [], [], [], [], []
     needs_lm = isinstance(model, nn.Module) and getattr(model.detector, "needs_landmarks", False)
     for batch in DataLoader(ds, batch_size=batch_size, num_workers=0):
         args = (batch["image"], batch["landmarks"]) if needs_lm else (batch["image"],)
         probs.append(model(*args).float())
         labels.append(batch["label"])
         videos.append(batch["video"])
+        frames.append(batch["frame"])
+        tracks.append(batch["track"])
     prob, label, video = torch.cat(probs), torch.cat(labels), torch.cat(videos)
-    vprob, vlabel, _ = video_aggregate(prob, label, video, torch.zeros_like(video))
+    vprob, vlabel, _ = video_aggregate(prob, label, video, torch.zeros_like(video), torch.cat(frames),
+                                       torch.cat(tracks), video_score)
     vlabel = vlabel.long().numpy()
     return {
         "video": (vprob.double().numpy(), vlabel),
@@ -107,15 +112,17 @@ def validation_scores(model: ProbabilityModel, source: object, spec: dict, batch
     }
 
 
-def calibrate_thresholds(model: ProbabilityModel, source: object | None, spec: dict, method: str) -> dict:
-    """``{"video": {...}, "frame": {...}}`` thresholds on the training dataset's val split (0.5 for ``none``)."""
+def calibrate_thresholds(model: ProbabilityModel, source: object | None, spec: dict, method: str,
+                         video_score: str = DEFAULT_VIDEO_SCORE) -> dict:
+    """``{"video": {...}, "frame": {...}}`` thresholds on the training dataset's val split (0.5 for ``none``);
+    video thresholds on video scores made by ``video_score`` (the rule dfd-predict applies)."""
     if method == "none":
         none = choose_threshold(np.zeros(0), np.zeros(0), "none")
         return {"video": {**none, "level": "video"}, "frame": {**none, "level": "frame"}}
     if source is None:
         raise ExportError("the checkpoint records no training dataset (hparams meta.dataset) to calibrate on; "
                           "pass --calibrate none to export with thresholds 0.5")
-    scores = validation_scores(model, source, spec)
+    scores = validation_scores(model, source, spec, video_score=video_score)
     n_real, n_fake = scores["videos"]
     name = getattr(source, "name", None)
     out = {}
@@ -127,7 +134,7 @@ def calibrate_thresholds(model: ProbabilityModel, source: object | None, spec: d
             continue
         thr = choose_threshold(*data, method, videos=n_real + n_fake)
         thr.update(split="val", dataset=name, level=level,
-                   applies_to="videos (mean of frame probabilities)" if level == "video" else "single images")
+                   applies_to=f"videos ({DESCRIPTIONS[video_score]})" if level == "video" else "single images")
         warning = small_sample_warning(level, n_real, n_fake, method)
         if warning:
             thr["warning"] = warning
@@ -181,7 +188,9 @@ def describe(checkpoint: str | Path, model: ProbabilityModel, hparams: dict, cal
     spec = model.detector.input_spec.to_dict()
     spec["mean"], spec["std"] = list(spec["mean"]), list(spec["std"])
     contract, origin = training_contract(meta, source)
-    thresholds = calibrate_thresholds(model, source, spec, calibrate)
+    # The rule evaluation used (checkpoints older than the rule: the default, identical with one face per frame).
+    video_score = check_video_score(meta.get("video_score"), "checkpoint meta.video_score")
+    thresholds = calibrate_thresholds(model, source, spec, calibrate, video_score)
     needs_lm = bool(getattr(model.detector, "needs_landmarks", False))
     return {
         "format": FORMAT,
@@ -201,9 +210,12 @@ def describe(checkpoint: str | Path, model: ProbabilityModel, hparams: dict, cal
                           if needs_lm else None),
         },
         # How a frame becomes the face crop this model was trained on (dfd.data.contract.CropContract): what
-        # dfd-predict runs on raw media. The video's probability is the mean over its faces' probabilities.
+        # dfd-predict runs on raw media.
         "crop": contract.to_dict(),
         "crop_source": origin,
+        # How a video's face probabilities become its probability (dfd.engine.video_score), as in evaluation.
+        "video_score": video_score,
+        "video_score_rule": DESCRIPTIONS[video_score],
         "thresholds": thresholds,
         "model": rebuild_config(hparams["model"]),
         "files": {"torchscript": TORCHSCRIPT, "onnx": ONNX, "safetensors": SAFETENSORS},
@@ -320,10 +332,10 @@ Labels: **0 = real, 1 = fake**. The model outputs the **probability of fake**; l
 Input: S = {inp['size']}, RGB, resized with {inp['interpolation']} interpolation, then `(pixel/255 - mean)/std`
 with mean {inp['mean']} and std {inp['std']}.{f" Clips of L = {inp['clip_len']} frames." if inp.get('clip_len') else ''}
 Faces: {faces}
-A video's probability is the mean over its faces.
+A video's probability: {DESCRIPTIONS[check_video_score(cfg.get("video_score"))]} (`video_score` in preprocess.json).
 
 Thresholds (chosen on the training set's validation split): **videos** {thr['video']['value']:.6g}
-({thr['video']['method']}, on per-video mean probabilities), **single images** {thr['frame']['value']:.6g}
+({thr['video']['method']}, on per-video probabilities), **single images** {thr['frame']['value']:.6g}
 ({thr['frame']['method']}, on per-frame probabilities, which spread wider).
 
 ## Load with torch only

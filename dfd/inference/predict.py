@@ -3,8 +3,10 @@
 The bundle's crop contract (dfd.data.contract) drives everything: frames sampled per video by the same rule,
 faces found by the same :func:`dfd.data.faces.crop_faces` that ``dfd-extract`` runs (same detector settings,
 per-video detection scale and full-resolution fallback, same face choice, same box or aligned crop), then
-resized and normalised as in training. A file's probability is the mean over its faces; videos are labelled
-with the video-level threshold, single images with the frame-level one. A file that cannot be decoded or shows
+resized and normalised as in training. A file's probability comes from its faces' by the bundle's video-score
+rule (``video_score``; dfd.engine.video_score, the function evaluation uses: by default the mean over frames of
+the max over each frame's faces); videos are labelled with the video-level threshold, single images with the
+frame-level one. A file that cannot be decoded or shows
 no face becomes a row with a status and a reason; it never stops the run.
 
 Models trained on face crops as a dataset ships them (WildDeepfake) take crops as they are (``inputs=crops``).
@@ -27,8 +29,9 @@ import torch
 
 from dfd.data.cache import safe_relpath
 from dfd.data.contract import CropContract
-from dfd.data.faces import DETECT_BATCH, FaceDetector, crop_faces
+from dfd.data.faces import DETECT_BATCH, FaceDetector, crop_faces, crop_stem
 from dfd.data.video import MediaError, MissingMedia, media_kind, read_image, read_video, uniform_positions
+from dfd.engine.video_score import check_video_score, score
 from dfd.inference.bundle import Bundle, load_bundle
 
 # The first seven columns are a contract other tools read: never reorder them; new columns go at the end.
@@ -166,6 +169,8 @@ class _Pending:
     images: list[np.ndarray]
     result: FileResult
     probs: list[float] = field(default_factory=list)
+    frames: list[int] = field(default_factory=list)  # per scored input (crop or clip): its frame number
+    tracks: list[int] = field(default_factory=list)  # and its face id
 
 
 class Predictor:
@@ -178,12 +183,15 @@ class Predictor:
         device: torch device for MTCNN and the model.
         inputs: ``auto`` (as the model was trained: frames, or face crops for crop-trained models), ``frames``
             (detect and crop) or ``crops`` (inputs are face crops).
-        save_crops: folder to write every scored crop to (``<folder>/<file path>/<frame:06d>.png``).
+        save_crops: folder to write every scored crop to (``<folder>/<file path>/<frame:06d>.png``; the extra
+            faces of a frame as ``<frame:06d>_<track>.png``).
         detect_batch: frames per MTCNN call (dfd-extract's default, so both see identical batches).
+        video_score: the video-score rule (default: the bundle's ``video_score``).
     """
 
     def __init__(self, bundle: Bundle, frames: int | None = None, batch_size: int = 32, device: str = "cpu",
-                 inputs: str = "auto", save_crops: str | Path | None = None, detect_batch: int = DETECT_BATCH) -> None:
+                 inputs: str = "auto", save_crops: str | Path | None = None, detect_batch: int = DETECT_BATCH,
+                 video_score: str | None = None) -> None:
         self.bundle = bundle.to(device)
         contract = bundle.contract if frames is None else bundle.contract.replace(frames=int(frames))
         if contract.frames <= 0:
@@ -193,6 +201,7 @@ class Predictor:
         needs_detector = self.contract.inputs == "frames" or bundle.needs_landmarks
         self.detector = FaceDetector(self.contract, batch_size=detect_batch, device=device) if needs_detector else None
         self.save_crops = Path(save_crops) if save_crops else None
+        self.video_score = check_video_score(video_score or bundle.video_score, "--video-score")
 
     def predict(self, paths: Sequence[str], progress: bool = True) -> list[FileResult]:
         """One result per path, in input order."""
@@ -236,12 +245,12 @@ class Predictor:
         if chunk:
             yield chunk
 
-    def _faces(self, todo: list[_Pending]) -> list[tuple[list[np.ndarray], list[np.ndarray], list[int]]]:
-        """(crops, landmarks in crop pixels, frame numbers) per file, by the one extraction path.
+    def _faces(self, todo: list[_Pending]) -> list[tuple[list[np.ndarray], list[np.ndarray], list[int], list[int]]]:
+        """(crops, landmarks in crop pixels, frame numbers, track ids) per file, by the one extraction path.
 
-        Each video is one ``crop_faces`` call (its own detection scale), exactly as dfd-extract makes it; the
-        images of a chunk are detected together (batched; independent frames, no per-video scale), as
-        dfd-extract treats an image.
+        Each video is one ``crop_faces`` call (its own detection scale, its faces tracked), exactly as
+        dfd-extract makes it; the images of a chunk are detected together (batched; independent frames, no
+        per-video scale), as dfd-extract treats an image.
         """
         out: list = [None] * len(todo)
         lm = self.bundle.needs_landmarks
@@ -249,19 +258,24 @@ class Predictor:
         for k, p in enumerate(todo):
             if p.kind == "video":
                 f = crop_faces(p.images, self.contract, self.detector, video=True, landmarks=lm)
-                out[k] = (f.crops, f.landmarks, [int(p.numbers[i]) for i in f.keep])
+                out[k] = (f.crops, f.landmarks, [int(p.numbers[i]) for i in f.keep], f.tracks)
         if images:
             f = crop_faces([todo[k].images[0] for k in images], self.contract, self.detector, video=False, landmarks=lm)
-            kept = dict(zip(f.keep, range(len(f.keep)), strict=True))
-            for j, k in enumerate(images):
-                out[k] = ([f.crops[kept[j]]], [f.landmarks[kept[j]]], [0]) if j in kept else ([], [], [])
+            for k in images:
+                out[k] = ([], [], [], [])
+            for j, i in enumerate(f.keep):  # several faces of one image with choice=all
+                crops, marks, numbers, tracks = out[images[i]]
+                crops.append(f.crops[j])
+                marks.append(f.landmarks[j])
+                numbers.append(0)
+                tracks.append(f.tracks[j])
         return out
 
-    def _save(self, p: _Pending, crops: list[np.ndarray], numbers: list[int]) -> None:
+    def _save(self, p: _Pending, crops: list[np.ndarray], numbers: list[int], tracks: list[int]) -> None:
         folder = self.save_crops / safe_relpath(Path(p.result.path).as_posix().lstrip("/"))
         folder.mkdir(parents=True, exist_ok=True)
-        for crop, number in zip(crops, numbers, strict=True):
-            cv2.imwrite(str(folder / f"{number:06d}.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+        for crop, number, track in zip(crops, numbers, tracks, strict=True):
+            cv2.imwrite(str(folder / f"{crop_stem(number, track)}.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
 
     def _score(self, chunk: list[_Pending]) -> None:
         """Detect, crop, run the model and fill each file's result."""
@@ -270,7 +284,7 @@ class Predictor:
             return
         inputs, lms, owners = [], [], []
         size = self.contract.size
-        for p, (crops, marks, numbers) in zip(todo, self._faces(todo), strict=True):
+        for p, (crops, marks, numbers, tracks) in zip(todo, self._faces(todo), strict=True):
             p.images = []  # free the frames: only crops are needed from here on
             p.result.faces = len(crops)
             if not crops:
@@ -278,13 +292,20 @@ class Predictor:
                 p.result.reason = f"no face with score >= {self.contract.min_score} in {p.result.frames} frame(s)"
                 continue
             if self.save_crops is not None:
-                self._save(p, crops, numbers)
+                self._save(p, crops, numbers, tracks)
             x = self.bundle.preprocess(crops)
             lm = torch.from_numpy(np.stack([self.bundle.scale_landmarks(m, size) for m in marks]))
             if self.bundle.clip_len:
-                # One clip per file: clip_len faces by the same uniform rule as training clips (repeated when fewer).
-                pos = torch.from_numpy(uniform_positions(len(crops), self.bundle.clip_len))
+                # One clip per file, of its main face (track 0, as training clips): clip_len of its crops by the
+                # same uniform rule as training clips (repeated when fewer).
+                main = np.flatnonzero(np.asarray(tracks) == min(tracks))
+                pos = torch.from_numpy(main[uniform_positions(len(main), self.bundle.clip_len)])
                 x, lm = x[pos][None], lm[pos][None]
+                p.frames.append(numbers[int(pos[0])])
+                p.tracks.append(tracks[int(pos[0])])
+            else:
+                p.frames += numbers
+                p.tracks += tracks
             inputs.append(x)
             lms.append(lm)
             owners += [p] * len(x)
@@ -299,7 +320,10 @@ class Predictor:
             p.probs.append(prob)
         for p in todo:
             if p.probs:
-                p.result.prob_fake = float(np.mean(p.probs))
+                # The rule evaluation applies (dfd.engine.video_score): same crops, same number.
+                s = score(torch.tensor(p.probs, dtype=torch.float32), torch.zeros(len(p.probs), dtype=torch.long),
+                          torch.tensor(p.frames), torch.tensor(p.tracks), self.video_score)
+                p.result.prob_fake = float(s.video_prob[0])
                 p.result.label = int(p.result.prob_fake >= p.result.threshold)
 
 

@@ -90,6 +90,21 @@ class DatasetSource(abc.ABC):
         cache.check_root(self.cache_record(), self.name, self.root, self.cache_dir, self._config_name())
         return self.manifest_path
 
+    def data_paths(self) -> list[Path]:
+        """The files or folders whose presence means this dataset is on this machine (its root by default;
+        sources reading part of a shared tree or a named file list those)."""
+        return [self.root] if self.root is not None else []
+
+    def missing(self) -> str | None:
+        """None when the dataset can be used here (a crop cache exists, or its data is on disk); else what is
+        absent, in words. Optional test sets (``test_sets.<name>.optional``) whose data is missing are skipped."""
+        if self.manifest_path.is_file():
+            return None
+        absent = [p for p in self.data_paths() if not p.exists()]
+        if not absent:
+            return None
+        return f"no {', '.join(str(p) for p in absent)} and no crop cache in {self.cache_dir}"
+
     def cache_record(self) -> dict | None:
         """The record of this dataset's crop cache (root, crop contract, drop rates), None if it has none."""
         return cache.record_of(self.manifest_path) if self.manifest_path.is_file() else None

@@ -176,6 +176,10 @@ class DeepfakeBench(CropFolderSource):
                 return folder / f"{stem}.json"
         return folder / f"{self.json_name}.json"
 
+    def data_paths(self) -> list[Path]:
+        # The rgb folder is shared by all of DeepfakeBench's datasets: this one is here when its JSON is.
+        return [self.json_path]
+
     def _params(self) -> dict[str, Any]:
         return {"json": str(self.json_path.resolve()), "json_name": self.json_name, "compression": self.compression,
                 "val_fraction": self.val_fraction, "test_fraction": self.test_fraction, "all_test": self.all_test,

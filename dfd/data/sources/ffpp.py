@@ -70,6 +70,12 @@ class FFPP(DatasetSource):
         self.dropped: list[str] = []  # DeepFakeDetection fakes whose actors straddle two splits
 
     # -- layout ---------------------------------------------------------------------------------------
+    def data_paths(self) -> list[Path]:
+        # Sources sharing FF++'s tree (dfd, faceshifter) are present when their method's folder is.
+        if self.root is None:
+            return []
+        return [self.root / "manipulated_sequences" / m for m in self.methods] or [self.root]
+
     def _videos_dir(self, base: Path) -> Path:
         """``<base>/<comp>/<media>``, treating ``raw`` and ``c0`` as the same lossless level."""
         wanted = LOSSLESS if self.compression in LOSSLESS else (self.compression,)
