@@ -112,6 +112,24 @@ def test_bad_shard_settings_are_refused_in_one_line():
         ExtractConfig.create(pipeline="gpu")
 
 
+def test_run_time_mistakes_are_one_line_errors(tmp_path):
+    root = tmp_path / "root"
+    write_face_video(root / "a.mp4", n_frames=3, size=96, canvas=112)
+    index = _index([("a", 0, "a.mp4", "video")])
+
+    def run(**cfg):
+        extract_faces(index, root, tmp_path / "cache", ExtractConfig.create(frames=2, **cfg), progress=False)
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ExtractError, match="no CUDA GPU is visible"):
+            run(device="cuda")
+    with pytest.raises(ExtractError, match="nothing to merge"):
+        run(num_shards=3, merge=True)
+    with pytest.raises(ExtractError, match="cannot run sharded"):
+        run(shard=0, num_shards=2, overwrite=True)
+    assert not (tmp_path / "cache" / "parts").is_dir() or not any((tmp_path / "cache" / "parts").iterdir())
+
+
 @pytest.mark.slow
 def test_slurm_array_of_three_shards_writes_what_one_run_writes(tmp_path):
     root, index = _videos(tmp_path)

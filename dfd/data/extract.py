@@ -594,6 +594,8 @@ def _extract_videos(index: pd.DataFrame, root: Path, cache_dir: Path, contract: 
     todo = set(ids) - done
     tasks = _tasks(index, todo, sources)
     needs_detector = contract.inputs == "frames" or contract.landmarks_for_crops
+    if tasks and needs_detector:
+        _check_device(cfg.device)
     run = _Run(resumed=len(done), stale=len(stale))
     items = _execute(tasks, root, cache_dir, contract, cfg, needs_detector, run.pipeline)
     for item in _progress(items, total=len(ids), completed=len(done), enabled=progress, what=what):
@@ -667,6 +669,16 @@ def _merge(index: pd.DataFrame, cache_dir: Path, record: dict[str, Any], folder:
                 "not processed; run them (extract.shard=<k>) and the last to finish merges again"
             )
     return summary, run, removed
+
+
+def _check_device(device: str) -> None:
+    """One line instead of a CUDA traceback from inside MTCNN."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ExtractError(f"extract.device={device} but no CUDA GPU is visible here (torch.cuda.is_available() "
+                               "is False); use extract.device=cpu, or run on a GPU node")
 
 
 def _tally(index: pd.DataFrame, cache_dir: Path) -> ExtractSummary:
