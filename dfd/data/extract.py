@@ -8,6 +8,8 @@ Layout of a cache (``cache_dir``)::
     manifest.parquet                   schema.MANIFEST_COLUMNS (+ source_path, source fingerprint, the index's
                                        extra columns), index order; the cache record in its metadata
     failures.parquet / failures.csv    video_id, path, reason for every video that produced no crop
+    shard-plans/<plan id>/             sharded runs: which shard does which video, finished-shard markers
+                                       (dfd.data.sharding)
 
 **Resume and reuse.** A video is done when its part file exists *and* the part's source fingerprint (size and
 mtime, plus a SHA-1 with ``extract.hash=true``) and contract id match the source on disk now. Crops are written
@@ -18,7 +20,10 @@ order, so a resumed run ends with exactly the manifest an uninterrupted run writ
 
 **The per-video worker** is :func:`process_video`: frames in, crops + part record out. Anything that schedules
 extraction differently (shards, GPUs) calls it, and keeps the part-file protocol (:func:`part_path`,
-:func:`finish_part`, :func:`part_is_current`) so resume and ``--verify`` keep working.
+:func:`finish_part`, :func:`part_is_current`) so resume and ``--verify`` keep working: shards
+(:mod:`dfd.data.sharding`, ``extract.shard/num_shards/merge``) split the index and merge the parts; the batched
+pipeline (:mod:`dfd.data.pipeline`, ``extract.device=cuda`` or ``extract.pipeline=batched``) runs
+:func:`process_video` in its workers with MTCNN calls batched across videos in one detection loop.
 """
 
 from __future__ import annotations

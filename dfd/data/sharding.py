@@ -6,7 +6,7 @@ the work they cost to read and decode, largest first onto the least-loaded shard
 same index and sizes give the same plan on every machine. The plan is written with an exclusive create, so
 shards starting together agree on the first one written, even if sizes changed in between.
 
-Layout, under ``<cache_dir>/shards/<plan id>/`` (the id hashes the index and ``num_shards``)::
+Layout, under ``<cache_dir>/shard-plans/<plan id>/`` (the id hashes the index and ``num_shards``)::
 
     plan.parquet          video_id -> shard (written once)
     done-<k>.json         shard k finished: a fresh token per run, its counts (written atomically, last)
@@ -37,7 +37,7 @@ import pandas as pd
 
 from dfd import atomic
 
-PLANS = "shards"
+PLANS = "shard-plans"  # not "shards": dfd-pack's default output folder
 
 
 def plan_id(index: pd.DataFrame, num_shards: int) -> str:

@@ -11,13 +11,15 @@ Videos: the astronaut (a real face) moving across 960 x 960 px H.264 frames, ``-
   only the sampled frames, MTCNN runs one frame at a time at the same detection resolution as dfd
   (``detect_size``), same crop and PNG; the same worker processes as dfd (spawned, 1 torch thread each).
 * **dfd**: ``extract_faces`` with its defaults (batched MTCNN per video, frames shrunk to each video's face size
-  with a full-resolution fallback, resumable part files), ``--workers`` processes.
+  with a full-resolution fallback, resumable part files), ``--workers`` processes; and **dfd-640**, the same at
+  the tuned loop's detection resolution (``face_px=0``), which separates what batching and the pipeline gain from
+  what the per-video detection scale gains (and costs in box agreement).
 
 Every pipeline's time includes starting its workers. Printed: crops/s (wall), CPU s per crop (this process and
 its workers), dfd's ratio to each baseline, and box agreement (IoU of dfd's box with each baseline's on the
 same frame). Note ``uptime`` before and after: on a shared machine, rerun when the load is low.
 
-    .venv/bin/python tests/benchmarks/bench_extract.py [--videos 8 --length 300 --frames 32 --workers 2]
+    .venv/bin/python tests/benchmarks/bench_extract.py [--videos 16 --length 300 --frames 32 --workers 2]
     .venv/bin/python tests/benchmarks/bench_extract.py --gpu [--videos 32 --workers 16]   # needs CUDA
 
 ``--gpu``: dfd with ``extract.device=cuda`` (the batched pipeline: CPU workers decode and crop, one detection
@@ -197,12 +199,13 @@ def make_videos(root: Path, n: int, length: int, canvas: int) -> tuple[list[str]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--videos", type=int, default=8)
+    ap.add_argument("--videos", type=int, default=16)
     ap.add_argument("--length", type=int, default=300, help="frames per video (30 fps); video i has 7*i more")
     ap.add_argument("--frames", type=int, default=32, help="frames sampled per video")
     ap.add_argument("--canvas", type=int, default=960, help="frame side in pixels")
     ap.add_argument("--workers", type=int, default=default_workers(), help="dfd's and the tuned loop's processes")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["deepfakebench", "tuned"], help="baselines to skip")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["deepfakebench", "tuned", "dfd-640"],
+                    help="runs to skip (dfd-640: dfd at the tuned loop's detection resolution, face_px=0)")
     ap.add_argument("--gpu", action="store_true", help="dfd on CUDA (batched pipeline) vs dfd on the CPU")
     ap.add_argument("--gpu-batch", type=int, default=128, help="frames per MTCNN call on the GPU")
     args = ap.parse_args()
@@ -234,6 +237,12 @@ def main() -> None:
         runs["dfd"] = (boxes, wall, cpu)
         print(f"dfd ({args.workers} processes x 1 thread, detect_size={c.detect_size}, face_px={c.face_px}): "
               f"{len(boxes)} crops in {wall:.1f} s = {len(boxes) / wall:.2f} crops/s, {cpu / len(boxes):.3f} CPU s/crop")
+        if "dfd-640" not in args.skip:
+            same = ExtractConfig.create(frames=args.frames, workers=args.workers, face_px=0)
+            (boxes, _), wall, cpu = timed(dfd, index, root, tmp / "dfd640", same)
+            runs["dfd-640"] = (boxes, wall, cpu)
+            print(f"dfd at {c.detect_size} px (face_px=0: the tuned loop's detection resolution): {len(boxes)} crops in "
+                  f"{wall:.1f} s = {len(boxes) / wall:.2f} crops/s, {cpu / len(boxes):.3f} CPU s/crop")
         if "tuned" not in args.skip:
             boxes, wall, cpu = timed(tuned, root, names, tmp / "tuned", c, args.workers)
             runs["tuned"] = (boxes, wall, cpu)
@@ -246,12 +255,12 @@ def main() -> None:
             print(f"DeepfakeBench-style loop ({os.cpu_count()} threads, cv2 reads every frame, MTCNN per frame at "
                   f"full resolution): {len(boxes)} crops in {wall:.1f} s = {len(boxes) / wall:.2f} crops/s, "
                   f"{cpu / len(boxes):.3f} CPU s/crop")
-        d_boxes, d_wall, d_cpu = runs["dfd"]
-        for name in ("tuned", "deepfakebench"):
-            if name not in runs:
+        for mine, base in (("dfd", "tuned"), ("dfd", "deepfakebench"), ("dfd-640", "tuned"),
+                           ("dfd-640", "deepfakebench"), ("tuned", "deepfakebench")):
+            if mine not in runs or base not in runs:
                 continue
-            b_boxes, b_wall, b_cpu = runs[name]
-            print(f"dfd / {name}: crops/s {(len(d_boxes) / d_wall) / (len(b_boxes) / b_wall):.2f}x, CPU per crop "
+            (d_boxes, d_wall, d_cpu), (b_boxes, b_wall, b_cpu) = runs[mine], runs[base]
+            print(f"{mine} / {base}: crops/s {(len(d_boxes) / d_wall) / (len(b_boxes) / b_wall):.2f}x, CPU per crop "
                   f"{(b_cpu / len(b_boxes)) / (d_cpu / len(d_boxes)):.2f}x less; box IoU {agreement(d_boxes, b_boxes)}")
     print(f"after: {load()}")
 
