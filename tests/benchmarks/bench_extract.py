@@ -208,8 +208,9 @@ def main() -> None:
                     help="runs to skip (dfd-640: dfd at the tuned loop's detection resolution, face_px=0)")
     ap.add_argument("--gpu", action="store_true", help="dfd on CUDA (batched pipeline) vs dfd on the CPU")
     ap.add_argument("--gpu-batch", type=int, default=128, help="frames per MTCNN call on the GPU")
+    ap.add_argument("--gpu-device", default="cuda", help="device of --gpu's batched run (cpu: a dry run of the script)")
     args = ap.parse_args()
-    if args.gpu:
+    if args.gpu and args.gpu_device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
@@ -269,12 +270,12 @@ def gpu(args, tmp: Path, root: Path, index: pd.DataFrame, cfg: ExtractConfig) ->
     from dataclasses import replace
 
     cpu_cfg = replace(cfg, pipeline="video")
-    gpu_cfg = replace(cfg, device="cuda", pipeline="batched", batch_size=args.gpu_batch)
+    gpu_cfg = replace(cfg, device=args.gpu_device, pipeline="batched", batch_size=args.gpu_batch)
     (c_boxes, _), c_wall, _ = timed(dfd, index, root, tmp / "cpu", cpu_cfg)
     print(f"dfd CPU ({args.workers} processes, per-video MTCNN): {len(c_boxes)} crops in {c_wall:.1f} s = "
           f"{len(c_boxes) / c_wall:.2f} crops/s")
     (g_boxes, s), g_wall, _ = timed(dfd, index, root, tmp / "gpu", gpu_cfg)
-    print(f"dfd GPU ({args.workers} CPU workers, batched MTCNN on cuda, <= {args.gpu_batch} frames per call): "
+    print(f"dfd GPU ({args.workers} CPU workers, batched MTCNN on {args.gpu_device}, <= {args.gpu_batch} frames per call): "
           f"{len(g_boxes)} crops in {g_wall:.1f} s = {len(g_boxes) / g_wall:.2f} crops/s")
     from dfd.data.pipeline import describe_stats
 
