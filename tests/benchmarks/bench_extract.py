@@ -173,12 +173,12 @@ def dfd(index: pd.DataFrame, root: Path, cache: Path, cfg: ExtractConfig) -> tup
     return boxes, s
 
 
-def agreement(a: Boxes, b: Boxes) -> str:
+def agreement(a: Boxes, b: Boxes, names: tuple[str, str] = ("dfd", "baseline")) -> str:
     ious = np.array([box_iou(a[k], b[k]) for k in a if k in b])
     if not len(ious):
         return "no common frames"
     return (f"mean {ious.mean():.3f}, min {ious.min():.3f}, >= 0.95 on {np.mean(ious >= 0.95) * 100:.0f} % of "
-            f"{len(ious)} common frames (dfd {len(a)} crops, baseline {len(b)})")
+            f"{len(ious)} common frames ({names[0]} {len(a)} crops, {names[1]} {len(b)})")
 
 
 def timed(fn, *args):
@@ -262,7 +262,8 @@ def main() -> None:
                 continue
             (d_boxes, d_wall, d_cpu), (b_boxes, b_wall, b_cpu) = runs[mine], runs[base]
             print(f"{mine} / {base}: crops/s {(len(d_boxes) / d_wall) / (len(b_boxes) / b_wall):.2f}x, CPU per crop "
-                  f"{(b_cpu / len(b_boxes)) / (d_cpu / len(d_boxes)):.2f}x less; box IoU {agreement(d_boxes, b_boxes)}")
+                  f"{(b_cpu / len(b_boxes)) / (d_cpu / len(d_boxes)):.2f}x less; box IoU "
+                  f"{agreement(d_boxes, b_boxes, (mine, base))}")
     print(f"after: {load()}")
 
 
@@ -284,7 +285,8 @@ def gpu(args, tmp: Path, root: Path, index: pd.DataFrame, cfg: ExtractConfig) ->
     ious = [box_iou(g_boxes[k], c_boxes[k]) for k in c_boxes if k in g_boxes]
     missing = len(set(c_boxes) ^ set(g_boxes))
     ok = ious and min(ious) >= 0.95 and not missing
-    print(f"box IoU GPU vs CPU on the same frames: {agreement(g_boxes, c_boxes)}; frames kept by only one: {missing}"
+    print(f"box IoU GPU vs CPU on the same frames: {agreement(g_boxes, c_boxes, ('GPU', 'CPU'))}; frames kept by "
+          f"only one: {missing}"
           f" -> {'PASS' if ok else 'FAIL'} (goal: every frame >= 0.95)")
     print(f"after: {load()}")
 
