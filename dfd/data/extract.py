@@ -85,8 +85,9 @@ class ExtractConfig:
     inputs: str = "auto"  # auto | frames | crops (resolved into contract.inputs)
     format: str = "png"  # png (lossless, default) | jpg (smaller, but adds artefacts detectors can learn)
     jpeg_quality: int = 95
-    batch_size: int = DETECT_BATCH  # frames per MTCNN call
-    workers: int | None = None  # processes; None = min(4, cpus); 1 runs in this process
+    batch_size: int = DETECT_BATCH  # frames per MTCNN call (the batched pipeline: of several videos; 128 on a GPU)
+    # processes; None = min(4, cpus), or every CPU in the batched pipeline; 1 runs in this process (per video)
+    workers: int | None = None
     device: str = "cpu"  # MTCNN's torch device: cpu | cuda | cuda:<n>
     # How videos meet the detector: `video` = each worker detects its own video's frames; `batched` = workers
     # decode and crop, one detection loop batches same-size frames of several videos (dfd/data/pipeline.py);
