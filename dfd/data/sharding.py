@@ -17,7 +17,8 @@ A shard deletes its own ``done`` marker when it starts, writes it when it ends, 
 shard that sees all N markers and wins the exclusive create of the lock named after their tokens merges. A
 rerun shard makes a new token set, hence a new lock: its end merges again. Nothing else is shared: each
 video's crops and part file belong to one shard (the part-file protocol of :mod:`dfd.data.extract`), so a
-killed shard's rerun redoes only its own unfinished videos and touches no other shard's files.
+killed shard's rerun redoes only its own unfinished videos and touches no other shard's files. Every shard must
+read the same index (``dfd-index`` before submitting): a shard that reads another one works in another plan.
 """
 
 from __future__ import annotations
