@@ -207,6 +207,7 @@ class ExtractSummary:
     failures_path: Path | None = None
     failures: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(FAILURE_COLUMNS)))
     shard_status: str = ""  # sharded runs: which shard this was, what was merged
+    merged: bool = False  # this summary is a merge of shards (its counts cover every shard)
     pipeline: dict = field(default_factory=dict)  # batched pipeline: detection-loop figures (dfd.data.pipeline)
 
     def __str__(self) -> str:
@@ -216,9 +217,13 @@ class ExtractSummary:
             reused += f", {self.videos_stale} redone because their source changed"
         if self.videos_removed:
             reused += f", {self.videos_removed} no longer in the index removed"
+        head = (f"extracted {self.frames_saved} face crops from {self.videos_ok}/{self.videos} videos "
+                f"in {self.seconds:.1f} s ({fps:.1f} crops/s; {reused})")
+        if self.merged:  # the whole cache, made by every shard: this job's time says nothing about its rate
+            head = (f"all shards: {self.frames_saved} face crops from {self.videos_ok}/{self.videos} videos ({reused} "
+                    f"by the shards); this job took {self.seconds:.1f} s")
         lines = [
-            f"extracted {self.frames_saved} face crops from {self.videos_ok}/{self.videos} videos "
-            f"in {self.seconds:.1f} s ({fps:.1f} crops/s; {reused})",
+            head,
             f"  frames sampled {self.frames_sampled}, dropped without a face {self.frames_dropped}"
             + (f", found only at full resolution {self.frames_full_res}" if self.frames_full_res else ""),
         ]
@@ -669,6 +674,7 @@ def _merge(index: pd.DataFrame, cache_dir: Path, record: dict[str, Any], folder:
         sharding.record_merge(folder, n, {"videos": summary.videos, "crops": summary.frames_saved,
                                           "failed": summary.videos_failed})
         summary.shard_status = f"merged {n - len(waiting)} of {n} shards (plan {folder.name})"
+        summary.merged = True
         if waiting:
             summary.warnings.append(
                 f"shard(s) {', '.join(map(str, waiting))} have not finished: their unfinished videos are listed as "
