@@ -2,6 +2,10 @@
 
 ``dfd-extract dataset=<name> ... --verify`` (or ``extract.verify=true``) only checks the cache against its
 sources and lists what is stale or missing (exit 1 when anything is).
+
+Sharded (a SLURM array): ``dfd-extract -m hydra/launcher=slurm dataset=<name> ... extract.shard='range(0,N)'
+extract.num_shards=N``; the last shard to finish merges, ``... extract.num_shards=N --merge`` (or
+``extract.merge=true``) merges again.
 """
 
 from __future__ import annotations
@@ -82,8 +86,9 @@ def _run(cfg: DictConfig) -> None:
 
 
 def main() -> object:
-    """Console script: ``--verify`` is accepted as a flag beside Hydra's ``key=value`` overrides."""
-    sys.argv = [a if a != "--verify" else "extract.verify=true" for a in sys.argv]
+    """Console script: ``--verify`` and ``--merge`` are accepted as flags beside Hydra's ``key=value`` overrides."""
+    flags = {"--verify": "extract.verify=true", "--merge": "extract.merge=true"}
+    sys.argv = [flags.get(a, a) for a in sys.argv]
     return _run()
 
 

@@ -9,6 +9,8 @@ Layout of a cache (``cache_dir``)::
     manifest.parquet                   schema.MANIFEST_COLUMNS (+ source_path, source fingerprint, the index's
                                        extra columns), index order; the cache record in its metadata
     failures.parquet / failures.csv    video_id, path, reason for every video that produced no crop
+    shard-plans/<plan id>/             sharded runs: which shard does which video, finished-shard markers
+                                       (dfd.data.sharding)
 
 **Resume and reuse.** A video is done when its part file exists *and* the part's source fingerprint (size and
 mtime, plus a SHA-1 with ``extract.hash=true``) and contract id match the source on disk now. Crops are written
@@ -19,7 +21,10 @@ order, so a resumed run ends with exactly the manifest an uninterrupted run writ
 
 **The per-video worker** is :func:`process_video`: frames in, crops + part record out. Anything that schedules
 extraction differently (shards, GPUs) calls it, and keeps the part-file protocol (:func:`part_path`,
-:func:`finish_part`, :func:`part_is_current`) so resume and ``--verify`` keep working.
+:func:`finish_part`, :func:`part_is_current`) so resume and ``--verify`` keep working: shards
+(:mod:`dfd.data.sharding`, ``extract.shard/num_shards/merge``) split the index and merge the parts; the batched
+pipeline (:mod:`dfd.data.pipeline`, ``extract.device=cuda`` or ``extract.pipeline=batched``) runs
+:func:`process_video` in its workers with MTCNN calls batched across videos in one detection loop.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ from dfd.data.video import Frames, MediaError, fingerprint, iter_archive_sequenc
 
 FORMATS = ("png", "jpg")
 INPUTS = ("auto", "frames", "crops")
+PIPELINES = ("auto", "video", "batched")
 # A label's (or method's) share of sampled frames without a face that differs from another's by this much
 # (absolute) and by this factor is a bias worth a warning: every metric would be computed on different data.
 DROP_GAP = 0.05
@@ -80,18 +86,52 @@ class ExtractConfig:
     inputs: str = "auto"  # auto | frames | crops (resolved into contract.inputs)
     format: str = "png"  # png (lossless, default) | jpg (smaller, but adds artefacts detectors can learn)
     jpeg_quality: int = 95
-    batch_size: int = DETECT_BATCH  # frames per MTCNN call
-    workers: int | None = None  # processes; None = min(4, cpus); 1 runs in this process
-    device: str = "cpu"
+    batch_size: int = DETECT_BATCH  # frames per MTCNN call (the batched pipeline: of several videos; 128 on a GPU)
+    # processes; None = min(4, cpus), or every CPU in the batched pipeline; 1 runs in this process (per video)
+    workers: int | None = None
+    device: str = "cpu"  # MTCNN's torch device: cpu | cuda | cuda:<n>
+    # How videos meet the detector: `video` = each worker detects its own video's frames; `batched` = workers
+    # decode and crop, one detection loop batches same-size frames of several videos (dfd/data/pipeline.py);
+    # `auto` = batched on a GPU, video on the CPU.
+    pipeline: str = "auto"
     hash: bool = False  # also fingerprint sources by content (SHA-1): slower, catches same-size same-mtime edits
     overwrite: bool = False  # drop an existing cache made with other settings (or another root) instead of refusing
     verify: bool = False  # dfd-extract only checks the cache against its sources and reports
+    # Sharded extraction (dfd/data/sharding.py): job `shard` of `num_shards` extracts its part of the videos;
+    # the last shard to finish merges. `merge=true` only (re)writes manifest + failures from finished shards.
+    shard: int | None = None
+    num_shards: int = 1
+    merge: bool = False
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise ExtractError(f"extract.format={self.format!r} is not one of {FORMATS}")
         if self.inputs not in INPUTS:
             raise ExtractError(f"extract.inputs={self.inputs!r} is not one of {INPUTS}")
+        if self.pipeline not in PIPELINES:
+            raise ExtractError(f"extract.pipeline={self.pipeline!r} is not one of {PIPELINES}")
+        if not isinstance(self.num_shards, int) or self.num_shards < 1:
+            raise ExtractError(f"extract.num_shards={self.num_shards!r} must be a whole number >= 1")
+        if self.shard is not None and not (isinstance(self.shard, int) and 0 <= self.shard < self.num_shards):
+            raise ExtractError(f"extract.shard={self.shard!r} must be one of 0..{self.num_shards - 1} "
+                               f"(extract.num_shards={self.num_shards})")
+        if self.num_shards > 1 and self.shard is None and not self.merge:
+            raise ExtractError(
+                f"extract.num_shards={self.num_shards} needs extract.shard=<0..{self.num_shards - 1}> (one job "
+                f"per shard: dfd-extract -m ... extract.shard='range(0,{self.num_shards})' "
+                f"extract.num_shards={self.num_shards}), or extract.merge=true to merge finished shards"
+            )
+
+    @property
+    def sharded(self) -> bool:
+        """Whether this run is one shard of several (or the merge of them)."""
+        return self.num_shards > 1
+
+    def batched(self) -> bool:
+        """Whether detection runs in the batched pipeline (``pipeline=batched``, or ``auto`` on a GPU)."""
+        if self.pipeline == "auto":
+            return not str(self.device).startswith("cpu")
+        return self.pipeline == "batched"
 
     @classmethod
     def run_keys(cls) -> list[str]:
@@ -169,6 +209,9 @@ class ExtractSummary:
     manifest_path: Path | None = None
     failures_path: Path | None = None
     failures: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(FAILURE_COLUMNS)))
+    shard_status: str = ""  # sharded runs: which shard this was, what was merged
+    merged: bool = False  # this summary is a merge of shards (its counts cover every shard)
+    pipeline: dict = field(default_factory=dict)  # batched pipeline: detection-loop figures (dfd.data.pipeline)
 
     def __str__(self) -> str:
         fps = self.frames_saved / self.seconds if self.seconds > 0 else 0.0
@@ -177,9 +220,13 @@ class ExtractSummary:
             reused += f", {self.videos_stale} redone because their source changed"
         if self.videos_removed:
             reused += f", {self.videos_removed} no longer in the index removed"
+        head = (f"extracted {self.frames_saved} face crops from {self.videos_ok}/{self.videos} videos "
+                f"in {self.seconds:.1f} s ({fps:.1f} crops/s; {reused})")
+        if self.merged:  # the whole cache, made by every shard: this job's time says nothing about its rate
+            head = (f"all shards: {self.frames_saved} face crops from {self.videos_ok}/{self.videos} videos ({reused} "
+                    f"by the shards); this job took {self.seconds:.1f} s")
         lines = [
-            f"extracted {self.frames_saved} face crops from {self.videos_ok}/{self.videos} videos "
-            f"in {self.seconds:.1f} s ({fps:.1f} crops/s; {reused})",
+            head,
             f"  frames sampled {self.frames_sampled}, dropped without a face {self.frames_dropped}"
             + (f", found only at full resolution {self.frames_full_res}" if self.frames_full_res else ""),
         ]
@@ -194,7 +241,13 @@ class ExtractSummary:
             lines.append(f"  frames without a face by label: {', '.join(parts)}")
         if self.contract is not None:
             lines.append(f"  crops: {self.contract.describe()}")
-        lines.append(f"  manifest: {self.manifest_path}")
+        if self.pipeline:
+            from dfd.data.pipeline import describe_stats
+
+            lines.append(f"  {describe_stats(self.pipeline)}")
+        if self.shard_status:
+            lines.append(f"  {self.shard_status}")
+        lines.append(f"  manifest: {self.manifest_path or 'not yet (written by the last shard to finish)'}")
         lines += [f"  warning: {w}" for w in self.warnings]
         if self.videos_failed:
             noun = "video" if self.videos_failed == 1 else "videos"
@@ -269,6 +322,14 @@ def _detector(contract: CropContract, batch_size: int, device: str) -> FaceDetec
     key = (contract.fingerprint(), batch_size, device)
     if key not in _DETECTORS:
         _DETECTORS[key] = FaceDetector(contract, batch_size=batch_size, device=device)
+    return _DETECTORS[key]
+
+
+def worker_detector(contract: CropContract, cfg: ExtractConfig) -> FaceDetector:
+    """A CPU FaceDetector that :func:`process_video` will use in this process for ``cfg``'s device (the batched
+    pipeline swaps its MTCNN for the detection loop's proxy, dfd.data.pipeline)."""
+    key = (contract.fingerprint(), cfg.batch_size, cfg.device)
+    _DETECTORS[key] = FaceDetector(contract, batch_size=cfg.batch_size, device="cpu")
     return _DETECTORS[key]
 
 
@@ -433,15 +494,17 @@ def _check_cache(cache_dir: Path, record: dict[str, Any], overwrite: bool) -> No
     atomic.write_text(cache_dir / RECORD_FILE, json.dumps(record, indent=2, sort_keys=True))
 
 
-def default_workers() -> int:
-    """min(4, CPUs available to this process): MTCNN is CPU-bound and each worker holds its own copy."""
+def default_workers(batched: bool = False) -> int:
+    """Worker processes by default: min(4, CPUs available to this process), since MTCNN is CPU-bound and each
+    worker holds its own copy; in the batched pipeline (no MTCNN in the workers: they decode and crop), every
+    CPU, so that some are always decoding while others wait for detections."""
     import os
 
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:
         cpus = os.cpu_count() or 1
-    return max(1, min(4, cpus))
+    return max(1, cpus if batched else min(4, cpus))
 
 
 def _fingerprints(index: pd.DataFrame, root: Path, content: bool) -> dict[str, dict | None]:
@@ -488,6 +551,10 @@ def extract_faces(
     Resumable and incremental: videos finished by an earlier run from the same source file (fingerprint)
     with the same contract are reused; changed sources are redone; videos that left the index are removed.
     Bad inputs (missing, empty, corrupt, faceless) are listed in the failures table; the call itself succeeds.
+
+    With ``cfg.num_shards > 1`` this is one shard's job (``cfg.shard``): it extracts its part of the videos
+    (:mod:`dfd.data.sharding`) and, if it is the last to finish, merges; ``cfg.merge`` merges on request. The
+    files written are the ones a single run writes.
     """
     cfg = cfg or ExtractConfig()
     contract = cfg.resolve(faces_are_cropped)
@@ -495,13 +562,48 @@ def extract_faces(
     index = validate_index(index_df, where="extract index")
     root, cache_dir = Path(root), Path(cache_dir)
     record = make_record(dataset, root, contract, cfg.storage())
+    if cfg.sharded and cfg.overwrite:
+        raise ExtractError(
+            "extract.overwrite=true cannot run sharded: each shard would delete the crops other shards are "
+            f"writing; delete {cache_dir} (or use another dataset.cache_dir) and start the shards again"
+        )
     _check_cache(cache_dir, record, cfg.overwrite)
     (cache_dir / "parts").mkdir(parents=True, exist_ok=True)
-    for tmp in (cache_dir / "parts").glob(".*.tmp*"):  # left by a killed run
-        tmp.unlink(missing_ok=True)
+    if cfg.sharded or cfg.merge:
+        return _extract_shard(index, root, cache_dir, record, contract, cfg, progress, start)
 
+    _clean_temps(cache_dir)
     ids = index["video_id"].tolist()
     removed = _prune(cache_dir, set(ids))
+    run = _extract_videos(index, root, cache_dir, contract, cfg, progress)
+    summary = _assemble(index, cache_dir, record)
+    return run.fill(summary, contract, start, removed)
+
+
+@dataclass
+class _Run:
+    """What one extraction pass over some videos did (before the manifest is assembled)."""
+
+    processed: list[str] = field(default_factory=list)
+    resumed: int = 0
+    stale: int = 0
+    pipeline: dict = field(default_factory=dict)
+
+    def fill(self, summary: ExtractSummary, contract: CropContract, start: float, removed: int = 0) -> ExtractSummary:
+        summary.videos_resumed = self.resumed
+        summary.videos_stale = self.stale
+        summary.videos_removed = removed
+        summary.processed = self.processed
+        summary.pipeline = self.pipeline
+        summary.contract = contract
+        summary.seconds = time.perf_counter() - start
+        return summary
+
+
+def _extract_videos(index: pd.DataFrame, root: Path, cache_dir: Path, contract: CropContract, cfg: ExtractConfig,
+                    progress: bool, what: str = "extracting faces") -> _Run:
+    """Extract the index's videos that are not current in the cache (the resume rule of the module docstring)."""
+    ids = index["video_id"].tolist()
     sources = _fingerprints(index, root, cfg.hash)
     cid = contract.fingerprint()
     done, stale = set(), set()
@@ -512,20 +614,115 @@ def extract_faces(
     todo = set(ids) - done
     tasks = _tasks(index, todo, sources)
     needs_detector = contract.inputs == "frames" or contract.landmarks_for_crops
-    workers = min(cfg.workers or default_workers(), max(len(tasks), 1))
-    processed = []
-    for item in _progress(_execute(tasks, root, cache_dir, contract, cfg, needs_detector, workers),
-                          total=len(ids), completed=len(done), enabled=progress):
-        processed.append(item["video_id"])
+    if tasks and needs_detector:
+        _check_device(cfg.device)
+    run = _Run(resumed=len(done), stale=len(stale))
+    items = _execute(tasks, root, cache_dir, contract, cfg, needs_detector, run.pipeline)
+    for item in _progress(items, total=len(ids), completed=len(done), enabled=progress, what=what):
+        run.processed.append(item["video_id"])
+    return run
 
+
+def _extract_shard(index: pd.DataFrame, root: Path, cache_dir: Path, record: dict[str, Any], contract: CropContract,
+                   cfg: ExtractConfig, progress: bool, start: float) -> ExtractSummary:
+    """One shard's job (its videos, then the merge if it finishes last), or the merge alone."""
+    from dfd.data import sharding
+
+    n = cfg.num_shards
+    folder = sharding.plan_dir(cache_dir, index, n)
+    if cfg.shard is None:  # extract.merge=true alone
+        if n > 1 and not (folder / "plan.parquet").is_file():
+            raise ExtractError(
+                f"nothing to merge: no shards of this index split {n} ways in {cache_dir / sharding.PLANS} (run "
+                "them first with extract.shard=<k>, or check extract.num_shards; a changed index makes a new plan)"
+            )
+        summary, run, removed = _merge(index, cache_dir, record, folder, n, _Run())
+        return run.fill(summary, contract, start, removed)
+
+    if not (folder / "plan.parquet").is_file():
+        sizes = _fingerprints(index, root, content=False)  # the plan balances bytes; content hashes not needed
+        folder, plan = sharding.load_or_create_plan(cache_dir, index, sizes, n)
+    else:
+        plan = sharding.read_plan(folder)
+    shard_of = dict(zip(plan["video_id"].astype(str), plan["shard"].astype(int), strict=True))
+    mine = index[[shard_of[v] == cfg.shard for v in index["video_id"]]]
+    sharding.start_shard(folder, cfg.shard)
+    run = _extract_videos(mine, root, cache_dir, contract, cfg, progress,
+                          what=f"extracting faces (shard {cfg.shard}/{n})")
+    tally = _tally(mine, cache_dir)
+    sharding.finish_shard(folder, cfg.shard, n, {
+        "videos": len(mine), "extracted": len(run.processed), "reused": run.resumed, "stale": run.stale,
+        "failed": tally.videos_failed, "crops": tally.frames_saved,
+        "seconds": round(time.perf_counter() - start, 3)})
+    if cfg.merge or sharding.claim_merge(folder, n):
+        summary, run, removed = _merge(index, cache_dir, record, folder, n, run)
+        return run.fill(summary, contract, start, removed)
+    waiting = sharding.pending(folder, n)
+    tally.shard_status = (
+        f"shard {cfg.shard} of {n} done ({len(mine)} of {len(index)} videos, plan {folder.name}); waiting for "
+        f"shard(s) {', '.join(map(str, waiting))}: the last one to finish writes the manifest (merge by hand: "
+        f"the same command with extract.merge=true)"
+    )
+    return run.fill(tally, contract, start)
+
+
+def _merge(index: pd.DataFrame, cache_dir: Path, record: dict[str, Any], folder: Path, n: int,
+           run: _Run) -> tuple[ExtractSummary, _Run, int]:
+    """Manifest + failures (+ the cache record in the manifest) from every shard's parts: what one run writes."""
+    from dfd.data import sharding
+
+    waiting = sharding.pending(folder, n) if n > 1 else []
+    if not waiting:
+        _clean_temps(cache_dir)  # no shard is writing any more
+    removed = _prune(cache_dir, set(index["video_id"].tolist()))
     summary = _assemble(index, cache_dir, record)
-    summary.videos_resumed = len(done)
-    summary.videos_stale = len(stale)
-    summary.videos_removed = removed
-    summary.processed = processed
-    summary.contract = contract
-    summary.seconds = time.perf_counter() - start
-    return summary
+    if n > 1:
+        markers = sharding.finished(folder, n)
+        run = _Run(processed=run.processed, resumed=sum(m.get("reused", 0) for m in markers.values()),
+                   stale=sum(m.get("stale", 0) for m in markers.values()), pipeline=run.pipeline)
+        sharding.record_merge(folder, n, {"videos": summary.videos, "crops": summary.frames_saved,
+                                          "failed": summary.videos_failed})
+        summary.shard_status = f"merged {n - len(waiting)} of {n} shards (plan {folder.name})"
+        summary.merged = True
+        if waiting:
+            summary.warnings.append(
+                f"shard(s) {', '.join(map(str, waiting))} have not finished: their unfinished videos are listed as "
+                "not processed; run them (extract.shard=<k>) and the last to finish merges again"
+            )
+    return summary, run, removed
+
+
+def _check_device(device: str) -> None:
+    """One line instead of a CUDA traceback from inside MTCNN."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ExtractError(f"extract.device={device} but no CUDA GPU is visible here (torch.cuda.is_available() "
+                               "is False); use extract.device=cpu, or run on a GPU node")
+
+
+def _tally(index: pd.DataFrame, cache_dir: Path) -> ExtractSummary:
+    """Counts of a shard's videos from their parts (the manifest is the merge's job)."""
+    s = ExtractSummary(videos=len(index))
+    for v in index["video_id"]:
+        rec = _read_part(part_path(cache_dir, v)) or {}
+        rows = len(rec.get("rows", []))
+        s.frames_sampled += int(rec.get("sampled", 0))
+        if rec.get("failure") or not rows:
+            s.videos_failed += 1
+            continue
+        s.videos_ok += 1
+        s.frames_saved += rows
+        s.frames_dropped += int(rec.get("dropped", 0))
+        s.frames_full_res += int(rec.get("full_res", 0))
+    return s
+
+
+def _clean_temps(cache_dir: Path) -> None:
+    """Remove temporary part files left by a killed run (only when no other process is extracting)."""
+    for tmp in (cache_dir / "parts").glob(".*.tmp*"):
+        tmp.unlink(missing_ok=True)
 
 
 def _execute(
@@ -535,10 +732,18 @@ def _execute(
     contract: CropContract,
     cfg: ExtractConfig,
     needs_detector: bool,
-    workers: int,
+    stats: dict | None = None,
 ) -> Iterator[dict[str, Any]]:
+    """Run the tasks (per video, or through the batched detection pipeline); yield each video's summary."""
     if not tasks:
         return
+    if cfg.batched() and needs_detector:
+        from dfd.data.pipeline import run_batched
+
+        workers = min(cfg.workers or default_workers(batched=True), len(tasks))
+        yield from run_batched(tasks, root, cache_dir, contract, cfg, workers, stats)
+        return
+    workers = min(cfg.workers or default_workers(), max(len(tasks), 1))
     if workers <= 1:
         for task in tasks:
             yield from _run_task(task, str(root), str(cache_dir), contract, cfg)
@@ -562,9 +767,16 @@ def _execute(
             raise
 
 
-def _progress(items: Iterable[dict[str, Any]], total: int, completed: int, enabled: bool) -> Iterator[Any]:
+def _progress(items: Iterable[dict[str, Any]], total: int, completed: int, enabled: bool,
+              what: str = "extracting faces") -> Iterator[Any]:
     if not enabled:
         yield from items
+        return
+    import sys
+
+    if not sys.stdout.isatty():
+        # Batch jobs (SLURM logs): a plain line every minute instead of a bar redrawn into the log file.
+        yield from _progress_lines(items, total, completed, what)
         return
     from rich.progress import (
         BarColumn,
@@ -576,7 +788,7 @@ def _progress(items: Iterable[dict[str, Any]], total: int, completed: int, enabl
     )
 
     columns = (
-        TextColumn("extracting faces"),
+        TextColumn(what),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("videos"),
@@ -589,6 +801,22 @@ def _progress(items: Iterable[dict[str, Any]], total: int, completed: int, enabl
         for item in items:
             bar.advance(task, 1)
             yield item
+
+
+PROGRESS_EVERY_S = 60.0
+
+
+def _progress_lines(items: Iterable[dict[str, Any]], total: int, completed: int, what: str) -> Iterator[Any]:
+    t0 = last = time.perf_counter()
+    for done, item in enumerate(items, start=1):
+        now = time.perf_counter()
+        if now - last >= PROGRESS_EVERY_S:
+            last = now
+            rate = done / (now - t0)
+            left = (total - completed - done) / rate if rate > 0 else float("nan")
+            print(f"{what}: {completed + done}/{total} videos, {rate:.2f} videos/s, about {left / 60:.0f} min left",
+                  flush=True)
+        yield item
 
 
 def _drop_stats(rows: list[tuple[int, str, int, int, bool]]) -> dict[str, dict]:

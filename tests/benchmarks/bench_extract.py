@@ -1,12 +1,30 @@
-"""Face extraction throughput: dfd-extract's pipeline vs a naive loop, same videos, same cores, one run.
+"""Face extraction throughput: dfd-extract vs two baselines, same videos, cores and threads, one run.
 
-Naive loop (what many research repos do): cv2 reads every frame of each video in order, keeps the sampled
-ones, runs MTCNN on one frame at a time at full resolution, crops and saves. dfd: decord decodes only the
-sampled frames, MTCNN runs on batches (downscaled to ``detect_size`` for detection), videos run in parallel
-worker processes. Both use the same crop code and settings, and the printed box IoU between the two shows
-they find the same faces.
+Videos: the astronaut (a real face) moving across 960 x 960 px H.264 frames, ``--length`` frames at 30 fps;
+``--frames`` (32) sampled per video with dfd's rule (``linspace``), every pipeline the same ones.
 
-    .venv/bin/python tests/benchmarks/bench_extract.py [--videos 8 --length 90 --frames 16 --canvas 480]
+* **DeepfakeBench-style loop** (its ``preprocessing/preprocess.py``, with MTCNN in place of dlib): cv2 reads
+  *every* frame of a video in order, the sampled ones are detected one frame at a time at full resolution, the
+  largest face is cropped (same crop code) and written as PNG; videos run on a ``ThreadPoolExecutor`` with
+  ``os.cpu_count()`` threads; torch keeps its default intra-op threads, as the script does.
+* **Tuned per-frame loop**: what a careful script does without dfd's batching and per-video scale: decord seeks
+  only the sampled frames, MTCNN runs one frame at a time at the same detection resolution as dfd
+  (``detect_size``), same crop and PNG; the same worker processes as dfd (spawned, 1 torch thread each).
+* **dfd**: ``extract_faces`` with its defaults (batched MTCNN per video, frames shrunk to each video's face size
+  with a full-resolution fallback, resumable part files), ``--workers`` processes; and **dfd-640**, the same at
+  the tuned loop's detection resolution (``face_px=0``), which separates what batching and the pipeline gain from
+  what the per-video detection scale gains (and costs in box agreement).
+
+Every pipeline's time includes starting its workers. Printed: crops/s (wall), CPU s per crop (this process and
+its workers), dfd's ratio to each baseline, and box agreement (IoU of dfd's box with each baseline's on the
+same frame). Note ``uptime`` before and after: on a shared machine, rerun when the load is low.
+
+    .venv/bin/python tests/benchmarks/bench_extract.py [--videos 16 --length 300 --frames 32 --workers 2]
+    .venv/bin/python tests/benchmarks/bench_extract.py --gpu [--videos 32 --workers 16]   # needs CUDA
+
+``--gpu``: dfd with ``extract.device=cuda`` (the batched pipeline: CPU workers decode and crop, one detection
+loop batches frames of several videos on the GPU) against dfd's CPU path on the same frames: crops/s, box IoU
+per frame (goal: every frame >= 0.95), how full the GPU's MTCNN calls were and how busy the detector was.
 """
 
 from __future__ import annotations
@@ -14,10 +32,11 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -26,110 +45,250 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from dfd.data.contract import CropContract  # noqa: E402
 from dfd.data.extract import ExtractConfig, default_workers, extract_faces  # noqa: E402
-from dfd.data.faces import Detections, FaceDetector, choose_face, crop_face  # noqa: E402
+from dfd.data.faces import Detections, choose_face, crop_face  # noqa: E402
 from dfd.data.video import sample_indices  # noqa: E402
 from tests.media import box_iou, write_face_video  # noqa: E402
 
+Boxes = dict[tuple[str, int], np.ndarray]
+
 
 def cpu_seconds() -> float:
-    """CPU time of this process and its reaped children (dfd's workers): load on a shared machine inflates
-    wall-clock figures, CPU seconds per crop do not."""
+    """CPU time of this process (all threads) and its reaped children (worker processes)."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def naive(root: Path, names: list[str], out: Path, cfg: ExtractConfig) -> dict[tuple[str, int], np.ndarray]:
-    """The baseline: sequential cv2 decode of every frame, per-frame MTCNN, one process."""
+def load() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "load average: " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _mtcnn(c: CropContract, device: str = "cpu"):
     from facenet_pytorch import MTCNN
 
-    c = cfg.contract
-    mtcnn = MTCNN(keep_all=True, min_face_size=c.min_face_size, select_largest=False, post_process=False)
+    return MTCNN(keep_all=True, min_face_size=c.min_face_size, thresholds=list(c.thresholds), select_largest=False,
+                 post_process=False, device=device)
+
+
+def _keep(rgb: np.ndarray, b, p, lm, scale: float, c: CropContract, out: Path, vid: str, number: int) -> np.ndarray | None:
+    """Choose the face like dfd, crop it with dfd's crop code, write the PNG; the box in frame pixels."""
+    if b is None:
+        return None
+    det = Detections(np.asarray(b, np.float32) / scale, np.asarray(p, np.float32),
+                     np.asarray(lm, np.float32) / scale)
+    k = choose_face(det, c.choice, c.min_score)
+    if k is None:
+        return None
+    crop, _ = crop_face(rgb, det.boxes[k], det.landmarks[k], c.margin, c.size)
+    (out / vid).mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out / vid / f"{number:06d}.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+    return det.boxes[k]
+
+
+# ----------------------------------------------------------------------------------------------- baseline 1
+
+
+def deepfakebench_video(args: tuple) -> Boxes:
+    """One video as DeepfakeBench's loop does it: read every frame with cv2, detect the sampled ones."""
+    mtcnn, root, name, out, c = args
+    cap = cv2.VideoCapture(str(root / name))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
     boxes = {}
-    for name in names:
-        cap = cv2.VideoCapture(str(root / name))
-        frames = []
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            frames.append(frame)
-        cap.release()
-        (out / name).mkdir(parents=True, exist_ok=True)
-        for i in sample_indices(len(frames), c.frames):
-            rgb = cv2.cvtColor(frames[i], cv2.COLOR_BGR2RGB)
-            b, p, lm = mtcnn.detect(rgb, landmarks=True)
-            if b is None:
-                continue
-            det = Detections(np.asarray(b, np.float32), np.asarray(p, np.float32), np.asarray(lm, np.float32))
-            k = choose_face(det, c.choice, c.min_score)
-            if k is None:
-                continue
-            crop, _ = crop_face(rgb, det.boxes[k], det.landmarks[k], c.margin, c.size)
-            cv2.imwrite(str(out / name / f"{i:06d}.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
-            boxes[(name, int(i))] = det.boxes[k]
+    for i in sample_indices(len(frames), c.frames):
+        rgb = cv2.cvtColor(frames[i], cv2.COLOR_BGR2RGB)
+        b, p, lm = mtcnn.detect(rgb, landmarks=True)
+        box = _keep(rgb, b, p, lm, 1.0, c, out, name[:-4], int(i))
+        if box is not None:
+            boxes[(name[:-4], int(i))] = box
     return boxes
 
 
-def main() -> None:
-    """Print crops/s of both pipelines and their ratio."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--videos", type=int, default=8)
-    ap.add_argument("--length", type=int, default=90, help="frames per video (30 fps)")
-    ap.add_argument("--frames", type=int, default=16, help="frames sampled per video")
-    ap.add_argument("--canvas", type=int, default=480, help="frame side in pixels")
-    ap.add_argument("--workers", type=int, default=default_workers())
-    ap.add_argument("--detect-size", type=int, default=ExtractConfig().contract.detect_size)
-    ap.add_argument("--naive-threads", type=int, default=None,
-                    help="torch threads for the naive loop (default: torch's own choice, as a naive script has)")
-    ap.add_argument("--full-res", action="store_true", help="also time dfd without detection downscaling")
-    ap.add_argument("--min-face-size", type=int, nargs="*", default=[],
-                    help="also time dfd with these MTCNN min_face_size values (shorter pyramid, faster)")
-    args = ap.parse_args()
+def deepfakebench(root: Path, names: list[str], out: Path, c: CropContract) -> Boxes:
+    mtcnn = _mtcnn(c)  # one detector shared by the threads, as in the original script
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        parts = pool.map(deepfakebench_video, [(mtcnn, root, n, out, c) for n in names])
+        return {k: v for part in parts for k, v in part.items()}
 
+
+# ----------------------------------------------------------------------------------------------- baseline 2
+
+_TUNED = {}
+
+
+def _tuned_init(c: CropContract) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    _TUNED["mtcnn"] = _mtcnn(c)
+
+
+def tuned_video(args: tuple) -> Boxes:
+    """One video: decord seeks the sampled frames; MTCNN per frame at ``detect_size``."""
+    import decord
+
+    root, name, out, c = args
+    mtcnn = _TUNED["mtcnn"]
+    vr = decord.VideoReader(str(root / name), ctx=decord.cpu(0), num_threads=1)
+    idx = sample_indices(len(vr), c.frames)
+    frames = vr.get_batch(idx.tolist()).asnumpy()
+    boxes = {}
+    for i, rgb in zip(idx, frames, strict=True):
+        scale = min(1.0, c.detect_size / max(rgb.shape[:2])) if c.detect_size else 1.0
+        small = rgb if scale == 1.0 else cv2.resize(rgb, (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)),
+                                                     interpolation=cv2.INTER_AREA)
+        b, p, lm = mtcnn.detect(small, landmarks=True)
+        box = _keep(rgb, b, p, lm, scale, c, out, name[:-4], int(i))
+        if box is not None:
+            boxes[(name[:-4], int(i))] = box
+    return boxes
+
+
+def tuned(root: Path, names: list[str], out: Path, c: CropContract, workers: int) -> Boxes:
+    import multiprocessing as mp
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_tuned_init,
+                             initargs=(c,)) as pool:
+        parts = pool.map(tuned_video, [(root, n, out, c) for n in names])
+        return {k: v for part in parts for k, v in part.items()}
+
+
+# ----------------------------------------------------------------------------------------------- dfd
+
+
+def dfd(index: pd.DataFrame, root: Path, cache: Path, cfg: ExtractConfig) -> tuple[Boxes, object]:
+    s = extract_faces(index, root, cache, cfg, progress=False)
+    m = pd.read_parquet(s.manifest_path)
+    boxes = {(v, int(f)): np.asarray(b, np.float32) for v, f, b in zip(m.video_id, m.frame, m.bbox, strict=True)}
+    return boxes, s
+
+
+def agreement(a: Boxes, b: Boxes, names: tuple[str, str] = ("dfd", "baseline")) -> str:
+    ious = np.array([box_iou(a[k], b[k]) for k in a if k in b])
+    if not len(ious):
+        return "no common frames"
+    return (f"mean {ious.mean():.3f}, min {ious.min():.3f}, >= 0.95 on {np.mean(ious >= 0.95) * 100:.0f} % of "
+            f"{len(ious)} common frames ({names[0]} {len(a)} crops, {names[1]} {len(b)})")
+
+
+def timed(fn, *args):
+    t, c = time.perf_counter(), cpu_seconds()
+    out = fn(*args)
+    return out, time.perf_counter() - t, cpu_seconds() - c
+
+
+def make_videos(root: Path, n: int, length: int, canvas: int) -> tuple[list[str], pd.DataFrame]:
+    names = [f"{i}.mp4" for i in range(n)]
+    for i, name in enumerate(names):
+        # Face about 120 px tall in 960 px frames, as in FF++ c23 at 1080p scaled; lengths differ a little.
+        write_face_video(root / name, n_frames=length + 7 * i, size=canvas * 5 // 7, canvas=canvas, fps=30)
+    index = pd.DataFrame({"video_id": [n[:-4] for n in names], "label": [i % 2 for i in range(n)], "split": "test",
+                          "method": "m", "identity": "", "path": names, "kind": "video"})
+    return names, index
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--videos", type=int, default=16)
+    ap.add_argument("--length", type=int, default=300, help="frames per video (30 fps); video i has 7*i more")
+    ap.add_argument("--frames", type=int, default=32, help="frames sampled per video")
+    ap.add_argument("--canvas", type=int, default=960, help="frame side in pixels")
+    ap.add_argument("--workers", type=int, default=default_workers(), help="dfd's and the tuned loop's processes")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["deepfakebench", "tuned", "dfd-640"],
+                    help="runs to skip (dfd-640: dfd at the tuned loop's detection resolution, face_px=0)")
+    ap.add_argument("--gpu", action="store_true", help="dfd on CUDA (batched pipeline) vs dfd on the CPU")
+    ap.add_argument("--gpu-batch", type=int, default=128, help="frames per MTCNN call on the GPU")
+    ap.add_argument("--gpu-device", default="cuda", help="device of --gpu's batched run (cpu: a dry run of the script)")
+    args = ap.parse_args()
+    if args.gpu and args.gpu_device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit("error: --gpu needs CUDA (torch.cuda.is_available() is False); run on a GPU machine")
+
+    print(f"before: {load()}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         root = tmp / "videos"
-        names = [f"{i}.mp4" for i in range(args.videos)]
-        for i, name in enumerate(names):
-            write_face_video(root / name, n_frames=args.length + 4 * i, size=args.canvas * 5 // 7,
-                             canvas=args.canvas, fps=30)
-        index = pd.DataFrame({"video_id": [n[:-4] for n in names], "label": 0, "split": "test", "method": "m",
-                              "identity": "", "path": names, "kind": "video"})
-        print(f"{args.videos} videos, {args.length}+ frames of {args.canvas}x{args.canvas}, {args.frames} sampled "
-              f"per video; {os.cpu_count()} CPUs, dfd workers={args.workers}, detect_size={args.detect_size}")
+        names, index = make_videos(root, args.videos, args.length, args.canvas)
+        cfg = ExtractConfig.create(frames=args.frames, workers=args.workers)
+        c = cfg.contract
+        import torch
 
-        cfg = ExtractConfig.create(frames=args.frames, workers=args.workers, detect_size=args.detect_size)
-        FaceDetector()  # warm imports for the naive loop outside its timing (in its favour)
-        if args.naive_threads:
-            import torch
+        print(f"{args.videos} videos of {args.length}-{args.length + 7 * (args.videos - 1)} frames, "
+              f"{args.canvas}x{args.canvas} px H.264, {args.frames} sampled per video; {os.cpu_count()} CPUs "
+              f"(affinity {len(os.sched_getaffinity(0))}); torch {torch.__version__}, {torch.get_num_threads()} "
+              f"intra-op threads by default")
+        if args.gpu:
+            return gpu(args, tmp, root, index, cfg)
 
-            torch.set_num_threads(args.naive_threads)
-        print(f"naive loop torch threads: {__import__('torch').get_num_threads()}")
-        t, c = time.perf_counter(), cpu_seconds()
-        base_boxes = naive(root, names, tmp / "naive", cfg)
-        t_naive, c_naive = time.perf_counter() - t, cpu_seconds() - c
-        n_naive = len(base_boxes)
-        print(f"naive: {n_naive} crops in {t_naive:.1f} s wall = {n_naive / t_naive:.2f} crops/s; "
-              f"{c_naive / n_naive:.3f} CPU s/crop")
+        _mtcnn(c)  # import and load weights once outside every timing
+        runs: dict[str, tuple[Boxes, float, float]] = {}
+        (boxes, s), wall, cpu = timed(dfd, index, root, tmp / "dfd", cfg)
+        runs["dfd"] = (boxes, wall, cpu)
+        print(f"dfd ({args.workers} processes x 1 thread, detect_size={c.detect_size}, face_px={c.face_px}): "
+              f"{len(boxes)} crops in {wall:.1f} s = {len(boxes) / wall:.2f} crops/s, {cpu / len(boxes):.3f} CPU s/crop")
+        if "dfd-640" not in args.skip:
+            same = ExtractConfig.create(frames=args.frames, workers=args.workers, face_px=0)
+            (boxes, _), wall, cpu = timed(dfd, index, root, tmp / "dfd640", same)
+            runs["dfd-640"] = (boxes, wall, cpu)
+            print(f"dfd at {c.detect_size} px (face_px=0: the tuned loop's detection resolution): {len(boxes)} crops in "
+                  f"{wall:.1f} s = {len(boxes) / wall:.2f} crops/s, {cpu / len(boxes):.3f} CPU s/crop")
+        if "tuned" not in args.skip:
+            boxes, wall, cpu = timed(tuned, root, names, tmp / "tuned", c, args.workers)
+            runs["tuned"] = (boxes, wall, cpu)
+            print(f"tuned per-frame loop ({args.workers} processes x 1 thread, decord seeks, MTCNN per frame at "
+                  f"{c.detect_size} px): {len(boxes)} crops in {wall:.1f} s = {len(boxes) / wall:.2f} crops/s, "
+                  f"{cpu / len(boxes):.3f} CPU s/crop")
+        if "deepfakebench" not in args.skip:
+            boxes, wall, cpu = timed(deepfakebench, root, names, tmp / "dfb", c)
+            runs["deepfakebench"] = (boxes, wall, cpu)
+            print(f"DeepfakeBench-style loop ({os.cpu_count()} threads, cv2 reads every frame, MTCNN per frame at "
+                  f"full resolution): {len(boxes)} crops in {wall:.1f} s = {len(boxes) / wall:.2f} crops/s, "
+                  f"{cpu / len(boxes):.3f} CPU s/crop")
+        for mine, base in (("dfd", "tuned"), ("dfd", "deepfakebench"), ("dfd-640", "tuned"),
+                           ("dfd-640", "deepfakebench"), ("tuned", "deepfakebench")):
+            if mine not in runs or base not in runs:
+                continue
+            (d_boxes, d_wall, d_cpu), (b_boxes, b_wall, b_cpu) = runs[mine], runs[base]
+            print(f"{mine} / {base}: crops/s {(len(d_boxes) / d_wall) / (len(b_boxes) / b_wall):.2f}x, CPU per crop "
+                  f"{(b_cpu / len(b_boxes)) / (d_cpu / len(d_boxes)):.2f}x less; box IoU "
+                  f"{agreement(d_boxes, b_boxes, (mine, base))}")
+    print(f"after: {load()}")
 
-        runs = [("dfd", cfg)]
-        if args.full_res:
-            runs.append(("dfd full-res", replace(cfg, contract=cfg.contract.replace(detect_size=None, face_px=0))))
-        for mfs in args.min_face_size:
-            runs.append((f"dfd min_face_size={mfs}", replace(cfg, contract=cfg.contract.replace(min_face_size=mfs))))
-        for label, run_cfg in runs:
-            t, c = time.perf_counter(), cpu_seconds()  # includes starting the workers and their MTCNNs
-            s = extract_faces(index, root, tmp / label.replace(" ", "_"), run_cfg, progress=False)
-            t_dfd, c_dfd = time.perf_counter() - t, cpu_seconds() - c
-            m = pd.read_parquet(s.manifest_path)
-            ious = [box_iou(b, base_boxes[(f"{v}.mp4", f)])
-                    for v, f, b in zip(m.video_id, m.frame, m.bbox, strict=True) if (f"{v}.mp4", f) in base_boxes]
-            n = s.frames_saved
-            print(f"{label}: {n} crops in {t_dfd:.1f} s wall = {n / t_dfd:.2f} crops/s; {c_dfd / n:.3f} CPU s/crop; "
-                  f"box IoU vs naive: mean {np.mean(ious):.3f}, min {np.min(ious):.3f}")
-            print(f"  speed-up {label} / naive: wall {(n / t_dfd) / (n_naive / t_naive):.2f}x, "
-                  f"CPU per crop {(c_naive / n_naive) / (c_dfd / n):.2f}x")
+
+def gpu(args, tmp: Path, root: Path, index: pd.DataFrame, cfg: ExtractConfig) -> None:
+    from dataclasses import replace
+
+    cpu_cfg = replace(cfg, pipeline="video")
+    gpu_cfg = replace(cfg, device=args.gpu_device, pipeline="batched", batch_size=args.gpu_batch)
+    (c_boxes, _), c_wall, _ = timed(dfd, index, root, tmp / "cpu", cpu_cfg)
+    print(f"dfd CPU ({args.workers} processes, per-video MTCNN): {len(c_boxes)} crops in {c_wall:.1f} s = "
+          f"{len(c_boxes) / c_wall:.2f} crops/s")
+    (g_boxes, s), g_wall, _ = timed(dfd, index, root, tmp / "gpu", gpu_cfg)
+    print(f"dfd GPU ({args.workers} CPU workers, batched MTCNN on {args.gpu_device}, <= {args.gpu_batch} frames per call): "
+          f"{len(g_boxes)} crops in {g_wall:.1f} s = {len(g_boxes) / g_wall:.2f} crops/s")
+    from dfd.data.pipeline import describe_stats
+
+    print(f"  {describe_stats(s.pipeline)}")
+    print(f"dfd GPU / dfd CPU: crops/s {(len(g_boxes) / g_wall) / (len(c_boxes) / c_wall):.2f}x")
+    ious = [box_iou(g_boxes[k], c_boxes[k]) for k in c_boxes if k in g_boxes]
+    missing = len(set(c_boxes) ^ set(g_boxes))
+    ok = ious and min(ious) >= 0.95 and not missing
+    print(f"box IoU GPU vs CPU on the same frames: {agreement(g_boxes, c_boxes, ('GPU', 'CPU'))}; frames kept by "
+          f"only one: {missing}"
+          f" -> {'PASS' if ok else 'FAIL'} (goal: every frame >= 0.95)")
+    print(f"after: {load()}")
 
 
 if __name__ == "__main__":
