@@ -1,6 +1,6 @@
 """The papers' presets (experiment=gend_clip_l14, gend_dinov3_l16, gend_pe_l14, effort_clip_l14, sbi_paper): their
 numbers as the papers state them, and one training step each on the CPU with a tiny stand-in backbone on the
-synthetic data (experiments/recipes_synthetic); runs that differ by loss stay apart in reports."""
+synthetic data (testbed=synthetic); runs that differ by loss stay apart in reports."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from tests.conftest import compose
 
 GEND = ("gend_clip_l14", "gend_dinov3_l16", "gend_pe_l14")
 PRESETS = (*GEND, "effort_clip_l14", "sbi_paper")
-# The stand-in of experiments/recipes_synthetic: each preset's own architecture cut to 1 block of width 32 (the
+# The stand-in: each preset's own architecture cut to 1 block of width 32 (the
 # recipe's pooling, norms, attention projections), random init; the SBI preset's EfficientNet-B4 -> a ResNet-10t.
 STAND_IN = {
     "vit": ["model.pretrained=false", "model.img_size=112", "+model.depth=1", "+model.embed_dim=32",
