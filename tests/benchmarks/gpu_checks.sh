@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Every GPU figure the README and the issues ask for, in one run on one GPU machine (about 9 minutes on an H100/H200):
-#   bash tests/benchmarks/gpu_checks.sh [OUT_DIR]
+# Every GPU figure the README and the issues ask for, in one run on one GPU machine (about 12 minutes on an H200; bench_extract needs PyAV for its test videos):
+#   bash tests/benchmarks/gpu_checks.sh [OUT_DIR] [STEP...]     (steps: models recipes loader extract; default all)
 # Each benchmark has its own time limit, so one that overruns costs its own figures, not the others'.
 # Its logs go to OUT_DIR (default: ./gpu_checks). Needs dfd's dependencies; a machine without them can be given
 # wheels in .whl/ (installed to /tmp/site, see the device notes in the closing note of issue 16).
 set -u
 out="${1:-gpu_checks}"
+shift || true
+only=" ${*:-models recipes loader extract} "
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$(pwd)"
 py="${PYTHON:-python3}"
 step() {  # step NAME SECONDS ARGS...: run one benchmark under a limit, log to $out/NAME.log
   local name=$1 limit=$2
   shift 2
+  [[ $only == *" $name "* ]] || return 0
   echo "=== $name (limit ${limit}s): $*"
   local t0=$SECONDS
   timeout --signal=INT --kill-after=10 "$limit" "$py" "$@" 2>&1 | tee "$out/$name.log"
@@ -22,10 +25,10 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 
 # Issue 16: fp32 (PyTorch's default TF32) vs bf16 + channels_last (+ torch.compile), EfficientNet-B4, ViT-B/16,
 # CLIP ViT-L/14, train-step images/s.
-step models 200 tests/benchmarks/bench_models.py --gpu --batch 32 --steps 10
+step models 320 tests/benchmarks/bench_models.py --gpu --batch 32 --steps 10
 # Issue 14: CLIP ViT-L/14, full vs norm_only (GenD) vs linear_probe vs svd_residual (Effort), bf16: images/s, memory.
 step recipes 80 tests/benchmarks/bench_recipes.py --device cuda --amp bf16 --batch 32 --steps 10
 # Issue 16: does the loader keep the GPU busy at batch 64 (files vs shards, 8 workers)?
-step loader 110 tests/benchmarks/bench_loader.py --gpu --workers 8 --images 3200
+step loader 180 tests/benchmarks/bench_loader.py --gpu --workers 8 --images 3200
 # Issue 16: MTCNN batched on the GPU vs dfd on the CPU: frames/s and box IoU on the same frames.
-step extract 110 tests/benchmarks/bench_extract.py --gpu --videos 8 --skip deepfakebench tuned dfd-640
+step extract 150 tests/benchmarks/bench_extract.py --gpu --videos 8 --skip deepfakebench tuned dfd-640
