@@ -48,6 +48,23 @@ def _empty(scale: float = 1.0) -> Detections:
     return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32), scale)
 
 
+def mtcnn_detect(mtcnn, batch: np.ndarray) -> tuple:
+    """``mtcnn.detect(batch, landmarks=True)`` with full-precision convolutions on CUDA.
+
+    cuDNN runs convolutions in TF32 by default on Ampere and later GPUs; MTCNN's scores then cross its
+    thresholds differently and its boxes drift from the CPU's (H200, 256 frames: box IoU against the CPU min 0.82,
+    79 % of frames >= 0.95). MTCNN is a few small convolutions: fp32 costs next to nothing.
+    """
+    import torch
+
+    if torch.device(getattr(mtcnn, "device", "cpu")).type != "cuda":
+        return mtcnn.detect(batch, landmarks=True)
+    cudnn = torch.backends.cudnn
+    with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
+                     allow_tf32=False):
+        return mtcnn.detect(batch, landmarks=True)
+
+
 class FaceDetector:
     """facenet-pytorch's MTCNN (all faces kept) run as a :class:`CropContract` says, on batches of frames.
 
@@ -103,7 +120,7 @@ class FaceDetector:
             for start in range(0, len(idx), self.batch_size):
                 chunk = idx[start : start + self.batch_size]
                 batch = np.stack([_rescale(images[i], fixed) for i in chunk])
-                boxes, probs, points = self.mtcnn.detect(batch, landmarks=True)
+                boxes, probs, points = mtcnn_detect(self.mtcnn, batch)
                 for j, i in enumerate(chunk):
                     out[i] = _as_detections(boxes[j], probs[j], points[j], fixed)
         return out

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from dfd.data.contract import CropContract
+from dfd.data.faces import mtcnn_detect
 
 POLL_S = 0.5
 
@@ -136,7 +137,7 @@ class DetectionLoop:
         t = time.perf_counter()
         try:
             batch = reqs[0][3] if len(reqs) == 1 else np.concatenate([r[3] for r in reqs])
-            boxes, probs, points = self.detectors[kind].detect(batch, landmarks=True)
+            boxes, probs, points = mtcnn_detect(self.detectors[kind], batch)
         except Exception as e:
             for worker, seq, _, _ in reqs:
                 self.replies[worker].put((seq, f"detection failed: {type(e).__name__}: {e}"))
