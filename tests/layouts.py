@@ -7,10 +7,12 @@ constants say what was written, so tests can assert exact counts.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -40,6 +42,20 @@ def _clip_bytes(tmp: Path) -> bytes:
         _CLIP_CACHE["clip"] = path.read_bytes()
         path.unlink()
     return _CLIP_CACHE["clip"]
+
+
+@contextlib.contextmanager
+def videos_of(clip: bytes) -> Iterator[None]:
+    """Inside the block, every fixture video is ``clip`` (e.g. one whose face MTCNN finds, for extraction)."""
+    before = _CLIP_CACHE.get("clip")
+    _CLIP_CACHE["clip"] = clip
+    try:
+        yield
+    finally:
+        if before is None:
+            _CLIP_CACHE.pop("clip", None)
+        else:
+            _CLIP_CACHE["clip"] = before
 
 
 def _video(path: Path, data: bytes) -> None:
@@ -149,9 +165,11 @@ WILDDEEPFAKE_LAYOUT = {
 WILDDEEPFAKE_FRAMES = (2, 10, 33)  # not zero-padded, not contiguous
 
 
-def make_wilddeepfake(root: Path, spaces: bool = False, extracted: bool = False, corrupt: bool = False) -> Path:
-    """``deepfake_in_the_wild/<split>/<N>.tar.gz`` holding ``./N/<real|fake>/<seq>/<frame>.png`` (or extracted)."""
-    png = _png_bytes()
+def make_wilddeepfake(root: Path, spaces: bool = False, extracted: bool = False, corrupt: bool = False,
+                      size: int = 16) -> Path:
+    """``deepfake_in_the_wild/<split>/<N>.tar.gz`` holding ``./N/<real|fake>/<seq>/<frame>.png`` (or extracted);
+    ``size``: side of the face crops (the dataset's are 224 px)."""
+    png = _png_bytes(size)
     for split, archives in WILDDEEPFAKE_LAYOUT.items():
         folder = root / "deepfake_in_the_wild" / (split.replace("_", " ") if spaces else split)
         folder.mkdir(parents=True, exist_ok=True)

@@ -145,6 +145,58 @@ def _on_gpu(accelerator: object = "auto") -> bool:
     return False
 
 
+def accelerator_problem(cfg: DictConfig) -> str | None:
+    """One line when the run asks for GPUs this machine does not have (checked before any data or model work;
+    Lightning would only say "No supported gpu backend found!" after building everything)."""
+    trainer = cfg.get("trainer") if isinstance(cfg, DictConfig) else None
+    if not trainer or str(trainer.get("accelerator", "auto")).lower() not in ("gpu", "cuda"):
+        return None
+    import torch
+
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        preset = HydraConfig.get().runtime.choices.get("trainer")
+    except Exception:  # composed without a Hydra run
+        preset = None
+    what = f"trainer={preset}" if preset else f"trainer.accelerator={trainer.accelerator}"
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n == 0:
+        return (f"error: {what} trains on CUDA GPUs and this machine has none (torch.cuda.is_available() is False): "
+                "run it on a GPU machine, or train on the CPU (leave out trainer=..., or CPU DDP: trainer=ddp "
+                "trainer.accelerator=cpu trainer.devices=2)")
+    devices = trainer.get("devices", 1)
+    if str(devices).isdigit() and int(devices) > n and int(trainer.get("num_nodes", 1) or 1) == 1:
+        return f"error: trainer.devices={devices} but this machine has {n} GPU(s): set trainer.devices={n} (or auto)"
+    return None
+
+
+def launcher_problem(args: Sequence[str], conf: Path | Iterable[Path]) -> str | None:
+    """One line when a multirun would be submitted to SLURM from a machine without SLURM's commands.
+
+    hydra-submitit-launcher would fail with a traceback ('Could not detect "srun"') after composing every job.
+    """
+    if not any(a in ("-m", "--multirun") for a in args):
+        return None
+    dirs = [*_dirs(conf), *user_config_dirs(list(args))]
+    for arg in args:
+        if not arg.startswith("hydra/launcher="):
+            continue
+        name = arg.split("=", 1)[1]
+        files = [Path(d) / "hydra" / "launcher" / f"{name}.yaml" for d in dirs]
+        text = "".join(f.read_text() for f in files if f.is_file())
+        if "slurm" not in name and "submitit_slurm" not in text:
+            continue
+        import shutil
+
+        missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
+        if missing:
+            return (f"error: '{arg}' submits every run to SLURM, but {' and '.join(missing)} "
+                    f"{'is' if len(missing) == 1 else 'are'} not on this machine's PATH: run the command on the "
+                    "cluster's login node, or leave out hydra/launcher=... to run the jobs here one after another")
+    return None
+
+
 def register_resolvers() -> None:
     """OmegaConf resolvers used across dfd's configs (idempotent)."""
     if not OmegaConf.has_resolver("dfd.wandb_offline"):
@@ -260,20 +312,22 @@ def _user_error(exc: BaseException) -> BaseException | None:
 
     User errors: `dfd.errors.UserError` (ConfigError, MissingWeightsError, ...), dataset/schema errors, missing
     files, a mandatory config value left unset, and Lightning's own misuse errors (``trainer=gpu`` without a
-    GPU). Anything else is a bug and keeps its traceback.
+    GPU), shard stores that cannot be opened. Anything else is a bug and keeps its traceback.
     """
-    from lightning_fabric.utilities.exceptions import MisconfigurationException
     from omegaconf.errors import MissingMandatoryValue
 
     from dfd.data.schema import SchemaError
     from dfd.data.sources.base import DatasetError
     from dfd.errors import UserError
 
-    user = (UserError, DatasetError, SchemaError, FileNotFoundError, NotADirectoryError, MissingMandatoryValue,
-            MisconfigurationException)
+    user: tuple[type, ...] = (UserError, DatasetError, SchemaError, FileNotFoundError, NotADirectoryError,
+                              MissingMandatoryValue)
+    lightning = sys.modules.get("lightning_fabric.utilities.exceptions")
+    if lightning is not None:  # never imported: none of its errors was raised (and importing it takes seconds)
+        user += (lightning.MisconfigurationException,)
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, user) or type(seen).__name__.endswith(("WeightsError", "ExtractError")):
+        if isinstance(seen, user) or type(seen).__name__.endswith(("WeightsError", "ExtractError", "ShardError")):
             return seen
         seen = seen.__cause__
     return None
@@ -310,6 +364,7 @@ def _friendly(fn: Callable[[DictConfig], object], config_name: str | None = None
             hc = HydraConfig.get()
             problem = check_additions(config_name, list(hc.overrides.task),
                                       [config_dir(), *user_config_dirs(sys.argv[1:])], list(hc.overrides.hydra))
+        problem = problem or accelerator_problem(cfg)
         if problem:
             print(problem, file=sys.stderr)
             raise SystemExit(2)
@@ -333,7 +388,8 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], object]], 
             import hydra
 
             conf = config_dir()
-            error = check_overrides(sys.argv[1:], conf) or missing_groups(sys.argv[1:], conf, config_name)
+            error = (check_overrides(sys.argv[1:], conf) or missing_groups(sys.argv[1:], conf, config_name)
+                     or launcher_problem(sys.argv[1:], conf))
             if error:
                 print(error, file=sys.stderr)
                 raise SystemExit(2)

@@ -27,6 +27,11 @@ SAMPLINGS = ("uniform",)
 VERSION = 1
 DETECTOR = "mtcnn (facenet-pytorch, all faces kept)"
 SAMPLING_RULES = {"uniform": "numpy.linspace(0, n_frames - 1, frames).astype(int); every frame when n_frames <= frames"}
+#: The fields that decide which pixels of a face a model sees (framing and stored resolution). Crops that differ
+#: in any of them are different inputs: training refuses to mix them and evaluation to test a model on them
+#: unless told (``data.crop_mismatch=warn``). Detector settings and frame counts change which faces and frames
+#: are kept, not how a face is framed, and are not compared.
+GEOMETRY = ("align", "margin", "size")
 
 
 class ContractError(ValueError):
@@ -174,6 +179,16 @@ class CropContract:
         """``{key: (self's value, other's value)}`` for every field that differs (and matters)."""
         a, b = self._fields(), other._fields()
         return {k: (a.get(k), b.get(k)) for k in {**a, **b} if a.get(k) != b.get(k)}
+
+    def geometry_diff(self, other: CropContract) -> dict[str, tuple[Any, Any]]:
+        """``{key: (self's value, other's value)}`` for the :data:`GEOMETRY` fields that differ, when both sides
+        cropped faces from frames themselves. A side holding a dataset's own face crops (``inputs=crops``,
+        e.g. WildDeepfake) is framed by the dataset's authors, not by these fields: compare ``inputs`` instead."""
+        if self.inputs != other.inputs:
+            return {"inputs": (self.inputs, other.inputs)}
+        if self.inputs == "crops":
+            return {k: v for k, v in self.diff(other).items() if k == "size"}
+        return {k: v for k, v in self.diff(other).items() if k in GEOMETRY}
 
     def describe(self) -> str:
         """One line for logs and READMEs."""

@@ -242,4 +242,6 @@ def perturbation(kind: str, level: float) -> A.BasicTransform:
         return A.GaussNoise(std_range=(level / 255.0, level / 255.0), p=1.0)
     if kind == "h264":
         return H264(crf=int(level), p=1.0)
-    raise ValueError(f"unknown perturbation {kind!r}; valid: {', '.join(PERTURBATIONS)}")
+    from dfd.errors import ConfigError
+
+    raise ConfigError(f"robustness: unknown perturbation {kind!r}; valid kinds: {', '.join(PERTURBATIONS)}")

@@ -15,6 +15,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from dfd.data.contract import CropContract, contract_of
 from dfd.data.datamodule import DeepfakeDataModule, name_test_sets
 from dfd.data.sources.base import DatasetError, DatasetSource
 from dfd.engine import provenance
@@ -34,6 +35,128 @@ from dfd.engine.video_score import check_video_score
 from dfd.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------- run set-up
+def cpu_threads(cfg: DictConfig) -> int | None:
+    """torch's intra-op threads for this run's main process, or None to leave torch's default.
+
+    ``threads`` in the config wins. Else, when the run computes on the CPU and the user has not set
+    ``OMP_NUM_THREADS``/``MKL_NUM_THREADS``: the cores left over by the loader workers (at least 1). torch
+    defaults to one thread per core, and its threads spin-wait for work: beside busy loader workers on the same
+    cores they slow every step (a 2-core machine with 2 workers: 0.57 steps/s with 2 threads, 2.28 with 1).
+    """
+    if cfg.get("threads"):
+        return int(cfg.threads)
+    if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
+        return None
+    trainer = cfg.get("trainer") or {}
+    from dfd.cli._hydra import _on_gpu
+
+    if _on_gpu(trainer.get("accelerator", "auto")):
+        return None  # the GPU computes; the main process mostly waits
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    devices = trainer.get("devices", 1)
+    processes = int(devices) if str(devices).isdigit() and int(devices) > 0 else 1  # CPU DDP: one per device
+    workers = int((cfg.get("data") or {}).get("num_workers") or 0)
+    return max(1, cores // processes - workers)
+
+
+def set_threads(cfg: DictConfig) -> None:
+    """Apply :func:`cpu_threads` (logged, so a run says how it used the CPU)."""
+    n = cpu_threads(cfg)
+    if n is not None and n != torch.get_num_threads():
+        torch.set_num_threads(n)
+        log.info("torch threads: %d (cores minus loader workers; set threads=N or OMP_NUM_THREADS to choose)", n)
+
+
+def check_sbi_keys(cfg: DictConfig) -> None:
+    """``data.sbi`` holds SelfBlend's arguments: a typo fails now, in one line naming the valid keys."""
+    given = (cfg.get("data") or {}).get("sbi") or {}
+    if not given:
+        return
+    import inspect
+
+    from dfd.data.sbi import SelfBlend
+
+    valid = [n for n in inspect.signature(SelfBlend).parameters if n != "self"]
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        raise ConfigError(f"data.sbi: {', '.join(map(repr, unknown))} {'is not an argument' if len(unknown) == 1 else 'are not arguments'} "
+                          f"of SelfBlend; valid keys: {', '.join(valid)}")
+
+
+def check_robustness(robustness: Mapping | None) -> list[tuple[str, float]]:
+    """The robustness sweep as (kind, level) pairs, checked before any model work (one line when wrong)."""
+    from dfd.data.transforms import perturbation
+
+    pairs = []
+    for kind, levels in (robustness or {}).items():
+        if levels is None or isinstance(levels, str | int | float):
+            raise ConfigError(f"robustness.{kind} must be a list of levels, e.g. robustness='{{{kind}: [..]}}'")
+        for level in levels:
+            try:
+                perturbation(str(kind), float(level))  # an unknown kind: ConfigError naming the valid ones
+            except ConfigError:
+                raise
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"robustness.{kind}: level {level!r} is invalid ({str(e).strip().splitlines()[0]})"
+                                  ) from e
+            pairs.append((str(kind), float(level)))
+    return pairs
+
+
+#: data.crop_mismatch: what a run does with a cache whose crop geometry differs from the run's.
+CROP_MISMATCH = ("refuse", "warn")
+
+
+def _geometry(c: CropContract) -> str:
+    if c.inputs == "crops":
+        return f"the dataset's own face crops at {c.size} px"
+    return f"{c.align} x{c.margin:g}, {c.size} px"
+
+
+def check_crop_contracts(run: CropContract | None, sources: Mapping[str, DatasetSource], role: str, against: str,
+                         policy: str = "refuse") -> list[str]:
+    """Compare every source's cache contract with the run's (``run``: the training set's, or the checkpoint's).
+
+    Crops framed differently (:data:`dfd.data.contract.GEOMETRY`: alignment, margin, size) are different model
+    inputs: refused by default, in one line naming both and the fix; ``data.crop_mismatch=warn`` keeps them
+    for a deliberate cross-preprocessing study, with a note. A dataset distributed as face crops (WildDeepfake)
+    next to crops cut from frames is framed by its authors: allowed, with a note. Returns the notes.
+    """
+    if policy not in CROP_MISMATCH:
+        raise ConfigError(f"data.crop_mismatch={policy!r} is not valid; choose one of {', '.join(CROP_MISMATCH)}")
+    if run is None:
+        return []
+    notes = []
+    for name, src in sources.items():
+        theirs = src.crop_contract()
+        if theirs is None:
+            continue
+        diff = run.geometry_diff(theirs)
+        if not diff:
+            continue
+        if set(diff) == {"inputs"}:
+            notes.append(f"{role} '{name}' holds {_geometry(theirs)}, {against} {_geometry(run)}: framed "
+                         "differently" + (" (re-extract it with extract.inputs=frames to crop its faces the same way)"
+                                          if theirs.inputs == "crops" else ""))
+            continue
+        what = ", ".join(f"{k}={b} (vs {a})" for k, (a, b) in diff.items())
+        if policy == "warn":
+            notes.append(f"{role} '{name}' was cropped differently from {against} {_geometry(run)}: {what}; used "
+                         "anyway (data.crop_mismatch=warn)")
+            continue
+        fix = " ".join(f"extract.{k}={a}" for k, (a, _) in diff.items())
+        root = f" dataset.root={src.root}" if src.root is not None else ""
+        raise ConfigError(
+            f"{role} '{name}' was cropped differently from {against} {_geometry(run)}: {what} in its cache "
+            f"{src.cache_dir}; re-extract it to match (`dfd-extract dataset={src._config_name()}{root} {fix}`), "
+            "or set data.crop_mismatch=warn to compare across preprocessing on purpose"
+        )
+    for note in notes:
+        log.warning(note)
+    return notes
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -118,11 +241,23 @@ def build_sources(cfg: DictConfig, skipped: list[str] | None = None
     return train, tests, mix
 
 
+def build_augment(cfg: DictConfig) -> list:
+    """The training augmentations of ``augment.train``, instantiated.
+
+    ``_convert_="all"``: nested lists (``OneOf``'s transforms) become plain lists. A ListConfig of objects
+    deep-copies by reference, so the clip pipeline's ReplayCompose would mark the frame pipeline's transforms
+    too, and ``augment=strong`` failed in the loader with ``KeyError: 'replay'``.
+    """
+    if not cfg.get("augment"):
+        return []
+    return [instantiate(t, _convert_="all") for t in (cfg.augment.get("train") or [])]
+
+
 def build_datamodule(cfg: DictConfig, spec: object, train: DatasetSource | None, tests: dict, mix: dict,
                      eval_extra: list | None = None) -> DeepfakeDataModule:
     """The DataModule for a config and a model input spec."""
     d = cfg.data
-    augment = [instantiate(t) for t in (cfg.augment.get("train") or [])] if cfg.get("augment") else []
+    augment = build_augment(cfg)
     return DeepfakeDataModule(
         train_source=train,
         spec=spec,
@@ -364,6 +499,8 @@ def selection_record(module: DetectorModule, trainer: pl.Trainer, split: str) ->
 def train(cfg: DictConfig) -> dict:
     """Fit on the training set, select on its val split, test on every test set; write results.json."""
     quiet_dependencies()
+    check_sbi_keys(cfg)
+    set_threads(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = run_dir_of(cfg)
     resolved = _save_config(cfg, run_dir)
@@ -377,22 +514,36 @@ def train(cfg: DictConfig) -> dict:
     for src in [train_src, *tests.values(), *(s for s, _ in mix.values())]:
         if not shards_only:
             src.prepare()  # fail now, with the fix, rather than after building the model and loggers
+        else:  # open each store now (object storage: a missing backend or bucket fails in one line, before any work)
+            from dfd.data.shards import ShardSettings, open_store
+
+            settings = ShardSettings.from_mapping(OmegaConf.to_container(cfg.data.shards, resolve=True))
+            open_store(settings.root_for(src.name, src.manifest_path), settings.cache_dir)
     monitor = (cfg.get("selection") or {}).get("monitor") or SELECT_KEY
     notes = [] if shards_only else [n for n in [validation_class_note(train_src, monitor)] if n]
     for note in notes:
         log.warning(note)
+    # The training set's crop contract is the run's: mixed-in and test sets must be cropped the same way.
+    contract = train_src.crop_contract()  # how the training crops were made: export hands it to dfd-predict
+    policy = cfg.data.get("crop_mismatch", "refuse")
+    against = f"the training set '{train_src.name}'"
+    notes += check_crop_contracts(contract, {n: s for n, (s, _) in mix.items()}, "training mix set", against, policy)
+    notes += check_crop_contracts(contract, tests, "test set", against, policy)
     notes = [*skipped, *notes]
 
     run_id = None
     if cfg.get("ckpt_path"):
         ckpt = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=True)
         run_id = ckpt.get("dfd", {}).get("run_id")
+        resumed = contract_of((ckpt.get("hyper_parameters", {}).get("meta") or {}).get("crop"))
+        if resumed is not None and contract is not None and resumed.geometry_diff(contract):
+            notes += check_crop_contracts(resumed, {train_src.name: train_src}, "the training set",
+                                          f"the checkpoint being resumed ({cfg.ckpt_path})", policy)
     overrides = provenance.task_overrides()
     sweep = provenance.wandb_sweep()
     if run_id is None and sweep and sweep.get("run_id"):
         run_id = sweep["run_id"]  # the W&B agent waits for the run it named
     run = {**describe_run(cfg, train_src.name), "overrides": provenance.config_overrides(cfg, overrides, sweep)}
-    contract = train_src.crop_contract()  # how the training crops were made: export hands it to dfd-predict
     meta = {"run_id": run_id, "dataset": resolved.get("dataset"), "run": run,
             "crop": contract.to_dict() if contract is not None else None, "video_score": video_score}
     module = DetectorModule(
@@ -445,6 +596,8 @@ def evaluate(cfg: DictConfig) -> dict:
     from dfd.data.transforms import perturbation
 
     quiet_dependencies()
+    sweep_levels = check_robustness(cfg.get("robustness"))  # a wrong kind or level: one line, before any work
+    set_threads(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = run_dir_of(cfg)
     _save_config(cfg, run_dir)
@@ -458,6 +611,12 @@ def evaluate(cfg: DictConfig) -> dict:
         train_src = instantiate(meta["dataset"])
     if train_src is None and not tests:
         raise ConfigError("dfd-eval: nothing to evaluate; add test sets with +dataset@test_sets.<name>=<dataset>")
+    named = name_test_sets(train_src, tests)
+    for src in named.values():
+        src.prepare()  # a missing or foreign cache fails now, in one line
+    # Every test set must be cropped as the model's training crops were (the checkpoint's contract).
+    notes = check_crop_contracts(contract_of(meta.get("crop")), named, "test set", "the model's training crops",
+                                 cfg.data.get("crop_mismatch", "refuse"))
     spec = module.model.input_spec
     run = dict(meta.get("run") or {})
     trainer = build_trainer(cfg, run_dir, module.run_id + "-eval", f"eval-{run.get('dataset', '')}", "eval")
@@ -469,18 +628,17 @@ def evaluate(cfg: DictConfig) -> dict:
     tables: list = []
     reports = evaluate_once(tables=tables)
     robustness: dict = {}
-    for kind, levels in (cfg.get("robustness") or {}).items():
-        for level in levels:
-            perturbed = evaluate_once([perturbation(kind, float(level))], suffix=f"@{kind}{level}")
-            for name, rep in perturbed.items():
-                robustness.setdefault(name, {}).setdefault(kind, []).append(
-                    {"level": float(level), "frame": rep["frame"], "video": rep["video"]}
-                )
+    for kind, level in sweep_levels:
+        perturbed = evaluate_once([perturbation(kind, level)], suffix=f"@{kind}{level:g}")
+        for name, rep in perturbed.items():
+            robustness.setdefault(name, {}).setdefault(kind, []).append(
+                {"level": level, "frame": rep["frame"], "video": rep["video"]}
+            )
     overrides = provenance.task_overrides()
     results = make_results(
         "eval", run_dir, run, reports, checkpoint=str(cfg.ckpt_path),
         in_domain=train_src.name if train_src else None, robustness=robustness or None, weights=meta.get("weights"),
-        invocation=provenance.invocation("dfd-eval", overrides, provenance.wandb_sweep()), notes=skipped,
+        invocation=provenance.invocation("dfd-eval", overrides, provenance.wandb_sweep()), notes=[*skipped, *notes],
         video_score=video_score_record(module.video_score),
     )
     _finish(trainer, results, run_dir, f"evaluation of {cfg.ckpt_path}", tables)

@@ -216,6 +216,9 @@ def describe(checkpoint: str | Path, model: ProbabilityModel, hparams: dict, cal
         # How a video's face probabilities become its probability (dfd.engine.video_score), as in evaluation.
         "video_score": video_score,
         "video_score_rule": DESCRIPTIONS[video_score],
+        # The pretrained weights the model was fine-tuned from (file, hub id, revision, sha256; None: trained from
+        # scratch), from the checkpoint's meta["weights"]: their licence and origin travel with the model.
+        "weights": meta.get("weights"),
         "thresholds": thresholds,
         "model": rebuild_config(hparams["model"]),
         "files": {"torchscript": TORCHSCRIPT, "onnx": ONNX, "safetensors": SAFETENSORS},
@@ -305,6 +308,14 @@ def checkpoint_bundle(checkpoint: str | Path) -> Bundle:
     return Bundle(model, describe(checkpoint, model, hparams, "none"))
 
 
+def _weights_line(weights: dict | None) -> str:
+    if not weights:
+        return "random initialisation (no pretrained weights)"
+    origin = weights.get("hub_id") or weights.get("url") or Path(str(weights.get("path", "a local file"))).name
+    rev = f" @ {weights['revision']}" if weights.get("revision") else ""
+    return f"{weights.get('arch', 'the backbone')}'s pretrained weights, {origin}{rev} (see `weights` in preprocess.json)"
+
+
 def bundle_readme(cfg: dict) -> str:
     """The bundle's README: what the files are and how to run the model with torch only."""
     inp, thr = cfg["input"], cfg["thresholds"]
@@ -327,12 +338,13 @@ Labels: **0 = real, 1 = fake**. The model outputs the **probability of fake**; l
 | `model.torchscript.pt` | TorchScript, {shape} float32 -> (B,) probability | torch only |
 | `model.onnx` | same graph, dynamic batch axis, input `images`{', `landmarks`' if lm else ''}, output `prob_fake` | onnxruntime |
 | `model.safetensors` | plain weights (LoRA merged); `load_bundle(folder, backend="safetensors")` rebuilds the network from `preprocess["model"]` | dfd + timm |
-| `preprocess.json` | input size/mean/std, the crop contract (`crop`), thresholds per level (`thresholds`) | - |
+| `preprocess.json` | input size/mean/std, the crop contract (`crop`), thresholds per level (`thresholds`), the pretrained weights it was fine-tuned from (`weights`) | - |
 
 Input: S = {inp['size']}, RGB, resized with {inp['interpolation']} interpolation, then `(pixel/255 - mean)/std`
 with mean {inp['mean']} and std {inp['std']}.{f" Clips of L = {inp['clip_len']} frames." if inp.get('clip_len') else ''}
 Faces: {faces}
 A video's probability: {DESCRIPTIONS[check_video_score(cfg.get("video_score"))]} (`video_score` in preprocess.json).
+Fine-tuned from: {_weights_line(cfg.get("weights"))}.
 
 Thresholds (chosen on the training set's validation split): **videos** {thr['video']['value']:.6g}
 ({thr['video']['method']}, on per-video probabilities), **single images** {thr['frame']['value']:.6g}

@@ -1,0 +1,541 @@
+"""Every documented command runs as written (issue 13.2): a README that drifts from the code fails CI.
+
+Every ``dfd-*`` line of a ```` ```bash ```` block in README.md and experiments/*/README.md (parsed by
+tests/readme_commands.py) is run here as written, through bash, in one fresh folder that holds tiny copies of the
+datasets in their official layouts under ``./data/<official folder>`` (the default ``paths.data_dir``), with the
+user's defaults: W&B offline as when no key is set, no network (``HF_HUB_OFFLINE=1``, empty weight caches), no GPU.
+Commands run grouped by tool in the order a user needs them (index, extract, pack, train, eval, export, predict,
+report, weights), document order within a tool, and each must exit 0 and leave what the text promises
+(``PROMISES`` below: index.parquet, manifest.parquet, run folders with results.json ..., bundles, CSVs, reports).
+
+Conventions for whoever documents a command (README.md, experiments/*/README.md):
+
+* **GPU / SLURM lines** end with the comment ``# GPU`` or ``# SLURM`` (or start their comment with ``GPU:``).
+  Here they must stop at once (no data or model work) with dfd's one-line error saying there is no GPU / no
+  SLURM. ``trainer=gpu|ddp|ddp_multinode`` and ``hydra/launcher=slurm`` are recognised without the marker; a
+  preset that implies a GPU needs it.
+* **Pretrained backbones** need no marker: with no network they must stop at once with the one-line
+  "pretrained weights ... cannot be downloaded" error (a user's machine downloads them); object storage
+  (``s3://``) likewise with its one-line error.
+* **Placeholders** (``<ckpt>``, ``/data/...``, ``outputs/train/<run>/...``) are mapped in ``PLACEHOLDERS``; a
+  new one fails the test until it is added there.
+* **The embedded synthetic set** runs at fixture size (``SYNTHETIC_FIXTURE`` is appended to commands whose
+  dataset is synthetic): its size is its data, as the real datasets' fixtures are a handful of videos.
+* Anything that truly cannot run even to a one-line error goes into ``EXEMPT`` with the reason (none today: GPU,
+  SLURM, hub and object-storage commands all end in dfd's one-line error).
+
+Everything runs in ONE test (one fixture folder, one checkpoint reused by every command that needs one) so that
+pytest-xdist never builds it twice; every problem is collected and reported together, with a timing table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import shlex
+import stat
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests import layouts as L
+from tests.media import write_face_png, write_face_video
+from tests.readme_commands import Command, all_commands
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+
+#: Commands not run at all: {regex on the command code: reason}. Only for what cannot even reach dfd's one-line
+#: error here; the test fails when an entry no longer matches a documented command.
+EXEMPT: dict[str, str] = {}
+
+#: Appended to commands on the embedded synthetic set (its generated size is its data).
+SYNTHETIC_FIXTURE = ["dataset.videos={train: 16, val: 8, test: 8}"]
+
+#: The order a user runs the tools in (a command runs with its earliest tool).
+PHASES = ("dfd-index", "dfd-extract", "dfd-pack", "dfd-train", "dfd-eval", "dfd-export", "dfd-predict",
+          "dfd-sbi-grid", "dfd-report", "dfd-weights")
+
+#: dfd's one-line errors for what this machine lacks (and a user's may have).
+NEEDS = {
+    "GPU": re.compile(r"^error: trainer\S* trains on CUDA GPUs and this machine has none"),
+    "SLURM": re.compile(r"^error: 'hydra/launcher=\S+' submits every run to SLURM, but .* not on this machine's PATH"),
+    "network": re.compile(r"^error: (pretrained weights for '[^']+' are not on this machine and cannot be downloaded"
+                          r"|.*(s3fs|object storage|cannot reach|unreachable))"),
+}
+#: Third-party noise no dfd command may print (issue 13.4): W&B, Lightning's tips, dependencies' deprecations.
+NOISE = ("anonymous setting", "💡", "Tip:", "litlogger", "LitLogger", "litmodels", "LeafSpec", "_pytree",
+         "TPU available", "HPU available", "FutureWarning", "DeprecationWarning", "UserWarning",
+         "smaller than the logging interval", "Traceback")
+
+# FF++ with one pair per official split: 6 originals + 4 methods x 6 fakes.
+FFPP_PAIRS = {"train": [["071", "054"]], "val": [["720", "672"]], "test": [["953", "974"]]}
+
+
+@dataclass
+class Run:
+    """One command as run: what it was, how it ended, what it wrote."""
+
+    command: Command
+    code: str
+    rc: int | None = None
+    out: str = ""
+    err: str = ""
+    seconds: float = 0.0
+    cpu: float = 0.0  # CPU seconds of the command and every process it started
+    outcome: str = ""  # ok | needs GPU | needs SLURM | needs network | exempt
+    runs: list[Path] = field(default_factory=list)  # run folders it made (dfd-train, dfd-eval)
+
+
+class Workspace:
+    """The user's folder: fixtures under ./data, runs under ./outputs, crops under ./.cache/dfd."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.trained: list[tuple[str, Path]] = []  # (dfd-train arguments, run folder) of successful runs
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "DFD_", "HYDRA_"))}
+        self.env.update(PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", HF_HUB_OFFLINE="1",
+                        HF_HOME=str(root / ".hf"), TORCH_HOME=str(root / ".torch"), COLUMNS="160")
+
+    # ------------------------------------------------------------------------------------------- fixtures
+    def build(self) -> None:
+        clip, _ = write_face_video(self.root / ".clip.mp4", n_frames=2, size=256, canvas=288)
+        with L.videos_of(clip.read_bytes()):  # a face MTCNN finds, so extraction keeps frames
+            L.make_ffpp(self.data / "FaceForensics++", pairs=FFPP_PAIRS)
+            L.make_celebdf(self.data / "Celeb-DF-v2")
+            L.make_redface(self.data / "RedFace")
+        L.make_wilddeepfake(self.data / "WildDeepfake", size=224)  # 224 px face crops, as distributed
+        hidden = self.data / "hidden_videos"
+        write_face_video(hidden / "clip_a.mp4", n_frames=3, size=256, canvas=288)
+        write_face_video(hidden / "blank.mp4", n_frames=3, canvas=288, faceless=True)
+        write_face_png(self.data / "hidden_images" / "face.png", size=256)
+        clip.unlink()
+
+    # ------------------------------------------------------------------------------------------- placeholders
+    def checkpoint_run(self) -> Path:
+        """The run whose checkpoint every command that needs one reuses: the first trained on extracted faces."""
+        for args, run in self.trained:
+            if "dataset=ffpp" in args.split() and (run / "checkpoints").is_dir():
+                return run
+        raise AssertionError(f"no dfd-train run on FF++ finished before a command needed its checkpoint: {self.trained}")
+
+    def resumed_run(self, code: str) -> Path:
+        """The run a ``ckpt_path=outputs/train/<run>/...`` resume continues: made by the same other arguments."""
+        others = " ".join(a for a in dfd_args(code) if not a.startswith("ckpt_path=") and a not in SYNTHETIC_FIXTURE)
+        for args, run in self.trained:
+            if args == others:
+                return run
+        return self.checkpoint_run()
+
+    def best_checkpoint(self) -> Path:
+        results = json.loads((self.checkpoint_run() / "results.json").read_text())
+        return Path(results["checkpoint"])
+
+    def multirun(self) -> Path:
+        """The newest multirun folder holding results (the synthetic-domains study)."""
+        folders = sorted(p for p in (self.root / "outputs" / "multirun").glob("*") if any(p.glob("*/results.json")))
+        assert folders, "no multirun with results finished before dfd-report needed one"
+        return folders[-1]
+
+    def substitute(self, code: str) -> str:
+        """The command with every placeholder mapped to the fixture it stands for (see PLACEHOLDERS)."""
+        for pattern, value in PLACEHOLDERS:
+            if pattern in code:
+                code = code.replace(pattern, str(value(self, code)))
+        left = re.findall(r"<[A-Za-z][\w .-]*>", code)
+        assert not left, f"unmapped placeholder(s) {left}: add them to PLACEHOLDERS in {__file__}"
+        return code.replace(".venv/bin/", f"{BIN}/")
+
+
+def dfd_args(code: str) -> list[str]:
+    """The arguments after the first dfd-* tool of a command."""
+    words = shlex.split(code)
+    for i, w in enumerate(words):
+        if re.search(r"(^|/)dfd-[a-z-]+$", w):
+            rest = words[i + 1:]
+            return rest[: rest.index("&&")] if "&&" in rest else rest
+    return []
+
+
+#: (text in a documented command, what it stands for here), most specific first.
+PLACEHOLDERS = [
+    ("outputs/train/<run>/checkpoints/<best>.ckpt", lambda ws, code: ws.best_checkpoint()),
+    ("outputs/train/<run>/checkpoints/last.ckpt",
+     lambda ws, code: ws.resumed_run(code) / "checkpoints" / "last.ckpt"),
+    ("<ckpt>", lambda ws, code: ws.best_checkpoint()),
+    ("outputs/multirun/<date_time>", lambda ws, code: ws.multirun()),
+    ("outputs/multirun/<date>_<time>", lambda ws, code: ws.multirun()),
+    ("/data/", lambda ws, code: f"{ws.data}/"),
+    ("/shared/weights", lambda ws, code: ws.root / "shared" / "weights"),
+    ("<partition>", lambda ws, code: "gpu"),
+]
+
+
+def inferred_need(code: str) -> str | None:
+    """What a command visibly needs without its marker (see the module docstring)."""
+    if re.search(r"(^|\s)(-m|--multirun)(\s|$)", code) and re.search(r"hydra/launcher=\S*slurm", code):
+        return "SLURM"
+    if "trainer.accelerator=cpu" not in code and re.search(
+            r"\btrainer=(gpu|ddp|ddp_multinode)\b|trainer\.accelerator=(gpu|cuda)\b", code):
+        return "GPU"
+    return None
+
+
+def is_synthetic(code: str) -> bool:
+    """Whether a dfd-train/dfd-eval command trains on the embedded synthetic set (composed as dfd would)."""
+    from tests.conftest import compose
+
+    args = [a for a in dfd_args(code) if a not in ("-m", "--multirun") and not a.startswith("hydra.")]
+    args = [a.split(",")[0] if "=" in a and "[" not in a and "{" not in a else a for a in args]  # one multirun job
+    try:
+        cfg = compose("train", args)
+    except Exception:  # options from the user's own folder, etc.: not the synthetic default
+        return False
+    return str(cfg.dataset.get("_target_", "")).endswith("SyntheticSource")
+
+
+# ----------------------------------------------------------------------------------------------- promises
+def _compose_dataset(ws: Workspace, args: list[str]):
+    from tests.conftest import compose
+
+    cwd = os.getcwd()
+    os.chdir(ws.root)  # relative defaults (./data, ./.cache/dfd) resolve as in the user's folder
+    try:
+        cfg = compose("index", [a for a in args if a.startswith(("dataset", "paths."))])
+        return Path(cfg.dataset.cache_dir).resolve()
+    finally:
+        os.chdir(cwd)
+
+
+def _datasets(code: str) -> list[list[str]]:
+    """The dataset arguments of each dataset a command (or a `for d in ...` loop over it) works on."""
+    args = dfd_args(code)
+    loop = re.match(r"for (\w+) in ([^;]+);", code)
+    if loop and f"dataset=${loop.group(1)}" in args:
+        return [[f"dataset={d}", *(a for a in args if a.startswith("dataset."))] for d in loop.group(2).split()]
+    return [[a for a in args if a.startswith(("dataset=", "dataset.", "paths."))]]
+
+
+MANIFEST_COLUMNS = ["video_id", "frame", "crop_path", "label", "split", "method", "identity", "bbox", "landmarks", "score",
+                    "source_path", "source_size", "source_mtime_ns"]
+
+
+def promise_index(ws: Workspace, run: Run) -> list[str]:
+    problems = []
+    for args in _datasets(run.code):
+        cache = _compose_dataset(ws, args)
+        index = cache / "index.parquet"
+        if not index.is_file():
+            problems.append(f"no index at {index}")
+        elif not {"video_id", "label", "split", "method", "identity", "path", "kind"} <= set(pd.read_parquet(index)):
+            problems.append(f"{index} lacks the documented columns")
+    if "wrote " not in run.out:
+        problems.append("no counts table / 'wrote N videos' line")
+    return problems
+
+
+def promise_extract(ws: Workspace, run: Run) -> list[str]:
+    problems = []
+    for args in _datasets(run.code):
+        cache = _compose_dataset(ws, args)
+        manifest = cache / "manifest.parquet"
+        if not manifest.is_file():
+            problems.append(f"no manifest at {manifest}")
+            continue
+        df = pd.read_parquet(manifest)
+        if list(df.columns[: len(MANIFEST_COLUMNS)]) != MANIFEST_COLUMNS:
+            problems.append(f"{manifest} columns {list(df.columns)} are not the documented ones")
+        if df.empty or not any((cache / "crops").rglob("*.png")):
+            problems.append(f"{cache}: no crops extracted")
+        if not (cache / "cache.json").is_file():
+            problems.append(f"{cache}: no cache.json record")
+    return problems
+
+
+def promise_pack(ws: Workspace, run: Run) -> list[str]:
+    cache = _compose_dataset(ws, _datasets(run.code)[0])
+    shards = cache / "shards"
+    missing = [n for n in ("shards.json", "manifest.parquet") if not (shards / n).is_file()]
+    if not list(shards.rglob("*.tar")):
+        missing.append("*.tar")
+    return [f"{shards}: missing {missing}"] if missing else []
+
+
+def _run_folder_problems(folder: Path, kind: str) -> list[str]:
+    problems = []
+    for name in ("results.json", "config.yaml", "predictions.parquet"):
+        if not (folder / name).is_file():
+            problems.append(f"{folder}: no {name}")
+    if problems:
+        return problems
+    import yaml
+
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    fast = (config.get("trainer") or {}).get("fast_dev_run")
+    if kind == "train" and not fast:
+        if not (folder / "checkpoints" / "last.ckpt").is_file() or len(list((folder / "checkpoints").glob("*.ckpt"))) < 2:
+            problems.append(f"{folder}: no best + last checkpoints")
+        if not (folder / "roc.png").is_file():
+            problems.append(f"{folder}: no roc.png")
+    logger = config.get("logger") or {}
+    if "wandb" in logger and not list((folder / "wandb").glob("offline-run-*")):
+        problems.append(f"{folder}: W&B (the default logger) wrote no wandb/offline-run-*")
+    if "csv" in logger and not list(folder.glob("csv/**/metrics.csv")):
+        problems.append(f"{folder}: logger=csv wrote no metrics.csv")
+    return problems
+
+
+def _test_sets(code: str) -> set[str]:
+    return set(re.findall(r"\+dataset@test_sets\.(\w+)=", code))
+
+
+def promise_train(ws: Workspace, run: Run) -> list[str]:
+    if not run.runs:
+        return ["no run folder under outputs/train or outputs/multirun"]
+    problems = []
+    for folder in run.runs:
+        problems += _run_folder_problems(folder, "train")
+        if (folder / "results.json").is_file():
+            res = json.loads((folder / "results.json").read_text())
+            missing = _test_sets(run.code) - set(res["test"])
+            if missing:
+                problems.append(f"{folder}: test sets {sorted(missing)} not in results.json")
+            if "+dataset@train_mix." in run.code and "+" not in res["train"]["dataset"]:
+                problems.append(f"{folder}: the training mix is not recorded ({res['train']['dataset']})")
+    if "test metrics (" not in run.out:
+        problems.append("no table of test metrics printed")
+    if "ckpt_path=" in run.code:  # resume: the same W&B run continues
+        resumed = ws.resumed_run(run.code)
+        ids = {p.name.rsplit("-", 1)[-1] for p in (resumed / "wandb").glob("offline-run-*")}
+        now = {p.name.rsplit("-", 1)[-1] for f in run.runs for p in (f / "wandb").glob("offline-run-*")}
+        if not now or not now <= ids:
+            problems.append(f"resume did not continue the W&B run of {resumed} ({ids} vs {now})")
+    return problems
+
+
+def promise_eval(ws: Workspace, run: Run) -> list[str]:
+    if not run.runs:
+        return ["no run folder under outputs/eval"]
+    problems = []
+    for folder in run.runs:
+        problems += _run_folder_problems(folder, "eval")
+        if not (folder / "results.json").is_file():
+            continue
+        res = json.loads((folder / "results.json").read_text())
+        missing = _test_sets(run.code) - set(res["test"])
+        if missing:
+            problems.append(f"{folder}: test sets {sorted(missing)} not in results.json")
+        sweep = re.search(r"robustness='([^']+)'", run.code)
+        if sweep:
+            import yaml
+
+            wanted = yaml.safe_load(sweep.group(1))
+            for name in res["test"]:
+                got = {k: len(v) for k, v in ((res.get("robustness") or {}).get(name) or {}).items()}
+                if got != {k: len(v) for k, v in wanted.items()}:
+                    problems.append(f"{folder}: robustness of '{name}' in results.json is {got}, asked {wanted}")
+    return problems
+
+
+def promise_export(ws: Workspace, run: Run) -> list[str]:
+    out = ws.root / [a for a in dfd_args(run.code) if not a.startswith("-")][1]
+    problems = []
+    for name in ("model.safetensors", "model.torchscript.pt", "model.onnx", "preprocess.json"):
+        path = out / name
+        if not path.is_file():
+            problems.append(f"bundle {out}: no {name}")
+        elif stat.S_IMODE(path.stat().st_mode) != 0o644:
+            problems.append(f"bundle {out}: {name} is not readable by others (0644)")
+    if (out / "preprocess.json").is_file():
+        pre = json.loads((out / "preprocess.json").read_text())
+        if not pre.get("crop") or set(pre.get("thresholds") or {}) != {"video", "frame"} or "weights" not in pre:
+            problems.append(f"bundle {out}: preprocess.json lacks crop / thresholds.video+frame / weights")
+    return problems
+
+
+def promise_predict(ws: Workspace, run: Run) -> list[str]:
+    args = dfd_args(run.code)
+    out = ws.root / args[args.index("--out") + 1]
+    if not out.is_file():
+        return [f"no {out}"]
+    df = pd.read_csv(out)
+    want = ["path", "prob_fake", "label", "faces", "frames", "status", "reason", "threshold", "threshold_level", "inputs"]
+    inputs = [Path(a) for a in args[1:] if not a.startswith("-") and a != args[args.index("--out") + 1]]
+    n_media = sum(len([p for p in i.rglob("*") if p.is_file()]) if i.is_dir() else 1 for i in inputs)
+    problems = [] if list(df.columns) == want else [f"{out} columns {list(df.columns)}, documented {want}"]
+    if len(df) != n_media:
+        problems.append(f"{out}: {len(df)} rows for {n_media} inputs")
+    if not set(df["status"]) <= {"ok", "no_face", "unreadable"} or "ok" not in set(df["status"]):
+        problems.append(f"{out}: statuses {sorted(set(df['status']))}")
+    return problems
+
+
+def promise_report(ws: Workspace, run: Run) -> list[str]:
+    args = dfd_args(run.code)
+    out = ws.root / args[args.index("--out") + 1]
+    names = ["matrix.csv", "matrix_std.csv", "gap.csv", "results_long.csv", "report.md"]
+    if "--metric" not in args or args[args.index("--metric") + 1] == "video_auc":
+        names.append("matrix_ci.csv")  # bootstrap intervals exist for video AUC
+    missing = [n for n in names if not (out / n).is_file()]
+    if not list((out / "figures").glob("*.png")):
+        missing.append("figures/*.png")
+    return [f"report {out}: missing {missing}"] if missing else []
+
+
+def promise_weights(ws: Workspace, run: Run) -> list[str]:
+    # Exit status (README): 0 all present or fetched, 1 some missing. --check never fetches.
+    if not re.search(r"^\d+ present, \d+ missing", run.out.strip().splitlines()[-1]):
+        return ["no 'N present, M missing' summary"]
+    return []
+
+
+PROMISES = {"dfd-index": promise_index, "dfd-extract": promise_extract, "dfd-pack": promise_pack,
+            "dfd-train": promise_train, "dfd-eval": promise_eval, "dfd-export": promise_export,
+            "dfd-predict": promise_predict, "dfd-report": promise_report, "dfd-weights": promise_weights}
+
+
+# ----------------------------------------------------------------------------------------------- running
+def _folders(ws: Workspace) -> set[Path]:
+    out = ws.root / "outputs"
+    return {*out.glob("train/*"), *out.glob("eval/*"), *out.glob("multirun/*/*")} - {*out.glob("multirun/*/.*")}
+
+
+def run_one(ws: Workspace, cmd: Command) -> Run:
+    code = ws.substitute(cmd.code)
+    if cmd.tools and cmd.tools[0] in ("dfd-train", "dfd-eval") and is_synthetic(code):
+        code += " " + " ".join(shlex.quote(a) for a in SYNTHETIC_FIXTURE)
+    run = Run(cmd, code)
+    before = _folders(ws)
+    start, usage = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(["bash", "-c", code], cwd=ws.root, env=ws.env, capture_output=True, text=True,
+                          timeout=900)
+    run.seconds = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    run.cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
+    run.rc, run.out, run.err = proc.returncode, proc.stdout, proc.stderr
+    logs = ws.root / "logs"  # what each command printed, for a look after a failure
+    logs.mkdir(exist_ok=True)
+    (logs / f"{len(list(logs.iterdir())):02d}.txt").write_text(f"$ {code}\n(exit {run.rc})\n{run.out}\n--- stderr\n{run.err}")
+    run.runs = sorted(p for p in _folders(ws) - before if p.is_dir() and not p.name.startswith("."))
+    return run
+
+
+def judge(ws: Workspace, run: Run) -> list[str]:
+    """What is wrong with how a command ended (empty: it kept its promise)."""
+    cmd, log = run.command, run.out + run.err
+    noise = [s for s in NOISE if s in log]
+    problems = [f"third-party noise or traceback in its output: {noise}"] if noise else []
+    need = cmd.marker or inferred_need(run.code)
+    err_lines = [ln for ln in run.err.splitlines() if ln.strip()]
+    one_line = err_lines[-1] if len(err_lines) == 1 else None
+    # Stopped before any model or training work: no model built (its parameter count is logged), no Trainer.
+    fast = not re.search(r"parameters trainable|GPU available:", run.out) and not any(
+        (f / "checkpoints").exists() for f in run.runs)
+    if need:
+        ok = run.rc == 2 and one_line is not None and NEEDS[need].match(one_line) and fast
+        run.outcome = f"needs {need}" if ok else "FAILED"
+        if ok:
+            return problems
+        if run.rc == 0:
+            return [*problems, f"marked/recognised as needing {need} but ran here; drop the marker"]
+        return [*problems, f"needs {need}: expected exit 2 with dfd's one-line error before any work "
+                           f"(/{NEEDS[need].pattern}/), got exit {run.rc}: {run.err.strip()[-1500:] or run.out[-1500:]}"]
+    tool = cmd.tools[0] if cmd.tools else None
+    if tool == "dfd-weights" and "--check" not in run.code:
+        # Fetching with no network: exit 1, every name listed with the one-line reason.
+        rows = [ln for ln in run.out.splitlines() if "  missing  " in ln]
+        ok = run.rc == 1 and rows and all("cannot be downloaded" in ln for ln in rows)
+        run.outcome = "needs network" if ok else "FAILED"
+        return problems if ok else [*problems, f"expected exit 1 and 'cannot be downloaded' per name, got "
+                                               f"exit {run.rc}: {run.out[-1500:]} {run.err[-1500:]}"]
+    if run.rc == 2 and one_line and NEEDS["network"].match(one_line):
+        run.outcome = "needs network"
+        return problems if fast else [*problems, f"the network error came after data or model work: {run.out[-1500:]}"]
+    if run.rc != 0 and not (tool == "dfd-weights" and run.rc == 1):
+        run.outcome = "FAILED"
+        if one_line and NEEDS["GPU"].match(one_line):
+            return [*problems, "it needs a GPU: end the line with `# GPU`"]
+        return [*problems, f"exit {run.rc}: {run.err.strip()[-2500:] or run.out[-2500:]}"]
+    run.outcome = "ok"
+    if cmd.setup:
+        return problems
+    for t in dict.fromkeys(cmd.tools):
+        if t in PROMISES:
+            problems += PROMISES[t](ws, run)
+    if problems:
+        run.outcome = "FAILED"
+    return problems
+
+
+def ordered(commands: list[Command]) -> list[Command]:
+    """Commands in the order a user needs them; a set-up line goes with the command after it."""
+    phase: list[int] = []
+    for i, c in enumerate(commands):
+        if c.setup:
+            nxt = next((d for d in commands[i + 1:] if d.tools), None)
+            tools = nxt.tools if nxt else []
+        else:
+            tools = c.tools
+        phase.append(min((PHASES.index(t) if t in PHASES else len(PHASES)) for t in tools) if tools else 0)
+    return [c for _, _, c in sorted(zip(phase, range(len(commands)), commands, strict=True))]
+
+
+def test_marker_and_placeholder_rules():
+    """How documented lines are read: comments, markers, continuations, install steps."""
+    from tests.readme_commands import commands, marker_of, split_comment
+
+    assert split_comment("dfd-train trainer=gpu   # bf16 on one GPU  # GPU") == (
+        "dfd-train trainer=gpu", "bf16 on one GPU  # GPU")
+    assert split_comment("dfd-eval robustness='{a: 1} # not a comment'") == (
+        "dfd-eval robustness='{a: 1} # not a comment'", "")
+    assert marker_of("bf16 on one GPU  # GPU") == "GPU" and marker_of("GPU: bf16-mixed") == "GPU"
+    assert marker_of("SLURM") == "SLURM" and marker_of("one SLURM job per run") is None
+    assert marker_of("DDP on 4 GPUs") is None
+    assert inferred_need("dfd-train -m hydra/launcher=slurm seed=1,2") == "SLURM"
+    assert inferred_need("dfd-train trainer=ddp trainer.accelerator=cpu trainer.devices=2") is None
+    assert inferred_need("dfd-train trainer=ddp_multinode trainer.num_nodes=2") == "GPU"
+    cmds = {c.where: c for c in all_commands()}
+    quick = next(c for c in cmds.values() if c.doc == "README.md" and c.tools == ["dfd-train"])
+    assert quick.code == ".venv/bin/dfd-train"  # the quick start without its install steps
+    multi = next(c for c in commands(Path(L.__file__).parents[1] / "experiments/standard_protocol/README.md")
+                 if "finetune=full,lora" in c.code)
+    assert "\\" not in multi.code and "seed=1,2,3" in multi.code  # continuation lines joined
+    for pattern in EXEMPT:
+        assert any(re.search(pattern, c.code) for c in cmds.values()), f"stale EXEMPT entry {pattern!r}"
+
+
+def test_every_documented_command_runs_as_written(tmp_path_factory):
+    ws = Workspace(tmp_path_factory.mktemp("user"))
+    ws.build()
+    commands = all_commands()
+    assert len([c for c in commands if c.tools]) >= 30, "the README lost its commands?"
+    failures, runs = [], []
+    for cmd in ordered(commands):
+        if any(re.search(p, cmd.code) for p in EXEMPT):
+            runs.append(Run(cmd, cmd.code, outcome="exempt: " + next(r for p, r in EXEMPT.items() if re.search(p, cmd.code))))
+            continue
+        try:
+            run = run_one(ws, cmd)
+        except AssertionError as e:  # a placeholder with nothing to stand for
+            failures.append(f"{cmd}\n    {e}")
+            continue
+        runs.append(run)
+        problems = judge(ws, run)
+        if run.outcome == "ok" and cmd.tools and cmd.tools[0] == "dfd-train":
+            ws.trained += [(" ".join(a for a in dfd_args(run.code) if a not in SYNTHETIC_FIXTURE), f) for f in run.runs]
+        if problems:
+            failures.append(f"{cmd}\n    ran: {run.code}\n    " + "\n    ".join(problems))
+    table = "\n".join(f"{r.seconds:6.1f} s {r.cpu:6.1f} cpu-s  {r.outcome:14s} {r.command.where:42s} "
+                      f"{r.command.text[:80]}" for r in runs)
+    print(f"\n{table}\ntotal {sum(r.seconds for r in runs):.0f} s, {sum(r.cpu for r in runs):.0f} CPU-s, for "
+          f"{len(runs)} commands (logs: {ws.root / 'logs'})")
+    assert not failures, f"{len(failures)} documented command(s) do not run as written:\n" + "\n".join(failures)
