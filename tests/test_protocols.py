@@ -32,7 +32,7 @@ def test_standard_protocol_runs_on_the_datasets_present_and_skips_the_rest(data:
 
     run = tmp_path / "run"
     cfg = compose("train", runtime=True, overrides=[
-        "experiment=standard_protocol", "dataset=deepfakebench", f"paths.data_dir={data}",
+        "experiment=standard_protocol", "trainer=cpu", "dataset=deepfakebench", f"paths.data_dir={data}",
         f"paths.cache_dir={tmp_path / 'cache'}", f"paths.run_dir={run}", "model=tiny", "logger=none",
         "trainer.max_epochs=1", "data.num_workers=0", "data.batch_size=8", "callbacks.progress_bar=null",
         f"test_sets.df40.real_roots.ff={data / 'rgb/FaceForensics++'}",

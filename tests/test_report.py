@@ -386,7 +386,8 @@ def test_study_presets_compose(preset: str) -> None:
     assert cfg.experiment_name == preset
     if preset == "standard_protocol":
         assert cfg.dataset.name == "ffpp" and cfg.dataset.compression == "c23"
-        assert set(cfg.test_sets) == {"celebdf_v2", "wilddeepfake", "redface"} and not cfg.train_mix
+        assert set(cfg.test_sets) == {"celebdf_v2", "dfd", "dfdc", "dfdcp", "deeperforensics", "wilddeepfake", "ffiw",
+                                      "df40", "redface"} and not cfg.train_mix
         return
     held_out = preset.removeprefix("leave_one_out_")
     trained = {cfg.dataset.name, *cfg.train_mix}

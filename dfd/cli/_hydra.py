@@ -145,20 +145,15 @@ def _on_gpu(accelerator: object = "auto") -> bool:
     return False
 
 
-def accelerator_problem(cfg: DictConfig) -> str | None:
+def accelerator_problem(cfg: DictConfig, preset: str | None = None) -> str | None:
     """One line when the run asks for GPUs this machine does not have (checked before any data or model work;
-    Lightning would only say "No supported gpu backend found!" after building everything)."""
+    Lightning would only say "No supported gpu backend found!" after building everything). ``preset``: the
+    chosen ``trainer`` option, to name it in the message."""
     trainer = cfg.get("trainer") if isinstance(cfg, DictConfig) else None
     if not trainer or str(trainer.get("accelerator", "auto")).lower() not in ("gpu", "cuda"):
         return None
     import torch
 
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        preset = HydraConfig.get().runtime.choices.get("trainer")
-    except Exception:  # composed without a Hydra run
-        preset = None
     what = f"trainer={preset}" if preset else f"trainer.accelerator={trainer.accelerator}"
     n = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if n == 0:
@@ -364,7 +359,11 @@ def _friendly(fn: Callable[[DictConfig], object], config_name: str | None = None
             hc = HydraConfig.get()
             problem = check_additions(config_name, list(hc.overrides.task),
                                       [config_dir(), *user_config_dirs(sys.argv[1:])], list(hc.overrides.hydra))
-        problem = problem or accelerator_problem(cfg)
+        if problem is None:
+            from hydra.core.hydra_config import HydraConfig
+
+            preset = HydraConfig.get().runtime.choices.get("trainer") if HydraConfig.initialized() else None
+            problem = accelerator_problem(cfg, preset)
         if problem:
             print(problem, file=sys.stderr)
             raise SystemExit(2)
