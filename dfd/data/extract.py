@@ -57,7 +57,7 @@ from dfd.data.cache import (
 )
 from dfd.data.contract import ContractError, CropContract
 from dfd.data.faces import DETECT_BATCH, FaceDetector, crop_faces, crop_stem
-from dfd.data.schema import FAILURE_COLUMNS, INDEX_COLUMNS, MANIFEST_COLUMNS, validate_index
+from dfd.data.schema import FAILURE_COLUMNS, INDEX_COLUMNS, MANIFEST_COLUMNS, manifest_table, validate_index
 from dfd.data.video import Frames, MediaError, fingerprint, iter_archive_sequences, read_source
 
 FORMATS = ("png", "jpg")
@@ -908,23 +908,7 @@ def _assemble(index: pd.DataFrame, cache_dir: Path, record: dict[str, Any]) -> E
     s.drops = _drop_stats(stats)
     s.warnings = drop_warnings(s.drops)
 
-    arrays = {
-        "video_id": pa.array(cols["video_id"], pa.string()),
-        "frame": pa.array(cols["frame"], pa.int32()),
-        "crop_path": pa.array(cols["crop_path"], pa.string()),
-        "label": pa.array(cols["label"], pa.int8()),
-        "split": pa.array(cols["split"], pa.string()),
-        "method": pa.array(cols["method"], pa.string()),
-        "identity": pa.array(cols["identity"], pa.string()),
-        "bbox": pa.array(cols["bbox"], pa.list_(pa.float32(), 4)),
-        "landmarks": pa.array(cols["landmarks"], pa.list_(pa.float32(), 10)),
-        "score": pa.array(cols["score"], pa.float32()),
-        "track": pa.array(cols["track"], pa.int16()),  # optional column (schema.MANIFEST_OPTIONAL_COLUMNS)
-        "source_path": pa.array(cols["source_path"], pa.string()),
-        "source_size": pa.array(cols["source_size"], pa.int64()),
-        "source_mtime_ns": pa.array(cols["source_mtime_ns"], pa.int64()),
-    }
-    table = pa.table(arrays)
+    table = manifest_table(cols)  # track: optional column (schema.MANIFEST_OPTIONAL_COLUMNS)
     for c in extras:
         try:
             table = table.append_column(c, pa.array(pd.Series(extra_vals[c], dtype=index[c].dtype)))

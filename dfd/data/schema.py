@@ -54,7 +54,35 @@ MANIFEST_COLUMNS: dict[str, str] = {
 # A manifest's rows are unique per (video_id, frame, track).
 MANIFEST_OPTIONAL_COLUMNS: dict[str, str] = {"track": "int16"}
 
+# Where each crop came from (dfd.data.cache binds a cache to its sources with them); in-place crop datasets
+# know only the path.
+MANIFEST_SOURCE_COLUMNS: dict[str, str] = {"source_path": "string", "source_size": "int64", "source_mtime_ns": "int64"}
+
 FAILURE_COLUMNS = ("video_id", "path", "reason")
+
+
+def manifest_table(cols: dict[str, Any]):
+    """A ``pyarrow.Table`` of manifest columns typed as :data:`MANIFEST_COLUMNS` (and the optional and source
+    columns) say, in that order; columns absent from ``cols`` are left out. ``list<float32>[N]`` columns take a
+    list of N-lists or an (n, N) array."""
+    import pyarrow as pa
+
+    types = {**MANIFEST_COLUMNS, **MANIFEST_OPTIONAL_COLUMNS, **MANIFEST_SOURCE_COLUMNS}
+    arrays = {}
+    for name, kind in types.items():
+        if name not in cols:
+            continue
+        values = cols[name]
+        if kind.startswith("list<float32>["):
+            width = int(kind[len("list<float32>["):-1])
+            if isinstance(values, np.ndarray):
+                flat = pa.array(np.ascontiguousarray(values, np.float32).reshape(-1))
+                arrays[name] = pa.FixedSizeListArray.from_arrays(flat, width)
+            else:
+                arrays[name] = pa.array(values, pa.list_(pa.float32(), width))
+        else:
+            arrays[name] = pa.array(values, pa.string() if kind == "string" else pa.from_numpy_dtype(np.dtype(kind)))
+    return pa.table(arrays)
 
 
 class SchemaError(ValueError):

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from dfd.data import cache
 from dfd.data.contract import CropContract
-from dfd.data.schema import INDEX_COLUMNS, MANIFEST_COLUMNS, write_parquet
+from dfd.data.schema import INDEX_COLUMNS, MANIFEST_COLUMNS, manifest_table, write_parquet
 from dfd.data.sources.base import IMAGE_EXTS, DatasetSource
 from dfd.data.video import frame_number, sample_indices, sort_frame_names
 
@@ -152,21 +152,14 @@ def write_crop_manifest(
     np.save(tmp, lm81)
     os.replace(tmp, sidecar)
 
-    arrays = {
-        "video_id": pa.array(cols["video_id"], pa.string()),
-        "frame": pa.array(cols["frame"], pa.int32()),
-        "crop_path": pa.array(cols["crop_path"], pa.string()),
-        "label": pa.array(cols["label"], pa.int8()),
-        "split": pa.array(cols["split"], pa.string()),
-        "method": pa.array(cols["method"], pa.string()),
-        "identity": pa.array(cols["identity"], pa.string()),
+    table = manifest_table({
+        **{c: cols[c] for c in ("video_id", "frame", "crop_path", "label", "split", "method", "identity",
+                                "source_path")},
         # The box in the source frame is unknown: the dataset ships only the aligned crop.
-        "bbox": pa.FixedSizeListArray.from_arrays(pa.array(np.full(4 * n, np.nan, np.float32)), 4),
-        "landmarks": pa.FixedSizeListArray.from_arrays(pa.array(lm5.reshape(-1)), 10),
-        "score": pa.array(np.ones(n, np.float32)),
-        "source_path": pa.array(cols["source_path"], pa.string()),
-    }
-    table = pa.table(arrays)
+        "bbox": np.full((n, 4), np.nan, np.float32),
+        "landmarks": lm5.reshape(n, 10),
+        "score": np.ones(n, np.float32),
+    })
     for c in extras:
         table = table.append_column(c, pa.array(pd.Series(cols[c], dtype=index[c].dtype)))
     table = table.append_column("landmarks81_row", pa.array(np.where(found, np.arange(n), -1).astype(np.int32)))
