@@ -12,7 +12,7 @@ Conventions for whoever documents a command (README.md, experiments/*/README.md)
 
 * **GPU / SLURM lines** end with the comment ``# GPU`` or ``# SLURM`` (or start their comment with ``GPU:``).
   Here they must stop at once (no data or model work) with dfd's one-line error saying there is no GPU / no
-  SLURM. ``trainer=gpu|ddp|ddp_multinode`` and ``hydra/launcher=slurm`` are recognised without the marker; a
+  SLURM (or, for the hand merge of SLURM shard jobs, that no shards ran). ``trainer=gpu|ddp|ddp_multinode`` and ``hydra/launcher=slurm`` are recognised without the marker; a
   preset that implies a GPU needs it.
 * **Pretrained backbones** need no marker: with no network they must stop at once with the one-line
   "pretrained weights ... cannot be downloaded" error (a user's machine downloads them); object storage
@@ -45,7 +45,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from dfd.data.schema import INDEX_COLUMNS, MANIFEST_COLUMNS, MANIFEST_OPTIONAL_COLUMNS
 from tests import layouts as L
+from tests import layouts_more as M
 from tests.media import write_face_png, write_face_video
 from tests.readme_commands import Command, all_commands
 
@@ -66,8 +68,11 @@ PHASES = ("dfd-index", "dfd-extract", "dfd-pack", "dfd-train", "dfd-eval", "dfd-
 
 #: dfd's one-line errors for what this machine lacks (and a user's may have).
 NEEDS = {
-    "GPU": re.compile(r"^error: trainer\S* trains on CUDA GPUs and this machine has none"),
-    "SLURM": re.compile(r"^error: 'hydra/launcher=\S+' submits every run to SLURM, but .* not on this machine's PATH"),
+    "GPU": re.compile(r"^error: (trainer\S* trains on CUDA GPUs and this machine has none"
+                      r"|extract\.device=cuda\S* but no CUDA GPU is visible here)"),
+    # A SLURM line either submits (no sbatch/srun here) or merges what the submitted shard jobs made (none here).
+    "SLURM": re.compile(r"^error: ('hydra/launcher=\S+' submits every run to SLURM, but .* not on this machine's PATH"
+                        r"|nothing to merge: no shards of this index split \d+ ways)"),
     "network": re.compile(r"^error: (pretrained weights for '[^']+' are not on this machine and cannot be downloaded"
                           r"|.*(s3fs|object storage|cannot reach|unreachable))"),
 }
@@ -102,6 +107,7 @@ class Workspace:
         self.root = root
         self.data = root / "data"
         self.trained: list[tuple[str, Path]] = []  # (dfd-train arguments, run folder) of successful runs
+        self.fixture_runs: dict[str, Path] = {}  # paths.cache_dir=... -> run folder trained for <ckpt>
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "DFD_", "HYDRA_"))}
         self.env.update(PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", HF_HUB_OFFLINE="1",
                         HF_HOME=str(root / ".hf"), TORCH_HOME=str(root / ".torch"), COLUMNS="160")
@@ -113,7 +119,11 @@ class Workspace:
             L.make_ffpp(self.data / "FaceForensics++", pairs=FFPP_PAIRS)
             L.make_celebdf(self.data / "Celeb-DF-v2")
             L.make_redface(self.data / "RedFace")
+            # One train part (with its metadata.json) and the test folder: enough for index, extract.choice=all
+            # and shards, at a third of the full fixture's videos.
+            M.make_dfdc(self.data / "DFDC", parts={0: M.DFDC_PARTS[0]}, validation=False)
         L.make_wilddeepfake(self.data / "WildDeepfake", size=224)  # 224 px face crops, as distributed
+        M.make_deepfakebench(self.data / "DeepfakeBench")  # its rgb/ crops and dataset_json/ JSONs
         hidden = self.data / "hidden_videos"
         write_face_video(hidden / "clip_a.mp4", n_frames=3, size=256, canvas=288)
         write_face_video(hidden / "blank.mp4", n_frames=3, canvas=288, faceless=True)
@@ -138,6 +148,28 @@ class Workspace:
 
     def best_checkpoint(self) -> Path:
         results = json.loads((self.checkpoint_run() / "results.json").read_text())
+        return Path(results["checkpoint"])
+
+    def checkpoint_for(self, code: str) -> Path:
+        """``<ckpt>``: a checkpoint trained on the crops the command scores, i.e. from its ``paths.cache_dir``.
+
+        The default cache's is :meth:`best_checkpoint`. Another cache (the recipes' ArcFace 256 px crops) is
+        trained on only by GPU recipes here, so a tiny default model is trained once on FF++ from that cache (1
+        epoch), as the user's GPU recipe would have: dfd refuses a checkpoint whose crops differ from the cache's.
+        """
+        cache = next((a for a in dfd_args(code) if a.startswith("paths.cache_dir=")), None)
+        if cache is None:
+            return self.best_checkpoint()
+        if cache not in self.fixture_runs:
+            args = ["dataset=ffpp", cache, "trainer.max_epochs=1", "logger=csv"]
+            before = _folders(self)
+            proc = subprocess.run([str(BIN / "dfd-train"), *args], cwd=self.root, env=self.env, capture_output=True,
+                                  text=True, timeout=900)
+            made = sorted(_folders(self) - before)
+            assert proc.returncode == 0 and len(made) == 1, (
+                f"the checkpoint for <ckpt> (dfd-train {' '.join(args)}) failed: {proc.stderr[-1500:]}")
+            self.fixture_runs[cache] = made[0]
+        results = json.loads((self.fixture_runs[cache] / "results.json").read_text())
         return Path(results["checkpoint"])
 
     def multirun(self) -> Path:
@@ -171,7 +203,7 @@ PLACEHOLDERS = [
     ("outputs/train/<run>/checkpoints/<best>.ckpt", lambda ws, code: ws.best_checkpoint()),
     ("outputs/train/<run>/checkpoints/last.ckpt",
      lambda ws, code: ws.resumed_run(code) / "checkpoints" / "last.ckpt"),
-    ("<ckpt>", lambda ws, code: ws.best_checkpoint()),
+    ("<ckpt>", lambda ws, code: ws.checkpoint_for(code)),
     ("outputs/multirun/<date_time>", lambda ws, code: ws.multirun()),
     ("outputs/multirun/<date>_<time>", lambda ws, code: ws.multirun()),
     ("/data/", lambda ws, code: f"{ws.data}/"),
@@ -225,8 +257,9 @@ def _datasets(code: str) -> list[list[str]]:
     return [[a for a in args if a.startswith(("dataset=", "dataset.", "paths."))]]
 
 
-MANIFEST_COLUMNS = ["video_id", "frame", "crop_path", "label", "split", "method", "identity", "bbox", "landmarks", "score",
-                    "source_path", "source_size", "source_mtime_ns"]
+#: What dfd-extract adds to the manifest's columns (dfd.data.schema): each video's source fingerprint (README: "the
+#: cache records ... each video's source fingerprint").
+SOURCE_FINGERPRINT = ("source_path", "source_size", "source_mtime_ns")
 
 
 def promise_index(ws: Workspace, run: Run) -> list[str]:
@@ -236,7 +269,7 @@ def promise_index(ws: Workspace, run: Run) -> list[str]:
         index = cache / "index.parquet"
         if not index.is_file():
             problems.append(f"no index at {index}")
-        elif not {"video_id", "label", "split", "method", "identity", "path", "kind"} <= set(pd.read_parquet(index)):
+        elif not set(INDEX_COLUMNS) <= set(pd.read_parquet(index)):
             problems.append(f"{index} lacks the documented columns")
     if "wrote " not in run.out:
         problems.append("no counts table / 'wrote N videos' line")
@@ -252,8 +285,12 @@ def promise_extract(ws: Workspace, run: Run) -> list[str]:
             problems.append(f"no manifest at {manifest}")
             continue
         df = pd.read_parquet(manifest)
-        if list(df.columns[: len(MANIFEST_COLUMNS)]) != MANIFEST_COLUMNS:
-            problems.append(f"{manifest} columns {list(df.columns)} are not the documented ones")
+        required = list(MANIFEST_COLUMNS)
+        if list(df.columns[: len(required)]) != required or not set(SOURCE_FINGERPRINT) <= set(df.columns):
+            problems.append(f"{manifest} columns {list(df.columns)} are not the documented ones "
+                            f"({required} first, then {list(MANIFEST_OPTIONAL_COLUMNS)} and {list(SOURCE_FINGERPRINT)})")
+        if "extract.choice=all" in run.code and "track" not in df.columns:
+            problems.append(f"{manifest}: extract.choice=all wrote no 'track' column")
         if df.empty or not any((cache / "crops").rglob("*.png")):
             problems.append(f"{cache}: no crops extracted")
         if not (cache / "cache.json").is_file():
