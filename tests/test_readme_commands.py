@@ -26,6 +26,8 @@ Conventions for whoever documents a command (README.md, experiments/*/README.md)
 
 Everything runs in ONE test (one fixture folder, one checkpoint reused by every command that needs one) so that
 pytest-xdist never builds it twice; every problem is collected and reported together, with a timing table.
+Consecutive commands expected to stop at once (GPU, SLURM, network: ``stops_at_once``) run two at a time; each is
+still judged on its own exit, output and CPU time.
 """
 
 from __future__ import annotations
