@@ -12,7 +12,7 @@ Conventions for whoever documents a command (README.md, experiments/*/README.md)
 
 * **GPU / SLURM lines** end with the comment ``# GPU`` or ``# SLURM`` (or start their comment with ``GPU:``).
   Here they must stop at once (no data or model work) with dfd's one-line error saying there is no GPU / no
-  SLURM. ``trainer=gpu|ddp|ddp_multinode`` and ``hydra/launcher=slurm`` are recognised without the marker; a
+  SLURM (or, for the hand merge of SLURM shard jobs, that no shards ran). ``trainer=gpu|ddp|ddp_multinode`` and ``hydra/launcher=slurm`` are recognised without the marker; a
   preset that implies a GPU needs it.
 * **Pretrained backbones** need no marker: with no network they must stop at once with the one-line
   "pretrained weights ... cannot be downloaded" error (a user's machine downloads them); object storage
@@ -26,6 +26,8 @@ Conventions for whoever documents a command (README.md, experiments/*/README.md)
 
 Everything runs in ONE test (one fixture folder, one checkpoint reused by every command that needs one) so that
 pytest-xdist never builds it twice; every problem is collected and reported together, with a timing table.
+Consecutive commands expected to stop at once (GPU, SLURM, network: ``stops_at_once``) run two at a time; each is
+still judged on its own exit, output and CPU time.
 """
 
 from __future__ import annotations
@@ -33,19 +35,23 @@ from __future__ import annotations
 import json
 import os
 import re
-import resource
 import shlex
+import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from dfd.data.schema import INDEX_COLUMNS, MANIFEST_COLUMNS, MANIFEST_OPTIONAL_COLUMNS
 from tests import layouts as L
+from tests import layouts_more as M
 from tests.media import write_face_png, write_face_video
 from tests.readme_commands import Command, all_commands
 
@@ -66,8 +72,11 @@ PHASES = ("dfd-index", "dfd-extract", "dfd-pack", "dfd-train", "dfd-eval", "dfd-
 
 #: dfd's one-line errors for what this machine lacks (and a user's may have).
 NEEDS = {
-    "GPU": re.compile(r"^error: trainer\S* trains on CUDA GPUs and this machine has none"),
-    "SLURM": re.compile(r"^error: 'hydra/launcher=\S+' submits every run to SLURM, but .* not on this machine's PATH"),
+    "GPU": re.compile(r"^error: (trainer\S* trains on CUDA GPUs and this machine has none"
+                      r"|extract\.device=cuda\S* but no CUDA GPU is visible here)"),
+    # A SLURM line either submits (no sbatch/srun here) or merges what the submitted shard jobs made (none here).
+    "SLURM": re.compile(r"^error: ('hydra/launcher=\S+' submits every run to SLURM, but .* not on this machine's PATH"
+                        r"|nothing to merge: no shards of this index split \d+ ways)"),
     "network": re.compile(r"^error: (pretrained weights for '[^']+' are not on this machine and cannot be downloaded"
                           r"|.*(s3fs|object storage|cannot reach|unreachable))"),
 }
@@ -102,6 +111,7 @@ class Workspace:
         self.root = root
         self.data = root / "data"
         self.trained: list[tuple[str, Path]] = []  # (dfd-train arguments, run folder) of successful runs
+        self.fixture_runs: dict[str, Path] = {}  # paths.cache_dir=... -> run folder trained for <ckpt>
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "DFD_", "HYDRA_"))}
         self.env.update(PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", HF_HUB_OFFLINE="1",
                         HF_HOME=str(root / ".hf"), TORCH_HOME=str(root / ".torch"), COLUMNS="160")
@@ -113,7 +123,11 @@ class Workspace:
             L.make_ffpp(self.data / "FaceForensics++", pairs=FFPP_PAIRS)
             L.make_celebdf(self.data / "Celeb-DF-v2")
             L.make_redface(self.data / "RedFace")
+            # One train part (with its metadata.json) and the test folder: enough for index, extract.choice=all
+            # and shards, at a third of the full fixture's videos.
+            M.make_dfdc(self.data / "DFDC", parts={0: M.DFDC_PARTS[0]}, validation=False)
         L.make_wilddeepfake(self.data / "WildDeepfake", size=224)  # 224 px face crops, as distributed
+        M.make_deepfakebench(self.data / "DeepfakeBench")  # its rgb/ crops and dataset_json/ JSONs
         hidden = self.data / "hidden_videos"
         write_face_video(hidden / "clip_a.mp4", n_frames=3, size=256, canvas=288)
         write_face_video(hidden / "blank.mp4", n_frames=3, canvas=288, faceless=True)
@@ -138,6 +152,28 @@ class Workspace:
 
     def best_checkpoint(self) -> Path:
         results = json.loads((self.checkpoint_run() / "results.json").read_text())
+        return Path(results["checkpoint"])
+
+    def checkpoint_for(self, code: str) -> Path:
+        """``<ckpt>``: a checkpoint trained on the crops the command scores, i.e. from its ``paths.cache_dir``.
+
+        The default cache's is :meth:`best_checkpoint`. Another cache (the recipes' ArcFace 256 px crops) is
+        trained on only by GPU recipes here, so a tiny default model is trained once on FF++ from that cache (1
+        epoch), as the user's GPU recipe would have: dfd refuses a checkpoint whose crops differ from the cache's.
+        """
+        cache = next((a for a in dfd_args(code) if a.startswith("paths.cache_dir=")), None)
+        if cache is None:
+            return self.best_checkpoint()
+        if cache not in self.fixture_runs:
+            args = ["dataset=ffpp", cache, "trainer.max_epochs=1", "logger=csv"]
+            before = _folders(self)
+            proc = subprocess.run([str(BIN / "dfd-train"), *args], cwd=self.root, env=self.env, capture_output=True,
+                                  text=True, timeout=900)
+            made = sorted(_folders(self) - before)
+            assert proc.returncode == 0 and len(made) == 1, (
+                f"the checkpoint for <ckpt> (dfd-train {' '.join(args)}) failed: {proc.stderr[-1500:]}")
+            self.fixture_runs[cache] = made[0]
+        results = json.loads((self.fixture_runs[cache] / "results.json").read_text())
         return Path(results["checkpoint"])
 
     def multirun(self) -> Path:
@@ -171,7 +207,7 @@ PLACEHOLDERS = [
     ("outputs/train/<run>/checkpoints/<best>.ckpt", lambda ws, code: ws.best_checkpoint()),
     ("outputs/train/<run>/checkpoints/last.ckpt",
      lambda ws, code: ws.resumed_run(code) / "checkpoints" / "last.ckpt"),
-    ("<ckpt>", lambda ws, code: ws.best_checkpoint()),
+    ("<ckpt>", lambda ws, code: ws.checkpoint_for(code)),
     ("outputs/multirun/<date_time>", lambda ws, code: ws.multirun()),
     ("outputs/multirun/<date>_<time>", lambda ws, code: ws.multirun()),
     ("/data/", lambda ws, code: f"{ws.data}/"),
@@ -190,17 +226,36 @@ def inferred_need(code: str) -> str | None:
     return None
 
 
-def is_synthetic(code: str) -> bool:
-    """Whether a dfd-train/dfd-eval command trains on the embedded synthetic set (composed as dfd would)."""
+def _train_config(code: str):
+    """The config of (the first job of) a dfd-train/dfd-eval command, composed as dfd would; None if it does not
+    compose here (options from the user's own folder, etc.)."""
     from tests.conftest import compose
 
     args = [a for a in dfd_args(code) if a not in ("-m", "--multirun") and not a.startswith("hydra.")]
     args = [a.split(",")[0] if "=" in a and "[" not in a and "{" not in a else a for a in args]  # one multirun job
     try:
-        cfg = compose("train", args)
-    except Exception:  # options from the user's own folder, etc.: not the synthetic default
+        return compose("train", args)
+    except Exception:
+        return None
+
+
+def is_synthetic(code: str) -> bool:
+    """Whether a dfd-train/dfd-eval command trains on the embedded synthetic set (composed as dfd would)."""
+    cfg = _train_config(code)
+    return cfg is not None and str(cfg.dataset.get("_target_", "")).endswith("SyntheticSource")
+
+
+def stops_at_once(cmd: Command, code: str) -> bool:
+    """Whether a command is expected to stop before any work here (no GPU, SLURM, network or object storage),
+    so it may run beside another such command. Scheduling only: :func:`judge` checks how each really ended."""
+    if cmd.setup or not cmd.tools:
         return False
-    return str(cfg.dataset.get("_target_", "")).endswith("SyntheticSource")
+    if cmd.marker or inferred_need(code) or cmd.tools[0] == "dfd-weights" or "s3://" in code:
+        return True
+    if cmd.tools[0] == "dfd-train":
+        cfg = _train_config(code)
+        return cfg is not None and bool(cfg.model.get("pretrained"))  # no weights cached, no network
+    return False
 
 
 # ----------------------------------------------------------------------------------------------- promises
@@ -225,8 +280,9 @@ def _datasets(code: str) -> list[list[str]]:
     return [[a for a in args if a.startswith(("dataset=", "dataset.", "paths."))]]
 
 
-MANIFEST_COLUMNS = ["video_id", "frame", "crop_path", "label", "split", "method", "identity", "bbox", "landmarks", "score",
-                    "source_path", "source_size", "source_mtime_ns"]
+#: What dfd-extract adds to the manifest's columns (dfd.data.schema): each video's source fingerprint (README: "the
+#: cache records ... each video's source fingerprint").
+SOURCE_FINGERPRINT = ("source_path", "source_size", "source_mtime_ns")
 
 
 def promise_index(ws: Workspace, run: Run) -> list[str]:
@@ -236,7 +292,7 @@ def promise_index(ws: Workspace, run: Run) -> list[str]:
         index = cache / "index.parquet"
         if not index.is_file():
             problems.append(f"no index at {index}")
-        elif not {"video_id", "label", "split", "method", "identity", "path", "kind"} <= set(pd.read_parquet(index)):
+        elif not set(INDEX_COLUMNS) <= set(pd.read_parquet(index)):
             problems.append(f"{index} lacks the documented columns")
     if "wrote " not in run.out:
         problems.append("no counts table / 'wrote N videos' line")
@@ -252,8 +308,12 @@ def promise_extract(ws: Workspace, run: Run) -> list[str]:
             problems.append(f"no manifest at {manifest}")
             continue
         df = pd.read_parquet(manifest)
-        if list(df.columns[: len(MANIFEST_COLUMNS)]) != MANIFEST_COLUMNS:
-            problems.append(f"{manifest} columns {list(df.columns)} are not the documented ones")
+        required = list(MANIFEST_COLUMNS)
+        if list(df.columns[: len(required)]) != required or not set(SOURCE_FINGERPRINT) <= set(df.columns):
+            problems.append(f"{manifest} columns {list(df.columns)} are not the documented ones "
+                            f"({required} first, then {list(MANIFEST_OPTIONAL_COLUMNS)} and {list(SOURCE_FINGERPRINT)})")
+        if "extract.choice=all" in run.code and "track" not in df.columns:
+            problems.append(f"{manifest}: extract.choice=all wrote no 'track' column")
         if df.empty or not any((cache / "crops").rglob("*.png")):
             problems.append(f"{cache}: no crops extracted")
         if not (cache / "cache.json").is_file():
@@ -409,24 +469,51 @@ def _folders(ws: Workspace) -> set[Path]:
     return {*out.glob("train/*"), *out.glob("eval/*"), *out.glob("multirun/*/*")} - {*out.glob("multirun/*/.*")}
 
 
-def run_one(ws: Workspace, cmd: Command) -> Run:
+def prepare(ws: Workspace, cmd: Command) -> Run:
+    """The command as it will run: placeholders mapped, the synthetic set at fixture size."""
     code = ws.substitute(cmd.code)
     if cmd.tools and cmd.tools[0] in ("dfd-train", "dfd-eval") and is_synthetic(code):
         code += " " + " ".join(shlex.quote(a) for a in SYNTHETIC_FIXTURE)
-    run = Run(cmd, code)
-    before = _folders(ws)
-    start, usage = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run(["bash", "-c", code], cwd=ws.root, env=ws.env, capture_output=True, text=True,
-                          timeout=900)
+    return Run(cmd, code)
+
+
+def execute(ws: Workspace, run: Run, log: Path) -> Run:
+    """Run it through bash in the user's folder; its own CPU time from wait4 (right when two run at once)."""
+    log.parent.mkdir(exist_ok=True)
+    out, err = log.with_suffix(".out"), log.with_suffix(".err")
+    start = time.monotonic()
+    with out.open("w") as fo, err.open("w") as fe:
+        proc = subprocess.Popen(["bash", "-c", run.code], cwd=ws.root, env=ws.env, stdout=fo, stderr=fe,
+                                start_new_session=True)
+        timer = threading.Timer(900, os.killpg, (proc.pid, signal.SIGKILL))
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
     run.seconds = time.monotonic() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    run.cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
-    run.rc, run.out, run.err = proc.returncode, proc.stdout, proc.stderr
-    logs = ws.root / "logs"  # what each command printed, for a look after a failure
-    logs.mkdir(exist_ok=True)
-    (logs / f"{len(list(logs.iterdir())):02d}.txt").write_text(f"$ {code}\n(exit {run.rc})\n{run.out}\n--- stderr\n{run.err}")
-    run.runs = sorted(p for p in _folders(ws) - before if p.is_dir() and not p.name.startswith("."))
+    run.cpu = usage.ru_utime + usage.ru_stime
+    run.rc, run.out, run.err = proc.returncode, out.read_text(), err.read_text()
+    out.unlink()
+    err.unlink()
+    # What each command printed, for a look after a failure.
+    log.write_text(f"$ {run.code}\n(exit {run.rc})\n{run.out}\n--- stderr\n{run.err}")
     return run
+
+
+def run_all(ws: Workspace, batch: list[Run]) -> list[Run]:
+    """Run one command, or commands that all stop at once two at a time; each gets the run folders made meanwhile
+    (none for commands that stop at once: judge() flags any)."""
+    logs = ws.root / "logs"
+    first = len(list(logs.glob("*.txt"))) if logs.is_dir() else 0
+    before = _folders(ws)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(lambda ir: execute(ws, ir[1], logs / f"{first + ir[0]:02d}.txt"), enumerate(batch)))
+    made = sorted(p for p in _folders(ws) - before if p.is_dir() and not p.name.startswith("."))
+    for run in batch:
+        run.runs = made
+    return batch
 
 
 def judge(ws: Workspace, run: Run) -> list[str]:
@@ -519,21 +606,36 @@ def test_every_documented_command_runs_as_written(tmp_path_factory):
     commands = all_commands()
     assert len([c for c in commands if c.tools]) >= 30, "the README lost its commands?"
     failures, runs = [], []
+    pending: list[Run] = []  # consecutive commands that stop at once: run two at a time
+
+    def flush() -> None:
+        for run in run_all(ws, pending) if pending else []:
+            record(run)
+        pending.clear()
+
+    def record(run: Run) -> None:
+        runs.append(run)
+        problems = judge(ws, run)
+        if run.outcome == "ok" and run.command.tools and run.command.tools[0] == "dfd-train":
+            ws.trained += [(" ".join(a for a in dfd_args(run.code) if a not in SYNTHETIC_FIXTURE), f) for f in run.runs]
+        if problems:
+            failures.append(f"{run.command}\n    ran: {run.code}\n    " + "\n    ".join(problems))
+
     for cmd in ordered(commands):
         if any(re.search(p, cmd.code) for p in EXEMPT):
             runs.append(Run(cmd, cmd.code, outcome="exempt: " + next(r for p, r in EXEMPT.items() if re.search(p, cmd.code))))
             continue
         try:
-            run = run_one(ws, cmd)
+            run = prepare(ws, cmd)
         except AssertionError as e:  # a placeholder with nothing to stand for
             failures.append(f"{cmd}\n    {e}")
             continue
-        runs.append(run)
-        problems = judge(ws, run)
-        if run.outcome == "ok" and cmd.tools and cmd.tools[0] == "dfd-train":
-            ws.trained += [(" ".join(a for a in dfd_args(run.code) if a not in SYNTHETIC_FIXTURE), f) for f in run.runs]
-        if problems:
-            failures.append(f"{cmd}\n    ran: {run.code}\n    " + "\n    ".join(problems))
+        if stops_at_once(cmd, run.code):
+            pending.append(run)
+            continue
+        flush()
+        record(run_all(ws, [run])[0])
+    flush()
     table = "\n".join(f"{r.seconds:6.1f} s {r.cpu:6.1f} cpu-s  {r.outcome:14s} {r.command.where:42s} "
                       f"{r.command.text[:80]}" for r in runs)
     print(f"\n{table}\ntotal {sum(r.seconds for r in runs):.0f} s, {sum(r.cpu for r in runs):.0f} CPU-s, for "

@@ -558,6 +558,8 @@ def extract_faces(
     """
     cfg = cfg or ExtractConfig()
     contract = cfg.resolve(faces_are_cropped)
+    if contract.inputs == "frames" or contract.landmarks_for_crops:
+        _check_device(cfg.device)  # a device this machine lacks is refused up front, even with nothing left to do
     start = time.perf_counter()
     index = validate_index(index_df, where="extract index")
     root, cache_dir = Path(root), Path(cache_dir)
@@ -614,8 +616,6 @@ def _extract_videos(index: pd.DataFrame, root: Path, cache_dir: Path, contract: 
     todo = set(ids) - done
     tasks = _tasks(index, todo, sources)
     needs_detector = contract.inputs == "frames" or contract.landmarks_for_crops
-    if tasks and needs_detector:
-        _check_device(cfg.device)
     run = _Run(resumed=len(done), stale=len(stale))
     items = _execute(tasks, root, cache_dir, contract, cfg, needs_detector, run.pipeline)
     for item in _progress(items, total=len(ids), completed=len(done), enabled=progress, what=what):

@@ -7,6 +7,10 @@ What is silenced, and why it is safe:
 * ``Loading `train_dataloader` to estimate number of stepping batches``: an internal step of the LR schedule.
 * pytorch_lightning's own deprecation warning about torch's ``LeafSpec`` (raised inside Lightning, fixed by
   Lightning, not by users), and the "fewer training batches than the logging interval" tip of tiny runs.
+* albumentations' "Got processor for keypoints, but no transform to process it": raised for each nested
+  ``OneOf``/``Sequential`` of pixel-level transforms (blur, noise, colour: ``augment=strong``) inside dfd's
+  keypoint-aware ``Compose`` (``dfd.data.transforms.Pipeline``). Pixel-level transforms leave keypoints where
+  they are, which is right: the landmarks still go through every geometric transform of the outer Compose.
 * W&B's "The anonymous setting has no effect" warning: Lightning's WandbLogger passes ``anonymous=None``; dfd
   drops the key before the run starts (see ``dfd.engine.run.build_trainer``).
 
@@ -29,6 +33,7 @@ LIGHTNING_NOISE = (
 WARNING_NOISE = (
     r".*isinstance\(treespec, LeafSpec\)` is deprecated",
     r"The number of training batches \(\d+\) is smaller than the logging interval",
+    r"Got processor for keypoints, but no transform to process it",
 )
 
 
