@@ -122,20 +122,30 @@ def write_composed_face_video(
     w, h = frame
     rng = np.random.default_rng(seed)
     ox, oy = int(rng.integers(0, w - face)), int(rng.integers(0, h - face))
-    with av.open(str(path), mode="w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height = w, h
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "23", "preset": "ultrafast"}
+
+    def frames():
         for i in range(n_frames):
             canvas = np.full((h, w, 3), 110, np.uint8)
             dx = min(max(ox + int(20 * np.sin(i / 3)), 0), w - face)
             canvas[oy : oy + face, dx : dx + face] = img
+            yield canvas
+
+    _write_h264(path, frames(), (w, h), fps, crf=23)
+    return path
+
+
+def _write_h264(path: Path, frames, size: tuple[int, int], fps: int, crf: int) -> None:
+    """Encode RGB frames (w, h) as H.264 (yuv420p, ultrafast) at ``crf``."""
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "ultrafast"}
+        for canvas in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(canvas, format="rgb24")):
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
-    return path
 
 
 def write_faces_video(
@@ -165,11 +175,8 @@ def write_faces_video(
             img = np.clip(img.astype(np.float32) * gain[i], 0, 255).astype(np.uint8)
         photos.append(np.ascontiguousarray(img[:, ::-1]) if i < len(mirror) and mirror[i] else img)
     boxes: list[list[tuple[float, float, float, float]]] = []
-    with av.open(str(path), mode="w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height = w, h
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18", "preset": "ultrafast"}
+
+    def frames():
         for t in range(n_frames):
             canvas = np.full((h, w, 3), 120, np.uint8)
             frame_boxes = []
@@ -183,8 +190,7 @@ def write_faces_video(
                     x1, x2 = 512 - x2, 512 - x1
                 frame_boxes.append((x1 * s + px, y1 * s + py, x2 * s + px, y2 * s + py))
             boxes.append(frame_boxes)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(canvas, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+            yield canvas
+
+    _write_h264(path, frames(), (w, h), fps, crf=18)
     return path, boxes
