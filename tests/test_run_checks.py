@@ -119,15 +119,14 @@ def test_bundles_record_the_pretrained_weights_they_started_from(trained, tmp_pa
 
 
 # ----------------------------------------------------------------------------------------------- threads
-def test_cpu_threads_leave_the_cores_of_the_loader_workers(monkeypatch):
+def test_cpu_ddp_processes_share_the_cores_and_one_process_keeps_torchs_default(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
-    assert R.cpu_threads(compose("train", ["data.num_workers=2"])) == 6
-    assert R.cpu_threads(compose("train", ["data.num_workers=12"])) == 1
-    assert R.cpu_threads(compose("train", ["data.num_workers=0"])) == 8
-    # CPU DDP: the cores are shared by the processes, each with its own workers.
-    assert R.cpu_threads(compose("train", ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"])) == 2
+    assert R.cpu_threads(compose("train", ["data.num_workers=2"])) is None
+    # CPU DDP: the cores are divided among the processes.
+    assert R.cpu_threads(compose("train", ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"])) == 4
+    assert R.cpu_threads(compose("train", ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=16"])) == 1
     assert R.cpu_threads(compose("train", ["trainer=gpu"])) is None  # the GPU computes
     assert R.cpu_threads(compose("train", ["threads=3"])) == 3
     assert R.cpu_threads(compose("eval", ["ckpt_path=x", "threads=5"])) == 5
@@ -136,7 +135,7 @@ def test_cpu_threads_leave_the_cores_of_the_loader_workers(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS")
     before = torch.get_num_threads()
     try:
-        R.set_threads(compose("train", ["data.num_workers=7"]))
+        R.set_threads(compose("train", ["threads=1"]))
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)

@@ -41,10 +41,12 @@ log = logging.getLogger(__name__)
 def cpu_threads(cfg: DictConfig) -> int | None:
     """torch's intra-op threads for this run's main process, or None to leave torch's default.
 
-    ``threads`` in the config wins. Else, when the run computes on the CPU and the user has not set
-    ``OMP_NUM_THREADS``/``MKL_NUM_THREADS``: the cores left over by the loader workers (at least 1). torch
-    defaults to one thread per core, and its threads spin-wait for work: beside busy loader workers on the same
-    cores they slow every step (a 2-core machine with 2 workers: 0.57 steps/s with 2 threads, 2.28 with 1).
+    ``threads`` in the config wins. Else, for CPU DDP (several processes on one machine, as torchrun does) and
+    unless the user set ``OMP_NUM_THREADS``/``MKL_NUM_THREADS``: the cores divided among the processes, which
+    would otherwise each start one thread per core and spin-wait against each other. One process keeps torch's
+    default, one thread per core: on 2 idle cores with 2 loader workers it made 5.99 steps/s against 3.76 with
+    1 thread (bench_overhead.py). On a machine busy with other work, ``threads=1`` avoids spin-waiting
+    (measured there under load ~6: 2.28 steps/s with 1 thread, 0.57 with 2).
     """
     if cfg.get("threads"):
         return int(cfg.threads)
@@ -58,8 +60,7 @@ def cpu_threads(cfg: DictConfig) -> int | None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     devices = trainer.get("devices", 1)
     processes = int(devices) if str(devices).isdigit() and int(devices) > 0 else 1  # CPU DDP: one per device
-    workers = int((cfg.get("data") or {}).get("num_workers") or 0)
-    return max(1, cores // processes - workers)
+    return max(1, cores // processes) if processes > 1 else None
 
 
 def set_threads(cfg: DictConfig) -> None:
@@ -67,7 +68,7 @@ def set_threads(cfg: DictConfig) -> None:
     n = cpu_threads(cfg)
     if n is not None and n != torch.get_num_threads():
         torch.set_num_threads(n)
-        log.info("torch threads: %d (cores minus loader workers; set threads=N or OMP_NUM_THREADS to choose)", n)
+        log.info("torch threads: %d (set threads=N or OMP_NUM_THREADS to choose)", n)
 
 
 def check_sbi_keys(cfg: DictConfig) -> None:
