@@ -49,7 +49,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dfd.data.schema import INDEX_COLUMNS, MANIFEST_COLUMNS, MANIFEST_OPTIONAL_COLUMNS
+from dfd.data.schema import (
+    INDEX_COLUMNS,
+    MANIFEST_COLUMNS,
+    MANIFEST_OPTIONAL_COLUMNS,
+    MANIFEST_SOURCE_COLUMNS,
+)
 from tests import layouts as L
 from tests import layouts_more as M
 from tests.media import write_face_png, write_face_video
@@ -280,9 +285,9 @@ def _datasets(code: str) -> list[list[str]]:
     return [[a for a in args if a.startswith(("dataset=", "dataset.", "paths."))]]
 
 
-#: What dfd-extract adds to the manifest's columns (dfd.data.schema): each video's source fingerprint (README: "the
-#: cache records ... each video's source fingerprint").
-SOURCE_FINGERPRINT = ("source_path", "source_size", "source_mtime_ns")
+#: What dfd-extract adds to the manifest's columns: each video's source fingerprint (README: "the cache records ...
+#: each video's source fingerprint").
+SOURCE_FINGERPRINT = tuple(MANIFEST_SOURCE_COLUMNS)
 
 
 def promise_index(ws: Workspace, run: Run) -> list[str]:

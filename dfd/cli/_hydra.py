@@ -322,7 +322,7 @@ def _user_error(exc: BaseException) -> BaseException | None:
         user += (lightning.MisconfigurationException,)
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, user) or type(seen).__name__.endswith(("WeightsError", "ExtractError", "ShardError")):
+        if isinstance(seen, user):
             return seen
         seen = seen.__cause__
     return None

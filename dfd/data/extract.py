@@ -57,8 +57,17 @@ from dfd.data.cache import (
 )
 from dfd.data.contract import ContractError, CropContract
 from dfd.data.faces import DETECT_BATCH, FaceDetector, crop_faces, crop_stem
-from dfd.data.schema import FAILURE_COLUMNS, INDEX_COLUMNS, MANIFEST_COLUMNS, manifest_table, validate_index
+from dfd.data.schema import (
+    FAILURE_COLUMNS,
+    INDEX_COLUMNS,
+    MANIFEST_COLUMNS,
+    MANIFEST_OPTIONAL_COLUMNS,
+    MANIFEST_SOURCE_COLUMNS,
+    manifest_table,
+    validate_index,
+)
 from dfd.data.video import Frames, MediaError, fingerprint, iter_archive_sequences, read_source
+from dfd.errors import UserError
 
 FORMATS = ("png", "jpg")
 INPUTS = ("auto", "frames", "crops")
@@ -69,7 +78,7 @@ DROP_GAP = 0.05
 DROP_RATIO = 1.5
 
 
-class ExtractError(ValueError):
+class ExtractError(UserError, ValueError):
     """The extraction cannot start (bad settings, or a cache made with other settings or from another root)."""
 
 
@@ -868,7 +877,7 @@ def _assemble(index: pd.DataFrame, cache_dir: Path, record: dict[str, Any]) -> E
     s = ExtractSummary(videos=len(index))
     extras = [c for c in index.columns if c not in INDEX_COLUMNS and c not in MANIFEST_COLUMNS]
     cols: dict[str, list] = {c: [] for c in MANIFEST_COLUMNS}
-    for c in ("track", "source_path", "source_size", "source_mtime_ns"):
+    for c in (*MANIFEST_OPTIONAL_COLUMNS, *MANIFEST_SOURCE_COLUMNS):
         cols[c] = []
     extra_vals: dict[str, list] = {c: [] for c in extras}
     failures, stats = [], []

@@ -53,6 +53,7 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 from dfd.data.datasets import ClipDataset, FrameDataset, ManifestArrays, row_keys
 from dfd.data.schema import SPLITS, SchemaError
 from dfd.data.transforms import Pipeline
+from dfd.errors import UserError
 
 FORMAT = "dfd-shards/1"
 META_NAME = "shards.json"
@@ -63,7 +64,7 @@ _BLOCK = 512  # tar block size: member data starts on, and is padded to, a block
 _MTIME = 0  # fixed member times: the same cache packs to byte-identical shards (resume == uninterrupted run)
 
 
-class ShardError(ValueError):
+class ShardError(UserError, ValueError):
     """A shard store is missing, stale, inconsistent, or used in a way its read mode cannot serve."""
 
 
