@@ -42,6 +42,27 @@ def test_contract_has_one_home_and_round_trips(compose_cfg) -> None:
         ExtractConfig.create(frame=8)
 
 
+def test_version_1_records_keep_their_rule_and_their_id() -> None:
+    """Caches and bundles written before the per-video scale was rounded and probed three times were made with
+    one probe and the raw scale: read back that way, under the id they were written with."""
+    v1 = CropContract(scale_steps=0, probes=1)
+    record = v1.to_dict()
+    assert record["version"] == 1 and "scale_steps" not in record and "probes" not in record  # older dfd reads it
+    old = CropContract.from_mapping(record)
+    assert (old.scale_steps, old.probes) == (0, 1)
+    # The id of the default contract of dfd before version 2 (pinned: caches made then must keep it).
+    assert old.fingerprint() == "f8c7fc5c8bc2"
+    new = CropContract()
+    assert new.to_dict()["version"] == 2 and CropContract.from_mapping(new.to_dict()) == new
+    assert old.diff(new) == {"scale_steps": (0, 8), "probes": (1, 3)}
+    # A config block (no version) takes today's defaults; without face_px the new fields do not matter.
+    assert CropContract.from_mapping({"frames": 8}).probes == 3
+    assert CropContract(face_px=0).fingerprint() == CropContract(face_px=0, scale_steps=0, probes=1).fingerprint()
+    assert CropContract(face_px=0).to_dict()["version"] == 1
+    with pytest.raises(ContractError, match="probes=0 is invalid"):
+        CropContract(probes=0)
+
+
 # ----------------------------------------------------------------------------------------------- alignment
 def test_arcface_alignment_of_the_astronaut() -> None:
     """5-point similarity alignment as DeepfakeBench/GenD do it (ArcFace 112 template, scale 1.3, 256 px)."""

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dfd.data.faces import Detections, FaceDetector, choose_face, crop_box, crop_face
+from dfd.data.faces import Detections, FaceDetector, choose_face, crop_box, crop_face, video_scale
 from tests.media import ASTRONAUT_FACE_BOX_512, box_iou, face_image
 
 
@@ -92,3 +92,50 @@ def test_detect_video_shrinks_frames_to_the_face_and_finds_the_same_faces(monkey
     for a, b in zip(fast, full, strict=True):
         ka, kb = choose_face(a), choose_face(b)
         assert box_iou(a.boxes[ka], b.boxes[kb]) > 0.8
+
+
+def test_video_scale_is_a_grid_that_absorbs_noise():
+    assert video_scale(0.4372, 0) == 0.4372
+    for x in (0.2, 0.31, 0.4372, 0.77, 1.3):
+        q = video_scale(x, 8)
+        assert abs(np.log2(q / x)) <= 1 / 16 + 1e-9 and video_scale(q, 8) == q
+    # Float noise in the probe box does not move a scale off its grid point.
+    on_grid = 2 ** (-9 / 8)
+    assert video_scale(on_grid * 1.002, 8) == video_scale(on_grid / 1.002, 8) == on_grid
+
+
+def _sizes_seen(det, monkeypatch) -> list[int]:
+    seen: list[int] = []
+    original = det.mtcnn.detect
+    monkeypatch.setattr(det.mtcnn, "detect", lambda batch, landmarks: (seen.append(batch.shape[1]),
+                                                                       original(batch, landmarks=landmarks))[1])
+    return seen
+
+
+def test_median_of_probes_sets_a_grid_scale(monkeypatch):
+    """Three probes (frames 1, 3, 4 of 6) at detect_size; the median face sets the scale, on the 1/8-octave
+    grid; one odd probe (frame 3: a face half the size) moves the scale only when it probes alone."""
+    canvas = np.full((720, 720, 3), 120, np.uint8)
+    frames = []
+    for i, dx in enumerate((20, 50, 80, 110, 140, 170)):
+        f = canvas.copy()
+        side = 256 if i == 3 else 512
+        f[100 : 100 + side, dx : dx + side] = face_image(side)
+        frames.append(f)
+
+    def sizes(probes: int, video: list[np.ndarray]) -> list[int]:
+        det = FaceDetector(min_face_size=40, detect_size=640, face_px=64, probes=probes)
+        seen = _sizes_seen(det, monkeypatch)
+        dets = det.detect_video(video)
+        assert all(choose_face(d) is not None for d in dets)
+        return seen
+
+    steady = [f.copy() for f in frames]
+    steady[3] = canvas.copy()
+    steady[3][100:612, 110:622] = face_image(512)
+    three, three_steady, one, one_steady = (sizes(3, frames), sizes(3, steady), sizes(1, frames), sizes(1, steady))
+    assert three[0] == 640 and three == three_steady  # probes at detect_size, then the same scale as a steady video
+    assert one != one_steady and one[0] == one_steady[0] == 640  # the lone probe on the odd frame moves it
+    small = three[1]
+    k = round(np.log2(small / 720) * 8)
+    assert small < 450 and small == round(720 * 2 ** (k / 8))  # on the grid

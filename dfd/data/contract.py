@@ -21,10 +21,15 @@ CHOICES = ("largest", "confident", "all")
 # Fields that only matter with choice=all: left out of the record and the fingerprint otherwise, so adding them
 # changed no single-face cache id and older dfd versions still read single-face bundles.
 MULTI_FACE_FIELDS = ("min_face_ratio",)
+# Fields added after version 1, with the value that reproduces what version-1 records were made with: a record
+# without the field is read with that value (its crops were made that way), and a contract holding it leaves the
+# field out of its record and fingerprint, so version-1 caches and bundles keep their ids and older dfd reads them.
+# All of them refine the per-video detection scale, so they matter only with face_px.
+LEGACY_VALUES = {"scale_steps": 0, "probes": 1}
 ALIGNMENTS = ("box", "arcface")
 INPUTS = ("frames", "crops")
 SAMPLINGS = ("uniform",)
-VERSION = 1
+VERSION = 2
 DETECTOR = "mtcnn (facenet-pytorch, all faces kept)"
 SAMPLING_RULES = {"uniform": "numpy.linspace(0, n_frames - 1, frames).astype(int); every frame when n_frames <= frames"}
 #: The fields that decide which pixels of a face a model sees (framing and stored resolution). Crops that differ
@@ -49,6 +54,14 @@ class CropContract:
         detect_size: frames whose longer side exceeds this are downscaled for detection only (boxes are mapped
             back; crops come from the full frame); ``None`` detects at full resolution.
         face_px: per video, frames are shrunk further so its face is about this tall for detection (0 = off).
+        scale_steps: that per-video scale is rounded to a power of two in steps of 1/``scale_steps`` octave
+            (8: 9 % apart), so the face is 0.96-1.04 x ``face_px``. MTCNN's boxes move by up to 20 % IoU when
+            the detection size changes by one pixel; rounding keeps float noise in the probe detection (another
+            GPU, kernel or batch) from choosing another size, and gives videos of one resolution the same
+            detection size, which lets a GPU batch their frames together. 0: not rounded (version-1 contracts).
+        probes: frames (spread over the video, detected at ``detect_size``) whose median face size sets that
+            scale; one odd probe (a turned head, a box moved by float noise) then cannot set it. 1: the middle
+            frame alone (version-1 contracts).
         full_res_fallback: a sampled frame where no face passes ``min_score`` at the reduced scale is detected
             again at full resolution before it is dropped, so the shortcut can never lose a face that full
             resolution finds (small or altered faces were lost more often in fakes than in reals).
@@ -80,6 +93,8 @@ class CropContract:
     min_score: float = 0.9
     detect_size: int | None = 640
     face_px: int = 64
+    scale_steps: int = 8
+    probes: int = 3
     full_res_fallback: bool = True
     choice: str = "largest"
     min_face_ratio: float = 0.5
@@ -99,7 +114,7 @@ class CropContract:
         object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
         for key in ("margin", "min_score", "min_face_ratio"):
             object.__setattr__(self, key, float(getattr(self, key)))
-        for key in ("min_face_size", "face_px", "size", "frames"):
+        for key in ("min_face_size", "face_px", "scale_steps", "probes", "size", "frames"):
             object.__setattr__(self, key, int(getattr(self, key)))
         if self.detect_size is not None:
             object.__setattr__(self, "detect_size", int(self.detect_size))
@@ -127,6 +142,10 @@ class CropContract:
             raise bad("detect_size", self.detect_size, "use null (full resolution) or at least 32 pixels")
         if self.face_px < 0:
             raise bad("face_px", self.face_px, "use 0 (off) or a face height in pixels")
+        if self.scale_steps < 0:
+            raise bad("scale_steps", self.scale_steps, "use 0 (scale not rounded) or steps per octave, e.g. 8")
+        if self.probes < 1:
+            raise bad("probes", self.probes, "use 1 or more probe frames per video")
 
     # ------------------------------------------------------------------------------------------- conversions
     @classmethod
@@ -136,24 +155,35 @@ class CropContract:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None, where: str = "crop contract") -> CropContract:
-        """Build from a mapping (config block, JSON); unknown keys are named instead of ignored."""
+        """Build from a mapping (config block, JSON); unknown keys are named instead of ignored.
+
+        A *record* (a mapping with ``version``, as :meth:`to_dict` writes) that lacks a field of
+        :data:`LEGACY_VALUES` was made with that field's legacy value; a config block takes the defaults.
+        """
         values = dict(values or {})
+        record = "version" in values
         version = values.pop("version", VERSION)
         values.pop("detector", None)  # informational
         values.pop("sampling_rule", None)
         if int(version) > VERSION:
             raise ContractError(f"{where} has version {version}; this dfd reads up to {VERSION}: upgrade dfd")
+        if record:
+            values = {**{k: v for k, v in LEGACY_VALUES.items() if k not in values}, **values}
         unknown = sorted(set(values) - set(cls.keys()))
         if unknown:
             raise ContractError(f"unknown {where} keys {unknown}; valid: {sorted(cls.keys())}")
         return cls(**values)
 
     def _fields(self) -> dict[str, Any]:
-        """The fields that decide the crops (multi-face settings only with ``choice=all``), JSON-ready."""
+        """The fields that decide the crops, JSON-ready: multi-face settings only with ``choice=all``, fields
+        added after version 1 only when they differ from their legacy value and matter (with ``face_px``)."""
         d = asdict(self)
         d["thresholds"] = list(self.thresholds)
         if self.choice != "all":
             for key in MULTI_FACE_FIELDS:
+                d.pop(key)
+        for key, legacy in LEGACY_VALUES.items():
+            if self.face_px == 0 or d[key] == legacy:
                 d.pop(key)
         return d
 
@@ -165,7 +195,9 @@ class CropContract:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (with the contract version, the detector and the sampling rule spelled out)."""
         d = self._fields()
-        return {"version": VERSION, "detector": DETECTOR, **d, "sampling_rule": SAMPLING_RULES[self.sampling]}
+        # Version 1 when nothing newer is in use, so older dfd versions still read the record.
+        version = VERSION if set(LEGACY_VALUES) & set(d) else 1
+        return {"version": version, "detector": DETECTOR, **d, "sampling_rule": SAMPLING_RULES[self.sampling]}
 
     def fingerprint(self) -> str:
         """A short stable id of the contract (caches, parts and bundles compare it)."""
@@ -177,8 +209,8 @@ class CropContract:
 
     def diff(self, other: CropContract) -> dict[str, tuple[Any, Any]]:
         """``{key: (self's value, other's value)}`` for every field that differs (and matters)."""
-        a, b = self._fields(), other._fields()
-        return {k: (a.get(k), b.get(k)) for k in {**a, **b} if a.get(k) != b.get(k)}
+        a, b = asdict(self), asdict(other)
+        return {k: (a[k], b[k]) for k in {**self._fields(), **other._fields()} if a[k] != b[k]}
 
     def geometry_diff(self, other: CropContract) -> dict[str, tuple[Any, Any]]:
         """``{key: (self's value, other's value)}`` for the :data:`GEOMETRY` fields that differ, when both sides
@@ -202,6 +234,7 @@ class CropContract:
                  else f"{self.choice} face")
         det = (f"MTCNN min face {self.min_face_size} px, score >= {self.min_score}, {faces}, detect at "
                f"{self.detect_size or 'full'} px" + (f" / face {self.face_px} px" if self.face_px else "")
+               + (f" (median of {self.probes} probes, in 1/{self.scale_steps} octaves)" if self.face_px else "")
                + (" with full-resolution fallback" if self.full_res_fallback else ""))
         frames = f"{self.frames} {self.sampling} frames per video" if self.frames > 0 else "every frame"
         return f"{crop}; {det}; {frames}"

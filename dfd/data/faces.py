@@ -49,20 +49,29 @@ def _empty(scale: float = 1.0) -> Detections:
 
 
 def mtcnn_detect(mtcnn, batch: np.ndarray) -> tuple:
-    """``mtcnn.detect(batch, landmarks=True)`` with full-precision convolutions on CUDA.
+    """``mtcnn.detect(batch, landmarks=True)``; on CUDA with IEEE fp32 arithmetic, as on the CPU.
 
-    cuDNN runs convolutions in TF32 by default on Ampere and later GPUs; MTCNN's scores then cross its
-    thresholds differently and its boxes drift from the CPU's (H200, 256 frames: box IoU against the CPU min 0.82,
-    79 % of frames >= 0.95). MTCNN is a few small convolutions: fp32 costs next to nothing.
+    MTCNN's cascade (thresholds, NMS, boxes rounded to pixels before the next stage) turns small float
+    differences into other boxes. On the CPU, rounding its convolution and linear inputs and weights to TF32 (what
+    cuDNN does to fp32 convolutions by default on Ampere and later) moved boxes as much as the H200 did against
+    the CPU (16 videos: 87 % of frames at IoU >= 0.95, min 0.85), while CPU kernels that differ in summation
+    order only (oneDNN on/off, 1 or 2 threads) changed no box. Turning TF32 off alone did not help on the H200,
+    and cuDNN may also choose Winograd or FFT algorithms of similar rounding, so cuDNN is bypassed: PyTorch's own
+    convolution (im2col + an IEEE fp32 GEMM). MTCNN's layers are small; detection was not the GPU path's
+    bottleneck (busy 16-20 % of the run).
     """
     import torch
 
     if torch.device(getattr(mtcnn, "device", "cpu")).type != "cuda":
         return mtcnn.detect(batch, landmarks=True)
-    cudnn = torch.backends.cudnn
-    with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
-                     allow_tf32=False):
-        return mtcnn.detect(batch, landmarks=True)
+    matmul = torch.backends.cuda.matmul
+    tf32 = matmul.allow_tf32
+    matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=False):
+            return mtcnn.detect(batch, landmarks=True)
+    finally:
+        matmul.allow_tf32 = tf32
 
 
 class FaceDetector:
@@ -94,6 +103,8 @@ class FaceDetector:
         self.device = device
         self.detect_size = c.detect_size
         self.face_px = c.face_px
+        self.scale_steps = c.scale_steps
+        self.probes = c.probes
         self._crop_detector: FaceDetector | None = None
 
     def found(self, det: Detections) -> bool:
@@ -144,34 +155,38 @@ class FaceDetector:
     def detect_video(self, images: Sequence[np.ndarray], face_px: int | None = None) -> list[Detections]:
         """Detect in the frames of one video at a scale fitted to that video's face.
 
-        MTCNN's cost grows with the pixels it scans. Deepfake videos film one prominent face of stable size,
-        so one probe detection (middle frame, at ``detect_size``) tells how far the frames can shrink for the
-        face to stay about ``face_px`` pixels tall. A frame where no face the contract keeps (``min_score``)
-        is found at that scale is detected again at ``detect_size``, then at full resolution
-        (``full_res_fallback``): the shortcut saves time, never frames. ``face_px=0`` disables the per-video
-        scale (frames are then detected at ``detect_size``, with the same fallback).
+        MTCNN's cost grows with the pixels it scans. Deepfake videos film one prominent face of stable size, so
+        a few probe detections (``probes`` frames spread over the video, at ``detect_size``) tell how far the
+        other frames can shrink for the face to stay about ``face_px`` pixels tall: the median of the probes'
+        largest face sides sets the scale, rounded by :func:`video_scale`. The median keeps one odd probe (a
+        turned head, a box that float noise moved) from setting the video's scale. A frame where no face the
+        contract keeps (``min_score``) is found at that scale is detected again at ``detect_size``, then at full
+        resolution (``full_res_fallback``): the shortcut saves time, never frames. ``face_px=0`` disables the
+        per-video scale (frames are then detected at ``detect_size``, with the same fallback).
         """
         face_px = self.face_px if face_px is None else face_px
         if not face_px or len(images) < 3 or len({img.shape for img in images}) != 1:
             return self.detect_frames(images)
-        mid = len(images) // 2
-        probe = self.detect([images[mid]])[0]
-        if not self.found(probe):
-            rest = self.detect([img for i, img in enumerate(images) if i != mid])
-            return self._fallback(images, rest[:mid] + [probe] + rest[mid:])
-        sides = np.maximum(probe.boxes[:, 2] - probe.boxes[:, 0], probe.boxes[:, 3] - probe.boxes[:, 1])
+        n = len(images)
+        picks = sorted({(k + 1) * n // (self.probes + 1) for k in range(self.probes)})  # 1 probe: n // 2
+        out: list[Detections | None] = [None] * n
+        for i, d in zip(picks, self.detect([images[i] for i in picks]), strict=True):
+            out[i] = d
+        others = [i for i in range(n) if out[i] is None]
+        sides = [_largest_side(out[i]) for i in picks if self.found(out[i])]
         base = self._base_scale(images[0].shape)
-        scale = min(base, face_px / float(sides.max()))
-        others = [img for i, img in enumerate(images) if i != mid]
-        if scale >= base * 0.9:  # no real saving
-            rest = self.detect(others)
-            return self._fallback(images, rest[:mid] + [probe] + rest[mid:])
-        out = self.detect(others, scale=scale)
+        side = float(np.median(sides)) if sides else 0.0
+        scale = min(base, video_scale(face_px / side, self.scale_steps)) if sides else base
+        if scale >= base * 0.9:  # no face to fit, or no real saving
+            for i, d in zip(others, self.detect([images[i] for i in others]), strict=True):
+                out[i] = d
+            return self._fallback(images, out)
         # At a coarse scale MTCNN can take a whole head-and-shoulders for a giant face; a face does not grow
         # 2.5x between frames of one video, so such boxes are dropped (and the frame re-detected if emptied).
-        out = [_within_size(d, 2.5 * float(sides.max())) for d in out]
-        out = out[:mid] + [probe] + out[mid:]
-        missing = [i for i, d in enumerate(out) if not self.found(d)]
+        limit = 2.5 * side
+        for i, d in zip(others, self.detect([images[i] for i in others], scale=scale), strict=True):
+            out[i] = _within_size(d, limit)
+        missing = [i for i in others if not self.found(out[i])]
         if missing:
             for i, d in zip(missing, self.detect([images[i] for i in missing]), strict=True):
                 if len(d) or not len(out[i]):
@@ -283,6 +298,11 @@ def faces_from_detections(images: Sequence[np.ndarray], dets: Sequence[Detection
     return out
 
 
+def _largest_side(det: Detections) -> float:
+    """The longer side of the largest box among the detections."""
+    return float(np.maximum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1]).max())
+
+
 def _within_size(det: Detections, max_side: float) -> Detections:
     """The detections whose box side is at most ``max_side``."""
     if len(det) == 0:
@@ -290,6 +310,17 @@ def _within_size(det: Detections, max_side: float) -> Detections:
     side = np.maximum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
     keep = side <= max_side
     return det if keep.all() else Detections(det.boxes[keep], det.probs[keep], det.landmarks[keep], det.scale)
+
+
+def video_scale(scale: float, steps: int) -> float:
+    """``scale`` rounded to the nearest power of two in steps of 1/``steps`` octave (``steps=0``: as it is).
+
+    The probe box that sets a video's scale carries float noise (CUDA against CPU kernels, batch composition);
+    unrounded, a 0.2 % change of scale moves the frames' size by a pixel and MTCNN's boxes by up to 17 % IoU.
+    """
+    if steps <= 0 or scale <= 0:
+        return scale
+    return float(2.0 ** (round(np.log2(scale) * steps) / steps))
 
 
 def _rescale(img: np.ndarray, scale: float) -> np.ndarray:

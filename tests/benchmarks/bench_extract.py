@@ -13,7 +13,8 @@ Videos: the astronaut (a real face) moving across 960 x 960 px H.264 frames, ``-
 * **dfd**: ``extract_faces`` with its defaults (batched MTCNN per video, frames shrunk to each video's face size
   with a full-resolution fallback, resumable part files), ``--workers`` processes; and **dfd-640**, the same at
   the tuned loop's detection resolution (``face_px=0``), which separates what batching and the pipeline gain from
-  what the per-video detection scale gains (and costs in box agreement).
+  what the per-video detection scale gains (and costs in box agreement); and **dfd-v1**, dfd with version 1's
+  per-video scale (one probe, not rounded), the cost of the three probes.
 
 Every pipeline's time includes starting its workers. Printed: crops/s (wall), CPU s per crop (this process and
 its workers), dfd's ratio to each baseline, and box agreement (IoU of dfd's box with each baseline's on the
@@ -42,6 +43,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -204,8 +206,10 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=32, help="frames sampled per video")
     ap.add_argument("--canvas", type=int, default=960, help="frame side in pixels")
     ap.add_argument("--workers", type=int, default=default_workers(), help="dfd's and the tuned loop's processes")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["deepfakebench", "tuned", "dfd-640"],
+    ap.add_argument("--skip", nargs="*", default=[], choices=["deepfakebench", "tuned", "dfd-640", "dfd-v1"],
                     help="runs to skip (dfd-640: dfd at the tuned loop's detection resolution, face_px=0)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="extract settings of dfd's run (e.g. scale_steps=0 probes=1)")
     ap.add_argument("--gpu", action="store_true", help="dfd on CUDA (batched pipeline) vs dfd on the CPU")
     ap.add_argument("--gpu-batch", type=int, default=128, help="frames per MTCNN call on the GPU")
     ap.add_argument("--gpu-device", default="cuda", help="device of --gpu's batched run (cpu: a dry run of the script)")
@@ -221,7 +225,8 @@ def main() -> None:
         tmp = Path(tmp)
         root = tmp / "videos"
         names, index = make_videos(root, args.videos, args.length, args.canvas)
-        cfg = ExtractConfig.create(frames=args.frames, workers=args.workers)
+        extra = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+        cfg = ExtractConfig.create(frames=args.frames, workers=args.workers, **extra)
         c = cfg.contract
         import torch
 
@@ -244,6 +249,12 @@ def main() -> None:
             runs["dfd-640"] = (boxes, wall, cpu)
             print(f"dfd at {c.detect_size} px (face_px=0: the tuned loop's detection resolution): {len(boxes)} crops in "
                   f"{wall:.1f} s = {len(boxes) / wall:.2f} crops/s, {cpu / len(boxes):.3f} CPU s/crop")
+        if "dfd-v1" not in args.skip:
+            v1 = ExtractConfig.create(frames=args.frames, workers=args.workers, scale_steps=0, probes=1)
+            (boxes, _), wall, cpu = timed(dfd, index, root, tmp / "dfdv1", v1)
+            runs["dfd-v1"] = (boxes, wall, cpu)
+            print(f"dfd with version 1's per-video scale (one probe, not rounded: scale_steps=0 probes=1): "
+                  f"{len(boxes)} crops in {wall:.1f} s = {len(boxes) / wall:.2f} crops/s, {cpu / len(boxes):.3f} CPU s/crop")
         if "tuned" not in args.skip:
             boxes, wall, cpu = timed(tuned, root, names, tmp / "tuned", c, args.workers)
             runs["tuned"] = (boxes, wall, cpu)
@@ -256,7 +267,7 @@ def main() -> None:
             print(f"DeepfakeBench-style loop ({os.cpu_count()} threads, cv2 reads every frame, MTCNN per frame at "
                   f"full resolution): {len(boxes)} crops in {wall:.1f} s = {len(boxes) / wall:.2f} crops/s, "
                   f"{cpu / len(boxes):.3f} CPU s/crop")
-        for mine, base in (("dfd", "tuned"), ("dfd", "deepfakebench"), ("dfd-640", "tuned"),
+        for mine, base in (("dfd", "tuned"), ("dfd", "deepfakebench"), ("dfd", "dfd-v1"), ("dfd-640", "tuned"),
                            ("dfd-640", "deepfakebench"), ("tuned", "deepfakebench")):
             if mine not in runs or base not in runs:
                 continue
@@ -282,13 +293,37 @@ def gpu(args, tmp: Path, root: Path, index: pd.DataFrame, cfg: ExtractConfig) ->
 
     print(f"  {describe_stats(s.pipeline)}")
     print(f"dfd GPU / dfd CPU: crops/s {(len(g_boxes) / g_wall) / (len(c_boxes) / c_wall):.2f}x")
-    ious = [box_iou(g_boxes[k], c_boxes[k]) for k in c_boxes if k in g_boxes]
-    missing = len(set(c_boxes) ^ set(g_boxes))
-    ok = ious and min(ious) >= 0.95 and not missing
-    print(f"box IoU GPU vs CPU on the same frames: {agreement(g_boxes, c_boxes, ('GPU', 'CPU'))}; frames kept by "
-          f"only one: {missing}"
-          f" -> {'PASS' if ok else 'FAIL'} (goal: every frame >= 0.95)")
+    _verdict("GPU", g_boxes, c_boxes)
+    if args.gpu_device.startswith("cuda"):
+        # dfd bypasses cuDNN for MTCNN (dfd.data.faces.mtcnn_detect); the same run with cuDNN (TF32 off) shows
+        # what that costs and what it buys in agreement.
+        import torch
+
+        import dfd.data.pipeline as pipeline
+
+        def with_cudnn(mtcnn, batch):
+            cudnn = torch.backends.cudnn
+            with cudnn.flags(enabled=True, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
+                             allow_tf32=False):
+                return mtcnn.detect(batch, landmarks=True)
+
+        original, pipeline.mtcnn_detect = pipeline.mtcnn_detect, with_cudnn
+        try:
+            (n_boxes, s), n_wall, _ = timed(dfd, index, root, tmp / "gpu-cudnn", gpu_cfg)
+        finally:
+            pipeline.mtcnn_detect = original
+        print(f"dfd GPU with cuDNN (TF32 off) for MTCNN: {len(n_boxes) / n_wall:.2f} crops/s "
+              f"({(len(n_boxes) / n_wall) / (len(g_boxes) / g_wall):.2f}x dfd's GPU path); {describe_stats(s.pipeline)}")
+        _verdict("GPU with cuDNN", n_boxes, c_boxes)
     print(f"after: {load()}")
+
+
+def _verdict(name: str, boxes: Boxes, cpu: Boxes) -> None:
+    ious = [box_iou(boxes[k], cpu[k]) for k in cpu if k in boxes]
+    missing = len(set(cpu) ^ set(boxes))
+    ok = ious and min(ious) >= 0.95 and not missing
+    print(f"box IoU {name} vs CPU on the same frames: {agreement(boxes, cpu, (name, 'CPU'))}; frames kept by "
+          f"only one: {missing} -> {'PASS' if ok else 'FAIL'} (goal: every frame >= 0.95)")
 
 
 if __name__ == "__main__":
