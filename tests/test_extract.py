@@ -98,6 +98,26 @@ def test_extract_finds_faces_and_lists_bad_input(tmp_path):
         extract_faces(index, root, tmp_path / "cache", ExtractConfig.create(frames=3, size=96, workers=1), progress=False)
 
 
+def test_a_version_1_cache_is_refused_with_the_overrides_that_reuse_it(tmp_path):
+    """A cache extracted before the per-video scale was probed three times and rounded: today's defaults are
+    refused (they would mix two detection rules in one cache), and the refusal names the overrides under which
+    the cache is reused as it is, with nothing extracted again."""
+    from dfd.data.cache import read_record
+
+    root = tmp_path / "root"
+    write_face_video(root / "a.mp4", n_frames=8, size=160, canvas=192)
+    index = _index([("a", 1, "a.mp4", "video")])
+    v1 = ExtractConfig.create(frames=3, size=64, workers=1, scale_steps=0, probes=1)
+    extract_faces(index, root, tmp_path / "cache", v1, progress=False)
+    record = read_record(tmp_path / "cache")["contract"]
+    assert record["version"] == 1 and "probes" not in record and "scale_steps" not in record
+    with pytest.raises(ExtractError, match=r"request its settings \(extract.probes=1 extract.scale_steps=0\)"):
+        extract_faces(index, root, tmp_path / "cache", ExtractConfig.create(frames=3, size=64, workers=1),
+                      progress=False)
+    again = extract_faces(index, root, tmp_path / "cache", v1, progress=False)
+    assert again.videos_resumed == 1 and again.processed == [] and again.frames_saved == 3
+
+
 def _png(img: np.ndarray) -> bytes:
     return cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))[1].tobytes()
 

@@ -234,10 +234,14 @@ class CropContract:
                  else f"{self.choice} face")
         det = (f"MTCNN min face {self.min_face_size} px, score >= {self.min_score}, {faces}, detect at "
                f"{self.detect_size or 'full'} px" + (f" / face {self.face_px} px" if self.face_px else "")
-               + (f" (median of {self.probes} probes, in 1/{self.scale_steps} octaves)" if self.face_px else "")
+               + (f" ({self._scale_rule()})" if self.face_px else "")
                + (" with full-resolution fallback" if self.full_res_fallback else ""))
         frames = f"{self.frames} {self.sampling} frames per video" if self.frames > 0 else "every frame"
         return f"{crop}; {det}; {frames}"
+
+    def _scale_rule(self) -> str:
+        probes = f"median of {self.probes} probes" if self.probes > 1 else "one probe"
+        return f"{probes}, " + (f"in 1/{self.scale_steps} octaves" if self.scale_steps else "not rounded")
 
     @classmethod
     def from_legacy_bundle(cls, face: Mapping[str, Any], video: Mapping[str, Any]) -> CropContract:
