@@ -21,6 +21,7 @@ Videos: the astronaut (a real face) moving across 960 x 960 px H.264 frames, fac
 tall (``--videos`` of them, 32 frames sampled each).
 
     .venv/bin/python tests/benchmarks/bench_detect_noise.py [--videos 16 --frames 32]
+    python tests/benchmarks/bench_detect_noise.py --device cuda   # + the real GPU: dfd's path, and with cuDNN
 """
 
 from __future__ import annotations
@@ -84,6 +85,24 @@ def onednn(enabled: bool) -> Iterator[None]:
         torch.backends.mkldnn.enabled = was
 
 
+@contextlib.contextmanager
+def cudnn_tf32_off() -> Iterator[None]:
+    """MTCNN on CUDA through cuDNN with TF32 off, instead of dfd's cuDNN bypass (for the comparison)."""
+    import dfd.data.faces as faces
+
+    def with_cudnn(mtcnn, batch):
+        cudnn = torch.backends.cudnn
+        with cudnn.flags(enabled=True, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
+                         allow_tf32=False):
+            return mtcnn.detect(batch, landmarks=True)
+
+    original, faces.mtcnn_detect = faces.mtcnn_detect, with_cudnn
+    try:
+        yield
+    finally:
+        faces.mtcnn_detect = original
+
+
 Result = list[tuple[int, list[np.ndarray | None]]]  # per video: detection size (px), chosen box per frame
 
 
@@ -113,7 +132,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--videos", type=int, default=16)
     ap.add_argument("--frames", type=int, default=32, help="frames sampled per video")
+    ap.add_argument("--device", default="cpu", help="also detect on this CUDA device (cuda: the real GPU rows)")
     args = ap.parse_args()
+    if args.device != "cpu" and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {args.device} needs CUDA (torch.cuda.is_available() is False)")
     with tempfile.TemporaryDirectory() as tmp:
         videos = []
         for i in range(args.videos):
@@ -136,6 +158,12 @@ def main() -> None:
         with gpu_nms():
             other, _ = detect(gpu_like(FaceDetector(batch_size=128, **rule)), videos)
         print(f"  GPU-sized noise (TF32, GPU NMS, 128): {compare(ref, other)}")
+        if args.device != "cpu":
+            other, secs = detect(FaceDetector(batch_size=128, device=args.device, **rule), videos)
+            print(f"  {args.device}, as dfd runs it ({secs:.1f} s):   {compare(ref, other)}")
+            with cudnn_tf32_off():
+                other, secs = detect(FaceDetector(batch_size=128, device=args.device, **rule), videos)
+            print(f"  {args.device}, cuDNN, TF32 off ({secs:.1f} s): {compare(ref, other)}")
 
 if __name__ == "__main__":
     main()

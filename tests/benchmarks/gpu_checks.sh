@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Every GPU figure the README and the issues ask for, in one run on one GPU machine (about 12 minutes on an H200; bench_extract needs PyAV for its test videos):
-#   bash tests/benchmarks/gpu_checks.sh [OUT_DIR] [STEP...]     (steps: models recipes loader extract; default all)
+# Every GPU figure the README and the issues ask for, in one run on one GPU machine (about 15 minutes on an H200; bench_extract needs PyAV for its test videos):
+#   bash tests/benchmarks/gpu_checks.sh [OUT_DIR] [STEP...]     (steps: models recipes loader detect extract; default all)
 # Each benchmark has its own time limit, so one that overruns costs its own figures, not the others'.
 # Its logs go to OUT_DIR (default: ./gpu_checks). Needs dfd's dependencies; a machine without them can be given
 # wheels in .whl/ (installed to /tmp/site, see the device notes in the closing note of issue 16).
 set -u
 out="${1:-gpu_checks}"
 shift || true
-only=" ${*:-models recipes loader extract} "
+only=" ${*:-models recipes loader detect extract} "
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$(pwd)"
 py="${PYTHON:-python3}"
@@ -30,5 +30,7 @@ step models 320 tests/benchmarks/bench_models.py --gpu --batch 32 --steps 10
 step recipes 80 tests/benchmarks/bench_recipes.py --device cuda --amp bf16 --batch 32 --steps 10
 # Issue 16: does the loader keep the GPU busy at batch 64 (files vs shards, 8 workers)?
 step loader 180 tests/benchmarks/bench_loader.py --gpu --workers 8 --images 3200
+# Issue 16: MTCNN on the GPU vs the CPU on the same decoded frames, per scale rule (cuDNN bypassed, and with cuDNN).
+step detect 300 tests/benchmarks/bench_detect_noise.py --device cuda
 # Issue 16: MTCNN batched on the GPU (cuDNN bypassed, and with cuDNN) vs dfd on the CPU: crops/s, box IoU.
 step extract 240 tests/benchmarks/bench_extract.py --gpu --videos 8 --skip deepfakebench tuned dfd-640
