@@ -53,7 +53,7 @@ def mtcnn_detect(mtcnn, batch: np.ndarray) -> tuple:
 
     MTCNN's cascade (thresholds, NMS, boxes rounded to pixels before the next stage) turns small float
     differences into other boxes. On the CPU, rounding its convolution and linear inputs and weights to TF32 (what
-    cuDNN does to fp32 convolutions by default on Ampere and later) moved boxes as much as the H200 did against
+    cuDNN does to fp32 convolutions by default on Ampere and later) moved boxes about as much as the H200 did against
     the CPU (16 videos: 87 % of frames at IoU >= 0.95, min 0.85), while CPU kernels that differ in summation
     order only (oneDNN on/off, 1 or 2 threads) changed no box. Turning TF32 off alone did not help on the H200,
     and cuDNN may also choose Winograd or FFT algorithms of similar rounding, so cuDNN is bypassed: PyTorch's own
