@@ -87,8 +87,10 @@ def onednn(enabled: bool) -> Iterator[None]:
 
 @contextlib.contextmanager
 def cudnn_tf32_off() -> Iterator[None]:
-    """MTCNN on CUDA through cuDNN with TF32 off, instead of dfd's cuDNN bypass (for the comparison)."""
+    """MTCNN on CUDA through cuDNN with TF32 off, instead of dfd's cuDNN bypass (for the comparison), in the
+    per-video path and in the batched pipeline's detection loop."""
     import dfd.data.faces as faces
+    import dfd.data.pipeline as pipeline
 
     def with_cudnn(mtcnn, batch):
         cudnn = torch.backends.cudnn
@@ -96,11 +98,12 @@ def cudnn_tf32_off() -> Iterator[None]:
                          allow_tf32=False):
             return mtcnn.detect(batch, landmarks=True)
 
-    original, faces.mtcnn_detect = faces.mtcnn_detect, with_cudnn
+    original = faces.mtcnn_detect
+    faces.mtcnn_detect = pipeline.mtcnn_detect = with_cudnn
     try:
         yield
     finally:
-        faces.mtcnn_detect = original
+        faces.mtcnn_detect = pipeline.mtcnn_detect = original
 
 
 Result = list[tuple[int, list[np.ndarray | None]]]  # per video: detection size (px), chosen box per frame

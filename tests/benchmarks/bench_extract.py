@@ -297,21 +297,10 @@ def gpu(args, tmp: Path, root: Path, index: pd.DataFrame, cfg: ExtractConfig) ->
     if args.gpu_device.startswith("cuda"):
         # dfd bypasses cuDNN for MTCNN (dfd.data.faces.mtcnn_detect); the same run with cuDNN (TF32 off) shows
         # what that costs and what it buys in agreement.
-        import torch
+        from tests.benchmarks.bench_detect_noise import cudnn_tf32_off
 
-        import dfd.data.pipeline as pipeline
-
-        def with_cudnn(mtcnn, batch):
-            cudnn = torch.backends.cudnn
-            with cudnn.flags(enabled=True, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
-                             allow_tf32=False):
-                return mtcnn.detect(batch, landmarks=True)
-
-        original, pipeline.mtcnn_detect = pipeline.mtcnn_detect, with_cudnn
-        try:
+        with cudnn_tf32_off():
             (n_boxes, s), n_wall, _ = timed(dfd, index, root, tmp / "gpu-cudnn", gpu_cfg)
-        finally:
-            pipeline.mtcnn_detect = original
         print(f"dfd GPU with cuDNN (TF32 off) for MTCNN: {len(n_boxes) / n_wall:.2f} crops/s "
               f"({(len(n_boxes) / n_wall) / (len(g_boxes) / g_wall):.2f}x dfd's GPU path); {describe_stats(s.pipeline)}")
         _verdict("GPU with cuDNN", n_boxes, c_boxes)
