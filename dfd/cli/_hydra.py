@@ -15,6 +15,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from dfd.engine.hardware import on_gpu
+
 
 # ----------------------------------------------------------------------------------------------- config folders
 def config_dir() -> Path:
@@ -132,19 +134,7 @@ def missing_groups(args: list[str], conf: Path, config_name: str) -> str | None:
     return None
 
 
-# ----------------------------------------------------------------------------------------------- resolvers
-def _on_gpu(accelerator: object = "auto") -> bool:
-    """Whether a Trainer with this accelerator runs on GPUs (``auto``: whether CUDA is there)."""
-    acc = str(accelerator).lower()
-    if acc in ("gpu", "cuda"):
-        return True
-    if acc == "auto":
-        import torch
-
-        return torch.cuda.is_available()
-    return False
-
-
+# ----------------------------------------------------------------------------------------------- run checks
 def accelerator_problem(cfg: DictConfig, preset: str | None = None) -> str | None:
     """One line when the run asks for GPUs this machine does not have (checked before any data or model work;
     Lightning would only say "No supported gpu backend found!" after building everything). ``preset``: the
@@ -192,6 +182,7 @@ def launcher_problem(args: Sequence[str], conf: Path | Iterable[Path]) -> str | 
     return None
 
 
+# ----------------------------------------------------------------------------------------------- resolvers
 def register_resolvers() -> None:
     """OmegaConf resolvers used across dfd's configs (idempotent)."""
     if not OmegaConf.has_resolver("dfd.wandb_offline"):
@@ -202,7 +193,7 @@ def register_resolvers() -> None:
         )
     if not OmegaConf.has_resolver("dfd.on_gpu"):
         # SyncBatchNorm exists on GPUs only: CPU DDP over gloo must leave it off.
-        OmegaConf.register_new_resolver("dfd.on_gpu", _on_gpu)
+        OmegaConf.register_new_resolver("dfd.on_gpu", on_gpu)
     if not OmegaConf.has_resolver("dfd.path_key"):
         from dfd.data.cache import path_key
 

@@ -259,6 +259,19 @@ class CropContract:
         )
 
 
+def extract_overrides(values: Mapping[str, Any]) -> str:
+    """``extract.key=value ...`` as a Hydra command line writes them: the overrides that request ``values``."""
+
+    def text(value: Any) -> str:
+        if isinstance(value, bool):
+            return str(value).lower()
+        if isinstance(value, (list, tuple)):
+            return "[" + ",".join(text(v) for v in value) + "]"
+        return "null" if value is None else str(value)
+
+    return " ".join(f"extract.{k}={text(v)}" for k, v in sorted(values.items()))
+
+
 def contract_of(values: Mapping[str, Any] | CropContract | None) -> CropContract | None:
     """A CropContract from a contract, a mapping (e.g. a checkpoint's ``meta.crop``), or None."""
     if values is None or isinstance(values, CropContract):

@@ -55,7 +55,7 @@ from dfd.data.cache import (
     read_record,
     safe_relpath,
 )
-from dfd.data.contract import ContractError, CropContract
+from dfd.data.contract import ContractError, CropContract, extract_overrides
 from dfd.data.faces import DETECT_BATCH, FaceDetector, crop_faces, crop_stem
 from dfd.data.schema import (
     FAILURE_COLUMNS,
@@ -487,17 +487,15 @@ def _check_cache(cache_dir: Path, record: dict[str, Any], overwrite: bool) -> No
     elif have is not None and (have.get("contract_id") != record["contract_id"] or have.get("storage") != record["storage"]):
         old = CropContract.from_mapping(have.get("contract"), where="cached contract")
         new = CropContract.from_mapping(record["contract"])
-        diff = {k: v for k, v in old.diff(new).items()}
-        cached = dict(diff)
+        diff = old.diff(new)
+        cached = {k: a for k, (a, _) in diff.items()}  # the settings that reuse the cache as it is
         if have.get("storage") != record["storage"]:
             diff["storage"] = (have.get("storage"), record["storage"])
-            stored, wanted = have.get("storage") or {}, record["storage"]
-            cached.update({k: (stored.get(k), wanted.get(k)) for k in wanted
-                           if stored.get(k) != wanted.get(k) and stored.get(k) is not None})
+            stored = have.get("storage") or {}
+            cached.update({k: v for k, v in stored.items() if v is not None and v != record["storage"].get(k)})
         problem = f"the crop cache {cache_dir} was made with other settings {diff} (cached, requested)"
-        reuse = " ".join(f"extract.{k}={_override(v[0])}" for k, v in sorted(cached.items()))
-        if reuse:
-            problem += f"; to use it as it is, request its settings ({reuse})"
+        if cached:
+            problem += f"; to use it as it is, request its settings ({extract_overrides(cached)})"
     if problem:
         if not overwrite:
             raise ExtractError(f"{problem}; use another dataset.cache_dir, or pass extract.overwrite=true to "
@@ -508,15 +506,6 @@ def _check_cache(cache_dir: Path, record: dict[str, Any], overwrite: bool) -> No
             (cache_dir / name).unlink(missing_ok=True)
     cache_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_text(cache_dir / RECORD_FILE, json.dumps(record, indent=2, sort_keys=True))
-
-
-def _override(value: Any) -> str:
-    """``value`` as a Hydra command-line override writes it."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_override(v) for v in value) + "]"
-    return "null" if value is None else str(value)
 
 
 def default_workers(batched: bool = False) -> int:

@@ -174,9 +174,10 @@ class FaceDetector:
             out[i] = d
         others = [i for i in range(n) if out[i] is None]
         sides = [_largest_side(out[i]) for i in picks if self.found(out[i])]
-        base = self._base_scale(images[0].shape)
-        side = float(np.median(sides)) if sides else 0.0
-        scale = min(base, video_scale(face_px / side, self.scale_steps)) if sides else base
+        base = scale = self._base_scale(images[0].shape)
+        if sides:
+            side = float(np.median(sides))
+            scale = min(base, video_scale(face_px / side, self.scale_steps))
         if scale >= base * 0.9:  # no face to fit, or no real saving
             for i, d in zip(others, self.detect([images[i] for i in others]), strict=True):
                 out[i] = d

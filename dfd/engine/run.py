@@ -15,10 +15,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dfd.data.contract import CropContract, contract_of
+from dfd.data.contract import CropContract, contract_of, extract_overrides
 from dfd.data.datamodule import DeepfakeDataModule, name_test_sets
 from dfd.data.sources.base import DatasetError, DatasetSource
 from dfd.engine import provenance
+from dfd.engine.hardware import on_gpu
 from dfd.engine.metrics import (
     ACC_THRESHOLD,
     BOOTSTRAP_LEVEL,
@@ -53,9 +54,7 @@ def cpu_threads(cfg: DictConfig) -> int | None:
     if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
         return None
     trainer = cfg.get("trainer") or {}
-    from dfd.cli._hydra import _on_gpu
-
-    if _on_gpu(trainer.get("accelerator", "auto")):
+    if on_gpu(trainer.get("accelerator", "auto")):
         return None  # the GPU computes; the main process mostly waits
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     devices = trainer.get("devices", 1)
@@ -148,7 +147,7 @@ def check_crop_contracts(run: CropContract | None, sources: Mapping[str, Dataset
             notes.append(f"{role} '{name}' was cropped differently from {against} {_geometry(run)}: {what}; used "
                          "anyway (data.crop_mismatch=warn)")
             continue
-        fix = " ".join(f"extract.{k}={a}" for k, (a, _) in diff.items())
+        fix = extract_overrides({k: a for k, (a, _) in diff.items()})
         root = f" dataset.root={src.root}" if src.root is not None else ""
         raise ConfigError(
             f"{role} '{name}' was cropped differently from {against} {_geometry(run)}: {what} in its cache "
