@@ -42,11 +42,8 @@ def write_face_video(
     img = face_image(size)
     scale = size / 512.0
     boxes = []
-    with av.open(str(path), mode="w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width = stream.height = canvas
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "23", "preset": "ultrafast"}
+
+    def frames():
         for i in range(n_frames):
             frame = np.full((canvas, canvas, 3), 127, np.uint8)
             if faceless:
@@ -60,10 +57,9 @@ def write_face_video(
                 frame[dy : dy + size, dx : dx + size] = img
                 x1, y1, x2, y2 = ASTRONAUT_FACE_BOX_512
                 boxes.append((x1 * scale + dx, y1 * scale + dy, x2 * scale + dx, y2 * scale + dy))
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+            yield frame
+
+    _write_h264(path, frames(), (canvas, canvas), fps, crf=23)
     return path, boxes
 
 

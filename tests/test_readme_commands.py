@@ -42,6 +42,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,14 +291,20 @@ def _datasets(code: str) -> list[list[str]]:
 SOURCE_FINGERPRINT = tuple(MANIFEST_SOURCE_COLUMNS)
 
 
-def promise_index(ws: Workspace, run: Run) -> list[str]:
-    problems = []
+def _cache_files(ws: Workspace, run: Run, name: str, problems: list[str]) -> Iterator[tuple[Path, Path]]:
+    """(cache, cache / name) of each dataset the command works on whose file exists; the others are problems."""
     for args in _datasets(run.code):
         cache = _compose_dataset(ws, args)
-        index = cache / "index.parquet"
-        if not index.is_file():
-            problems.append(f"no index at {index}")
-        elif not set(INDEX_COLUMNS) <= set(pd.read_parquet(index)):
+        if (cache / name).is_file():
+            yield cache, cache / name
+        else:
+            problems.append(f"no {name} at {cache}")
+
+
+def promise_index(ws: Workspace, run: Run) -> list[str]:
+    problems: list[str] = []
+    for _, index in _cache_files(ws, run, "index.parquet", problems):
+        if not set(INDEX_COLUMNS) <= set(pd.read_parquet(index)):
             problems.append(f"{index} lacks the documented columns")
     if "wrote " not in run.out:
         problems.append("no counts table / 'wrote N videos' line")
@@ -305,13 +312,8 @@ def promise_index(ws: Workspace, run: Run) -> list[str]:
 
 
 def promise_extract(ws: Workspace, run: Run) -> list[str]:
-    problems = []
-    for args in _datasets(run.code):
-        cache = _compose_dataset(ws, args)
-        manifest = cache / "manifest.parquet"
-        if not manifest.is_file():
-            problems.append(f"no manifest at {manifest}")
-            continue
+    problems: list[str] = []
+    for cache, manifest in _cache_files(ws, run, "manifest.parquet", problems):
         df = pd.read_parquet(manifest)
         required = list(MANIFEST_COLUMNS)
         if list(df.columns[: len(required)]) != required or not set(SOURCE_FINGERPRINT) <= set(df.columns):
@@ -363,19 +365,26 @@ def _test_sets(code: str) -> set[str]:
     return set(re.findall(r"\+dataset@test_sets\.(\w+)=", code))
 
 
+def _run_results(folder: Path, kind: str, code: str, problems: list[str]) -> dict | None:
+    """The run folder's results.json (None when absent), after checking the folder and the documented test sets."""
+    problems += _run_folder_problems(folder, kind)
+    if not (folder / "results.json").is_file():
+        return None
+    res = json.loads((folder / "results.json").read_text())
+    missing = _test_sets(code) - set(res["test"])
+    if missing:
+        problems.append(f"{folder}: test sets {sorted(missing)} not in results.json")
+    return res
+
+
 def promise_train(ws: Workspace, run: Run) -> list[str]:
     if not run.runs:
         return ["no run folder under outputs/train or outputs/multirun"]
-    problems = []
+    problems: list[str] = []
     for folder in run.runs:
-        problems += _run_folder_problems(folder, "train")
-        if (folder / "results.json").is_file():
-            res = json.loads((folder / "results.json").read_text())
-            missing = _test_sets(run.code) - set(res["test"])
-            if missing:
-                problems.append(f"{folder}: test sets {sorted(missing)} not in results.json")
-            if "+dataset@train_mix." in run.code and "+" not in res["train"]["dataset"]:
-                problems.append(f"{folder}: the training mix is not recorded ({res['train']['dataset']})")
+        res = _run_results(folder, "train", run.code, problems)
+        if res is not None and "+dataset@train_mix." in run.code and "+" not in res["train"]["dataset"]:
+            problems.append(f"{folder}: the training mix is not recorded ({res['train']['dataset']})")
     if "test metrics (" not in run.out:
         problems.append("no table of test metrics printed")
     if "ckpt_path=" in run.code:  # resume: the same W&B run continues
@@ -390,15 +399,11 @@ def promise_train(ws: Workspace, run: Run) -> list[str]:
 def promise_eval(ws: Workspace, run: Run) -> list[str]:
     if not run.runs:
         return ["no run folder under outputs/eval"]
-    problems = []
+    problems: list[str] = []
     for folder in run.runs:
-        problems += _run_folder_problems(folder, "eval")
-        if not (folder / "results.json").is_file():
+        res = _run_results(folder, "eval", run.code, problems)
+        if res is None:
             continue
-        res = json.loads((folder / "results.json").read_text())
-        missing = _test_sets(run.code) - set(res["test"])
-        if missing:
-            problems.append(f"{folder}: test sets {sorted(missing)} not in results.json")
         sweep = re.search(r"robustness='([^']+)'", run.code)
         if sweep:
             import yaml

@@ -192,6 +192,11 @@ class CropContract:
         """Whether a frame can give several crops (``choice=all`` on frames), told apart by ``track``."""
         return self.choice == "all" and self.inputs == "frames"
 
+    @property
+    def needs_detector(self) -> bool:
+        """Whether extraction runs MTCNN: on frames, or on face crops whose landmarks are wanted."""
+        return self.inputs == "frames" or self.landmarks_for_crops
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (with the contract version, the detector and the sampling rule spelled out)."""
         d = self._fields()

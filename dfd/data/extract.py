@@ -358,7 +358,7 @@ def process_video(
     """Detect, choose and crop the faces of one video's sampled frames (:func:`dfd.data.faces.crop_faces`,
     the path dfd-predict runs too); write its crops; return its part record (without the source)."""
     n = len(frames.images)
-    needs = contract.inputs == "frames" or contract.landmarks_for_crops
+    needs = contract.needs_detector
     det = _detector(contract, cfg.batch_size, cfg.device) if needs else None
     faces = crop_faces(frames.images, contract, det, video=True)
     record: dict[str, Any] = {"video_id": video_id, "sampled": n, "dropped": n - faces.frames,
@@ -572,7 +572,7 @@ def extract_faces(
     """
     cfg = cfg or ExtractConfig()
     contract = cfg.resolve(faces_are_cropped)
-    if contract.inputs == "frames" or contract.landmarks_for_crops:
+    if contract.needs_detector:
         _check_device(cfg.device)  # a device this machine lacks is refused up front, even with nothing left to do
     start = time.perf_counter()
     index = validate_index(index_df, where="extract index")
@@ -629,9 +629,8 @@ def _extract_videos(index: pd.DataFrame, root: Path, cache_dir: Path, contract: 
             (done if part_is_current(_read_part(p), cid, sources[v]) else stale).add(v)
     todo = set(ids) - done
     tasks = _tasks(index, todo, sources)
-    needs_detector = contract.inputs == "frames" or contract.landmarks_for_crops
     run = _Run(resumed=len(done), stale=len(stale))
-    items = _execute(tasks, root, cache_dir, contract, cfg, needs_detector, run.pipeline)
+    items = _execute(tasks, root, cache_dir, contract, cfg, run.pipeline)
     for item in _progress(items, total=len(ids), completed=len(done), enabled=progress, what=what):
         run.processed.append(item["video_id"])
     return run
@@ -745,13 +744,12 @@ def _execute(
     cache_dir: Path,
     contract: CropContract,
     cfg: ExtractConfig,
-    needs_detector: bool,
     stats: dict | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Run the tasks (per video, or through the batched detection pipeline); yield each video's summary."""
     if not tasks:
         return
-    if cfg.batched() and needs_detector:
+    if cfg.batched() and contract.needs_detector:
         from dfd.data.pipeline import run_batched
 
         workers = min(cfg.workers or default_workers(batched=True), len(tasks))
@@ -769,7 +767,7 @@ def _execute(
         max_workers=workers,
         mp_context=mp.get_context("spawn"),
         initializer=_init_worker,
-        initargs=(contract, cfg, needs_detector),
+        initargs=(contract, cfg, contract.needs_detector),
     ) as pool:
         futures = [pool.submit(_run_task, t, str(root), str(cache_dir), contract, cfg) for t in tasks]
         try:
