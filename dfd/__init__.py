@@ -1,7 +1,19 @@
-"""dfd: a research framework for detecting deepfaked faces.
+"""dfd: a research framework for detecting deepfaked faces. Labels everywhere: 0 = real, 1 = fake.
 
-Labels everywhere: 0 = real, 1 = fake.
+One package per stage; data flows left to right and imports only point that way (a test builds the import graph
+from the source and checks every package against the ``May import:`` line of its docstring)::
+
+    sources ─┐
+    store  ──┼─▶ extract / synthetic ─▶ data ─▶ models ─▶ engine ─▶ inference / report ─▶ cli
+    faces  ──┘        (faces ◀ store ◀ sources, underneath)
+
+The root holds what every layer may use: ``errors`` (UserError, the base of every error meant for a user),
+``atomic`` (atomic file writes), ``compat`` (names older dfd versions wrote into files) and the labels below.
+
+May import: (nothing of dfd)
 """
+
+from __future__ import annotations
 
 import os as _os
 

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 def temp_sibling(path: str | Path) -> Path:
@@ -48,3 +49,12 @@ def write_bytes(path: str | Path, data: bytes, mode: int | None = None) -> Path:
 def write_text(path: str | Path, text: str, mode: int | None = None) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     return write_bytes(path, text.encode("utf-8"), mode)
+
+
+def write_table(table: Any, path: str | Path) -> Path:
+    """Write a pyarrow ``table`` to the Parquet file ``path`` atomically."""
+    import pyarrow.parquet as pq
+
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)

@@ -12,10 +12,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dfd.data.cache import path_key, read_record
-from dfd.data.extract import ExtractConfig, ExtractError, extract_faces, part_path
-from dfd.data.sources.base import DatasetError
-from dfd.data.sources.folder import Folder
+from dfd.errors import DatasetError
+from dfd.extract.config import ExtractConfig, ExtractError
+from dfd.extract.parts import part_path
+from dfd.extract.run import extract_faces
+from dfd.sources.folder import Folder
+from dfd.store.cache import path_key, read_record
 from tests.media import write_face_video
 
 BIN = Path(sys.executable).parent
@@ -116,7 +118,7 @@ def test_train_on_a_missing_root_fails_in_one_line(tmp_path: Path) -> None:
 
 
 def test_content_hash_catches_same_size_same_mtime_edits(tmp_path: Path) -> None:
-    from dfd.data.extract import same_source, source_fingerprint
+    from dfd.extract.parts import same_source, source_fingerprint
 
     f = tmp_path / "v.mp4"
     f.write_bytes(b"a" * 100)

@@ -12,9 +12,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from dfd.cli._hydra import config_dir, group_choices, register_resolvers
-from dfd.data.cache import path_key
-from dfd.data.schema import read_index
-from dfd.data.sources.base import DatasetSource
+from dfd.sources.base import DatasetSource
+from dfd.store.cache import path_key
+from dfd.store.schema import read_index
 from tests import layouts as L
 
 DATASETS = ("ffpp", "celebdf_v1", "celebdf_v2", "wilddeepfake", "redface", "folder", "csv")

@@ -55,8 +55,8 @@ def _build_option(group: str, cfg, tmp_path) -> None:
     import torch
     from hydra.utils import instantiate
 
-    from dfd.data.sources.base import DatasetSource
     from dfd.models import Detector, create_model
+    from dfd.sources.base import DatasetSource
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if group in ("dataset", "experiment"):
@@ -181,7 +181,7 @@ def _addition_error(*overrides: str, searchpath: str | None = None) -> str | Non
     (["+trainer.limitval=2"], "'limitval' is not an argument of pytorch_lightning.Trainer (trainer); valid:"),
     (["+optim.optimizer.epss=1e-7"], "'epss' is not an argument of torch.optim.AdamW (optim.optimizer)"),
     (["+dataset@test_sets.cdf=celebdf_v2", "+test_sets.cdf.rooot=/d"], "'rooot' is not an argument of "
-                                                                       "dfd.data.sources.celebdf.CelebDF"),
+                                                                       "dfd.sources.celebdf.CelebDF"),
     (["finetune=lora", "+finetune.rnk=4"], "'rnk' is not an argument of dfd.models.finetune.LoRA"),
 ])
 def test_unknown_keys_are_refused_even_with_plus(overrides, expected):

@@ -9,10 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from dfd.data.contract import ContractError, CropContract
-from dfd.data.extract import ExtractConfig, ExtractError, extract_faces
-from dfd.data.faces import FaceDetector, choose_face
-from dfd.data.video import read_image, read_video
+from dfd.extract.config import ExtractConfig, ExtractError
+from dfd.extract.run import extract_faces
+from dfd.faces.contract import ContractError, CropContract
+from dfd.faces.detect import FaceDetector
+from dfd.faces.track import choose_face
+from dfd.store.media import read_image, read_video
 from tests.media import write_composed_face_video
 from tests.test_export import bundles, checkpoints  # noqa: F401  (session fixtures: trained once)
 
@@ -69,8 +71,9 @@ def test_arcface_alignment_of_the_astronaut() -> None:
     from skimage.data import astronaut
     from skimage.transform import SimilarityTransform
 
-    from dfd.data.faces import align_face, crop_faces
-    from dfd.data.landmarks import arcface_template
+    from dfd.faces.crops import crop_faces
+    from dfd.faces.geometry import align_face
+    from dfd.faces.landmarks import arcface_template
 
     img = astronaut()
     det = FaceDetector(min_face_size=20).detect([img])[0]
@@ -128,7 +131,7 @@ def test_default_extraction_keeps_every_frame_full_resolution_keeps(tinted, tmp_
     by_label = summary.drops["label"]
     assert by_label["0"]["dropped"] == by_label["1"]["dropped"] == 0 and not summary.warnings
     assert "frames without a face by label: real 0/8 (0.0 %), fake 0/8 (0.0 %)" in str(summary)
-    from dfd.data.cache import manifest_record
+    from dfd.store.cache import manifest_record
 
     rec = manifest_record(summary.manifest_path)
     assert rec["drops"]["label"]["1"]["sampled"] == 8 and rec["contract"]["full_res_fallback"] is True
@@ -155,13 +158,13 @@ def test_predict_on_raw_video_equals_eval_on_its_cache(bundles: dict[str, Path],
     """
     from torch.utils.data import DataLoader
 
-    from dfd.data.cache import safe_relpath
     from dfd.data.datasets import FrameDataset, ManifestArrays
     from dfd.data.transforms import Pipeline, Spec
+    from dfd.engine.evaluate import load_module
     from dfd.engine.metrics import video_aggregate
-    from dfd.engine.run import load_module
     from dfd.inference.bundle import load_bundle
     from dfd.inference.predict import Predictor
+    from dfd.store.cache import safe_relpath
 
     root = tmp_path / "videos"
     names = []

@@ -12,8 +12,8 @@ from torch.utils.data import DistributedSampler
 
 from dfd.data.datamodule import DeepfakeDataModule, UnpaddedDistributedSampler
 from dfd.data.datasets import ClipDataset, FrameDataset
-from dfd.data.sources.base import DatasetError
-from dfd.data.synthetic import SyntheticSource
+from dfd.errors import DatasetError
+from dfd.synthetic.source import SyntheticSource
 
 SPEC = {"size": 32, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
 
@@ -137,7 +137,7 @@ def test_bad_config_errors(sources, tmp_path: Path) -> None:
 
 def test_frames_per_video_keeps_uniformly_spaced_training_frames(tmp_path):
     from dfd.data.datasets import ManifestArrays
-    from dfd.data.synthetic import SyntheticSource
+    from dfd.synthetic.source import SyntheticSource
 
     src = SyntheticSource(videos={"train": 4, "val": 2, "test": 2}, frames_per_video=10, cache_dir=tmp_path)
     arrays = ManifestArrays(src.prepare(), "train").keep_frames_per_video(4)

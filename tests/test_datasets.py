@@ -14,9 +14,9 @@ from torch.utils.data import DataLoader
 
 import dfd.data.datasets as datasets
 from dfd.data.datasets import ClipDataset, FrameDataset, ManifestArrays, uniform_positions
-from dfd.data.schema import SchemaError, write_parquet
-from dfd.data.synthetic import SyntheticSource
 from dfd.data.transforms import Pipeline, Spec
+from dfd.store.schema import SchemaError, write_parquet
+from dfd.synthetic.source import SyntheticSource
 
 HALF = Spec(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), interpolation="bilinear")
 RAW = Spec(32, (0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255), interpolation="bilinear")  # value == pixel value
@@ -149,7 +149,7 @@ def test_landmarks_follow_horizontal_flip(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------ clips
 def test_uniform_positions() -> None:
     # The one "uniformly spaced" rule (extraction's frame sampling too): linspace over the whole span.
-    from dfd.data.video import sample_indices
+    from dfd.faces.contract import sample_indices
 
     assert uniform_positions(10, 4).tolist() == [0, 3, 6, 9] == sample_indices(10, 4).tolist()
     assert uniform_positions(3, 5).tolist() == [0, 0, 1, 1, 2]  # clips repeat frames when fewer; extraction not

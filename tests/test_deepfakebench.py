@@ -20,14 +20,14 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from dfd.cli._hydra import config_dir, register_resolvers
-from dfd.data.cache import METADATA_KEY
 from dfd.data.datasets import FrameDataset, ManifestArrays
-from dfd.data.schema import read_index, read_manifest
-from dfd.data.sources.base import DatasetError
-from dfd.data.sources.crops import five_point_landmarks, landmark_file
-from dfd.data.sources.deepfakebench import DeepfakeBench, _video_ids, family, label_of
-from dfd.data.sources.df40 import DF40, canonical_method
 from dfd.data.transforms import Pipeline, Spec
+from dfd.errors import DatasetError
+from dfd.sources.crops import five_point_landmarks, landmark_file
+from dfd.sources.deepfakebench import DeepfakeBench, _video_ids, family, label_of
+from dfd.sources.df40 import DF40, canonical_method
+from dfd.store.cache import METADATA_KEY
+from dfd.store.schema import read_index, read_manifest
 from tests import layouts_more as M
 
 
@@ -305,7 +305,7 @@ def test_df40_manifest_and_yaml(df40, tmp_path):
 @pytest.mark.slow
 def test_train_on_deepfakebench_ffpp_and_test_cross_dataset(db, tmp_path):
     """A real Lightning run reads DeepfakeBench's crops in place: val from FF++'s val, two test sets."""
-    from dfd.engine.run import train
+    from dfd.engine.train import train
     from tests.conftest import compose as compose_run
 
     rgb, json_dir = db

@@ -18,9 +18,9 @@ import pytest
 import torch
 import yaml
 
-from dfd.data.sources.base import DatasetError
-from dfd.data.synthetic import SyntheticSource
 from dfd.engine.metrics import binary_scores, bootstrap_auc_ci, video_aggregate
+from dfd.errors import DatasetError
+from dfd.synthetic.source import SyntheticSource
 from tests.conftest import REPO, compose
 
 pytestmark = pytest.mark.slow
@@ -47,9 +47,9 @@ def test_bf16_validation_scores_in_float32(tmp_path, shared_cache):
     """Confident logits from a bf16-mixed run: probabilities stay below 1 and val AUC equals fp32 scoring."""
     import pytorch_lightning as pl
 
+    from dfd.engine.build import build_datamodule, build_sources
     from dfd.engine.module import DetectorModule
     from dfd.engine.quiet import quiet_dependencies
-    from dfd.engine.run import build_datamodule, build_sources
 
     quiet_dependencies()
 
@@ -265,7 +265,7 @@ class ValAsTest(SyntheticSource):
 
     def prepare(self) -> Path:
         if not self.manifest_path.is_file():
-            from dfd.data.schema import write_parquet
+            from dfd.store.schema import write_parquet
 
             base = SyntheticSource(name=self.name, domain=self.domain, seed=self.seed, image_size=self.image_size,
                                    videos=self.videos, frames_per_video=self.frames_per_video,
@@ -285,7 +285,8 @@ def _val_as_test(name: str, invert: bool, cache: Path, videos: str) -> str:
 
 
 def test_checkpoint_is_the_validation_best_not_the_test_best(tmp_path, shared_cache):
-    from dfd.engine.run import evaluate, train
+    from dfd.engine.evaluate import evaluate
+    from dfd.engine.train import train
 
     videos = "{train: 16, val: 12, test: 4}"
     probes = [_val_as_test("inverted", True, shared_cache, videos), _val_as_test("val_copy", False, shared_cache, videos)]
@@ -399,7 +400,8 @@ def test_early_stopping_and_checkpoint_share_one_criterion():
 
 def test_test_set_names_clash_is_one_line_and_same_data_is_in_domain(tmp_path, shared_cache):
     from dfd.data.datamodule import name_test_sets
-    from dfd.engine.run import build_sources, train
+    from dfd.engine.build import build_sources
+    from dfd.engine.train import train
 
     base = [f"paths.run_dir={tmp_path}", f"paths.cache_dir={shared_cache}", *TINY, "logger=none"]
     # The training dataset's own data under its name, or another key: the in-domain set, tested once.
@@ -421,7 +423,7 @@ def test_test_set_names_clash_is_one_line_and_same_data_is_in_domain(tmp_path, s
 
 
 def test_split_class_warnings_at_index_time_and_in_training(tmp_path, shared_cache):
-    from dfd.engine.run import validation_class_note
+    from dfd.engine.checks import validation_class_note
 
     media = tmp_path / "own" / "media"
     media.mkdir(parents=True)

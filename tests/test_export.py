@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from dfd.data.contract import CropContract
+from dfd.faces.contract import CropContract
 from dfd.inference.bundle import BundleError, load_bundle
 from dfd.inference.calibrate import choose_threshold, engine_eer
 
@@ -75,7 +75,7 @@ def _inputs(n: int = 3, size: int = 64) -> torch.Tensor:
 
 @functools.cache
 def _module(ckpt: Path) -> torch.nn.Module:
-    from dfd.engine.run import load_module
+    from dfd.engine.evaluate import load_module
 
     return load_module(ckpt).eval()
 

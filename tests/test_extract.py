@@ -18,9 +18,10 @@ import pandas as pd
 import pytest
 import torch
 
-from dfd.data.extract import ExtractConfig, ExtractError, extract_faces
-from dfd.data.schema import MANIFEST_COLUMNS, read_manifest
-from dfd.data.sources.base import DatasetSource
+from dfd.extract.config import ExtractConfig, ExtractError
+from dfd.extract.run import extract_faces
+from dfd.sources.base import DatasetSource
+from dfd.store.schema import MANIFEST_COLUMNS, read_manifest
 from tests.media import box_iou, face_image, write_corrupt_video, write_face_png, write_face_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,7 +103,7 @@ def test_a_version_1_cache_is_refused_with_the_overrides_that_reuse_it(tmp_path)
     """A cache extracted before the per-video scale was probed three times and rounded: today's defaults are
     refused (they would mix two detection rules in one cache), and the refusal names the overrides under which
     the cache is reused as it is, with nothing extracted again."""
-    from dfd.data.cache import read_record
+    from dfd.store.cache import read_record
 
     root = tmp_path / "root"
     write_face_video(root / "a.mp4", n_frames=8, size=160, canvas=192)

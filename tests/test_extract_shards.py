@@ -17,8 +17,10 @@ import pandas as pd
 import pytest
 import torch
 
-from dfd.data import sharding
-from dfd.data.extract import ExtractConfig, ExtractError, crop_dir, extract_faces, part_path
+from dfd.extract import jobs as sharding
+from dfd.extract.config import ExtractConfig, ExtractError
+from dfd.extract.parts import crop_dir, part_path
+from dfd.extract.run import extract_faces
 from tests.fake_slurm import write_fake_slurm
 from tests.media import write_corrupt_video, write_face_video
 from tests.test_extract import _cli_env, _index
@@ -177,7 +179,7 @@ def test_killed_shard_rerun_changes_nothing_else(tmp_path):
     # Shard 1 in its own process, killed after its first video; no merge can happen without it.
     script = (
         "import sys, pandas as pd, torch; torch.set_num_threads(1)\n"
-        "from dfd.data.extract import ExtractConfig, extract_faces\n"
+        "from dfd.extract.config import ExtractConfig\nfrom dfd.extract.run import extract_faces\n"
         f"extract_faces(pd.read_parquet(sys.argv[1]), {str(root)!r}, {str(cache)!r}, "
         f"ExtractConfig.create(**{SETTINGS!r}, shard=1, num_shards=3), progress=False, dataset='tiny')\n"
     )
@@ -214,8 +216,8 @@ def test_killed_shard_rerun_changes_nothing_else(tmp_path):
 
 
 def test_detection_loop_batches_same_size_frames_of_several_videos():
-    from dfd.data.faces import FaceDetector
-    from dfd.data.pipeline import DetectionLoop
+    from dfd.extract.pipeline import DetectionLoop
+    from dfd.faces.detect import FaceDetector
     from tests.media import face_image
 
     det = FaceDetector(detect_size=None, face_px=0)

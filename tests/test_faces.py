@@ -6,7 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from dfd.data.faces import Detections, FaceDetector, choose_face, crop_box, crop_face, video_scale
+from dfd.faces.boxes import Detections
+from dfd.faces.detect import FaceDetector, video_scale
+from dfd.faces.geometry import crop_box, crop_face
+from dfd.faces.track import choose_face
 from tests.media import ASTRONAUT_FACE_BOX_512, box_iou, face_image
 
 

@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 import torch
 
-from dfd.data.contract import ContractError, CropContract
-from dfd.data.extract import ExtractConfig, extract_faces
-from dfd.data.faces import track_faces
 from dfd.engine.metrics import DetectionMetrics, detection_report
 from dfd.engine.video_score import VideoScoreError, score
+from dfd.extract.config import ExtractConfig
+from dfd.extract.run import extract_faces
+from dfd.faces.contract import ContractError, CropContract
+from dfd.faces.track import track_faces
 from tests.conftest import compose
 from tests.media import box_iou, write_faces_video
 from tests.test_export import bundles, checkpoints  # noqa: F401  (session fixtures: trained once)
@@ -127,7 +128,9 @@ def test_choice_all_keeps_both_astronauts_with_stable_tracks(tmp_path: Path) -> 
     # Packed shards keep both faces of a frame apart (keys by video, frame and track), at random and streamed.
     import tarfile
 
-    from dfd.data.shards import ShardSettings, pack_cache, shard_arrays, shard_dataset
+    from dfd.data.packed import shard_arrays, shard_dataset
+    from dfd.store.packed.format import ShardSettings
+    from dfd.store.packed.writer import pack_cache
 
     packed = pack_cache(summary.manifest_path, tmp_path / "shards")
     members = []
@@ -205,10 +208,10 @@ def _edit_bundle(src: Path, dst: Path, **changes) -> Path:
 def test_eval_and_predict_compute_the_same_max_face_score(bundles: dict[str, Path],  # noqa: F811
                                                           checkpoints: dict[str, Path],  # noqa: F811
                                                           tmp_path: Path) -> None:
-    from dfd.data.sources.folder import Folder
-    from dfd.engine.run import evaluate
+    from dfd.engine.evaluate import evaluate
     from dfd.inference.bundle import load_bundle
     from dfd.inference.predict import Predictor
+    from dfd.sources.folder import Folder
 
     root = tmp_path / "crowd"
     # The darker face of each pair scores far higher with the test model: the rule decides the video's number.

@@ -15,8 +15,8 @@ import torch
 from dfd.data.datamodule import DeepfakeDataModule
 from dfd.data.datasets import ManifestArrays
 from dfd.data.pairing import SourcePairedSampler, select_subset, video_sources
-from dfd.data.synthetic import SyntheticSource
 from dfd.errors import ConfigError
+from dfd.synthetic.source import SyntheticSource
 
 SPEC = {"size": 32, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
 
@@ -196,7 +196,7 @@ def test_refusals_name_the_fix(source, tmp_path):
 
 @pytest.mark.slow
 def test_dfd_train_with_pairing_and_a_paired_subset(tmp_path: Path, shared_cache: Path) -> None:
-    from dfd.engine.run import train
+    from dfd.engine.train import train
     from tests.conftest import compose
 
     cfg = compose("train", runtime=True, overrides=[

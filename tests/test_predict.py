@@ -76,12 +76,14 @@ def test_predict_cli_mixed_inputs(bundles: dict[str, Path], media: dict[str, Pat
 def test_predict_matches_training_crop_and_checkpoint(bundles: dict[str, Path], checkpoints: dict[str, Path],  # noqa: F811
                                                       media: dict[str, Path]) -> None:
     """The image's probability equals: MTCNN -> dfd-extract's crop -> training eval pipeline -> checkpoint."""
-    from dfd.data.faces import FaceDetector, choose_face, crop_face
     from dfd.data.transforms import Pipeline, Spec
-    from dfd.data.video import read_image
-    from dfd.engine.run import load_module
+    from dfd.engine.evaluate import load_module
+    from dfd.faces.detect import FaceDetector
+    from dfd.faces.geometry import crop_face
+    from dfd.faces.track import choose_face
     from dfd.inference.bundle import load_bundle
     from dfd.inference.predict import Predictor
+    from dfd.store.media import read_image
 
     bundle = load_bundle(bundles["plain"])
     (res,) = Predictor(bundle, batch_size=4).predict([str(media["image"])], progress=False)
@@ -168,11 +170,13 @@ def clip_bundle(bundles: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
 
 def test_predict_clip_model_with_landmarks(clip_bundle: Path, media: dict[str, Path]) -> None:
     """ADDNet-3D (clips + landmark masks) traced to TorchScript scores an image as a clip of repeated faces."""
-    from dfd.data.faces import FaceDetector, choose_face, crop_face
-    from dfd.data.video import read_image
+    from dfd.faces.detect import FaceDetector
+    from dfd.faces.geometry import crop_face
+    from dfd.faces.track import choose_face
     from dfd.inference.bundle import load_bundle
     from dfd.inference.predict import Predictor
     from dfd.models import create_model
+    from dfd.store.media import read_image
 
     bundle = load_bundle(clip_bundle)
     assert bundle.clip_len == 2 and bundle.needs_landmarks
@@ -255,9 +259,9 @@ def test_crop_trained_bundle_takes_crops_as_they_are(bundles: dict[str, Path], m
     """A model trained on a dataset's own face crops (WildDeepfake) is fed crops uncropped; on frames it says
     what it does instead."""
     from dfd.cli.predict import main
-    from dfd.data.faces import resize_crop
-    from dfd.data.video import read_image
+    from dfd.faces.geometry import resize_crop
     from dfd.inference.bundle import load_bundle
+    from dfd.store.media import read_image
 
     crop = cv2.resize(cv2.imread(str(media["image"]))[30:150, 40:160], (80, 80))  # a face crop, framed its own way
     cv2.imwrite(str(tmp_path / "crop.png"), crop)

@@ -28,7 +28,7 @@ def test_standard_protocol_runs_on_the_datasets_present_and_skips_the_rest(data:
                                                                           caplog: pytest.LogCaptureFixture) -> None:
     """FF++ (here DeepfakeBench's FF++ crops, which need no face extraction) + DF40 present; the seven other test
     sets and RedFace are absent: the run tests what is there and says, once per set, what it skipped."""
-    from dfd.engine.run import train
+    from dfd.engine.train import train
 
     run = tmp_path / "run"
     cfg = compose("train", runtime=True, overrides=[
@@ -38,7 +38,7 @@ def test_standard_protocol_runs_on_the_datasets_present_and_skips_the_rest(data:
         f"test_sets.df40.real_roots.ff={data / 'rgb/FaceForensics++'}",
         f"test_sets.df40.real_roots.cdf={data / 'rgb/Celeb-DF-v2'}"])
     assert list(cfg.test_sets) == STANDARD_SETS and all(cfg.test_sets[k].optional for k in STANDARD_SETS)
-    with caplog.at_level(logging.WARNING, logger="dfd.engine.run"):
+    with caplog.at_level(logging.WARNING, logger="dfd.engine"):
         res = train(cfg)
     assert set(res["test"]) == {"deepfakebench_FaceForensics++", "df40"}
     assert res["test"]["df40"]["video"]["n_fake"] > 0 and res["test"]["df40"]["video"]["n_real"] > 0
@@ -55,8 +55,8 @@ def test_standard_protocol_runs_on_the_datasets_present_and_skips_the_rest(data:
 
 
 def test_a_present_but_unextracted_optional_set_is_still_an_error(data: Path, tmp_path: Path) -> None:
-    from dfd.data.sources.base import DatasetError
-    from dfd.engine.run import build_sources
+    from dfd.engine.build import build_sources
+    from dfd.errors import DatasetError
 
     (tmp_path / "Celeb-DF-v2").mkdir()  # the data is here, its crops are not: skipping would hide a mistake
     cfg = compose("train", overrides=["experiment=standard_protocol", "dataset=deepfakebench",
@@ -82,7 +82,7 @@ def test_a_present_but_unextracted_optional_set_is_still_an_error(data: Path, tm
 
 
 def test_deepfakebench_protocol_reads_its_downloads_and_skips_missing_jsons(data: Path, tmp_path: Path) -> None:
-    from dfd.engine.run import build_sources
+    from dfd.engine.build import build_sources
 
     cfg = compose("train", overrides=["experiment=deepfakebench_protocol", f"paths.data_dir={data}",
                                       f"paths.cache_dir={tmp_path / 'cache'}"])

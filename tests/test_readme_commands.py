@@ -50,7 +50,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dfd.data.schema import (
+from dfd.store.schema import (
     INDEX_COLUMNS,
     MANIFEST_COLUMNS,
     MANIFEST_OPTIONAL_COLUMNS,

@@ -476,7 +476,8 @@ def test_every_foundation_backbone_and_strategy_trains_a_step(name: str, strateg
 @pytest.mark.slow
 def test_dfd_train_gend_and_effort_recipes_end_to_end_and_export(tmp_path: Path, shared_cache: Path) -> None:
     """The real engine: l2norm head + GenD losses + svd_residual with regularisers, then a bundle matching it."""
-    from dfd.engine.run import load_module, train
+    from dfd.engine.evaluate import load_module
+    from dfd.engine.train import train
     from dfd.inference.bundle import load_bundle
     from dfd.inference.export import export_bundle
     from tests.conftest import compose

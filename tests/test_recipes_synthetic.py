@@ -62,7 +62,7 @@ def test_presets_state_the_papers_hyperparameters() -> None:
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_each_preset_trains_a_step_on_the_cpu_with_a_stand_in(preset: str, tmp_path: Path, shared_cache: Path):
-    from dfd.engine.run import train
+    from dfd.engine.train import train
 
     stand_in = STAND_IN.get(preset, STAND_IN["vit"])
     cfg = compose("train", runtime=True, overrides=[

@@ -15,8 +15,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from dfd.report.collect import ResultsError, collect, load_results
+from dfd.report.collect import collect
 from dfd.report.matrix import build_matrix
+from dfd.report.results import ResultsError, load_results
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_SETS = ["synthetic_a", "synthetic_b", "synthetic_c"]

@@ -14,10 +14,14 @@ import pytest
 import torch
 
 from dfd.cli._hydra import accelerator_problem, launcher_problem
-from dfd.data.contract import CropContract
-from dfd.data.synthetic import SyntheticSource
-from dfd.engine import run as R
+from dfd.engine.build import build_augment
+from dfd.engine.checks import check_crop_contracts, check_robustness
+from dfd.engine.evaluate import evaluate
+from dfd.engine.hardware import cpu_threads, set_threads
+from dfd.engine.train import train
 from dfd.errors import ConfigError
+from dfd.faces.contract import CropContract
+from dfd.synthetic.source import SyntheticSource
 from tests.conftest import compose
 
 VIDEOS = "{train: 8, val: 4, test: 4}"
@@ -48,16 +52,16 @@ def _synthetic(cache: Path, size: int, name: str = "small") -> SyntheticSource:
 def test_a_set_cropped_otherwise_is_refused_or_noted(shared_cache):
     run = CropContract(size=64)
     same, other = _synthetic(shared_cache, 64, "same"), _synthetic(shared_cache, 32, "other")
-    assert R.check_crop_contracts(run, {"same": same}, "test set", "the training set 'x'") == []
+    assert check_crop_contracts(run, {"same": same}, "test set", "the training set 'x'") == []
     with pytest.raises(ConfigError) as e:
-        R.check_crop_contracts(run, {"same": same, "other": other}, "test set", "the training set 'x'")
+        check_crop_contracts(run, {"same": same, "other": other}, "test set", "the training set 'x'")
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith("test set 'other' was cropped differently from the training set 'x'")
     assert "size=32 (vs 64)" in msg and "extract.size=64" in msg and "data.crop_mismatch=warn" in msg
-    notes = R.check_crop_contracts(run, {"other": other}, "test set", "the training set 'x'", "warn")
+    notes = check_crop_contracts(run, {"other": other}, "test set", "the training set 'x'", "warn")
     assert len(notes) == 1 and "size=32 (vs 64)" in notes[0] and "data.crop_mismatch=warn" in notes[0]
     with pytest.raises(ConfigError, match="data.crop_mismatch='maybe' is not valid; choose one of refuse, warn"):
-        R.check_crop_contracts(run, {}, "test set", "x", "maybe")
+        check_crop_contracts(run, {}, "test set", "x", "maybe")
 
 
 def test_training_refuses_a_test_set_or_mix_cropped_otherwise_before_any_work(shared_cache, tmp_path):
@@ -67,7 +71,7 @@ def test_training_refuses_a_test_set_or_mix_cropped_otherwise_before_any_work(sh
         cfg = compose("train", [*base, *extra, f"{extra[1].split('.')[0]}.small.videos={VIDEOS}"])
         with pytest.raises(ConfigError, match=r"'small' was cropped differently from the training set 'synthetic_a' "
                                               r"\(a x1.3, 64 px|box x1.3, 64 px"):
-            R.train(cfg)
+            train(cfg)
         assert not (tmp_path / "checkpoints").exists()  # refused before the model and the trainer
 
 
@@ -78,7 +82,7 @@ def trained(tmp_path_factory, shared_cache):
     cfg = compose("train", [*TINY, f"paths.cache_dir={shared_cache}", f"paths.run_dir={run_dir}",
                             "+dataset@test_sets.small=synthetic", "test_sets.small.image_size=32",
                             f"test_sets.small.videos={VIDEOS}", "data.crop_mismatch=warn"])
-    return R.train(cfg), run_dir
+    return train(cfg), run_dir
 
 
 def test_warn_keeps_the_set_and_records_why(trained):
@@ -97,8 +101,8 @@ def test_evaluation_checks_test_sets_against_the_checkpoint(trained, shared_cach
             "data.include_train_test=false"]
     with pytest.raises(ConfigError, match=r"^test set 'small' was cropped differently from the model's training "
                                           r"crops box x1.3, 64 px: size=32 \(vs 64\)"):
-        R.evaluate(compose("eval", base))
-    evaluated = R.evaluate(compose("eval", [*base, "data.crop_mismatch=warn"]))
+        evaluate(compose("eval", base))
+    evaluated = evaluate(compose("eval", [*base, "data.crop_mismatch=warn"]))
     assert list(evaluated["test"]) == ["small"] and any("data.crop_mismatch=warn" in n for n in evaluated["notes"])
 
 
@@ -123,19 +127,19 @@ def test_cpu_ddp_processes_share_the_cores_and_one_process_keeps_torchs_default(
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
-    assert R.cpu_threads(compose("train", ["data.num_workers=2"])) is None
+    assert cpu_threads(compose("train", ["data.num_workers=2"])) is None
     # CPU DDP: the cores are divided among the processes.
-    assert R.cpu_threads(compose("train", ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"])) == 4
-    assert R.cpu_threads(compose("train", ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=16"])) == 1
-    assert R.cpu_threads(compose("train", ["trainer=gpu"])) is None  # the GPU computes
-    assert R.cpu_threads(compose("train", ["threads=3"])) == 3
-    assert R.cpu_threads(compose("eval", ["ckpt_path=x", "threads=5"])) == 5
+    assert cpu_threads(compose("train", ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"])) == 4
+    assert cpu_threads(compose("train", ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=16"])) == 1
+    assert cpu_threads(compose("train", ["trainer=gpu"])) is None  # the GPU computes
+    assert cpu_threads(compose("train", ["threads=3"])) == 3
+    assert cpu_threads(compose("eval", ["ckpt_path=x", "threads=5"])) == 5
     monkeypatch.setenv("OMP_NUM_THREADS", "4")
-    assert R.cpu_threads(compose("train", [])) is None  # the user's choice stands
+    assert cpu_threads(compose("train", [])) is None  # the user's choice stands
     monkeypatch.delenv("OMP_NUM_THREADS")
     before = torch.get_num_threads()
     try:
-        R.set_threads(compose("train", ["threads=1"]))
+        set_threads(compose("train", ["threads=1"]))
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
@@ -149,20 +153,20 @@ def test_unknown_robustness_kind_or_level_is_one_line_before_the_checkpoint_is_r
                                           "downscale, noise, h264$"):
         perturbation("blurr", 1.0)
     with pytest.raises(ConfigError, match="robustness.jpeg must be a list of levels"):
-        R.check_robustness({"jpeg": 50})
+        check_robustness({"jpeg": 50})
     with pytest.raises(ConfigError, match="robustness.jpeg: level 'high' is invalid"):
-        R.check_robustness({"jpeg": ["high"]})
-    assert R.check_robustness({"jpeg": [90, 50], "h264": [23]}) == [("jpeg", 90.0), ("jpeg", 50.0), ("h264", 23.0)]
+        check_robustness({"jpeg": ["high"]})
+    assert check_robustness({"jpeg": [90, 50], "h264": [23]}) == [("jpeg", 90.0), ("jpeg", 50.0), ("h264", 23.0)]
     cfg = compose("eval", [f"ckpt_path={tmp_path}/none.ckpt", "robustness={blurr: [1]}", "logger=none",
                            f"paths.run_dir={tmp_path}"])
     with pytest.raises(ConfigError, match="unknown perturbation 'blurr'"):  # not: checkpoint not found
-        R.evaluate(cfg)
+        evaluate(cfg)
 
 
 def test_self_blend_typo_is_one_line_naming_the_valid_keys(tmp_path):
     cfg = compose("train", ["data.fakes=sbi", "+data.sbi.xyz=1", f"paths.run_dir={tmp_path}", "logger=none"])
     with pytest.raises(ConfigError) as e:
-        R.train(cfg)
+        train(cfg)
     assert str(e.value).startswith("data.sbi: 'xyz' is not an argument of SelfBlend; valid keys: rgb_shift, hue, ")
     assert "blend_ratios" in str(e.value) and not list(tmp_path.iterdir())  # nothing was written
 
@@ -170,7 +174,7 @@ def test_self_blend_typo_is_one_line_naming_the_valid_keys(tmp_path):
 def test_strong_augmentation_runs_in_the_frame_and_clip_pipelines():
     from dfd.data.transforms import Pipeline, Spec
 
-    augment = R.build_augment(compose("train", ["augment=strong"]))
+    augment = build_augment(compose("train", ["augment=strong"]))
     assert len(augment) == 7
     pipe = Pipeline(Spec(32, (0.5,) * 3, (0.5,) * 3), augment)
     rng = np.random.default_rng(0)

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from dfd.cli import sbi_grid
 from dfd.data.sbi import EpochSampler, SelfBlend, SelfBlendedPairs, face_region, pair_collate
-from dfd.data.schema import write_parquet
+from dfd.store.schema import write_parquet
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ def frames(tmp_path_factory) -> ManifestArrays:
     from skimage.data import astronaut
 
     from dfd.cli.sbi_grid import _astronaut_face
-    from dfd.data.schema import validate_manifest, write_parquet
+    from dfd.store.schema import validate_manifest, write_parquet
 
     out = tmp_path_factory.mktemp("sbi_aug")
     img = astronaut()

@@ -18,17 +18,10 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from dfd.data.datamodule import DeepfakeDataModule, UnpaddedDistributedSampler
-from dfd.data.shards import (
-    PackWriter,
-    ShardClipDataset,
-    ShardError,
-    ShardFrameDataset,
-    ShardStreamDataset,
-    pack_cache,
-    parse_size,
-    sample_key,
-)
-from dfd.data.synthetic import SyntheticSource
+from dfd.data.packed import ShardClipDataset, ShardFrameDataset, ShardStreamDataset
+from dfd.store.packed.format import ShardError, parse_size, sample_key
+from dfd.store.packed.writer import PackWriter, pack_cache
+from dfd.synthetic.source import SyntheticSource
 
 SPEC = {"size": 32, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
 SHARD = "24KB"  # 2-3 crops of ~9 KB per shard: many shards, partial ones at every boundary
@@ -297,7 +290,7 @@ def _train_overrides(cache: Path, run: Path, *extra: str) -> list[str]:
 @pytest.mark.slow
 def test_lightning_training_sees_the_same_frames_and_labels(tmp_path, shared_cache) -> None:
     from dfd.cli._hydra import register_resolvers
-    from dfd.engine.run import train
+    from dfd.engine.train import train
     from tests.conftest import compose
 
     register_resolvers()

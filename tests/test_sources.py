@@ -7,13 +7,14 @@ import json
 import pandas as pd
 import pytest
 
-from dfd.data.sources.base import DatasetError, assign_splits, index_counts
-from dfd.data.sources.celebdf import CelebDF
-from dfd.data.sources.csv import CsvTable
-from dfd.data.sources.ffpp import FFPP
-from dfd.data.sources.folder import Folder
-from dfd.data.sources.redface import RedFace
-from dfd.data.sources.wilddeepfake import WildDeepfake
+from dfd.errors import DatasetError
+from dfd.sources.base import assign_splits, index_counts
+from dfd.sources.celebdf import CelebDF
+from dfd.sources.csv import CsvTable
+from dfd.sources.ffpp import FFPP
+from dfd.sources.folder import Folder
+from dfd.sources.redface import RedFace
+from dfd.sources.wilddeepfake import WildDeepfake
 from tests import layouts as L
 
 
@@ -302,3 +303,15 @@ def test_index_counts_orders_splits():
     df = pd.DataFrame({"split": ["test", "train", "val", "train"], "label": [1, 0, 0, 0], "method": ["m", "r", "r", "r"]})
     counts = index_counts(df)
     assert list(counts.split) == ["train", "val", "test"] and list(counts.videos) == [2, 1, 1]
+
+
+def test_method_type_is_an_optional_index_column_with_a_closed_vocabulary():
+    from dfd.store.schema import METHOD_TYPES, SchemaError, validate_index
+
+    rows = {"video_id": ["r", "f"], "label": [0, 1], "split": ["train", "train"], "method": ["real", "Deepfakes"],
+            "identity": ["", ""], "path": ["r.mp4", "f.mp4"], "kind": ["video", "video"]}
+    assert "method_type" not in validate_index(pd.DataFrame(rows)).columns  # optional
+    ok = validate_index(pd.DataFrame({**rows, "method_type": ["", "face_swap"]}))
+    assert ok["method_type"].tolist() == ["", "face_swap"] and "face_swap" in METHOD_TYPES
+    with pytest.raises(SchemaError, match="method_type must be one of"):
+        validate_index(pd.DataFrame({**rows, "method_type": ["", "faceswap"]}))

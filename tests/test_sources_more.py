@@ -17,17 +17,18 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from dfd.cli._hydra import config_dir, register_resolvers
-from dfd.data.extract import ExtractConfig, extract_faces
-from dfd.data.schema import read_manifest
-from dfd.data.sources.base import DatasetError
-from dfd.data.sources.celebdf import CelebDF
-from dfd.data.sources.deeperforensics import DeeperForensics
-from dfd.data.sources.deepfakedetection import DeepFakeDetection
-from dfd.data.sources.dfdc import DFDC
-from dfd.data.sources.dfdcp import DFDCP, parse_name
-from dfd.data.sources.ffiw import FFIW
-from dfd.data.sources.ffpp import FFPP
-from dfd.data.sources.uadfv import UADFV
+from dfd.errors import DatasetError
+from dfd.extract.config import ExtractConfig
+from dfd.extract.run import extract_faces
+from dfd.sources.celebdf import CelebDF
+from dfd.sources.deeperforensics import DeeperForensics
+from dfd.sources.deepfakedetection import DeepFakeDetection
+from dfd.sources.dfdc import DFDC
+from dfd.sources.dfdcp import DFDCP, parse_name
+from dfd.sources.ffiw import FFIW
+from dfd.sources.ffpp import FFPP
+from dfd.sources.uadfv import UADFV
+from dfd.store.schema import read_manifest
 from tests import layouts as L
 from tests import layouts_more as M
 

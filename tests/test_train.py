@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dfd.engine.run import train
+from dfd.engine.train import train
 from tests.conftest import compose
 
 pytestmark = pytest.mark.slow

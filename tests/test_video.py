@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from dfd.data.video import (
+from dfd.faces.contract import sample_indices
+from dfd.store.media import (
     CorruptMedia,
     EmptyMedia,
     MissingMedia,
@@ -18,7 +19,6 @@ from dfd.data.video import (
     read_frames_folder,
     read_source,
     read_video,
-    sample_indices,
     sort_frame_names,
 )
 from tests.media import write_corrupt_video, write_face_video

@@ -69,7 +69,7 @@ def test_preset_loads_exactly_the_weights_dir_file(tmp_path):
 @pytest.mark.slow
 def test_linear_probe_keeps_pretrained_weights_bit_identical_through_training(tmp_path, shared_cache):
     """A real Lightning step: the head moves, every pretrained tensor (BatchNorm statistics too) stays put."""
-    from dfd.engine.run import train
+    from dfd.engine.train import train
 
     arch = "test_efficientnet"  # BatchNorm inside: frozen statistics must not drift either
     state = _seeded_state(arch)
@@ -100,7 +100,7 @@ def test_linear_probe_keeps_pretrained_weights_bit_identical_through_training(tm
 
 _OFFLINE_SCRIPT = textwrap.dedent("""
     import contextlib, io, json, sys, time
-    import timm, hydra, pytorch_lightning, dfd.engine.run  # import first: time only dfd's own work
+    import timm, hydra, pytorch_lightning, dfd.engine  # import first: time only dfd's own work
     import dfd.cli.train as cli
 
     out = {}

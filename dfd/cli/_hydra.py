@@ -16,6 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from dfd.engine.hardware import on_gpu
+from dfd.errors import one_line, user_error
 
 
 # ----------------------------------------------------------------------------------------------- config folders
@@ -195,11 +196,11 @@ def register_resolvers() -> None:
         # SyncBatchNorm exists on GPUs only: CPU DDP over gloo must leave it off.
         OmegaConf.register_new_resolver("dfd.on_gpu", on_gpu)
     if not OmegaConf.has_resolver("dfd.path_key"):
-        from dfd.data.cache import path_key
+        from dfd.store.cache import path_key
 
         # ${dfd.path_key:${.root}}: a short key per dataset root, so default crop caches never mix two roots.
         OmegaConf.register_new_resolver("dfd.path_key", path_key)
-    from dfd.data.extract import register_configs
+    from dfd.extract.config import register_configs
 
     register_configs()  # conf/extract.yaml's `extract:` block: the crop contract's defaults, one home
 
@@ -293,41 +294,6 @@ def check_additions(config_name: str, task_overrides: Sequence[str], groups: Ite
 
 
 # ----------------------------------------------------------------------------------------------- user errors
-def _user_error(exc: BaseException) -> BaseException | None:
-    """The user-caused error behind an exception (Hydra wraps errors raised while instantiating), if it is one.
-
-    User errors: `dfd.errors.UserError` (ConfigError, MissingWeightsError, ...), dataset/schema errors, missing
-    files, a mandatory config value left unset, and Lightning's own misuse errors (``trainer=gpu`` without a
-    GPU), shard stores that cannot be opened. Anything else is a bug and keeps its traceback.
-    """
-    from omegaconf.errors import MissingMandatoryValue
-
-    from dfd.data.schema import SchemaError
-    from dfd.data.sources.base import DatasetError
-    from dfd.errors import UserError
-
-    user: tuple[type, ...] = (UserError, DatasetError, SchemaError, FileNotFoundError, NotADirectoryError,
-                              MissingMandatoryValue)
-    lightning = sys.modules.get("lightning_fabric.utilities.exceptions")
-    if lightning is not None:  # never imported: none of its errors was raised (and importing it takes seconds)
-        user += (lightning.MisconfigurationException,)
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, user):
-            return seen
-        seen = seen.__cause__
-    return None
-
-
-def _one_line(err: BaseException) -> str:
-    from omegaconf.errors import MissingMandatoryValue
-
-    if isinstance(err, MissingMandatoryValue) and getattr(err, "full_key", None):
-        return f"error: {err.full_key} has no value: add '{err.full_key}=<value>' to the command"
-    msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return msg if msg.startswith("error") else f"error: {msg}"
-
-
 def missing_values(cfg: DictConfig) -> str | None:
     """One line naming every mandatory value (``???``) the command left unset (``model=timm`` needs an arch)."""
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -361,10 +327,10 @@ def _friendly(fn: Callable[[DictConfig], object], config_name: str | None = None
         try:
             return fn(cfg)
         except Exception as exc:
-            user = _user_error(exc)
+            user = user_error(exc)
             if user is None:
                 raise
-            print(_one_line(user), file=sys.stderr)
+            print(one_line(user), file=sys.stderr)
             raise SystemExit(2) from None
 
     return run

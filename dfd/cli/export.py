@@ -32,16 +32,17 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from pathlib import Path
 
-    from dfd.data.sources.base import DatasetError
-    from dfd.inference.bundle import BundleError
-    from dfd.inference.export import ExportError, export_bundle
+    from dfd.errors import user_error
+    from dfd.inference.export import export_bundle
 
     if not Path(args.checkpoint).is_file():
         sys.exit(f"dfd-export: checkpoint not found: {args.checkpoint} (pass <run dir>/checkpoints/<file>.ckpt)")
     try:
         cfg = export_bundle(args.checkpoint, args.out_dir, calibrate=args.calibrate, opset=args.opset)
-    except (ExportError, BundleError, DatasetError, FileNotFoundError) as e:
-        sys.exit(f"dfd-export: {e}")
+    except Exception as e:
+        if user_error(e) is None:
+            raise
+        sys.exit(f"dfd-export: {user_error(e)}")
     files = [f for f in cfg["files"].values() if f]
     print(f"bundle written to {args.out_dir}: {', '.join(files)}, preprocess.json, README.md")
     for level, thr in cfg["thresholds"].items():

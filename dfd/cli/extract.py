@@ -1,4 +1,4 @@
-"""``dfd-extract``: a dataset's video index -> face-crop cache + frame manifest (see dfd.data.extract).
+"""``dfd-extract``: a dataset's video index -> face-crop cache + frame manifest (see dfd.extract).
 
 ``dfd-extract dataset=<name> ... --verify`` (or ``extract.verify=true``) only checks the cache against its
 sources and lists what is stale or missing (exit 1 when anything is).
@@ -21,8 +21,8 @@ from dfd.cli._hydra import hydra_entry
 def _index_for(source, index_path: Path):
     """The video index to extract: the one on disk when it describes this root and its sources still exist,
     else a fresh one (moved or deleted sources, another root)."""
-    from dfd.data.cache import manifest_record, normalize_root
-    from dfd.data.schema import read_index
+    from dfd.store.cache import manifest_record, normalize_root
+    from dfd.store.schema import read_index
 
     if index_path.is_file():
         index = read_index(index_path)
@@ -47,41 +47,38 @@ def _run(cfg: DictConfig) -> None:
     """Extract face crops for ``dataset=<name>``; bad videos are listed, not fatal (exit 0)."""
     from hydra.utils import instantiate
 
-    from dfd.data.extract import ExtractConfig, ExtractError, extract_faces, verify_cache
-    from dfd.data.schema import SchemaError
-    from dfd.data.sources.base import DatasetError
+    from dfd.errors import DatasetError
+    from dfd.extract.config import ExtractConfig
+    from dfd.extract.run import extract_faces
+    from dfd.extract.verify import verify_cache
 
-    try:
-        source = instantiate(cfg.dataset)
-        if getattr(source, "writes_manifest", False):
-            # Ready-made crops (DeepfakeBench, DF40): the manifest points at them; nothing to detect or re-crop.
-            path = source.prepare()
-            for note in getattr(source, "notes", None) or ():
-                print(f"note: {note}")
-            print(f"{source.name}: crops used in place, manifest {path} (extract.* settings do not apply)")
-            return
-        settings = ExtractConfig.from_mapping(OmegaConf.to_container(cfg.extract, resolve=True))
-        if source.root is None or not Path(source.root).is_dir():
-            raise DatasetError(f"dataset root {source.root} is not a folder; set dataset.root=<dataset folder>")
-        if settings.verify:
-            # Against the sources as they are now (an index built in memory; nothing is written).
-            report = verify_cache(source.build_index(), source.root, source.cache_dir, settings,
-                                  faces_are_cropped=source.faces_are_cropped)
-            print(report)
-            raise SystemExit(0 if report.ok else 1)
-        index = _index_for(source, Path(cfg.index_path))
-        summary = extract_faces(
-            index,
-            source.root,
-            source.cache_dir,
-            settings,
-            faces_are_cropped=source.faces_are_cropped,
-            progress=bool(cfg.progress),
-            dataset=source.name,
-        )
-    except (DatasetError, ExtractError, SchemaError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    source = instantiate(cfg.dataset)
+    if getattr(source, "writes_manifest", False):
+        # Ready-made crops (DeepfakeBench, DF40): the manifest points at them; nothing to detect or re-crop.
+        path = source.prepare()
+        for note in getattr(source, "notes", None) or ():
+            print(f"note: {note}")
+        print(f"{source.name}: crops used in place, manifest {path} (extract.* settings do not apply)")
+        return
+    settings = ExtractConfig.from_mapping(OmegaConf.to_container(cfg.extract, resolve=True))
+    if source.root is None or not Path(source.root).is_dir():
+        raise DatasetError(f"dataset root {source.root} is not a folder; set dataset.root=<dataset folder>")
+    if settings.verify:
+        # Against the sources as they are now (an index built in memory; nothing is written).
+        report = verify_cache(source.build_index(), source.root, source.cache_dir, settings,
+                              faces_are_cropped=source.faces_are_cropped)
+        print(report)
+        raise SystemExit(0 if report.ok else 1)
+    index = _index_for(source, Path(cfg.index_path))
+    summary = extract_faces(
+        index,
+        source.root,
+        source.cache_dir,
+        settings,
+        faces_are_cropped=source.faces_are_cropped,
+        progress=bool(cfg.progress),
+        dataset=source.name,
+    )
     print(summary)
 
 

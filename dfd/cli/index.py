@@ -15,8 +15,9 @@ def main(cfg: DictConfig) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from dfd.data.schema import SchemaError
-    from dfd.data.sources.base import DatasetError, index_counts, split_class_warnings
+    from dfd.errors import DatasetError
+    from dfd.sources.base import index_counts, split_class_warnings
+    from dfd.store.schema import SchemaError
 
     try:
         source = instantiate(cfg.dataset)

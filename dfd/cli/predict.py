@@ -39,8 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Write predictions.csv; exit non-zero only when no model, no input, or not one file could be read."""
     args = parse_args(argv)
-    from dfd.engine.video_score import VideoScoreError
-    from dfd.inference.bundle import BundleError
+    from dfd.errors import user_error
     from dfd.inference.predict import (
         PredictError,
         Predictor,
@@ -61,8 +60,10 @@ def main(argv: list[str] | None = None) -> None:
         if predictor.notice:
             print(f"dfd-predict: note: {predictor.notice}", file=sys.stderr)
         results = predictor.predict(paths, progress=not args.no_progress)
-    except (PredictError, BundleError, VideoScoreError, FileNotFoundError) as e:
-        sys.exit(f"dfd-predict: {e}")
+    except Exception as e:
+        if user_error(e) is None:
+            raise
+        sys.exit(f"dfd-predict: {user_error(e)}")
     out = write_csv(results, args.out)
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "no_face", "unreadable")}
     thr = bundle.thresholds

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from dfd.data.sbi import SelfBlend
-from dfd.data.video import IMAGE_EXTENSIONS, MediaError, read_image
+from dfd.store.media import IMAGE_EXTENSIONS, MediaError, read_image
 
 
 def _read_rgb(path: Path) -> np.ndarray | None:
@@ -80,7 +80,7 @@ def load_faces(source: str | None, n: int, seed: int) -> list[tuple[np.ndarray, 
         return [(face, lm)] * n
     path = Path(source)
     if path.suffix == ".parquet":
-        from dfd.data.schema import read_manifest
+        from dfd.store.schema import read_manifest
 
         df = read_manifest(path)
         reals = df[df["label"] == 0]

@@ -1,5 +1,7 @@
 """``dfd-train``: train a detector (Hydra overrides select dataset, model, fine-tuning, ...)."""
 
+from __future__ import annotations
+
 from omegaconf import DictConfig
 
 from dfd.cli._hydra import hydra_entry
@@ -11,7 +13,7 @@ def main(cfg: DictConfig) -> float | None:
     from dfd.models.weights import resolve_for_config
 
     resolve_for_config(cfg.model)  # missing pretrained weights: one line now, before any data or model work
-    from dfd.engine.run import train
+    from dfd.engine.train import train
 
     results = train(cfg)
     val = (results.get("val") or {}).get("video") or {}

@@ -15,20 +15,20 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import (
     ConcatDataset,
     DataLoader,
     Dataset,
-    DistributedSampler,
     IterableDataset,
     Sampler,
     WeightedRandomSampler,
 )
 
 from dfd.data.datasets import ClipDataset, FrameDataset, ManifestArrays
-from dfd.data.sources.base import DatasetError, DatasetSource
 from dfd.data.transforms import Pipeline, Spec, build_pipelines
-from dfd.errors import ConfigError
+from dfd.errors import ConfigError, DatasetError
+from dfd.sources.base import DatasetSource
 
 FAKES_CHOICES = ("real", "sbi", "both")
 STORES = ("files", "shards")
@@ -94,23 +94,17 @@ def _check_pairing(pairing: str, subset: str, fakes: str, balance: bool, extra_t
     return pairing, subset
 
 
-class UnpaddedDistributedSampler(DistributedSampler):
-    """Rank r gets rows r, r+W, r+2W, ...: every sample exactly once overall, no padding.
+class UnpaddedDistributedSampler(UnrepeatedDistributedSampler):
+    """Lightning's unrepeated sampler, in index order: rank r gets rows r, r+W, r+2W, ..., every sample exactly
+    once overall, no padding.
 
     torch's DistributedSampler pads the last batch by repeating samples, which biases evaluation metrics;
-    evaluation needs no equal batch counts (there is no gradient all-reduce), so we do not pad. Subclassing
-    DistributedSampler keeps Lightning from wrapping it in its own (padding) sampler.
+    evaluation needs no equal batch counts (there is no gradient all-reduce). Being a DistributedSampler, it
+    keeps Lightning from wrapping it in its own (padding) sampler.
     """
 
     def __init__(self, dataset: Dataset, num_replicas: int | None = None, rank: int | None = None) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
-        self.n = len(dataset)
-
-    def __iter__(self):
-        return iter(range(self.rank, self.n, self.num_replicas))
-
-    def __len__(self) -> int:
-        return len(range(self.rank, self.n, self.num_replicas))
 
 
 class DeepfakeDataModule(pl.LightningDataModule):
@@ -130,7 +124,7 @@ class DeepfakeDataModule(pl.LightningDataModule):
         balance: sample real and fake frames equally often (datasets are often 1:4 real:fake).
         frames_per_video: train on at most this many uniformly spaced frames of each video (all when unset);
             validation and test always use every extracted frame.
-        store: ``files`` (the crop cache) or ``shards`` (packed by ``dfd-pack``; see dfd.data.shards).
+        store: ``files`` (the crop cache) or ``shards`` (packed by ``dfd-pack``; see dfd.store.packed).
         shards: ``data.shards`` settings (root, mode, shuffle_buffer, cache_dir) for ``store=shards``.
         pairing: ``none`` (plain shuffling) or ``source``: every fake in a training batch with frames of its
             source real video (dfd.data.pairing.SourcePairedSampler; not with ``balance`` or a mix).
@@ -171,7 +165,7 @@ class DeepfakeDataModule(pl.LightningDataModule):
         self.store = store
         self.shards = None
         if store == "shards":
-            from dfd.data.shards import ShardSettings
+            from dfd.store.packed.format import ShardSettings
 
             self.shards = ShardSettings.from_mapping(shards)
         self.train_source = train_source
@@ -213,7 +207,7 @@ class DeepfakeDataModule(pl.LightningDataModule):
 
     def _dataset(self, src: DatasetSource, split: str, pipe: Pipeline) -> Dataset:
         if self.shards is not None:
-            from dfd.data.shards import shard_arrays
+            from dfd.data.packed import shard_arrays
 
             manifest = src.manifest_path if self.shards.root else src.prepare()
             store, arrays = shard_arrays(self.shards, src.name, manifest, split)
@@ -231,7 +225,7 @@ class DeepfakeDataModule(pl.LightningDataModule):
                 f"check the dataset's split protocol or extraction failures ({src.cache_dir}/failures.csv)"
             )
         if self.shards is not None:
-            from dfd.data.shards import shard_dataset
+            from dfd.data.packed import shard_dataset
 
             train = split == "train"
             return shard_dataset(self.shards, store, arrays, split, pipe, src.name, self.spec.clip_len,

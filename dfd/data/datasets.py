@@ -20,11 +20,12 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
-from dfd.data.schema import SchemaError
 from dfd.data.transforms import Pipeline
-from dfd.data.video import MediaError, read_image, uniform_positions
+from dfd.faces.contract import sample_indices, uniform_positions
+from dfd.store.media import MediaError, read_image
+from dfd.store.schema import SchemaError
 
-__all__ = ["ClipDataset", "FrameDataset", "ManifestArrays", "read_rgb", "uniform_positions"]
+__all__ = ["ClipDataset", "FrameDataset", "ManifestArrays", "read_rgb"]
 
 _COLUMNS = ["video_id", "frame", "crop_path", "label", "split", "method", "landmarks"]
 # Rows decoded at a time: bounds the transient Arrow/NumPy memory whatever the manifest's size.
@@ -196,7 +197,7 @@ class ManifestArrays:
             return self
         if not self.track.any():  # one row per frame
             rows = np.concatenate([
-                s + (uniform_positions(int(c), n) if c > n else np.arange(c))
+                s + sample_indices(int(c), n)
                 for s, c in zip(self.starts[:-1], counts, strict=True) if c > 0
             ])
         else:
@@ -205,8 +206,7 @@ class ManifestArrays:
                 if c == 0:
                     continue
                 frames = np.unique(self.frame[s : s + c])
-                if len(frames) > n:
-                    frames = frames[uniform_positions(len(frames), n)]
+                frames = frames[sample_indices(len(frames), n)]
                 parts.append(s + np.flatnonzero(np.isin(self.frame[s : s + c], frames)))
             rows = np.concatenate(parts)
         return self.keep_rows(rows)
@@ -263,7 +263,7 @@ def row_keys(video: np.ndarray, frame: np.ndarray, track: np.ndarray | None = No
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """A cached face crop as RGB uint8 (dfd.data.video.read_image), with an error that names the fix."""
+    """A cached face crop as RGB uint8 (dfd.store.media.read_image), with an error that names the fix."""
     try:
         return read_image(path)
     except MediaError as e:

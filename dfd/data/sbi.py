@@ -26,7 +26,8 @@ import cv2
 import numpy as np
 import torch
 
-from dfd.data.landmarks import ellipse_polygon, face_outline
+from dfd.faces.landmarks import ellipse_polygon, face_outline
+from dfd.store.media import jpeg_roundtrip
 
 _FREQ_OPS = ("downscale", "sharpen", "jpeg")
 _MASK_GRID = 128  # the mask is computed at most this many pixels wide, then upsampled
@@ -41,7 +42,7 @@ def face_region(landmarks: np.ndarray | None, shape: tuple[int, int]) -> np.ndar
     pts = None if landmarks is None else np.asarray(landmarks, dtype=np.float32).reshape(-1, 2)
     if pts is None or len(pts) < 5 or not np.isfinite(pts).all():
         return ellipse_polygon(shape)
-    if len(pts) == 5:  # the outline shared with ADDNet's masks (dfd.data.landmarks)
+    if len(pts) == 5:  # the outline shared with ADDNet's masks (dfd.faces.landmarks)
         pts = np.concatenate([pts, face_outline(pts)])
     return cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2)
 
@@ -212,8 +213,7 @@ class SelfBlend:
             blurred = cv2.GaussianBlur(image, (0, 0), 1.0)
             return cv2.addWeighted(image, 1 + alpha, blurred, -alpha, 0)
         quality = int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1))
-        ok, buf = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
-        return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1] if ok else image
+        return jpeg_roundtrip(image, quality)
 
     def _geometric(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Small shift and rescale of the source, so its edges do not line up with the target's."""

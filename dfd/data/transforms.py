@@ -27,8 +27,7 @@ import cv2
 import numpy as np
 import torch
 
-_INTERP = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST,
-           "area": cv2.INTER_AREA}
+from dfd.faces.geometry import RESIZE_FLAGS
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,7 @@ class Pipeline:
 
     def __init__(self, spec: Spec, augment: Sequence[A.BasicTransform] = (), extra: Sequence = ()) -> None:
         self.spec = spec
-        interp = _INTERP.get(spec.interpolation, cv2.INTER_LINEAR)
+        interp = RESIZE_FLAGS.get(spec.interpolation, cv2.INTER_LINEAR)
         augment, extra = [_plain(t) for t in augment], [_plain(t) for t in extra]
         # ``extra`` (perturbations) degrade the stored crop itself; augmentation runs at the model's size.
         ops = [*extra, A.Resize(spec.size, spec.size, interpolation=interp), *augment]

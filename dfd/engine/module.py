@@ -20,7 +20,7 @@ from torch import nn
 from dfd import __version__
 from dfd.engine.losses import DetectionLoss
 from dfd.engine.metrics import DetectionMetrics, flat_metrics, probabilities
-from dfd.engine.optim import build_optimizer, lr_factor, warmup_cosine  # noqa: F401  (warmup_cosine: public)
+from dfd.engine.optim import build_optimizer, lr_factor, need, warmup_cosine  # noqa: F401  (warmup_cosine: public)
 from dfd.engine.video_score import check_video_score
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ class DetectorModule(pl.LightningModule):
         cfg = dict(self.hparams.optim)
         groups = [g for g in self._param_groups if any(p.requires_grad for p in g["params"])]
         optimizer = build_optimizer(cfg, groups, self.trainer)
-        if cfg.get("scheduler", "cosine") in (None, "none", "constant"):
+        if need(cfg, "scheduler") in (None, "none", "constant"):
             return optimizer
         trainer = self.trainer
         total = max(int(trainer.estimated_stepping_batches), 1)

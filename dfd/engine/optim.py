@@ -37,6 +37,16 @@ from dfd.errors import ConfigError
 SCHEDULERS = ("cosine", "cosine_restarts", "linear_decay", "constant")
 
 
+def need(cfg: Mapping, key: str) -> Any:
+    """``cfg[key]``, refused in one line when absent. The defaults of ``optim.*`` live in ``conf/optim/*.yaml`` and
+    only there: a config without the key (a hand-made dict) fails instead of training with a value that silently
+    differs from the presets'. ``warmup_epochs`` and ``sam`` are optional (absent = not used)."""
+    if key not in cfg:
+        raise ConfigError(f"optim.{key} is not set; every conf/optim/*.yaml sets it (choose a preset with "
+                          "optim=adamw|sgd|sam, or give the key)")
+    return cfg[key]
+
+
 # ----------------------------------------------------------------------------------------------- schedules
 def warmup_cosine(total_steps: int, warmup: float, min_lr_ratio: float) -> Callable[[int], float]:
     """LR multiplier per step: linear warm-up (a fraction of the steps, or a count if >= 1), then cosine."""
@@ -81,27 +91,33 @@ def linear_decay(total_steps: int, start: int, warm: int = 0) -> Callable[[int],
 
 
 def lr_factor(cfg: Mapping, total_steps: int, steps_per_epoch: float) -> Callable[[int], float] | None:
-    """The per-step LR multiplier ``optim.scheduler`` asks for, or None for a constant LR."""
-    name = cfg.get("scheduler", "cosine")
+    """The per-step LR multiplier ``optim.scheduler`` asks for, or None for a constant LR.
+
+    Why multipliers for torch's ``LambdaLR`` rather than torch's or timm's schedulers: one multiplier scales
+    every parameter group alike, so layer-wise LR decay (groups with different LRs) keeps its ratios through
+    warm-up and decay, and the floor is ``min_lr_ratio`` x each group's LR; torch's ``CosineAnnealingLR`` /
+    ``CosineAnnealingWarmRestarts`` and timm's ``CosineLRScheduler`` take one absolute floor for all groups, and
+    their warm-ups start from other values than the papers' (GenD: from ``min_lr_ratio``; SBI: ``LinearDecayLR``).
+    """
+    name = need(cfg, "scheduler")
     if name in (None, "none", "constant"):
         return None
     if name not in SCHEDULERS:
         raise ConfigError(f"optim.scheduler={name!r} is not valid; choose one of {', '.join(SCHEDULERS)}")
     total = max(int(total_steps), 1)
     per_epoch = max(float(steps_per_epoch), 1.0)
-    min_ratio = float(cfg.get("min_lr_ratio", 0.01))
     if cfg.get("warmup_epochs") is not None:
         warm = int(round(float(cfg["warmup_epochs"]) * per_epoch))
     else:
-        w = float(cfg.get("warmup", 0.05) or 0.0)
+        w = float(need(cfg, "warmup") or 0.0)
         warm = int(w * total) if w < 1 else int(w)
     warm = min(warm, max(total - 1, 0))
     if name == "cosine":
-        return warmup_cosine(total, warm, min_ratio)
+        return warmup_cosine(total, warm, float(need(cfg, "min_lr_ratio")))
     if name == "cosine_restarts":
-        cycle = int(round(float(cfg.get("cycle_epochs", 10)) * per_epoch))
-        return cosine_restarts(warm, cycle, min_ratio)
-    return linear_decay(total, int(float(cfg.get("decay_start", 0.75)) * total), warm)
+        cycle = int(round(float(need(cfg, "cycle_epochs")) * per_epoch))
+        return cosine_restarts(warm, cycle, float(need(cfg, "min_lr_ratio")))
+    return linear_decay(total, int(float(need(cfg, "decay_start")) * total), warm)
 
 
 # ----------------------------------------------------------------------------------------------- SAM
@@ -192,10 +208,10 @@ def build_optimizer(cfg: Mapping, groups: list[dict], trainer: Any = None) -> to
 
     ``trainer`` (a Lightning Trainer) lets SAM refuse, in one line, what it cannot do.
     """
-    opt_cfg = dict(cfg.get("optimizer") or {"_target_": "torch.optim.AdamW"})
+    opt_cfg = dict(need(cfg, "optimizer"))
     opt_cfg["_partial_"] = True
     make = instantiate(opt_cfg)
-    lr, wd = float(cfg["lr"]), float(cfg["weight_decay"])
+    lr, wd = float(need(cfg, "lr")), float(need(cfg, "weight_decay"))
     sam = cfg.get("sam")
     if not sam:
         return make(groups, lr=lr, weight_decay=wd)
@@ -207,5 +223,7 @@ def build_optimizer(cfg: Mapping, groups: list[dict], trainer: Any = None) -> to
             raise ConfigError("optim.sam needs a closure-driven step, which fp16's GradScaler does not do: use "
                               "trainer.precision=bf16-mixed or 32-true")
     sam = dict(sam)
-    return SAM(groups, make, rho=float(sam.get("rho", 0.05)), adaptive=bool(sam.get("adaptive", False)),
-               lr=lr, weight_decay=wd)
+    unknown = sorted(set(sam) - {"rho", "adaptive"})
+    if unknown:
+        raise ConfigError(f"optim.sam: unknown key(s) {', '.join(unknown)}; valid: rho, adaptive")
+    return SAM(groups, make, lr=lr, weight_decay=wd, **sam)

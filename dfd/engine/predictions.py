@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
+from dfd import atomic
 from dfd.engine.metrics import video_aggregate
 from dfd.engine.video_score import DEFAULT_VIDEO_SCORE
 
@@ -92,10 +92,7 @@ def write_predictions(tables: list[pd.DataFrame], run_dir: str | Path) -> Path:
     path = Path(run_dir) / PREDICTIONS_FILE
     df = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COLUMNS)
     table = pa.Table.from_pandas(df[COLUMNS], schema=_SCHEMA, preserve_index=False)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
-    return path
+    return atomic.write_table(table, path)
 
 
 def read_predictions(path: str | Path) -> pd.DataFrame:

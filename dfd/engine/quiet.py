@@ -12,7 +12,7 @@ What is silenced, and why it is safe:
   keypoint-aware ``Compose`` (``dfd.data.transforms.Pipeline``). Pixel-level transforms leave keypoints where
   they are, which is right: the landmarks still go through every geometric transform of the outer Compose.
 * W&B's "The anonymous setting has no effect" warning: Lightning's WandbLogger passes ``anonymous=None``; dfd
-  drops the key before the run starts (see ``dfd.engine.run.build_trainer``).
+  drops the key before the run starts (see ``dfd.engine.build_trainer``).
 
 Everything else (dfd's own warnings, real user warnings from Lightning, errors) still shows.
 """

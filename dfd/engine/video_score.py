@@ -10,7 +10,7 @@ mean of its frames' scores.
   manipulated face among real bystanders makes the frame fake.
 * ``mean``: frame = the mean over its faces.
 * ``largest_face``: the video's main face only (track 0: the face track with the largest summed box area over
-  the sampled frames, see :func:`dfd.data.faces.track_faces`); frames without it are left out.
+  the sampled frames, see :func:`dfd.faces.track.track_faces`); frames without it are left out.
 
 With one face per frame (every ``extract.choice`` but ``all``) the three rules give the same numbers: the mean
 of the frame probabilities. Clip models score one clip per video: its score is the video's score.

@@ -7,7 +7,7 @@ A bundle is a folder::
     model.onnx             the same graph for ONNX Runtime (dynamic batch axis)
     model.safetensors      plain weights (LoRA merged); rebuilding the network from them needs dfd + timm
     preprocess.json        everything needed to turn a video or image into the model's input: the input spec,
-                           the crop contract the training crops were made with (dfd.data.contract), the
+                           the crop contract the training crops were made with (dfd.faces.contract), the
                            video-score rule (``video_score``: how a video's face probabilities make its
                            probability, dfd.engine.video_score) and two thresholds (video-level for videos,
                            frame-level for single images)
@@ -32,8 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from dfd.data.contract import CropContract
 from dfd.engine.video_score import check_video_score
+from dfd.errors import UserError
+from dfd.faces.contract import CropContract
+from dfd.faces.geometry import RESIZE_FLAGS
 
 PREPROCESS = "preprocess.json"
 TORCHSCRIPT = "model.torchscript.pt"
@@ -46,12 +48,9 @@ BACKENDS = ("torchscript", "safetensors")
 # Every file of a bundle is readable by others: the organiser's server often runs as another user.
 FILE_MODE = 0o644
 
-# cv2 interpolation flags by the names timm/InputSpec use (same table as dfd.data.transforms, which imports
-# albumentations and is therefore kept out of this module).
-_INTERP = {"bilinear": 1, "bicubic": 2, "nearest": 0, "area": 3}
 
 
-class BundleError(ValueError):
+class BundleError(UserError, ValueError):
     """A bundle folder is missing, incomplete, or holds something dfd refuses to load."""
 
 
@@ -223,7 +222,7 @@ def preprocess_crops(
     """Resize (cv2, the interpolation training used) and normalise face crops into an (N,3,S,S) tensor."""
     import cv2
 
-    flag = _INTERP.get(interpolation, cv2.INTER_LINEAR)
+    flag = RESIZE_FLAGS.get(interpolation, cv2.INTER_LINEAR)
     if not len(crops):
         return torch.zeros((0, 3, size, size))
     batch = np.stack([

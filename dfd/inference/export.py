@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from dfd import __version__
-from dfd.data.contract import CropContract
 from dfd.engine.video_score import DEFAULT_VIDEO_SCORE, DESCRIPTIONS, check_video_score
+from dfd.errors import UserError
+from dfd.faces.contract import CropContract
 from dfd.inference.bundle import (
     FILE_MODE,
     FORMAT,
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 DEFAULT_OPSET = 17
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """The checkpoint cannot be exported as asked (message says what and how to fix)."""
 
 
@@ -55,9 +56,9 @@ def rebuild_config(model_cfg: dict) -> dict:
 def _instantiate_source(dataset_cfg: dict | None) -> object | None:
     if not dataset_cfg:
         return None
-    from hydra.utils import instantiate
+    from dfd.engine.build import build_dataset
 
-    return instantiate(dict(dataset_cfg))
+    return build_dataset(dataset_cfg)
 
 
 def training_contract(meta: dict, source: object | None) -> tuple[CropContract, str]:
@@ -160,7 +161,7 @@ def _example_inputs(model: ProbabilityModel, spec: dict, batch: int) -> tuple[to
 
 def load_for_export(checkpoint: str | Path) -> tuple[ProbabilityModel, dict]:
     """The checkpoint's network with LoRA merged, wrapped to output probabilities, and its hparams."""
-    from dfd.engine.run import load_module
+    from dfd.engine.evaluate import load_module
     from dfd.models.finetune import merge_for_export
 
     module = load_module(checkpoint)
@@ -209,7 +210,7 @@ def describe(checkpoint: str | Path, model: ProbabilityModel, hparams: dict, cal
             "landmarks": ("5 MTCNN points (eyes, nose, mouth corners) as (x, y) in model-input pixels; NaN unknown"
                           if needs_lm else None),
         },
-        # How a frame becomes the face crop this model was trained on (dfd.data.contract.CropContract): what
+        # How a frame becomes the face crop this model was trained on (dfd.faces.contract.CropContract): what
         # dfd-predict runs on raw media.
         "crop": contract.to_dict(),
         "crop_source": origin,

@@ -1,7 +1,7 @@
 """Score images and videos with a bundle (or a checkpoint): the very preprocessing the training crops had.
 
-The bundle's crop contract (dfd.data.contract) drives everything: frames sampled per video by the same rule,
-faces found by the same :func:`dfd.data.faces.crop_faces` that ``dfd-extract`` runs (same detector settings,
+The bundle's crop contract (dfd.faces.contract) drives everything: frames sampled per video by the same rule,
+faces found by the same :func:`dfd.faces.crops.crop_faces` that ``dfd-extract`` runs (same detector settings,
 per-video detection scale and full-resolution fallback, same face choice, same box or aligned crop), then
 resized and normalised as in training. A file's probability comes from its faces' by the bundle's video-score
 rule (``video_score``; dfd.engine.video_score, the function evaluation uses: by default the mean over frames of
@@ -27,12 +27,14 @@ import cv2
 import numpy as np
 import torch
 
-from dfd.data.cache import safe_relpath
-from dfd.data.contract import CropContract
-from dfd.data.faces import DETECT_BATCH, FaceDetector, crop_faces, crop_stem
-from dfd.data.video import MediaError, MissingMedia, media_kind, read_image, read_video, uniform_positions
 from dfd.engine.video_score import check_video_score, score
+from dfd.errors import UserError
+from dfd.faces.contract import CropContract, uniform_positions
+from dfd.faces.crops import crop_faces, crop_stem
+from dfd.faces.detect import DETECT_BATCH, FaceDetector
 from dfd.inference.bundle import Bundle, load_bundle
+from dfd.store.cache import safe_relpath
+from dfd.store.media import MediaError, MissingMedia, media_kind, read_image, read_video
 
 # The first seven columns are a contract other tools read: never reorder them; new columns go at the end.
 COLUMNS = ("path", "prob_fake", "label", "faces", "frames", "status", "reason")
@@ -42,7 +44,7 @@ INPUT_MODES = ("auto", "frames", "crops")
 LIST_EXTENSIONS = (".txt",)
 
 
-class PredictError(ValueError):
+class PredictError(UserError, ValueError):
     """Predict cannot start (no model, no inputs); the message says what and how to fix."""
 
 
@@ -225,7 +227,7 @@ class Predictor:
             try:
                 kind, numbers, images = read_media(path, self.contract.frames)
             except MediaError as e:
-                # dfd.data.video's "missing" hint speaks of dataset roots; here the path came from the user.
+                # dfd.store.media's "missing" hint speaks of dataset roots; here the path came from the user.
                 detail = "file not found" if isinstance(e, MissingMedia) else e.detail
                 res.status, res.reason = "unreadable", f"{e.reason}: {detail}"
                 yield [_Pending(i, "", np.zeros(0, np.int64), [], res)]

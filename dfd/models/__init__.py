@@ -1,4 +1,9 @@
-"""Detectors: timm backbones and ADDNet behind one interface, plus fine-tuning strategies (`dfd.models.finetune`)."""
+"""Detectors: timm backbones and ADDNet behind one interface, plus fine-tuning strategies (`dfd.models.finetune`).
+
+May import: dfd, dfd.faces, dfd.store, dfd.data
+"""
+
+from __future__ import annotations
 
 # Importing the builder modules registers their models.
 from dfd.models import addnet, foundation, timm_backbones  # noqa: F401

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfd.data.landmarks import FACE_ELLIPSE, FACE_OUTLINE
+from dfd.faces.landmarks import FACE_ELLIPSE, FACE_OUTLINE
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ _WORK_SIZE = 64
 
 def _face_points(landmarks: torch.Tensor) -> torch.Tensor:
     """(B,5,2) landmarks -> (B,20,2) hull points: the landmarks and the face outline around them (brows,
-    temples, cheeks, jaw, chin) from dfd.data.landmarks.FACE_OUTLINE, the outline SBI's masks use too."""
+    temples, cheeks, jaw, chin) from dfd.faces.landmarks.FACE_OUTLINE, the outline SBI's masks use too."""
     le, re, _, lm, rm = landmarks.unbind(1)
     eyes, mouth = (le + re) / 2, (lm + rm) / 2
     ex, ey = re - le, mouth - eyes

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from dfd import atomic
 from dfd.errors import ConfigError, UserError
 
 log = logging.getLogger(__name__)
@@ -341,18 +342,17 @@ def export_safetensors(src: WeightsSource, out_dir: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     if Path(src.path).resolve() == out.resolve():
         return out
-    tmp = out.with_name(f".{out.name}.tmp")
-    if src.path.endswith(".safetensors"):
-        shutil.copyfile(src.path, tmp)
-    else:
-        from safetensors.torch import save_file
-        from timm.models import load_state_dict
+    with atomic.atomic_path(out) as tmp:
+        if src.path.endswith(".safetensors"):
+            shutil.copyfile(src.path, tmp)
+        else:
+            from safetensors.torch import save_file
+            from timm.models import load_state_dict
 
-        # weights_only torch.load; EMA / "state_dict" / "model" wrappers unwrapped as timm does on load.
-        state = load_state_dict(src.path, weights_only=True)
-        tensors = {k: v.detach().contiguous().clone() for k, v in state.items() if hasattr(v, "detach")}
-        save_file(tensors, str(tmp), metadata={"arch": src.arch, "source": src.path})
-    tmp.replace(out)
+            # weights_only torch.load; EMA / "state_dict" / "model" wrappers unwrapped as timm does on load.
+            state = load_state_dict(src.path, weights_only=True)
+            tensors = {k: v.detach().contiguous().clone() for k, v in state.items() if hasattr(v, "detach")}
+            save_file(tensors, str(tmp), metadata={"arch": src.arch, "source": src.path})
     return out
 
 

@@ -4,4 +4,8 @@
 from Python. Modules: ``collect`` (results.json / W&B → one long table), ``wandb_runs`` (W&B offline logs and
 the online API), ``matrix`` (configuration × test set, mean ± std over seeds, gap), ``plots`` (heatmap, gap,
 ROC, robustness), ``markdown`` (report.md), ``videos`` (worst-scored videos from the runs' predictions.parquet).
+
+May import: dfd, dfd.faces, dfd.store, dfd.sources, dfd.data, dfd.models, dfd.engine
 """
+
+from __future__ import annotations

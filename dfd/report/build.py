@@ -9,9 +9,10 @@ from pathlib import Path
 import pandas as pd
 
 from dfd.report import plots
-from dfd.report.collect import DEFAULT_GROUP_BY, ResultsError, collect
+from dfd.report.collect import DEFAULT_GROUP_BY, collect
 from dfd.report.markdown import write_report
 from dfd.report.matrix import build_matrix, parse_metric, write_csvs
+from dfd.report.results import ResultsError
 
 
 @dataclass

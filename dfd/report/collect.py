@@ -10,16 +10,15 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-SCHEMA_VERSION = 1
-LEVELS = ("frame", "video")
-RESULTS_FILE = "results.json"
+from dfd.report.results import ResultsError, _is_number, _levels, find_results, load_results
+
 # The fields that name a training configuration's row (several seeds of it are averaged). Runs that share them
 # but differ in any other recorded override (results.json train.overrides, e.g. optim.lr in a sweep) are still
 # different configurations: the differing keys are appended to the row name, never merged.
@@ -37,10 +36,6 @@ LONG_COLUMNS = [
 ]
 
 
-class ResultsError(ValueError):
-    """A results file (or W&B run) cannot be read as dfd results; the message is one line naming it."""
-
-
 @dataclass
 class Collection:
     """Everything a report is built from: the long metric table, ROC points and what was skipped."""
@@ -52,78 +47,6 @@ class Collection:
     duplicates: list[str] = field(default_factory=list)
     # One entry per loaded run: source, config (row name), seed, created, predictions (path or None).
     runs: list[dict[str, Any]] = field(default_factory=list)
-
-
-def find_results(paths: Iterable[str | Path]) -> list[Path]:
-    """Every ``results.json`` under the given run / multirun directories (or the files themselves), sorted."""
-    found: set[Path] = set()
-    for p in map(Path, paths):
-        if p.is_file():
-            found.add(p)
-        elif p.is_dir():
-            # Skip W&B's and Hydra's own folders: they never hold dfd results and can be large.
-            found.update(f for f in p.rglob(RESULTS_FILE) if "wandb" not in f.parts and ".submitit" not in f.parts)
-        else:
-            raise ResultsError(f"error: runs directory {p} does not exist")
-    return sorted(found)
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool)
-
-
-def _check_metrics(block: Any, where: str) -> dict[str, float]:
-    if not isinstance(block, dict):
-        raise ResultsError(f"{where}: expected a dict of metrics, got {type(block).__name__}")
-    bad = [k for k, v in block.items() if v is not None and not _is_number(v)]
-    if bad:
-        raise ResultsError(f"{where}: metric(s) {bad} are not numbers")
-    return {k: (math.nan if v is None else float(v)) for k, v in block.items()}
-
-
-def _levels(entry: Any, where: str) -> dict[str, dict[str, float]]:
-    if not isinstance(entry, dict):
-        raise ResultsError(f"{where}: expected a dict with 'frame'/'video' metrics, got {type(entry).__name__}")
-    out = {lvl: _check_metrics(entry[lvl], f"{where}.{lvl}") for lvl in LEVELS if entry.get(lvl) is not None}
-    if not out:
-        raise ResultsError(f"{where}: has neither 'frame' nor 'video' metrics")
-    return out
-
-
-def validate_results(data: Any, where: str) -> dict[str, Any]:
-    """Check a parsed results dictionary against schema v1; raise a one-line :class:`ResultsError` if not."""
-    if not isinstance(data, dict):
-        raise ResultsError(f"{where}: top level must be a JSON object, got {type(data).__name__}")
-    version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise ResultsError(
-            f"{where}: schema_version {version!r} is not supported (this dfd reads {SCHEMA_VERSION}); "
-            "re-run dfd-eval on the checkpoint with this version"
-        )
-    train = data.get("train")
-    if not isinstance(train, dict):
-        raise ResultsError(f"{where}: missing the 'train' section (dataset, model, finetune, seed)")
-    missing = [k for k in ("dataset", "model", "finetune") if train.get(k) in (None, "", [])]
-    if missing:
-        raise ResultsError(f"{where}: 'train' lacks {missing}; the report groups runs by dataset/model/finetune")
-    tests = data.get("test", {})
-    if not isinstance(tests, dict):
-        raise ResultsError(f"{where}: 'test' must map test-set names to metrics, got {type(tests).__name__}")
-    for name, entry in tests.items():
-        _levels(entry, f"{where}: test.{name}")
-    return data
-
-
-def load_results(path: str | Path) -> dict[str, Any]:
-    """Read and validate one ``results.json``; any problem becomes a one-line error naming the file."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ResultsError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ResultsError(f"{path}: cannot be read ({e})") from None
-    return validate_results(data, str(path))
 
 
 def _name(value: Any) -> str:

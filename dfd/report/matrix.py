@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dfd.report.collect import LEVELS
+from dfd.report.results import LEVELS
 
 META_COLUMNS = ["config", "dataset", "model", "finetune", "variant", "n_seeds", "n_runs"]
 # Metrics where a smaller number is the better detector (colour maps and "best" marks flip for them).

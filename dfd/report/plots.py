@@ -13,25 +13,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from dfd.engine.figures import figure, finish_roc_axes, plot_roc
 from dfd.report.matrix import LOWER_IS_BETTER, Matrix, parse_metric
 
-DPI = 120
 GRID = np.linspace(0.0, 1.0, 201)  # common FPR grid for averaging ROC curves over seeds
 
 
 def slug(name: str) -> str:
     """A file-name-safe form of a test-set or perturbation name."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "unnamed"
-
-
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def _fmt(mean: float, std: float) -> str:
@@ -45,7 +37,7 @@ def heatmap(m: Matrix, path: Path) -> Path:
     mean = m.mean.to_numpy(dtype=float)
     std = m.std.to_numpy(dtype=float)
     rows, cols = mean.shape
-    fig = _figure(2.8 + 1.25 * cols, 1.4 + 0.55 * rows)
+    fig = figure(2.8 + 1.25 * cols, 1.4 + 0.55 * rows)
     ax = fig.add_subplot()
     finite = mean[np.isfinite(mean)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
@@ -75,7 +67,7 @@ def heatmap(m: Matrix, path: Path) -> Path:
 def gap_bars(m: Matrix, path: Path) -> Path:
     """Horizontal bars of the generalization gap per configuration (error bars: std over seeds)."""
     gap = m.gap.dropna(subset=["gap"])
-    fig = _figure(6.5, 1.2 + 0.45 * max(len(gap), 1))
+    fig = figure(6.5, 1.2 + 0.45 * max(len(gap), 1))
     ax = fig.add_subplot()
     y = np.arange(len(gap))
     ax.barh(y, gap["gap"], xerr=gap["gap_std"].fillna(0.0), color="tab:orange", capsize=3)
@@ -113,7 +105,7 @@ def roc_curves(rocs: list[dict[str, Any]], long: pd.DataFrame, level: str, out: 
         ["config", "test_set", "level"])["value"].mean()
     paths: dict[str, Path] = {}
     for test_set, configs in by_set.items():
-        fig = _figure(5.6, 5.0)
+        fig = figure(5.6, 5.0)
         ax = fig.add_subplot()
         for config in sorted(configs):
             curves = configs[config]
@@ -121,17 +113,8 @@ def roc_curves(rocs: list[dict[str, Any]], long: pd.DataFrame, level: str, out: 
             mean, std = _mean_curve(curves)
             value = auc.get((config, test_set, lvl), np.nan)
             label = f"{config} (AUC {value:.3f}, n={len(curves)})" if np.isfinite(value) else config
-            (line,) = ax.plot(GRID, mean, lw=1.6, label=label)
-            if len(curves) > 1:
-                ax.fill_between(GRID, np.clip(mean - std, 0, 1), np.clip(mean + std, 0, 1),
-                                color=line.get_color(), alpha=0.15, lw=0)
-        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.01)
-        ax.set_xlabel("false positive rate (real called fake)")
-        ax.set_ylabel("true positive rate (fake caught)")
-        ax.set_title(f"ROC on {test_set} ({'/'.join(sorted({c[0]['level'] for c in configs.values()}))} level)")
-        ax.legend(loc="lower right", fontsize=7)
+            plot_roc(ax, GRID, mean, label, std if len(curves) > 1 else None)
+        finish_roc_axes(ax, f"ROC on {test_set} ({'/'.join(sorted({c[0]['level'] for c in configs.values()}))} level)")
         path = out / f"roc_{slug(test_set)}.png"
         fig.savefig(path)
         paths[test_set] = path
@@ -145,7 +128,7 @@ def robustness_curves(long: pd.DataFrame, metric: str, out: Path) -> dict[str, P
     paths: dict[str, Path] = {}
     for pert, psel in sel.groupby("perturbation", sort=True):
         test_sets = list(dict.fromkeys(psel["test_set"]))
-        fig = _figure(4.2 * len(test_sets) + 0.6, 3.8)
+        fig = figure(4.2 * len(test_sets) + 0.6, 3.8)
         axes = fig.subplots(1, len(test_sets), squeeze=False)[0]
         for ax, test_set in zip(axes, test_sets, strict=True):
             stats = psel[psel["test_set"] == test_set].groupby(["config", "severity"])["value"].agg(["mean", "std"])

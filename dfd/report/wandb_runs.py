@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dfd.report.collect import LEVELS, SCHEMA_VERSION, ResultsError, load_results, validate_results
+from dfd.report.results import LEVELS, SCHEMA_VERSION, ResultsError, load_results, validate_results
 
 _HEADER = b":W&B"
 _HEADER_LEN = 7

@@ -23,8 +23,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from dfd.data.extract import ExtractConfig, extract_faces  # noqa: E402
-from dfd.data.sources.deepfakebench import DeepfakeBench  # noqa: E402
+from dfd.extract.config import ExtractConfig
+from dfd.extract.run import extract_faces
+from dfd.sources.deepfakebench import DeepfakeBench
 from tests.layouts_more import LM81  # noqa: E402
 from tests.media import face_image  # noqa: E402
 

@@ -39,8 +39,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from dfd.data.faces import FaceDetector, choose_face  # noqa: E402
-from dfd.data.video import read_video  # noqa: E402
+from dfd.faces.detect import FaceDetector
+from dfd.faces.track import choose_face
+from dfd.store.media import read_video
 from tests.media import box_iou, write_face_video  # noqa: E402
 
 CANVAS = 960
@@ -89,8 +90,8 @@ def onednn(enabled: bool) -> Iterator[None]:
 def cudnn_tf32_off() -> Iterator[None]:
     """MTCNN on CUDA through cuDNN with TF32 off, instead of dfd's cuDNN bypass (for the comparison), in the
     per-video path and in the batched pipeline's detection loop."""
-    import dfd.data.faces as faces
-    import dfd.data.pipeline as pipeline
+    import dfd.extract.pipeline as pipeline
+    import dfd.faces as faces
 
     def with_cudnn(mtcnn, batch):
         cudnn = torch.backends.cudnn

@@ -47,10 +47,12 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from dfd.data.contract import CropContract  # noqa: E402
-from dfd.data.extract import ExtractConfig, default_workers, extract_faces  # noqa: E402
-from dfd.data.faces import Detections, choose_face, crop_face  # noqa: E402
-from dfd.data.video import sample_indices  # noqa: E402
+from dfd.extract.config import ExtractConfig
+from dfd.extract.run import default_workers, extract_faces
+from dfd.faces.boxes import Detections
+from dfd.faces.contract import CropContract, sample_indices
+from dfd.faces.geometry import crop_face
+from dfd.faces.track import choose_face
 from tests.media import box_iou, write_face_video  # noqa: E402
 
 Boxes = dict[tuple[str, int], np.ndarray]
@@ -289,13 +291,13 @@ def gpu(args, tmp: Path, root: Path, index: pd.DataFrame, cfg: ExtractConfig) ->
     (g_boxes, s), g_wall, _ = timed(dfd, index, root, tmp / "gpu", gpu_cfg)
     print(f"dfd GPU ({args.workers} CPU workers, batched MTCNN on {args.gpu_device}, <= {args.gpu_batch} frames per call): "
           f"{len(g_boxes)} crops in {g_wall:.1f} s = {len(g_boxes) / g_wall:.2f} crops/s")
-    from dfd.data.pipeline import describe_stats
+    from dfd.extract.pipeline import describe_stats
 
     print(f"  {describe_stats(s.pipeline)}")
     print(f"dfd GPU / dfd CPU: crops/s {(len(g_boxes) / g_wall) / (len(c_boxes) / c_wall):.2f}x")
     _verdict("GPU", g_boxes, c_boxes)
     if args.gpu_device.startswith("cuda"):
-        # dfd bypasses cuDNN for MTCNN (dfd.data.faces.mtcnn_detect); the same run with cuDNN (TF32 off) shows
+        # dfd bypasses cuDNN for MTCNN (dfd.faces.detect.mtcnn_detect); the same run with cuDNN (TF32 off) shows
         # what that costs and what it buys in agreement.
         from tests.benchmarks.bench_detect_noise import cudnn_tf32_off
 

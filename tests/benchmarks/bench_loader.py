@@ -202,8 +202,8 @@ def make_crop_cache(work: Path, n_images: int, size: int, shard_size: str = "64M
     import cv2
     import pandas as pd
 
-    from dfd.data.schema import write_parquet
-    from dfd.data.shards import pack_cache
+    from dfd.store.packed.writer import pack_cache
+    from dfd.store.schema import write_parquet
 
     t = time.perf_counter()
     rng = np.random.default_rng(0)
@@ -280,8 +280,10 @@ def loader_pass(dataset: Any, batch_size: int, workers: int, shuffle: bool, on_b
 def loader_sets(manifest: Path, shards: Path, spec: Any, batch_size: int, seed: int = 0) -> dict[str, Any]:
     """The datasets compared: bare decoding, files, shards read at random, shards streamed."""
     from dfd.data.datasets import FrameDataset, ManifestArrays
-    from dfd.data.shards import ShardSettings, ShardStreamDataset, open_store, shard_dataset
+    from dfd.data.packed import ShardStreamDataset, shard_dataset
     from dfd.data.transforms import Pipeline
+    from dfd.store.packed.format import ShardSettings
+    from dfd.store.packed.reader import open_store
 
     pipe = Pipeline(spec, _light_augment())
     arrays = ManifestArrays(manifest, "train")

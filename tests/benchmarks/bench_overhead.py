@@ -5,7 +5,7 @@ LR schedule (AdamW param groups of the fine-tuning strategy, warm-up/cosine step
 gradient clipping (the trainer preset's ``gradient_clip_val``), precision and the same DataLoader (the
 DataModule's ``train_dataloader()``: same dataset object, workers, batch size, augmentation).
 
-* dfd side: the real DetectorModule + Lightning Trainer built by ``dfd.engine.run.build_trainer`` from the
+* dfd side: the real DetectorModule + Lightning Trainer built by ``dfd.engine.build_trainer`` from the
   composed config, with the callbacks and loggers of a normal run (checkpointing, rich progress bar, LR monitor,
   W&B offline), ``max_steps`` = warm-up + timed steps, no validation inside the timed window.
 * bare side: ``for batch in loader: forward, BCE, backward, clip, step, schedule`` — nothing else.
@@ -94,11 +94,11 @@ def steady_rate(ends: list[tuple[float, float, float]], warmup: int) -> tuple[fl
 
 
 def build(cfg, seed: int):
-    """(module, datamodule) exactly as ``dfd.engine.run.train`` builds them."""
+    """(module, datamodule) exactly as ``dfd.engine.train`` builds them."""
     from omegaconf import OmegaConf
 
+    from dfd.engine.build import build_datamodule, build_sources, describe_run
     from dfd.engine.module import DetectorModule
-    from dfd.engine.run import build_datamodule, build_sources, describe_run
 
     pl.seed_everything(seed, workers=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -113,7 +113,7 @@ def build(cfg, seed: int):
 
 
 def run_dfd(cfg, steps: int, warmup: int, seed: int, run_dir: Path, profile: bool = False) -> list[tuple]:
-    from dfd.engine.run import build_trainer
+    from dfd.engine.build import build_trainer
 
     module, dm, resolved = build(cfg, seed)
     trainer = build_trainer(cfg, run_dir, module.run_id, "bench-overhead")

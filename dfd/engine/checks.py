@@ -1,0 +1,118 @@
+"""Config checks that run before any model work, each failing in one line that names the fix: self-blend
+arguments, robustness sweeps, crop contracts of mixed-in and test sets, a validation split without both classes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from omegaconf import DictConfig
+
+from dfd.errors import ConfigError
+from dfd.faces.contract import CropContract, extract_overrides
+from dfd.sources.base import DatasetSource
+
+log = logging.getLogger(__name__)
+def check_sbi_keys(cfg: DictConfig) -> None:
+    """``data.sbi`` holds SelfBlend's arguments: a typo fails now, in one line naming the valid keys."""
+    given = (cfg.get("data") or {}).get("sbi") or {}
+    if not given:
+        return
+    import inspect
+
+    from dfd.data.sbi import SelfBlend
+
+    valid = [n for n in inspect.signature(SelfBlend).parameters if n != "self"]
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        raise ConfigError(f"data.sbi: {', '.join(map(repr, unknown))} {'is not an argument' if len(unknown) == 1 else 'are not arguments'} "
+                          f"of SelfBlend; valid keys: {', '.join(valid)}")
+
+
+def check_robustness(robustness: Mapping | None) -> list[tuple[str, float]]:
+    """The robustness sweep as (kind, level) pairs, checked before any model work (one line when wrong)."""
+    from dfd.data.transforms import perturbation
+
+    pairs = []
+    for kind, levels in (robustness or {}).items():
+        if levels is None or isinstance(levels, str | int | float):
+            raise ConfigError(f"robustness.{kind} must be a list of levels, e.g. robustness='{{{kind}: [..]}}'")
+        for level in levels:
+            try:
+                perturbation(str(kind), float(level))  # an unknown kind: ConfigError naming the valid ones
+            except ConfigError:
+                raise
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"robustness.{kind}: level {level!r} is invalid ({str(e).strip().splitlines()[0]})"
+                                  ) from e
+            pairs.append((str(kind), float(level)))
+    return pairs
+
+
+#: data.crop_mismatch: what a run does with a cache whose crop geometry differs from the run's.
+CROP_MISMATCH = ("refuse", "warn")
+
+
+def _geometry(c: CropContract) -> str:
+    if c.inputs == "crops":
+        return f"the dataset's own face crops at {c.size} px"
+    return f"{c.align} x{c.margin:g}, {c.size} px"
+
+
+def check_crop_contracts(run: CropContract | None, sources: Mapping[str, DatasetSource], role: str, against: str,
+                         policy: str = "refuse") -> list[str]:
+    """Compare every source's cache contract with the run's (``run``: the training set's, or the checkpoint's).
+
+    Crops framed differently (:data:`dfd.faces.contract.GEOMETRY`: alignment, margin, size) are different model
+    inputs: refused by default, in one line naming both and the fix; ``data.crop_mismatch=warn`` keeps them
+    for a deliberate cross-preprocessing study, with a note. A dataset distributed as face crops (WildDeepfake)
+    next to crops cut from frames is framed by its authors: allowed, with a note. Returns the notes.
+    """
+    if policy not in CROP_MISMATCH:
+        raise ConfigError(f"data.crop_mismatch={policy!r} is not valid; choose one of {', '.join(CROP_MISMATCH)}")
+    if run is None:
+        return []
+    notes = []
+    for name, src in sources.items():
+        theirs = src.crop_contract()
+        if theirs is None:
+            continue
+        diff = run.geometry_diff(theirs)
+        if not diff:
+            continue
+        if set(diff) == {"inputs"}:
+            notes.append(f"{role} '{name}' holds {_geometry(theirs)}, {against} {_geometry(run)}: framed "
+                         "differently" + (" (re-extract it with extract.inputs=frames to crop its faces the same way)"
+                                          if theirs.inputs == "crops" else ""))
+            continue
+        what = ", ".join(f"{k}={b} (vs {a})" for k, (a, b) in diff.items())
+        if policy == "warn":
+            notes.append(f"{role} '{name}' was cropped differently from {against} {_geometry(run)}: {what}; used "
+                         "anyway (data.crop_mismatch=warn)")
+            continue
+        fix = extract_overrides({k: a for k, (a, _) in diff.items()})
+        root = f" dataset.root={src.root}" if src.root is not None else ""
+        raise ConfigError(
+            f"{role} '{name}' was cropped differently from {against} {_geometry(run)}: {what} in its cache "
+            f"{src.cache_dir}; re-extract it to match (`dfd-extract dataset={src._config_name()}{root} {fix}`), "
+            "or set data.crop_mismatch=warn to compare across preprocessing on purpose"
+        )
+    for note in notes:
+        log.warning(note)
+    return notes
+
+
+def validation_class_note(src: DatasetSource, monitor: str) -> str | None:
+    """A one-line warning when the training set's validation split holds one class (AUC undefined)."""
+    from dfd.data.datasets import ManifestArrays
+
+    labels = ManifestArrays(src.prepare(), splits="val").video_labels
+    n_fake = int((labels == 1).sum())
+    n_real = len(labels) - n_fake
+    if len(labels) == 0 or (n_real and n_fake):
+        return None
+    missing = "real" if n_fake else "fake"
+    return (f"the validation split of '{src.name}' has {n_real} real / {n_fake} fake videos (no {missing}): "
+            f"validation AUC is undefined, so {monitor} selects the checkpoint (and early stopping) by the lowest "
+            f"validation log loss alone; give the split both classes (the dataset's split files or val_fraction)")

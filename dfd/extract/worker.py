@@ -1,0 +1,125 @@
+"""One unit of extraction work, in a worker process: decode a video's sampled frames, find and crop its faces
+(:func:`dfd.faces.crops.crop_faces`), write its crops, then its part record (last: its existence marks the
+video done). The batched pipeline's workers run this same code with detection done elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from dfd import atomic
+from dfd.extract.config import ExtractConfig
+from dfd.extract.parts import clear_crops, crop_dir, failure_record, finish_part
+from dfd.faces.contract import CropContract
+from dfd.faces.crops import crop_faces, crop_stem
+from dfd.faces.detect import FaceDetector
+from dfd.store.media import Frames, encode_image, iter_archive_sequences, read_source
+
+_DETECTORS: dict[tuple, FaceDetector] = {}
+
+
+def detector_for(contract: CropContract, batch_size: int, device: str) -> FaceDetector:
+    # One MTCNN per process and setting, built on first use (never rebuilt per video).
+    key = (contract.fingerprint(), batch_size, device)
+    if key not in _DETECTORS:
+        _DETECTORS[key] = FaceDetector(contract, batch_size=batch_size, device=device)
+    return _DETECTORS[key]
+
+
+def worker_detector(contract: CropContract, cfg: ExtractConfig) -> FaceDetector:
+    """A CPU FaceDetector that :func:`process_video` will use in this process for ``cfg``'s device (the batched
+    pipeline swaps its MTCNN for the detection loop's proxy, dfd.extract.pipeline)."""
+    key = (contract.fingerprint(), cfg.batch_size, cfg.device)
+    _DETECTORS[key] = FaceDetector(contract, batch_size=cfg.batch_size, device="cpu")
+    return _DETECTORS[key]
+
+
+def init_worker(contract: CropContract, cfg: ExtractConfig, needs_detector: bool) -> None:
+    import torch
+
+    # Parallelism comes from processes; torch threads per process would only fight over the cores.
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    if needs_detector:
+        detector_for(contract, cfg.batch_size, cfg.device)
+
+
+def process_video(
+    video_id: str, frames: Frames, cache_dir: Path, contract: CropContract, cfg: ExtractConfig
+) -> dict[str, Any]:
+    """Detect, choose and crop the faces of one video's sampled frames (:func:`dfd.faces.crops.crop_faces`,
+    the path dfd-predict runs too); write its crops; return its part record (without the source)."""
+    n = len(frames.images)
+    needs = contract.needs_detector
+    det = detector_for(contract, cfg.batch_size, cfg.device) if needs else None
+    faces = crop_faces(frames.images, contract, det, video=True)
+    record: dict[str, Any] = {"video_id": video_id, "sampled": n, "dropped": n - faces.frames,
+                              "full_res": faces.full_res, "rows": []}
+    if not len(faces):
+        record["failure"] = (
+            f"no face: no face with score >= {contract.min_score} in any of {n} sampled frames"
+            if n
+            else "empty: no frames"
+        )
+        return record
+    out_dir = crop_dir(cache_dir, video_id)
+    rel_dir = out_dir.relative_to(cache_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ext = ".jpg" if cfg.format == "jpg" else ".png"
+    for j, i in enumerate(faces.keep):
+        number = int(frames.numbers[i])
+        track = int(faces.tracks[j])
+        name = f"{crop_stem(number, track)}{ext}"  # unique per (video, frame, track)
+        atomic.write_bytes(out_dir / name, encode_image(faces.crops[j], ext, cfg.jpeg_quality))
+        record["rows"].append(
+            {
+                "frame": number,
+                "track": track,
+                "crop_path": f"{rel_dir.as_posix()}/{name}",
+                "bbox": [float(v) for v in np.asarray(faces.boxes[j], np.float32)],
+                "landmarks": [float(v) for v in np.asarray(faces.landmarks[j], np.float32).reshape(-1)],
+                "score": float(np.float32(faces.scores[j])),
+            }
+        )
+    return record
+
+
+def run_task(
+    task: list[dict[str, Any]], root: str, cache_dir: str, contract: CropContract, cfg: ExtractConfig
+) -> list[dict[str, Any]]:
+    """Process one unit of work: a single video/folder/image, or every wanted sequence of one archive."""
+    root_p, cache_p = Path(root), Path(cache_dir)
+    source = {row["video_id"]: row["source"] for row in task}
+    results = []
+    for video_id, frames in _task_frames(task, root_p, contract.frames):
+        clear_crops(cache_p, video_id)  # a killed or older run may have left crops this run will not keep
+        try:
+            if isinstance(frames, BaseException):
+                raise frames
+            record = process_video(video_id, frames, cache_p, contract, cfg)
+        except Exception as e:
+            record = failure_record(video_id, e)
+        record["source"] = source[video_id]
+        record["contract"] = contract.fingerprint()
+        results.append(finish_part(cache_p, record))
+    return results
+
+
+def _task_frames(
+    task: list[dict[str, Any]], root: Path, n: int
+) -> Iterator[tuple[str, Frames | BaseException]]:
+    if task[0]["kind"] == "archive":
+        ids = {row["member"]: row["video_id"] for row in task}
+        for member, frames in iter_archive_sequences(root / task[0]["path"], list(ids), n):
+            yield ids[member], frames
+        return
+    for row in task:
+        try:
+            yield row["video_id"], read_source(row["kind"], root / row["path"], n)
+        except Exception as e:
+            yield row["video_id"], e

@@ -1,0 +1,147 @@
+"""DeeperForensics-1.0: fakes per perturbation variant, official split lists, FF++'s YouTube videos as the reals.
+
+Layout after the dataset's ``unzip.sh``::
+
+    <root>/manipulated_videos/<variant>/<target>_<actor>.mp4   e.g. end_to_end/000_M101.mp4 (1,000 per variant)
+    <root>/lists/splits/{train,val,test}.txt                   fake names, one per line (703 / 96 / 201)
+    <root>/source_videos/<actor>/...                           the actors' recordings (faces pasted in)
+
+A fake ``<target>_<actor>`` keeps FF++ video ``<target>`` and pastes actor ``<actor>``'s face. The dataset's
+authors define the real class as those 1,000 FF++ target videos at c23, which DeeperForensics does not ship:
+they are read from an FF++ download (``ffpp_root``). DeepfakeBench uses ``source_videos`` as the reals
+instead, so its DeeperForensics numbers are not comparable with the authors' protocol.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from dfd.errors import DatasetError
+from dfd.sources.base import VIDEO_EXTS, DatasetSource, index_frame
+from dfd.sources.ffpp import LOSSLESS
+from dfd.sources.protocols import rel_path, resolve_source_videos, split_counts
+from dfd.store.schema import SPLITS
+
+SPLIT_ORDER = {s: i for i, s in enumerate(SPLITS)}
+
+
+class DeeperForensics(DatasetSource):
+    """DeeperForensics-1.0 (one perturbation ``variant``) with the authors' real class and split lists.
+
+    Each real FF++ video goes to the split of the fake made from it (the targets are distinct, so real and fake
+    of a pair always share a split).
+
+    Args:
+        variant: folder under ``manipulated_videos`` (``end_to_end``, ``end_to_end_level_3``,
+            ``end_to_end_mix_2_distortions``, ``reenact_postprocess``, ...; the folders found are listed on error).
+        ffpp_root: the FaceForensics++ download holding ``original_sequences/youtube/<compression>/videos``.
+        compression: FF++ level of the reals (``c23`` in the authors' protocol).
+        splits_dir: folder holding ``train.txt``, ``val.txt``, ``test.txt`` (default ``<root>/lists/splits``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        root: str | Path | None,
+        cache_dir: str | Path,
+        variant: str = "end_to_end",
+        ffpp_root: str | Path | None = None,
+        compression: str = "c23",
+        splits_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__(name, root, cache_dir)
+        self.variant = str(variant)
+        self.ffpp_root = Path(ffpp_root) if ffpp_root else None
+        self.compression = str(compression)
+        self.splits_dir = Path(splits_dir) if splits_dir else None
+        self.skipped: list[tuple[str, str]] = []
+        self.notes: list[str] = []
+
+    def _fake_dir(self) -> Path:
+        base = self.root / "manipulated_videos"
+        have = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+        if self.variant not in have:
+            hint = f"variants found: {have}; set dataset.variant=<one of them>" if have else (
+                f"{base} does not exist: set dataset.root to the DeeperForensics-1.0 folder (after unzip.sh)")
+            raise DatasetError(f"{self.name}: no manipulated_videos/{self.variant}/ folder; {hint}")
+        return base / self.variant
+
+    def _split_of(self) -> dict[str, str]:
+        folder = self.splits_dir or self.root / "lists" / "splits"
+        split_of: dict[str, str] = {}
+        for split in SPLITS:
+            path = folder / f"{split}.txt"
+            if not path.is_file():
+                raise DatasetError(
+                    f"{self.name}: official split list {path} not found; it ships in DeeperForensics-1.0/lists/"
+                    "splits (or set dataset.splits_dir)"
+                )
+            for line in path.read_text().splitlines():
+                stem = Path(line.strip().replace("\\", "/")).stem
+                if not stem:
+                    continue
+                if split_of.setdefault(stem, split) != split:
+                    raise DatasetError(f"{self.name}: {stem} is in both {split_of[stem]}.txt and {split}.txt")
+        return split_of
+
+    def _real_dir(self) -> Path:
+        if self.ffpp_root is None or not (self.ffpp_root / "original_sequences").is_dir():
+            raise DatasetError(
+                f"{self.name}: the real class of DeeperForensics-1.0 is FaceForensics++'s YouTube videos at "
+                f"{self.compression} (the targets of its fakes), which DeeperForensics does not ship; download "
+                f"them (FF++ download script: -d original -c {self.compression}) and set dataset.ffpp_root=<folder "
+                f"holding original_sequences/> (now {self.ffpp_root})"
+            )
+        base = self.ffpp_root / "original_sequences" / "youtube"
+        for comp in LOSSLESS if self.compression in LOSSLESS else (self.compression,):
+            if (base / comp / "videos").is_dir():
+                return base / comp / "videos"
+        raise DatasetError(
+            f"{self.name}: {base / self.compression / 'videos'} not found; download FF++'s originals at "
+            f"{self.compression} or set dataset.compression to a level you have"
+        )
+
+    def _index_rows(self) -> pd.DataFrame:
+        self.skipped, self.notes = [], []
+        fake_dir, split_of, real_dir = self._fake_dir(), self._split_of(), self._real_dir()
+        rows: list[dict] = []
+        fakes = sorted(p for p in fake_dir.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTS)
+        on_disk = {p.stem for p in fakes}
+        self.skipped += [(f"manipulated_videos/{self.variant}/{s}.mp4", "in the split lists, missing on disk")
+                         for s in sorted(set(split_of) - on_disk)]
+        real_split: dict[str, str] = {}
+        for p in fakes:
+            if p.stem not in split_of:
+                self.skipped.append((rel_path(p, self.root), "in no split list"))
+                continue
+            target, _, actor = p.stem.partition("_")
+            split = split_of[p.stem]
+            # Targets are distinct in the release; if one were reused, its real goes to the most held-out split.
+            if target not in real_split or SPLIT_ORDER[split] > SPLIT_ORDER[real_split[target]]:
+                real_split[target] = split
+            rows.append({
+                "video_id": f"{self.variant}/{p.stem}", "label": 1, "split": split, "method": self.variant,
+                "identity": target, "path": rel_path(p, self.root), "kind": "video", "source_identity": actor,
+                "source_video": f"youtube/{target}", "_source_name": f"youtube/{target}",
+            })
+        for target, split in sorted(real_split.items()):
+            path = real_dir / f"{target}.mp4"
+            if not path.is_file():
+                self.skipped.append((str(path), "FF++ target video missing"))
+                continue
+            rows.append({
+                "video_id": f"youtube/{target}", "label": 0, "split": split, "method": "youtube", "identity": target,
+                "path": rel_path(path, self.root), "kind": "video", "source_identity": "", "source_video": "",
+            })
+        reused = sum(1 for r in rows if r["label"] and split_of[r["video_id"].split("/", 1)[1]] != real_split[r["identity"]])
+        if reused:
+            self.notes.append(f"{reused} fakes share their FF++ target with a fake of another split")
+        if self.skipped:
+            self.notes.append(f"{len(self.skipped)} video(s) skipped, e.g. {self.skipped[0]}")
+        if not rows:
+            raise DatasetError(f"{self.name}: no fakes of {fake_dir} are in the split lists")
+        resolve_source_videos(rows)
+        self.notes.append(f"reals = FF++ youtube/{self.compression} targets; splits: {split_counts(rows)}")
+        return index_frame(rows, extra=("source_identity", "source_video"))
