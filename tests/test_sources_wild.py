@@ -282,6 +282,12 @@ def test_av_deepfake1m_frames_inside_a_fake_segment_are_fake_to_the_frame(tmp_pa
     assert fake.frame.tolist() == want.tolist() == [0, 9, 10, 13, 16, 19, 29, 39]
     assert fake.frame_label.tolist() == [int(10 <= f < 20) for f in fake.frame]  # inside fake, outside real
     assert (fake.label == 1).all()  # the video's label as published
+    # Training reads each frame's own label; the video keeps its label (validation and test score videos by it).
+    from dfd.data.datasets import ManifestArrays
+
+    arrays = ManifestArrays(summary.manifest_path, splits="test")
+    assert arrays.train_on_frame_labels() == 4  # the four sampled frames outside the segment train as real
+    assert arrays.label.tolist() == fake.frame_label.tolist() and arrays.video_labels.tolist() == [1]
 
 
 def test_segment_sampling_rule_edges():
