@@ -68,14 +68,15 @@ DE_IMAGE_COUNTS = {("train", 0): 3, ("train", 1): 3, ("test", 0): 1, ("test", 1)
 DE_VIDEO_COUNTS = {("train", 0): 3, ("train", 1): 3, ("test", 0): 1, ("test", 1): 1}
 
 
-def make_deepfake_eval_2024(root: Path) -> Path:
-    """The HF release: image-data/ + image-metadata-publish.csv, video-data/ + only the -with-links video table."""
-    png = _png_bytes()
+def make_deepfake_eval_2024(root: Path, image_size: int = 16) -> Path:
+    """The HF release: image-data/ + image-metadata-publish.csv, video-data/ + only the -with-links video table.
+    ``image_size``: side of the (astronaut) images; 256 for MTCNN to find the face."""
+    png = _png_bytes(image_size)
     for name, _, _, _ in DE_IMAGES:
         if name in DE_MISSING:
             continue
         ext = Path(name).suffix.lower()
-        data = _image_bytes(".jpg" if ext in (".jpg", ".jpeg") else ext) if ext != ".png" else png
+        data = _image_bytes(".jpg" if ext in (".jpg", ".jpeg") else ext, image_size) if ext != ".png" else png
         if name == DE_TRUNCATED:
             data = data[: len(data) // 2]
         _write(root / "image-data" / name, data)
@@ -197,8 +198,9 @@ DIFF_FAKES = {
 DIFF_REALS = {"val": 2, "test": 3}
 
 
-def make_diff(root: Path) -> Path:
-    png, jpg = _png_bytes(), _image_bytes(".jpg")
+def make_diff(root: Path, image_size: int = 16) -> Path:
+    """``image_size``: side of the (astronaut) images; 256 for MTCNN to find the face."""
+    png, jpg = _png_bytes(image_size), _image_bytes(".jpg", image_size)
     for split, n in DIFF_REALS.items():
         for i in range(n):
             _write(root / "DiFF_real" / split / "celeba" / f"r{i}.png", png)

@@ -131,7 +131,7 @@ def test_fakeavceleb_ten_field_rows_audio_only_reals_and_relative_path_keys(favc
     excl = FakeAVCeleb("favc", favc_root, tmp_path, all_test=True, audio_only="exclude")
     df2 = excl.build_index()
     assert (df2.label == 0).sum() == 4 and "2 video(s) excluded" in _note(excl, "RealVideo-FakeAudio")
-    carved = FakeAVCeleb("favc", favc_root, tmp_path).build_index()
+    carved = FakeAVCeleb("favc", favc_root, tmp_path, all_test=False).build_index()
     ids = {s: set(g.identity) | set(g.target1[g.target1.str.startswith("id")]) for s, g in carved.groupby("split")}
     for a in ids:
         for b in ids:
@@ -376,7 +376,7 @@ def test_new_yamls_index_their_layouts(tmp_path, de_root, favc_root, cdfpp_root)
     cases = {
         "deepfake_eval_2024": (de_root, [], 17),
         "kodf": (W.make_kodf(tmp_path / "kodf"), [], 18),
-        "fakeavceleb": (favc_root, ["dataset.all_test=true"], 12),
+        "fakeavceleb": (favc_root, [], 12),
         "celebdf_pp": (cdfpp_root, ["dataset.protocol=gfd"], 6),
         "diff": (W.make_diff(tmp_path / "diff"), [], 15),
         "deepspeak": (W.make_deepspeak(tmp_path / "ds2", "v2"), ["dataset.version=v2"], 6),

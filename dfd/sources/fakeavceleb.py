@@ -16,8 +16,8 @@ the race folders are called (``Asian (East)`` or a renamed ``Asian_East``).
 Labels for a face detector: C and D are fake, A real. **B has real pixels** (only the voice is cloned):
 ``audio_only=real`` (default) keeps it as real, ``exclude`` leaves it out; counted either way. File names repeat
 across folders (2,243 in v1.2), so every item is keyed by its relative path. No official split: val and test
-are carved by identity (the ``source`` celebrity and any ``id<N>`` target), or everything is test
-(``all_test``, for a test set). ``method`` is GenD's naming: ``FV-RA-wav2lip``, ``FV-FA-faceswap-wav2lip``,
+are carved by identity (the ``source`` celebrity and any ``id<N>`` target) with ``all_test=false``; by default
+everything is test (``all_test``), its common use being an unseen test set (GenD tests on it). ``method`` is GenD's naming: ``FV-RA-wav2lip``, ``FV-FA-faceswap-wav2lip``,
 ``RV-RA``, ``RV-FA``; ``method_type``: faceswap and fsgan are face swaps, wav2lip lip sync, and
 ``<swap>-wav2lip`` a face swap whose mouth was then lip-synced (``face_swap``: the identity changed).
 """
@@ -61,7 +61,7 @@ class FakeAVCeleb(DatasetSource):
 
     Args:
         audio_only: what the real-video/fake-audio category B is: ``real`` (its pixels are) or ``exclude``.
-        all_test: every video in ``test`` (as a cross-dataset test set).
+        all_test: every video in ``test`` (default: a cross-dataset test set).
         val_fraction, test_fraction: share of identities carved into val / test otherwise.
     """
 
@@ -71,7 +71,7 @@ class FakeAVCeleb(DatasetSource):
         root: str | Path | None,
         cache_dir: str | Path,
         audio_only: str = "real",
-        all_test: bool = False,
+        all_test: bool = True,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
     ) -> None:
