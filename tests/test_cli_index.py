@@ -81,4 +81,4 @@ def test_dfd_index_wrong_root_and_wrong_choice(tmp_path):
         "set dataset.root=<folder holding the dataset as downloaded>"
     ]
     proc = _run(["dataset=nope"], tmp_path)
-    assert proc.returncode == 2 and "valid choices: celebdf_v1, celebdf_v2, csv" in proc.stderr
+    assert proc.returncode == 2 and "valid choices: av_deepfake1m, celebdf_pp, celebdf_v1, celebdf_v2, csv" in proc.stderr

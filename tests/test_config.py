@@ -61,8 +61,10 @@ def _build_option(group: str, cfg, tmp_path) -> None:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if group in ("dataset", "experiment"):
         for node in [resolved["dataset"], *resolved["test_sets"].values(), *resolved["train_mix"].values()]:
-            # Keys dfd reads itself and pops first: the mix weight, a test set's display name and optional flag.
-            node = {k: v for k, v in node.items() if k not in ("weight", "display_name", "optional")}
+            # Keys dfd reads itself and pops first (the mix weight, a test set's display name, optional...).
+            from dfd.cli._hydra import EXTRA_KEYS
+
+            node = {k: v for k, v in node.items() if k not in set().union(*EXTRA_KEYS.values())}
             assert isinstance(instantiate(node), DatasetSource)
     if group in ("model", "experiment"):
         model = instantiate({**resolved["model"], "pretrained": False})  # weights: tests/test_weights.py

@@ -58,6 +58,7 @@ from dfd.store.schema import (
 )
 from tests import layouts as L
 from tests import layouts_more as M
+from tests import layouts_wild as W
 from tests.media import write_face_png, write_face_video
 from tests.readme_commands import Command, all_commands
 
@@ -132,6 +133,14 @@ class Workspace:
             # One train part (with its metadata.json) and the test folder: enough for index, extract.choice=all
             # and shards, at a third of the full fixture's videos.
             M.make_dfdc(self.data / "DFDC", parts={0: M.DFDC_PARTS[0]}, validation=False)
+            # experiments/in_the_wild: the in-the-wild and 2024-25 sets (images at a size MTCNN finds faces in).
+            W.make_deepfake_eval_2024(self.data / "Deepfake-Eval-2024", image_size=256)
+            W.make_celebdf_pp(self.data / "Celeb-DF++")
+            W.make_kodf(self.data / "KoDF")
+            W.make_fakeavceleb(self.data / "FakeAVCeleb_v1.2")
+            W.make_diff(self.data / "DiFF", image_size=256)
+            for version in ("v1_1", "v2"):
+                W.make_deepspeak(self.data / f"DeepSpeak_{version}", version)
         L.make_wilddeepfake(self.data / "WildDeepfake", size=224)  # 224 px face crops, as distributed
         M.make_deepfakebench(self.data / "DeepfakeBench")  # its rgb/ crops and dataset_json/ JSONs
         hidden = self.data / "hidden_videos"

@@ -221,7 +221,7 @@ def _target_params(target: str) -> set[str] | None:
 
 
 #: Keys dfd itself reads from (and removes before instantiating) the entries of these nodes.
-EXTRA_KEYS = {"train_mix": {"weight"}, "test_sets": {"display_name", "optional"}}
+EXTRA_KEYS = {"train_mix": {"weight", "optional", "validate"}, "test_sets": {"display_name", "optional"}}
 
 
 def _is_open(node: DictConfig) -> bool:

@@ -88,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {line}", file=sys.stderr)
     if result.worst is not None:
         _print_worst(result.worst, args.worst)
+    if result.mix_ranking is not None:
+        for r in result.mix_ranking.itertuples():
+            mean = "n/a" if r.mean != r.mean else f"{r.mean:.4f}"
+            print(f"mix rank {r.rank} ({r.model} {r.finetune}): {r.dataset}  mean held-out {args.metric} {mean} "
+                  f"over {r.n_sets} set(s)")
     print(f"{result.n_files} result file(s), {result.n_configs} configuration(s), {result.n_test_sets} test set(s) "
           f"-> {result.report}")
     return 0

@@ -25,7 +25,7 @@ from torch.utils.data import (
     WeightedRandomSampler,
 )
 
-from dfd.data.datasets import ClipDataset, FrameDataset, ManifestArrays
+from dfd.data.datasets import ClipDataset, FrameDataset, ManifestArrays, concat_arrays
 from dfd.data.transforms import Pipeline, Spec, build_pipelines
 from dfd.errors import ConfigError, DatasetError
 from dfd.sources.base import DatasetSource
@@ -130,6 +130,8 @@ class DeepfakeDataModule(pl.LightningDataModule):
             source real video (dfd.data.pairing.SourcePairedSampler; not with ``balance`` or a mix).
         pairing_subset: ``all``, or GenD's ``paired`` / ``unpaired`` training subsets of equal size
             (dfd.data.pairing.select_subset, per training dataset, deterministic per seed).
+        val_mix: names of ``extra_train`` datasets whose validation splits join the training dataset's for
+            checkpoint selection (one pooled validation set; videos named ``<dataset>/<video_id>``).
     """
 
     def __init__(
@@ -154,6 +156,7 @@ class DeepfakeDataModule(pl.LightningDataModule):
         shards: Mapping | None = None,
         pairing: str = "none",
         pairing_subset: str = "all",
+        val_mix: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if fakes not in FAKES_CHOICES:
@@ -171,6 +174,10 @@ class DeepfakeDataModule(pl.LightningDataModule):
         self.train_source = train_source
         self.spec = Spec.of(spec)
         self.extra_train = dict(extra_train or {})
+        unknown = sorted(set(val_mix) - set(self.extra_train))
+        if unknown:
+            raise ConfigError(f"val_mix {unknown} are not training-mix datasets ({sorted(self.extra_train)})")
+        self.val_mix = list(val_mix)
         self.train_weight = float(train_weight)
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
@@ -215,6 +222,12 @@ class DeepfakeDataModule(pl.LightningDataModule):
             arrays = ManifestArrays(src.prepare(), splits=split)
         if split == "train" and self.frames_per_video:
             arrays.keep_frames_per_video(self.frames_per_video)
+        if split == "train" and not self.spec.clip_len:
+            # Partial fakes (AV-Deepfake1M): a frame outside its video's fake segments is real, and trains as real.
+            real_frames = arrays.train_on_frame_labels()
+            if real_frames:
+                log.info("%s: %d training frames of fake videos lie outside their fake segments: trained as real "
+                         "(manifest frame_label)", src.name, real_frames)
         if split == "train" and self.pairing_subset != "all":
             from dfd.data.pairing import select_subset
 
@@ -240,11 +253,31 @@ class DeepfakeDataModule(pl.LightningDataModule):
             parts += [(self._train_part(src), w) for src, w in self.extra_train.values()]
             self._train_parts = parts
             self.train_ds = parts[0][0] if len(parts) == 1 else ConcatDataset([p for p, _ in parts])
-            self.val_ds = self._dataset(self.train_source, "val", self.eval_pipe)
+            self.val_ds = self._val_dataset()
         if stage in (None, "fit", "validate") and self.val_ds is None and self.train_source is not None:
-            self.val_ds = self._dataset(self.train_source, "val", self.eval_pipe)
+            self.val_ds = self._val_dataset()
         if stage in (None, "test"):
             self.test_ds = {n: self._dataset(s, "test", self.eval_pipe) for n, s in self.test_sources.items()}
+
+    def _val_dataset(self) -> Dataset:
+        """The training dataset's val split, pooled with the val splits of ``val_mix`` (one selection set)."""
+        if not self.val_mix:
+            return self._dataset(self.train_source, "val", self.eval_pipe)
+        if self.shards is not None:
+            raise ConfigError("train_mix.<name>.validate=true pools validation crops from several caches: use "
+                              "data.store=files")
+        srcs = [self.train_source, *(self.extra_train[n][0] for n in self.val_mix)]
+        parts = []
+        for src in srcs:
+            arrays = ManifestArrays(src.prepare(), splits="val")
+            if len(arrays) == 0:
+                raise DatasetError(f"{src.name}: the manifest {src.manifest_path} has no 'val' frames to select on "
+                                   f"(train_mix.{src.name}.validate=true); check its split protocol")
+            parts.append((src.name, arrays))
+        arrays = concat_arrays(parts)
+        if self.spec.clip_len:
+            return ClipDataset(arrays, self.eval_pipe, self.spec.clip_len, name="+".join(s.name for s in srcs))
+        return FrameDataset(arrays, self.eval_pipe, name="+".join(s.name for s in srcs))
 
     def _train_part(self, src: DatasetSource) -> Dataset:
         ds = self._dataset(src, "train", self.train_pipe)

@@ -25,7 +25,7 @@ from dfd.faces.contract import sample_indices, uniform_positions
 from dfd.store.media import MediaError, read_image
 from dfd.store.schema import SchemaError
 
-__all__ = ["ClipDataset", "FrameDataset", "ManifestArrays", "read_rgb"]
+__all__ = ["ClipDataset", "FrameDataset", "ManifestArrays", "concat_arrays", "read_rgb"]
 
 _COLUMNS = ["video_id", "frame", "crop_path", "label", "split", "method", "landmarks"]
 # Rows decoded at a time: bounds the transient Arrow/NumPy memory whatever the manifest's size.
@@ -106,11 +106,13 @@ def _read_columns(manifest: Path, splits: str | list[str] | None) -> dict:
     if missing:
         raise SchemaError(f"{manifest}: missing columns {missing}; a manifest needs {_COLUMNS}")
     has_track = "track" in pf.schema_arrow.names  # optional: manifests with one face per frame may lack it
+    # optional: only manifests of partial fakes (index column fake_segments) have per-frame labels
+    has_frame_label = "frame_label" in pf.schema_arrow.names
     wanted = None if splits is None else pa.array([splits] if isinstance(splits, str) else list(splits),
                                                  pa.string())
     videos, methods = _Codes(), _Codes()
-    frame, track, label, paths, lms = [], [], [], [], []
-    columns = [*_COLUMNS, "track"] if has_track else _COLUMNS
+    frame, track, label, frame_label, paths, lms = [], [], [], [], [], []
+    columns = [*_COLUMNS, *(["track"] if has_track else []), *(["frame_label"] if has_frame_label else [])]
     # Threads and the dataset API cost tens of MB of arena memory for no gain on a 7-column read.
     for batch in pf.iter_batches(batch_size=_BATCH_ROWS, columns=columns, use_threads=False):
         if wanted is not None:
@@ -123,6 +125,8 @@ def _read_columns(manifest: Path, splits: str | list[str] | None) -> dict:
         if has_track:
             track.append(batch.column("track").fill_null(0).to_numpy(zero_copy_only=False).astype(np.int16))
         label.append(batch.column("label").to_numpy(zero_copy_only=False).astype(np.int8))
+        if has_frame_label:
+            frame_label.append(batch.column("frame_label").fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int8))
         paths.append(_as_fixed_bytes(batch.column("crop_path")))
         lms.append(_landmarks(batch.column("landmarks"), manifest))
         del batch
@@ -149,6 +153,7 @@ def _read_columns(manifest: Path, splits: str | list[str] | None) -> dict:
         "frame": frame_all if ident else frame_all[order],
         "track": track_all if ident else track_all[order],
         "label": take(label, np.zeros(0, np.int8)),
+        "frame_label": take(frame_label, np.zeros(0, np.int8)) if has_frame_label else None,
         "method": (method if ident else method[order]).astype(np.int16),
         "paths": _concat_bytes(paths) if ident else _concat_bytes(paths)[order],
         "landmarks": take(lms, np.zeros((0, 5, 2), np.float32)),
@@ -180,6 +185,9 @@ class ManifestArrays:
         self.frame: np.ndarray = cols["frame"]  # int32
         self.track: np.ndarray = cols["track"]  # int16 face id within the video (0: main face)
         self.label: np.ndarray = cols["label"]  # int8, 0 real / 1 fake
+        # int8 per row where the manifest has per-frame labels (partial fakes: fake only inside a fake segment;
+        # -1 where unknown), else None. ``label`` stays the video's (validation and test score videos by it).
+        self.frame_label: np.ndarray | None = cols["frame_label"]
         self.method: np.ndarray = cols["method"]  # int16 index into method_names
         self.paths: np.ndarray = cols["paths"]  # fixed-width bytes, relative to root
         self.landmarks: np.ndarray = cols["landmarks"]  # (n, 5, 2) float32 crop pixels, NaN when unknown
@@ -217,12 +225,26 @@ class ManifestArrays:
         rows = np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows, np.int64)
         for name in ("video", "frame", "track", "label", "method", "paths", "landmarks"):
             setattr(self, name, getattr(self, name)[rows])
+        for name in ("frame_label", "_video_label_rows"):
+            if getattr(self, name, None) is not None:
+                setattr(self, name, getattr(self, name)[rows])
         used = np.unique(self.video)
         if len(used) < len(self.video_names):
             self.video_names = self.video_names[used]
             self.video = np.searchsorted(used, self.video).astype(np.int32)
         self.starts = np.searchsorted(self.video, np.arange(len(self.video_names) + 1)).astype(np.int64)
         return self
+
+    def train_on_frame_labels(self) -> int:
+        """Use each row's own frame label as its training target where the manifest has one (partial fakes);
+        returns how many rows of fake videos are real frames. Video labels (``video_labels``) are kept."""
+        if self.frame_label is None:
+            return 0
+        known = self.frame_label >= 0
+        video = self.video_labels[self.video] if len(self.video) else self.label
+        self._video_label_rows = video.copy()
+        self.label = np.where(known, self.frame_label, self.label).astype(np.int8)
+        return int(((video == 1) & (self.label == 0)).sum())
 
     def row_keys(self) -> np.ndarray:
         """One sortable int64 per row, unique per (video, frame, track) and ascending in row order (joins)."""
@@ -242,8 +264,41 @@ class ManifestArrays:
 
     @property
     def video_labels(self) -> np.ndarray:
-        """Label of each video (the label of its first frame)."""
-        return self.label[self.starts[:-1]] if len(self.label) else np.zeros(0, np.int8)
+        """Label of each video (the label of its first frame; the video's own label also after
+        :meth:`train_on_frame_labels`)."""
+        labels = getattr(self, "_video_label_rows", None)
+        labels = self.label if labels is None or len(labels) != len(self.label) else labels
+        return labels[self.starts[:-1]] if len(labels) else np.zeros(0, np.int8)
+
+
+def concat_arrays(parts: list[tuple[str, ManifestArrays]]) -> ManifestArrays:
+    """Several datasets' arrays as one (a pooled validation set): videos named ``<dataset>/<video_id>``, method
+    names merged, crop paths made absolute (each dataset's crops stay in its own cache)."""
+    out = ManifestArrays.__new__(ManifestArrays)
+    out.manifest = parts[0][1].manifest
+    out.root = Path("/")
+    names = _concat_bytes([np.char.add(f"{n}/".encode(), a.video_names) for n, a in parts])
+    order = np.argsort(names, kind="stable")
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    out.video_names = names[order]
+    out.method_names = sorted({m for _, a in parts for m in a.method_names})
+    where = {m: i for i, m in enumerate(out.method_names)}
+    offsets = np.cumsum([0] + [len(a.video_names) for _, a in parts])
+    video = np.concatenate([rank[off + a.video] for off, (_, a) in zip(offsets, parts, strict=False)])
+    method = np.concatenate([np.asarray([where[m] for m in a.method_names], np.int16)[a.method] if len(a.method)
+                             else np.zeros(0, np.int16) for _, a in parts])
+    paths = _concat_bytes([np.char.add(f"{a.root.resolve()}/".encode(), a.paths) for _, a in parts])
+    frame = np.concatenate([a.frame for _, a in parts])
+    track = np.concatenate([a.track for _, a in parts])
+    rows = np.lexsort((track, frame, video))
+    out.video, out.frame, out.track = video[rows].astype(np.int32), frame[rows], track[rows]
+    out.method, out.paths = method[rows].astype(np.int16), paths[rows]
+    out.label = np.concatenate([a.label for _, a in parts])[rows]
+    out.landmarks = np.concatenate([a.landmarks for _, a in parts])[rows]
+    out.frame_label = None
+    out.starts = np.searchsorted(out.video, np.arange(len(out.video_names) + 1)).astype(np.int64)
+    return out
 
 
 def row_keys(video: np.ndarray, frame: np.ndarray, track: np.ndarray | None = None) -> np.ndarray:

@@ -38,8 +38,11 @@ def run_dir_of(cfg: DictConfig) -> Path:
         return Path(cfg.paths.run_dir)
 
 
-def describe_run(cfg: DictConfig, dataset_name: str) -> dict:
-    """The run's training configuration as reports group it: dataset × model × fine-tuning, seed."""
+def describe_run(cfg: DictConfig, dataset_name: str, mix: list[str] | None = None) -> dict:
+    """The run's training configuration as reports group it: dataset × model × fine-tuning, seed.
+
+    ``mix``: the names of the mixed-in training sets actually used (optional ones may be absent); default: every
+    ``train_mix`` entry of the config."""
     ch = _choices()
     model = ch.get("model") or cfg.model.get("name", "model")
     if model == "timm" or (not ch and cfg.model.get("name") == "timm"):
@@ -50,7 +53,8 @@ def describe_run(cfg: DictConfig, dataset_name: str) -> dict:
         ft += "(" + ",".join(f"{k}={v}" for k, v in extra.items()) + ")"
     fakes = cfg.get("data", {}).get("fakes", "real")
     # A training mix is named by all its datasets (ffpp+wilddeepfake): it is a different training set.
-    mix = [str(node.get("name", key)) for key, node in (cfg.get("train_mix") or {}).items()]
+    if mix is None:
+        mix = [str(node.get("name", key)) for key, node in (cfg.get("train_mix") or {}).items()]
     return {
         "dataset": "+".join([dataset_name, *mix]) + ("" if fakes == "real" else f"+{fakes}"),
         "model": model,
@@ -78,6 +82,8 @@ def build_sources(cfg: DictConfig, skipped: list[str] | None = None
     A test set marked ``optional: true`` (or every test set with ``data.skip_missing_test_sets=true``) whose data
     and crop cache are both absent is left out with one logged line naming it and how to add it; the lines are
     appended to ``skipped`` (results.json ``notes``). A present dataset that is not extracted is still an error.
+    A ``train_mix`` entry marked ``optional: true`` is left out the same way (train on the mix you have);
+    ``validate: true`` is read by :func:`build_datamodule`.
     """
     train = instantiate(cfg.dataset) if cfg.get("dataset") else None
     skip_all = bool((cfg.get("data") or {}).get("skip_missing_test_sets", False))
@@ -103,9 +109,31 @@ def build_sources(cfg: DictConfig, skipped: list[str] | None = None
     for key, node in (cfg.get("train_mix") or {}).items():
         node = OmegaConf.to_container(node, resolve=True)
         weight = float(node.pop("weight", 1.0))
+        optional = bool(node.pop("optional", False))
+        node.pop("validate", None)
         src = instantiate(node)
+        absent = src.missing() if optional else None
+        if absent:
+            note = (f"training set '{src.name or key}' (train_mix.{key}) skipped: {absent}; to add it, put the dataset "
+                    f"there in its official layout (or set train_mix.{key}.root=<folder>) and run dfd-index + "
+                    "dfd-extract for it")
+            log.warning(note)
+            if skipped is not None:
+                skipped.append(note)
+            continue
         mix[src.name or key] = (src, weight)
     return train, tests, mix
+
+
+def validated_mix(cfg: DictConfig, mix: dict) -> list[str]:
+    """Names of the mixed-in training sets whose validation splits join checkpoint selection
+    (``train_mix.<key>.validate: true``) and are in the mix (optional ones may be absent)."""
+    out = []
+    for key, node in (cfg.get("train_mix") or {}).items():
+        name = str(node.get("name") or key)
+        if node.get("validate", False) and name in mix:
+            out.append(name)
+    return out
 
 
 def build_augment(cfg: DictConfig) -> list:
@@ -146,6 +174,7 @@ def build_datamodule(cfg: DictConfig, spec: object, train: DatasetSource | None,
         shards=OmegaConf.to_container(d.shards, resolve=True) if d.get("shards") is not None else None,
         pairing=d.get("pairing", "none"),
         pairing_subset=d.get("pairing_subset", "all"),
+        val_mix=validated_mix(cfg, mix),
     )
 
 

@@ -91,7 +91,8 @@ def train(cfg: DictConfig) -> dict:
     sweep = provenance.wandb_sweep()
     if run_id is None and sweep and sweep.get("run_id"):
         run_id = sweep["run_id"]  # the W&B agent waits for the run it named
-    run = {**describe_run(cfg, train_src.name), "overrides": provenance.config_overrides(cfg, overrides, sweep)}
+    run = {**describe_run(cfg, train_src.name, list(mix)),
+           "overrides": provenance.config_overrides(cfg, overrides, sweep)}
     meta = {"run_id": run_id, "dataset": resolved.get("dataset"), "run": run,
             "crop": contract.to_dict() if contract is not None else None, "video_score": video_score}
     module = DetectorModule(
@@ -111,7 +112,7 @@ def train(cfg: DictConfig) -> dict:
         lg.log_hyperparams({**resolved, "params": module.param_counts, "train": run})
 
     trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
-    chosen = selection_record(module, trainer, f"{train_src.name} val")
+    chosen = selection_record(module, trainer, " + ".join([train_src.name, *dm.val_mix]) + " val")
     best = chosen["checkpoint"]
     if best:  # results.json reports the validation metrics of the checkpoint that was selected
         trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False)

@@ -101,8 +101,11 @@ def assemble(index: pd.DataFrame, cache_dir: Path, record: dict[str, Any]) -> Ex
     s = ExtractSummary(videos=len(index))
     extras = [c for c in index.columns if c not in INDEX_COLUMNS and c not in MANIFEST_COLUMNS]
     cols: dict[str, list] = {c: [] for c in MANIFEST_COLUMNS}
+    # frame_label only for indexes with partial fakes: every other manifest stays as it was.
+    partial = "fake_segments" in index.columns
     for c in (*MANIFEST_OPTIONAL_COLUMNS, *MANIFEST_SOURCE_COLUMNS):
-        cols[c] = []
+        if c != "frame_label" or partial:
+            cols[c] = []
     extra_vals: dict[str, list] = {c: [] for c in extras}
     failures, stats = [], []
     for row in index.to_dict("records"):
@@ -129,6 +132,8 @@ def assemble(index: pd.DataFrame, cache_dir: Path, record: dict[str, Any]) -> Ex
             for c in ("frame", "crop_path", "bbox", "landmarks", "score"):
                 cols[c].append(r[c])
             cols["track"].append(int(r.get("track", 0)))  # parts written before tracks: one face per frame
+            if partial:  # a frame outside the video's fake segments is real (dfd.faces.contract.segment_labels)
+                cols["frame_label"].append(int(r.get("frame_label", row["label"])))
             for c in ("video_id", "label", "split", "method", "identity"):
                 cols[c].append(row[c])
             cols["source_path"].append(row["path"])

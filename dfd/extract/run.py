@@ -52,7 +52,7 @@ from dfd.store.schema import (
 
 def _tasks(index: pd.DataFrame, todo: set[str], sources: dict[str, dict | None]) -> list[list[dict[str, Any]]]:
     """Units of work in index order: one per video, one per archive (streamed once for all its rows)."""
-    cols = ["video_id", "path", "kind"] + (["member"] if "member" in index.columns else [])
+    cols = ["video_id", "path", "kind"] + [c for c in ("member", "fake_segments") if c in index.columns]
     tasks: list[list[dict[str, Any]]] = []
     archives: dict[str, list[dict[str, Any]]] = {}
     for row in index[cols].to_dict("records"):

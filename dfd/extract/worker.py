@@ -15,10 +15,11 @@ import numpy as np
 from dfd import atomic
 from dfd.extract.config import ExtractConfig
 from dfd.extract.parts import clear_crops, crop_dir, failure_record, finish_part
-from dfd.faces.contract import CropContract
+from dfd.faces.contract import CropContract, segment_labels
 from dfd.faces.crops import crop_faces, crop_stem
 from dfd.faces.detect import FaceDetector
 from dfd.store.media import Frames, encode_image, iter_archive_sequences, read_source
+from dfd.store.schema import parse_segments
 
 _DETECTORS: dict[tuple, FaceDetector] = {}
 
@@ -50,10 +51,14 @@ def init_worker(contract: CropContract, cfg: ExtractConfig, needs_detector: bool
 
 
 def process_video(
-    video_id: str, frames: Frames, cache_dir: Path, contract: CropContract, cfg: ExtractConfig
+    video_id: str, frames: Frames, cache_dir: Path, contract: CropContract, cfg: ExtractConfig,
+    segments: list[tuple[float, float]] | None = None,
 ) -> dict[str, Any]:
     """Detect, choose and crop the faces of one video's sampled frames (:func:`dfd.faces.crops.crop_faces`,
-    the path dfd-predict runs too); write its crops; return its part record (without the source)."""
+    the path dfd-predict runs too); write its crops; return its part record (without the source).
+
+    ``segments`` (a partial fake's fake spans, seconds): each crop row also gets ``frame_label``, its frame's
+    own label by :func:`dfd.faces.contract.segment_labels` at the video's frame rate."""
     n = len(frames.images)
     needs = contract.needs_detector
     det = detector_for(contract, cfg.batch_size, cfg.device) if needs else None
@@ -71,6 +76,9 @@ def process_video(
     rel_dir = out_dir.relative_to(cache_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ext = ".jpg" if cfg.format == "jpg" else ".png"
+    frame_labels = (segment_labels(np.asarray(frames.numbers), frames.fps, segments) if segments else None)
+    if segments:
+        record["fps"] = frames.fps
     for j, i in enumerate(faces.keep):
         number = int(frames.numbers[i])
         track = int(faces.tracks[j])
@@ -84,6 +92,7 @@ def process_video(
                 "bbox": [float(v) for v in np.asarray(faces.boxes[j], np.float32)],
                 "landmarks": [float(v) for v in np.asarray(faces.landmarks[j], np.float32).reshape(-1)],
                 "score": float(np.float32(faces.scores[j])),
+                **({"frame_label": int(frame_labels[i])} if frame_labels is not None else {}),
             }
         )
     return record
@@ -95,13 +104,14 @@ def run_task(
     """Process one unit of work: a single video/folder/image, or every wanted sequence of one archive."""
     root_p, cache_p = Path(root), Path(cache_dir)
     source = {row["video_id"]: row["source"] for row in task}
+    segments = {row["video_id"]: row.get("fake_segments") for row in task}
     results = []
     for video_id, frames in _task_frames(task, root_p, contract.frames):
         clear_crops(cache_p, video_id)  # a killed or older run may have left crops this run will not keep
         try:
             if isinstance(frames, BaseException):
                 raise frames
-            record = process_video(video_id, frames, cache_p, contract, cfg)
+            record = process_video(video_id, frames, cache_p, contract, cfg, parse_segments(segments[video_id]))
         except Exception as e:
             record = failure_record(video_id, e)
         record["source"] = source[video_id]
@@ -120,6 +130,7 @@ def _task_frames(
         return
     for row in task:
         try:
-            yield row["video_id"], read_source(row["kind"], root / row["path"], n)
+            yield row["video_id"], read_source(row["kind"], root / row["path"], n,
+                                               parse_segments(row.get("fake_segments")))
         except Exception as e:
             yield row["video_id"], e

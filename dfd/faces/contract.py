@@ -7,7 +7,8 @@ default lives in :class:`CropContract` below (``conf/extract.yaml`` composes its
 fields, see :func:`dfd.extract.config.register_configs`), so training and inference cannot drift apart.
 
 Frame sampling (which frames of a video are used: :func:`sample_indices`) lives here too, the rule
-``sampling=uniform`` names. Kept free of heavy imports (numpy only; no torch, cv2, albumentations): the organiser's
+``sampling=uniform`` names, with its variant for partial fakes (videos with fake segments:
+:func:`segment_indices`, and the frame labels those segments give: :func:`segment_labels`). Kept free of heavy imports (numpy only; no torch, cv2, albumentations): the organiser's
 side reads it too.
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -50,6 +51,11 @@ SAMPLINGS = ("uniform",)
 VERSION = 3
 DETECTOR = "mtcnn (facenet-pytorch, all faces kept)"
 SAMPLING_RULES = {"uniform": "numpy.linspace(0, n_frames - 1, frames).astype(int); every frame when n_frames <= frames"}
+#: Videos whose index row has ``fake_segments`` (partial fakes): the rule above applied separately to the frames
+#: inside the segments and to those outside, half of ``frames`` each (the rest to the other side when one side is
+#: short); a frame is fake when its time, frame / fps, lies in [start, end) of a segment.
+SEGMENT_SAMPLING_RULE = ("uniform over the frames inside the fake segments and, separately, over those outside, "
+                         "ceil(frames / 2) inside; frame k is fake iff start <= k / fps < end for a segment")
 #: The fields that decide which pixels of a face a model sees (framing and stored resolution). Crops that differ
 #: in any of them are different inputs: training refuses to mix them and evaluation to test a model on them
 #: unless told (``data.crop_mismatch=warn``). Detector settings and frame counts change which faces and frames
@@ -354,3 +360,43 @@ def sample_indices(total: int, n: int | None) -> np.ndarray:
     if n is None or n <= 0 or total <= n:
         return np.arange(total, dtype=np.int64)
     return uniform_positions(total, n)
+
+
+def segment_mask(total: int, fps: float, segments: Sequence[tuple[float, float]]) -> np.ndarray:
+    """Per frame of a ``total``-frame video at ``fps``: True when its time ``k / fps`` lies in [start, end) of
+    a segment (seconds)."""
+    if fps <= 0:
+        raise ValueError(f"cannot place fake segments in a video without a frame rate (fps={fps})")
+    t = np.arange(max(int(total), 0), dtype=np.float64) / float(fps)
+    inside = np.zeros(len(t), bool)
+    for start, end in segments:
+        inside |= (t >= start) & (t < end)
+    return inside
+
+
+def segment_labels(frames: np.ndarray, fps: float, segments: Sequence[tuple[float, float]]) -> np.ndarray:
+    """int8 label (1 = fake) of each frame number in ``frames``: fake only inside a fake segment."""
+    frames = np.asarray(frames, np.int64)
+    total = int(frames.max(initial=-1)) + 1
+    return segment_mask(total, fps, segments)[frames].astype(np.int8)
+
+
+def segment_indices(total: int, n: int | None, fps: float, segments: Sequence[tuple[float, float]]) -> np.ndarray:
+    """Frames a partial fake contributes (:data:`SEGMENT_SAMPLING_RULE`): ``n`` frames, about half inside its fake
+    segments and half outside, each half by :func:`uniform_positions`; every frame when it has ``<= n``.
+
+    Why: a partial fake's edits are short (a few words in AV-Deepfake1M), so frames spread over the whole video
+    would be nearly all real; sampling both sides gives fake frames to learn from and real frames of the same
+    video to tell them from.
+    """
+    if total <= 0:
+        return np.zeros(0, np.int64)
+    if n is None or n <= 0 or total <= n or not segments:
+        return sample_indices(total, n)
+    inside = np.flatnonzero(segment_mask(total, fps, segments))
+    outside = np.flatnonzero(~segment_mask(total, fps, segments))
+    n_in = min(len(inside), -(-int(n) // 2))
+    n_out = min(len(outside), int(n) - n_in)
+    n_in = min(len(inside), int(n) - n_out)  # a short outside gives its share back
+    picked = [side[uniform_positions(len(side), k)] for side, k in ((inside, n_in), (outside, n_out)) if k > 0]
+    return np.unique(np.concatenate(picked)) if picked else np.zeros(0, np.int64)

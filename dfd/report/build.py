@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dfd.report import plots
+from dfd.report import mixes, plots
 from dfd.report.collect import DEFAULT_GROUP_BY, collect
 from dfd.report.markdown import write_report
 from dfd.report.matrix import build_matrix, parse_metric, write_csvs
@@ -27,6 +27,8 @@ class ReportResult:
     skipped: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     worst: pd.DataFrame | None = None  # --worst N: the worst-scored videos (also in worst_videos.csv)
+    # Training mixes ranked by mean held-out score (dfd.report.mixes), when runs differ in training data.
+    mix_ranking: pd.DataFrame | None = None
 
 
 def build_report(runs: Sequence[str | Path], out: str | Path, metric: str = "video_auc",
@@ -71,6 +73,9 @@ def build_report(runs: Sequence[str | Path], out: str | Path, metric: str = "vid
         worst_df.to_csv(files["worst"], index=False, float_format="%.6g")
     report = write_report(coll, m, figures, out, title=title, worst=worst_df)
     files["report"] = report
+    ranking = mixes.rank_mixes(m)
+    if not ranking.empty:
+        files["mix_ranking"] = mixes.write(ranking, out, report, metric)
     return ReportResult(report=report, files=files, n_files=len(coll.sources), n_configs=len(m.mean),
                         n_test_sets=m.mean.shape[1], skipped=coll.skipped, duplicates=coll.duplicates,
-                        worst=worst_df)
+                        worst=worst_df, mix_ranking=None if ranking.empty else ranking)

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from dfd.errors import DatasetError
+from dfd.sources import kinds
 from dfd.sources.base import DatasetSource, assign_splits, index_frame
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,8 @@ class CelebDF(DatasetSource):
                 f"e.g. {['/'.join(k) for k in missing[:3]]}; finish the download"
             )
         self._carve_val(rows)
-        return index_frame([r for r in rows if r["split"]], extra=("source_identity", "source_video"))
+        kinds.fill(rows, "face_swap")  # Celeb-DF's fakes are face swaps made with its improved DeepFake method
+        return index_frame([r for r in rows if r["split"]], extra=("source_identity", "source_video", "method_type"))
 
     def _carve_val(self, rows: list[dict]) -> None:
         test_ids = {i for r in rows if r["split"] == "test" for i in r["_ids"]}

@@ -1,4 +1,5 @@
-"""A competition's own data as a table: CSV or Parquet with ``path,label[,split,video_id,method,identity]``."""
+"""A competition's own data as a table: CSV or Parquet with ``path,label[,split,video_id,method,identity,
+method_type]``."""
 
 from __future__ import annotations
 
@@ -87,9 +88,12 @@ class CsvTable(DatasetSource):
                 "method": (str(df["method"].iat[i]).strip() if "method" in df else "") or ("fake" if label else "real"),
                 "identity": str(df["identity"].iat[i]).strip() if "identity" in df else "",
                 "path": rel, "kind": kind,
+                # What kind of fake, as the table says (validated against dfd.store.schema.METHOD_TYPES).
+                **({"method_type": str(df["method_type"].iat[i]).strip() if label else ""}
+                   if "method_type" in df else {}),
             })
         self._check(rows)
-        return index_frame(rows)
+        return index_frame(rows, extra=("method_type",) if "method_type" in df else ())
 
     def _base(self, paths: list[str]) -> Path:
         """The folder the table's relative paths start from (table folder first, then the root)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from dfd.errors import DatasetError
+from dfd.sources import kinds
 from dfd.sources.base import VIDEO_EXTS, DatasetSource, index_frame
 from dfd.sources.ffpp import LOSSLESS
 from dfd.sources.protocols import rel_path, resolve_source_videos, split_counts
@@ -144,4 +145,5 @@ class DeeperForensics(DatasetSource):
             raise DatasetError(f"{self.name}: no fakes of {fake_dir} are in the split lists")
         resolve_source_videos(rows)
         self.notes.append(f"reals = FF++ youtube/{self.compression} targets; splits: {split_counts(rows)}")
-        return index_frame(rows, extra=("source_identity", "source_video"))
+        kinds.fill(rows, "face_swap")  # DF-VAE swaps the actors' faces into FF++'s videos
+        return index_frame(rows, extra=("source_identity", "source_video", "method_type"))

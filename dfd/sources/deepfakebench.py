@@ -38,6 +38,7 @@ from typing import Any
 import pandas as pd
 
 from dfd.errors import DatasetError
+from dfd.sources import kinds
 from dfd.sources.base import assign_splits, index_frame
 from dfd.sources.crops import CropFolderSource, list_frame_files
 from dfd.sources.dfdcp import parse_name as dfdcp_name
@@ -52,6 +53,12 @@ LABEL_DICT: dict[str, int] = {
     **dict.fromkeys(("DFD_real", "FF-real", "CelebDFv1_real", "CelebDFv2_real", "DFDCP_Real", "DFDC_Real",
                      "DF_real", "UADFV_Real", "roop_Real"), 0),
 }
+# Fake sub-labels whose kind their dataset says (dfd.sources.kinds); DFDC's and DFDCP's do not (several
+# methods, none named per video) and stay "".
+SUB_LABEL_KINDS = {"FF-DF": kinds.FFPP["Deepfakes"], "FF-F2F": kinds.FFPP["Face2Face"], "FF-FS": kinds.FFPP["FaceSwap"],
+                   "FF-NT": kinds.FFPP["NeuralTextures"], "FF-FH": kinds.FFPP["FaceShifter"],
+                   "DFD_fake": "face_swap", "CelebDFv1_fake": "face_swap", "CelebDFv2_fake": "face_swap",
+                   "DF_fake": "face_swap", "UADFV_Fake": "face_swap"}
 COMPRESSIONS = ("c23", "c40", "raw", "c0")
 FF_FAMILY = ("FaceForensics++", "FF-DF", "FF-F2F", "FF-FS", "FF-NT", "FaceShifter")
 ORDER = {s: i for i, s in enumerate(SPLITS)}
@@ -291,8 +298,9 @@ class DeepfakeBench(CropFolderSource):
         for r in rows:
             self._frame_files[r["video_id"]] = r.pop("_files")
         self._summarise(top, fam, rows)
+        kinds.fill(rows, lambda r: SUB_LABEL_KINDS.get(r["sub_label"], ""))
         return index_frame(rows, extra=("sub_label", "json_splits", "compression", "source_identity",
-                                        "source_video", "n_frames"))
+                                        "source_video", "n_frames", "method_type"))
 
     def _merge(self, entries: list[dict], fam: str) -> list[dict]:
         """One row per frames folder: DeepfakeBench lists some videos in several splits (or sub-labels)."""

@@ -37,6 +37,7 @@ from typing import Any
 import pandas as pd
 
 from dfd.errors import DatasetError
+from dfd.sources import kinds
 from dfd.sources.base import IMAGE_EXTS, index_frame
 from dfd.sources.crops import CropFolderSource, list_frame_files
 from dfd.sources.protocols import carve_identities, drop_blank_splits, rel_path, split_counts
@@ -288,7 +289,8 @@ class DF40(CropFolderSource):
         counts = pd.Series([r["method"] for r in rows if r["label"]]).value_counts()
         self.notes.append(f"{len(counts)} methods: " + ", ".join(f"{m} {n}" for m, n in sorted(counts.items())))
         self.notes.append(f"splits: {split_counts(rows)}")
-        return index_frame(rows, extra=("type", "domain", "n_frames"))
+        kinds.fill(rows, lambda r: kinds.DF40.get(r["type"], ""))
+        return index_frame(rows, extra=("type", "domain", "n_frames", "method_type"))
 
 
 def _pair_group(name: str) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from dfd.errors import DatasetError
+from dfd.sources import kinds
 from dfd.sources.base import VIDEO_EXTS, DatasetSource, index_frame
 from dfd.sources.protocols import carve_identities, rel_path, resolve_source_videos, split_counts
 from dfd.store.schema import SPLITS
@@ -99,5 +100,6 @@ class FFIW(DatasetSource):
             self.notes.append(f"{unpaired} fakes without a same-named real video")
         resolve_source_videos(rows)
         self.notes.append(f"splits: {split_counts(rows)}")
-        return index_frame(rows, extra=("source_video", "mask"))
+        kinds.fill(rows, "face_swap")  # FFIW's fakes are face swaps (DeepFaceLab, FSGAN, FaceSwap)
+        return index_frame(rows, extra=("source_video", "mask", "method_type"))
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from dfd.errors import DatasetError
+from dfd.sources import kinds
 from dfd.sources.base import DatasetSource, assign_splits, index_frame
 from dfd.store.schema import SPLITS
 
@@ -136,7 +137,8 @@ class FFPP(DatasetSource):
                 f"{self.name}: {len(missing)} video(s) listed by the splits are missing under {self.root}, "
                 f"e.g. {missing[:3]}; finish the download or restrict dataset.methods"
             )
-        return index_frame(rows, extra=("source_identity", "compression", "source_video"))
+        kinds.fill(rows, lambda r: kinds.FFPP.get(r["method"], ""))
+        return index_frame(rows, extra=("source_identity", "compression", "source_video", "method_type"))
 
     def _pair_rows(self, methods: list[str]) -> list[dict]:
         pairs = self._read_pairs()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from dfd.errors import DatasetError
+from dfd.sources import kinds
 from dfd.sources.base import VIDEO_EXTS, DatasetSource, index_frame
 from dfd.sources.protocols import carve_identities, resolve_source_videos, split_counts
 
@@ -71,4 +72,5 @@ class UADFV(DatasetSource):
         resolve_source_videos(rows)
         self.notes.append(f"no official split: {'all videos in test' if self.all_test else 'carved by pair'}: "
                           f"{split_counts(rows)}")
-        return index_frame(rows, extra=("source_video",))
+        kinds.fill(rows, "face_swap")  # UADFV's fakes were made with FakeApp (a face swap)
+        return index_frame(rows, extra=("source_video", "method_type"))

@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dfd.faces.contract import sample_indices
+from dfd.faces.contract import sample_indices, segment_indices
 
 # The one list of media extensions every dfd tool uses (index, extraction, predict, SBI grid): OpenCV decodes
 # all of these images, decord (FFmpeg) all of these videos.
@@ -70,6 +70,7 @@ class Frames:
 
     numbers: np.ndarray  # int64, one per image
     images: list[np.ndarray]  # H x W x 3 uint8 RGB; sizes may differ between images (frame folders)
+    fps: float = 0.0  # the video's average frame rate (0 when unknown: images, frame folders)
 
 
 @contextmanager
@@ -119,10 +120,12 @@ def _reason(e: BaseException, captured: list[str]) -> str:
     return text[:300]
 
 
-def read_video(path: str | Path, n: int | None) -> Frames:
+def read_video(path: str | Path, n: int | None, segments: list[tuple[float, float]] | None = None) -> Frames:
     """Decode ``n`` uniformly sampled frames of a video file with decord (only those frames).
 
-    The decoder's own messages on a bad file are captured into the error's reason, not printed.
+    ``segments`` (a partial fake's fake spans, seconds): sample inside and outside them instead
+    (:func:`dfd.faces.contract.segment_indices`, at the video's own frame rate). The decoder's own messages on
+    a bad file are captured into the error's reason, not printed.
     """
     path = Path(path)
     _check_file(path)
@@ -139,7 +142,13 @@ def read_video(path: str | Path, n: int | None) -> Frames:
     total = len(vr)
     if total == 0:
         raise EmptyMedia(path, "video has no frames")
-    idx = sample_indices(total, n)
+    fps = float(vr.get_avg_fps() or 0.0)
+    if segments:
+        if fps <= 0:
+            raise CorruptMedia(path, "no frame rate in the container: cannot place its fake segments")
+        idx = segment_indices(total, n, fps, segments)
+    else:
+        idx = sample_indices(total, n)
     with captured_stderr() as said:
         try:
             batch, err = vr.get_batch(idx.tolist()).asnumpy(), None
@@ -147,7 +156,7 @@ def read_video(path: str | Path, n: int | None) -> Frames:
             batch, err = None, e
     if err is not None:
         raise CorruptMedia(path, f"cannot decode frames ({_reason(err, said)})") from err
-    return Frames(idx, list(batch))
+    return Frames(idx, list(batch), fps)
 
 
 def frame_number(name: str) -> int | None:
@@ -309,10 +318,14 @@ def _norm_member(name: str) -> str:
     return "" if name == "." else name
 
 
-def read_source(kind: str, path: str | Path, n: int | None) -> Frames:
-    """Sampled frames of one non-archive index row (``video``, ``frames`` or ``image``)."""
+def read_source(kind: str, path: str | Path, n: int | None,
+                segments: list[tuple[float, float]] | None = None) -> Frames:
+    """Sampled frames of one non-archive index row (``video``, ``frames`` or ``image``); ``segments``: the
+    row's fake spans in seconds (videos only: a frame rate places them)."""
+    if segments and kind != "video":
+        raise ValueError(f"fake_segments on a {kind!r} row ({path}): only videos carry a frame rate to place them")
     if kind == "video":
-        return read_video(path, n)
+        return read_video(path, n, segments)
     if kind == "frames":
         return read_frames_folder(path, n)
     if kind == "image":

@@ -37,7 +37,11 @@ INDEX_COLUMNS: dict[str, str] = {
 # Optional index columns, carried into the manifest by dfd-extract like every extra index column.
 # ``method_type``: what kind of manipulation a fake is, where its dataset says so (one of METHOD_TYPES); ""
 # for reals and where the dataset does not say (never guessed). Reports break metrics down by it.
-INDEX_OPTIONAL_COLUMNS: dict[str, str] = {"method_type": "string"}
+# ``fake_segments``: a partial fake's visually altered time spans, JSON ``[[start, end], ...]`` in seconds of
+# the video ("" for a video whose label holds for every frame). dfd-extract then samples frames inside and
+# outside them and labels each frame by them (``dfd.faces.contract.segment_indices`` / ``segment_labels``):
+# manifest column ``frame_label``.
+INDEX_OPTIONAL_COLUMNS: dict[str, str] = {"method_type": "string", "fake_segments": "string"}
 METHOD_TYPES = ("face_swap", "reenactment", "lip_sync", "talking_face", "entire_face_synthesis", "face_editing",
                 "diffusion", "commercial_service")
 
@@ -59,8 +63,11 @@ MANIFEST_COLUMNS: dict[str, str] = {
 
 # Optional manifest columns, defaulted by readers when absent. ``track``: the face's id within its video when a
 # frame can give several crops (``extract.choice=all``; 0 = the video's main face, and the only face otherwise).
-# A manifest's rows are unique per (video_id, frame, track).
-MANIFEST_OPTIONAL_COLUMNS: dict[str, str] = {"track": "int16"}
+# A manifest's rows are unique per (video_id, frame, track). ``frame_label``: the frame's own label where it
+# can differ from its video's (``label``, the label the dataset publishes for the video): written when the
+# index has ``fake_segments`` (partial fakes: a frame is fake only inside a fake segment); absent, it is
+# ``label``.
+MANIFEST_OPTIONAL_COLUMNS: dict[str, str] = {"track": "int16", "frame_label": "int8"}
 
 # Where each crop came from (dfd.store.cache binds a cache to its sources with them); in-place crop datasets
 # know only the path.
@@ -105,6 +112,7 @@ def validate_index(df: pd.DataFrame, where: str = "index") -> pd.DataFrame:
     df = df.astype({c: t for c, t in INDEX_COLUMNS.items()})
     _check_common(df, where)
     _check_method_types(df, where)
+    _check_segments(df, where)
     dup = df["video_id"][df["video_id"].duplicated()]
     if len(dup):
         raise SchemaError(f"{where}: video_id must be unique across the dataset; duplicated: {list(dup[:5])}")
@@ -127,6 +135,32 @@ def _check_method_types(df: pd.DataFrame, where: str) -> None:
     if values:
         raise SchemaError(f"{where}: method_type must be one of {METHOD_TYPES} or empty (unknown); found "
                           f"{sorted(values)}")
+
+
+def _check_segments(df: pd.DataFrame, where: str) -> None:
+    if "fake_segments" not in df.columns:
+        return
+    for vid, text in zip(df["video_id"], df["fake_segments"].fillna(""), strict=True):
+        try:
+            parse_segments(text)
+        except ValueError as e:
+            raise SchemaError(f"{where}: video {vid!r}: fake_segments {text!r} {e}") from None
+
+
+def parse_segments(text: str | None) -> list[tuple[float, float]]:
+    """``fake_segments`` text -> [(start, end), ...] in seconds ([] for ""); ValueError when malformed."""
+    if text is None or not str(text).strip():
+        return []
+    try:
+        spans = json.loads(text)
+    except ValueError:
+        raise ValueError("is not JSON; write [[start, end], ...] in seconds") from None
+    if not isinstance(spans, list) or not all(isinstance(s, list | tuple) and len(s) == 2 for s in spans):
+        raise ValueError("must be a list of [start, end] pairs in seconds")
+    out = [(float(a), float(b)) for a, b in spans]
+    if any(not 0 <= a <= b for a, b in out):
+        raise ValueError("holds a span with start > end or a negative time")
+    return out
 
 
 def _check_common(df: pd.DataFrame, where: str) -> None:
