@@ -25,6 +25,7 @@ from dfd.engine.checks import check_crop_contracts, check_sbi_keys, validation_c
 from dfd.engine.evaluate import test_model
 from dfd.engine.hardware import set_threads
 from dfd.engine.module import SELECT_KEY, DetectorModule
+from dfd.engine.no_face import NoFaceRule
 from dfd.engine.quiet import quiet_dependencies
 from dfd.engine.results import make_results
 from dfd.engine.summary import finish_run, selection_record, video_score_record
@@ -54,8 +55,9 @@ def train(cfg: DictConfig) -> dict:
     skipped: list[str] = []
     train_src, tests, mix = build_sources(cfg, skipped)
     video_score = check_video_score(cfg.data.get("video_score"))
-    if cfg.data.get("include_train_test", True):
-        name_test_sets(train_src, tests)  # a test-set name clash fails now, in one line
+    no_face = NoFaceRule.from_config(cfg)
+    # The test sets as the run names them (a name clash fails now, in one line).
+    named = name_test_sets(train_src if cfg.data.get("include_train_test", True) else None, tests)
     # Shards at an explicit root (object storage) need no local crop cache: they carry their own manifest.
     shards_only = cfg.data.get("store") == "shards" and bool((cfg.data.get("shards") or {}).get("root"))
     for src in [train_src, *tests.values(), *(s for s, _ in mix.values())]:
@@ -67,6 +69,9 @@ def train(cfg: DictConfig) -> dict:
 
             settings = ShardSettings.from_mapping(OmegaConf.to_container(cfg.data.shards, resolve=True))
             open_store(settings.root_for(src.name, src.manifest_path), settings.cache_dir)
+    if no_face.scores:
+        for name, src in named.items():
+            no_face.faces(src, name)  # a cache that does not record faces not found: refused before training
     monitor = (cfg.get("selection") or {}).get("monitor") or SELECT_KEY
     notes = [] if shards_only else [n for n in [validation_class_note(train_src, monitor)] if n]
     for note in notes:
@@ -116,7 +121,7 @@ def train(cfg: DictConfig) -> dict:
     if best:  # results.json reports the validation metrics of the checkpoint that was selected
         trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False)
     tables: list = []
-    reports = test_model(trainer, module, dm, best, tables=tables)
+    reports = test_model(trainer, module, dm, best, tables=tables, no_face=no_face)
     results = make_results(
         "train", run_dir, run, reports, val=module.val_report, checkpoint=best, in_domain=[train_src.name, *mix],
         params=module.param_counts, global_step=int(trainer.global_step), selection=chosen,
