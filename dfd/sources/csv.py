@@ -1,4 +1,5 @@
-"""A competition's own data as a table: CSV or Parquet with ``path,label[,split,video_id,method,identity]``."""
+"""A competition's own data as a table: CSV or Parquet with ``path,label[,split,video_id,method,identity,
+method_type]``."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ LABELS = {"0": 0, "1": 1, "real": 0, "fake": 1}
 
 
 class CsvTable(DatasetSource):
-    """One row per video, image or frames folder; ``label`` is 0/1 or real/fake.
+    """One row per video, image or frames folder; ``label`` is 0/1 or real/fake; an optional ``method_type``
+    says what kind of manipulation a fake is (one of dfd.store.schema.METHOD_TYPES, empty when unknown).
 
     Paths may be relative to the table's folder or to ``dataset.root`` (decided for the whole table: the
     table's folder when every path exists there); the index stores them relative to the root. Without a
@@ -87,9 +89,11 @@ class CsvTable(DatasetSource):
                 "method": (str(df["method"].iat[i]).strip() if "method" in df else "") or ("fake" if label else "real"),
                 "identity": str(df["identity"].iat[i]).strip() if "identity" in df else "",
                 "path": rel, "kind": kind,
+                **({"method_type": str(df["method_type"].iat[i]).strip() if label else ""}
+                   if "method_type" in df else {}),
             })
         self._check(rows)
-        return index_frame(rows)
+        return index_frame(rows, extra=("method_type",) if "method_type" in df else ())
 
     def _base(self, paths: list[str]) -> Path:
         """The folder the table's relative paths start from (table folder first, then the root)."""

@@ -63,6 +63,9 @@ METHODS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("StarGAN", "FE", ("stargan",)), ("StarGANv2", "FE", ("starganv2",)), ("StyleCLIP", "FE", ("styleclip",)),
 )
 TYPE_OF = {m: t for m, t, _ in METHODS}
+# DF40's four types as the index's ``method_type`` vocabulary (dfd.store.schema.METHOD_TYPES): the dataset's own
+# word for every method (its Wav2Lip, SadTalker and HeyGen are face reenactment in its table).
+METHOD_TYPE = {"FS": "face_swap", "FR": "reenactment", "EFS": "entire_face_synthesis", "FE": "face_editing"}
 _ALIAS = {a.lower(): m for m, _, aliases in METHODS for a in (m, *aliases)}
 DOMAINS = ("ff", "cdf", "own")
 SKIP_DIRS = frozenset({"landmarks", "masks", "frames_wocropface", "mask"})
@@ -197,6 +200,7 @@ class DF40(CropFolderSource):
         self._frame_files[vid] = [f"{rel}/{n}" for n in files]
         return {"video_id": vid, "label": label, "split": split, "method": method if label else f"real-{domain}",
                 "identity": identity or group, "path": rel, "kind": "frames", "type": TYPE_OF.get(method, ""),
+                "method_type": METHOD_TYPE.get(TYPE_OF.get(method, ""), "") if label else "",
                 "domain": domain, "n_frames": len(files), "_ids": (group,)}
 
     # -- reals of the known methods -------------------------------------------------------------------
@@ -288,7 +292,7 @@ class DF40(CropFolderSource):
         counts = pd.Series([r["method"] for r in rows if r["label"]]).value_counts()
         self.notes.append(f"{len(counts)} methods: " + ", ".join(f"{m} {n}" for m, n in sorted(counts.items())))
         self.notes.append(f"splits: {split_counts(rows)}")
-        return index_frame(rows, extra=("type", "domain", "n_frames"))
+        return index_frame(rows, extra=("type", "domain", "n_frames", "method_type"))
 
 
 def _pair_group(name: str) -> str:

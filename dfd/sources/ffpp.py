@@ -19,6 +19,11 @@ PAPER_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 # FaceShifter follows the same naming and pair splits as the paper's four; DeepFakeDetection does not.
 PAIR_METHODS = (*PAPER_METHODS, "FaceShifter")
 DFD = "DeepFakeDetection"
+# What kind of manipulation each method is (index column ``method_type``), as the FaceForensics++ paper and its
+# successors describe them: Deepfakes and FaceSwap swap identities, Face2Face and NeuralTextures reenact the
+# target's expressions; FaceShifter and Google's DeepFakeDetection are face swaps.
+METHOD_TYPE = {"Deepfakes": "face_swap", "FaceSwap": "face_swap", "Face2Face": "reenactment",
+               "NeuralTextures": "reenactment", "FaceShifter": "face_swap", DFD: "face_swap"}
 LOSSLESS = ("raw", "c0")  # the download script says raw, the repo's compression scripts say c0
 SPLITS_URL = "https://github.com/ondyari/FaceForensics/tree/master/dataset/splits"
 
@@ -136,7 +141,7 @@ class FFPP(DatasetSource):
                 f"{self.name}: {len(missing)} video(s) listed by the splits are missing under {self.root}, "
                 f"e.g. {missing[:3]}; finish the download or restrict dataset.methods"
             )
-        return index_frame(rows, extra=("source_identity", "compression", "source_video"))
+        return index_frame(rows, extra=("source_identity", "compression", "source_video", "method_type"))
 
     def _pair_rows(self, methods: list[str]) -> list[dict]:
         pairs = self._read_pairs()
@@ -196,4 +201,5 @@ class FFPP(DatasetSource):
             "video_id": vid, "label": label, "split": split, "method": method, "identity": identity,
             "path": path.relative_to(self.root).as_posix(), "kind": "video" if self.media == "videos" else "frames",
             "source_identity": source, "compression": path.parent.parent.name, "source_video": source_video,
+            "method_type": METHOD_TYPE.get(method, "") if label else "",
         }
