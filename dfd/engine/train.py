@@ -21,7 +21,7 @@ from dfd.engine.build import (
     run_dir_of,
     save_config,
 )
-from dfd.engine.checks import check_crop_contracts, check_sbi_keys, validation_class_note
+from dfd.engine.checks import check_crop_contracts, check_required_crop, check_sbi_keys, validation_class_note
 from dfd.engine.evaluate import test_model
 from dfd.engine.hardware import set_threads
 from dfd.engine.module import SELECT_KEY, DetectorModule
@@ -79,6 +79,11 @@ def train(cfg: DictConfig) -> dict:
     # The training set's crop contract is the run's: mixed-in and test sets must be cropped the same way.
     contract = train_src.crop_contract()  # how the training crops were made: export hands it to dfd-predict
     policy = cfg.data.get("crop_mismatch", "refuse")
+    # A preset whose method needs particular crops (GenD, Effort: ArcFace-aligned 256 px) says so; the training
+    # data must have been cropped that way (test sets are then held to the training set's contract below).
+    who = f"experiment={cfg.experiment_name}" if cfg.get("experiment_name") else "this run"
+    notes += check_required_crop(cfg.data.get("require_crop"), {train_src.name: train_src, **{
+        n: s for n, (s, _) in mix.items()}}, who, policy, (cfg.get("paths") or {}).get("cache_dir"))
     against = f"the training set '{train_src.name}'"
     notes += check_crop_contracts(contract, {n: s for n, (s, _) in mix.items()}, "training mix set", against, policy)
     notes += check_crop_contracts(contract, tests, "test set", against, policy)
