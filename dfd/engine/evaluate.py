@@ -47,7 +47,7 @@ def test_model(trainer: pl.Trainer, module: DetectorModule, dm: DeepfakeDataModu
     found = [rule.faces(src, n) for n, src in zip(names, srcs, strict=True)]
     kinds = [method_types(src.manifest_path, "test") if src.manifest_path.is_file() else {} for src in srcs]
     module.set_test_sets([n + suffix for n in names], [dm.eval_info(n)["method_names"] for n in names], kinds,
-                         [rule.unscored(f) for f in found])
+                         [rule.unscored(f, frames=not dm.spec.clip_len) for f in found])
     trainer.test(module, datamodule=dm, ckpt_path=ckpt_path, verbose=False)
     if tables is not None:
         for n, f in zip(names, found, strict=True):

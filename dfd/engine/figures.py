@@ -69,8 +69,8 @@ def plot_reliability(ax: Axes, mean_prob: Sequence[float | None], frac_fake: Seq
 def finish_reliability_axes(ax: Axes, title: str) -> None:
     """Perfect-calibration diagonal, unit square, labelled axes, legend."""
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
+    ax.set_xlim(-0.02, 1.02)  # bins at P(fake) 0 or 1 (a confident model's) stay visible
+    ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("mean P(fake) in the bin")
     ax.set_ylabel("fraction of fakes in the bin")
     ax.set_title(title)

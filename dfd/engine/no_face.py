@@ -73,12 +73,13 @@ class NoFaceRule:
             )
         return found
 
-    def unscored(self, found: FacesNotFound | None) -> Unscored | None:
-        """The items the metrics count at the fixed score (None under ``drop``)."""
+    def unscored(self, found: FacesNotFound | None, frames: bool = True) -> Unscored | None:
+        """The items the metrics count at the fixed score (None under ``drop``). ``frames=False`` for clip models,
+        whose "frame" level is one clip per video: only the videos count then."""
         if not self.scores or found is None:
             return None
         videos = Counter((y, m) for _, y, m in found.videos)
-        return Unscored(score=self.score, frames=dict(found.frames or {}), videos=dict(videos))
+        return Unscored(score=self.score, frames=dict(found.frames or {}) if frames else {}, videos=dict(videos))
 
     def record(self, found: FacesNotFound | None) -> dict[str, Any]:
         """results.json's ``no_face`` block of one test set: the rule and the counts per label."""
