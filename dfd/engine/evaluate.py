@@ -128,6 +128,8 @@ def evaluate(cfg: DictConfig) -> dict:
         in_domain=train_src.name if train_src else None, robustness=robustness or None, weights=meta.get("weights"),
         invocation=provenance.invocation("dfd-eval", overrides, provenance.wandb_sweep()), notes=[*skipped, *notes],
         video_score=video_score_record(module.video_score),
+        # The evaluation-time settings reports compare runs by (a training run records them in its config).
+        config={"eval": {"no_face": no_face.rule, "no_face_score": no_face.score}},
     )
     finish_run(trainer, results, run_dir, f"evaluation of {cfg.ckpt_path}", tables)
     return results

@@ -10,7 +10,7 @@ directory. Schema (``schema_version`` 1)::
      "selection": {"split", "monitor", "mode", "criterion", "checkpoint", "epoch", "step", "value",
                    "history": [{"epoch", "step", "value", <val metrics>}]},        # dfd-train
      "invocation": {"command", "overrides": [as typed], "multirun_job", "sweep": {"id", "run_id", "parameters"}},
-     "config": {resolved config},                  # dfd-train
+     "config": {resolved config},                  # dfd-train; dfd-eval: its "eval" block (the no-face rule)
      "val": {"frame": {...}, "video": {...}},
      "test": {<name>: {"in_domain": bool,
                        "frame": {auc, acc, ap, eer, tpr@fpr1, tpr@fpr5, ece, brier, logloss, n, n_real, n_fake},
