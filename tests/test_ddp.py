@@ -46,9 +46,10 @@ def test_ddp_eval_equals_single_process(tmp_path, shared_cache):
             a, b = r1[name][level], r2[name][level]
             # The rank-based metrics and counts are exactly equal; log loss averages floats computed in
             # batches of another shape, so it may differ in the last bits.
-            for k in ("auc", "acc", "ap", "eer", "n", "n_real", "n_fake"):
+            for k in ("auc", "acc", "ap", "eer", "tpr@fpr1", "tpr@fpr5", "n", "n_real", "n_fake"):
                 assert b[k] == a[k], (name, level, k)
-            assert b["logloss"] == pytest.approx(a["logloss"], rel=1e-6)
+            for k in ("logloss", "ece", "brier"):
+                assert b[k] == pytest.approx(a[k], rel=1e-6, abs=1e-9), (name, level, k)
         assert r2[name]["video"]["auc_lo"] == pytest.approx(r1[name]["video"]["auc_lo"], abs=1e-9)
     # Per-video scores: rank 0 writes every video once, from all ranks' gathered predictions.
     p1, p2 = (pd.read_parquet(d / "predictions.parquet") for d in (one, two))

@@ -257,6 +257,11 @@ def test_df40_methods_types_domains_and_empty_folders(df40, tmp_path):
         "SimSwap": 3, "StyleGAN2": 2, "InSwapper": 1, "DaGAN": 1, "e4e": 1}
     assert (fakes.split != "test").sum() == 8  # the training tree: 6 SimSwap + 2 InSwapper
     assert df.loc["DF40/danet/ff/005_004", "type"] == "FR" and df.loc["DF40/e4e/real/b1", "label"] == 0
+    # Each fake's kind as the index's method_type, in DF40's own words (FS/FR/EFS/FE); reals have none.
+    assert fakes.groupby("method").method_type.unique().map(list).to_dict() == {
+        "SimSwap": ["face_swap"], "InSwapper": ["face_swap"], "DaGAN": ["reenactment"],
+        "StyleGAN2": ["entire_face_synthesis"], "e4e": ["face_editing"]}
+    assert set(df[df.label == 0].method_type) == {""}
     assert df.loc["DF40/simswap/cdf/id0_id1_0000", "domain"] == "cdf"
     assert sorted(src.empty) == ["ddim/ff", "ddim/ff/frames/empty_video", "sd2.1/ff"]
     # Reals: FF++ by its official split, Celeb-DF's test-list reals, e4e's own.
@@ -300,6 +305,9 @@ def test_df40_manifest_and_yaml(df40, tmp_path):
     assert sorted(efs.frame.unique()) == [1, 417] and (efs.landmarks81_row == -1).all()
     assert np.isnan(np.stack(efs.landmarks.to_numpy())).all()
     assert not np.isnan(np.stack(m[m.method == "real-ff"].landmarks.to_numpy())).any()
+    from dfd.store.schema import method_types
+
+    assert method_types(src.manifest_path, "test") == {"StyleGAN2": "entire_face_synthesis"}  # carried through
 
 
 @pytest.mark.slow

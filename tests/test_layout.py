@@ -191,13 +191,19 @@ def _cfg_job(command: str) -> dict:
 def test_resolved_configs_are_those_before_the_layout_change():
     """``--cfg job`` of dfd-train/eval/extract/index/pack, recorded before the move (tests/golden/cfg_job), equals
     today's once module paths are renamed as dfd.compat renames them for old checkpoints; the one addition is the
-    crop-contract fields that name former constants, at the values those constants had."""
+    crop-contract fields that name former constants, at the values those constants had, and the keys added since
+    (issue 25: the no-face rule, ``eval``, and the crops a preset needs, ``data.require_crop``) at their defaults."""
     rows = [line.split("\t") for line in (GOLDEN / "commands.tsv").read_text().splitlines() if line.strip()]
     assert len(rows) >= 10
+    arcface = {"align": "arcface", "size": 256, "margin": 1.3}
     for file, command in rows:
         before = upgrade_targets(yaml.safe_load((GOLDEN / file).read_text()))
         now = _cfg_job(command)
         if "extract" in now:
             added = {k: now["extract"].pop(k) for k in HEURISTIC_VALUES}
             assert added == HEURISTIC_VALUES, command
+        if command.startswith(("dfd-train", "dfd-eval")):
+            assert now.pop("eval") == {"no_face": "drop", "no_face_score": 0.5}, command
+        if command.startswith("dfd-train"):
+            assert now["data"].pop("require_crop") == (arcface if "gend" in command else None), command
         assert now == before, command

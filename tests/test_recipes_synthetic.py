@@ -65,14 +65,22 @@ def test_each_preset_trains_a_step_on_the_cpu_with_a_stand_in(preset: str, tmp_p
     from dfd.engine.train import train
 
     stand_in = STAND_IN.get(preset, STAND_IN["vit"])
+    # The synthetic set is box-cropped: the GenD/Effort presets (ArcFace-aligned 256 px crops) train on it only
+    # when told to, and say so in results.json; SBI's box crops are the synthetic set's own.
     cfg = compose("train", runtime=True, overrides=[
         f"experiment={preset}", *SMALL_DATA, *stand_in, "debug=fast_dev_run",
-        f"paths.run_dir={tmp_path}", f"paths.cache_dir={shared_cache}",
+        f"paths.run_dir={tmp_path}", f"paths.cache_dir={shared_cache}", "data.crop_mismatch=warn",
     ])
     results = train(cfg)
     assert set(results["test"]) == {"synthetic_a", "synthetic_b", "synthetic_c", "synthetic_d"}
     assert results["global_step"] == 1
     assert results["train"]["experiment"] == preset
+    needs = [n for n in json.loads((tmp_path / "results.json").read_text())["notes"] if "data.require_crop" in n]
+    if preset == "sbi_paper":
+        assert needs == [] and {r["no_face"]["rule"] for r in results["test"].values()} == {"score"}
+    else:
+        assert len(needs) == 1 and needs[0].startswith(f"experiment={preset} needs arcface x1.3, 256 px crops")
+        assert "align=box (vs arcface)" in needs[0] and "data.crop_mismatch=warn" in needs[0]
     trainable, total = results["params"]["trainable"], results["params"]["total"]
     if preset in GEND or preset.startswith("effort"):
         assert 0 < trainable < total / 2  # LayerNorms / singular directions + head, not the backbone

@@ -326,7 +326,10 @@ def _sweep() -> dict:
 def test_sweep_yaml_is_a_valid_wandb_sweep() -> None:
     sweep = _sweep()
     assert sweep["method"] in {"grid", "bayes", "random"}
-    assert sweep["metric"] == {"name": "val/video_auc", "goal": "maximize"}
+    # One objective: the sweep ranks runs by the criterion that chose their checkpoints, nothing else.
+    selection = _compose([]).selection
+    assert sweep["metric"] == {"name": selection.monitor, "goal": {"max": "maximize"}[selection.mode]}
+    assert selection.monitor == "val/select"
     assert "dfd-train" in sweep["command"] and "${args_no_hyphens}" in sweep["command"]
     assert {"model", "dataset", "finetune"} <= set(sweep["parameters"])
     for name, spec in sweep["parameters"].items():

@@ -15,7 +15,7 @@ import torch
 
 from dfd.cli._hydra import accelerator_problem, launcher_problem
 from dfd.engine.build import build_augment
-from dfd.engine.checks import check_crop_contracts, check_robustness
+from dfd.engine.checks import check_crop_contracts, check_required_crop, check_robustness
 from dfd.engine.evaluate import evaluate
 from dfd.engine.hardware import cpu_threads, set_threads
 from dfd.engine.train import train
@@ -73,6 +73,31 @@ def test_training_refuses_a_test_set_or_mix_cropped_otherwise_before_any_work(sh
                                               r"\(a x1.3, 64 px|box x1.3, 64 px"):
             train(cfg)
         assert not (tmp_path / "checkpoints").exists()  # refused before the model and the trainer
+
+
+def test_a_preset_refuses_training_crops_its_method_does_not_use_in_one_line(shared_cache, tmp_path):
+    """GenD's preset records the crops its numbers are made on (ArcFace-aligned, x1.3, 256 px); the synthetic set
+    is box-cropped, so training is refused before any work, naming the dfd-extract that makes the right cache
+    (data.crop_mismatch=warn trains anyway: tests/test_recipes_synthetic.py)."""
+    cfg = compose("train", ["experiment=gend_clip_l14", "dataset=synthetic", "testbed=none", *TINY,
+                            f"paths.cache_dir={shared_cache}", f"paths.run_dir={tmp_path}", "trainer=cpu"])
+    assert cfg.data.require_crop == {"align": "arcface", "size": 256, "margin": 1.3}
+    with pytest.raises(ConfigError) as e:
+        train(cfg)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("experiment=gend_clip_l14 needs arcface x1.3, 256 px crops "
+                                              "(data.require_crop), but the training set 'synthetic_a' was cropped "
+                                              "box x1.3, 64 px: align=box (vs arcface), size=64 (vs 256)")
+    assert (f" paths.cache_dir={shared_cache}-arcface256 extract.align=arcface extract.size=256`) and train with "
+            f"paths.cache_dir={shared_cache}-arcface256") in msg and "(`dfd-extract dataset=" in msg
+    assert msg.endswith("or set data.crop_mismatch=warn to train on these crops anyway")
+    assert not (tmp_path / "checkpoints").exists()
+    # Crops that match pass; a requirement naming no geometry key is one line too.
+    src = _synthetic(shared_cache, 64, "same")
+    assert check_required_crop({"align": "box", "margin": 1.3, "size": 64}, {"same": src}, "x") == []
+    with pytest.raises(ConfigError, match=r"^data.require_crop: 'sise' not a crop geometry key; valid keys: align, "
+                                          r"margin, size$"):
+        check_required_crop({"sise": 256}, {"same": src}, "x")
 
 
 @pytest.fixture(scope="module")

@@ -63,6 +63,9 @@ def test_ffpp_official_splits_counts_and_identities(ffpp_root, tmp_path):
     assert all((ffpp_root / p).is_file() for p in df.path)
     row = df.set_index("video_id").loc["Deepfakes/071_054"]
     assert (row.split, row.identity, row.source_identity, row.label) == ("train", "071", "054", 1)
+    kinds = df.groupby("method").method_type.unique().map(list).to_dict()  # the paper's two kinds; reals: none
+    assert kinds == {"Deepfakes": ["face_swap"], "FaceSwap": ["face_swap"], "Face2Face": ["reenactment"],
+                     "NeuralTextures": ["reenactment"], "youtube": [""]}
     _assert_disjoint(_ids_by_split(df))
 
 

@@ -77,6 +77,8 @@ def test_wandb_offline_run_holds_test_auc(trained):
     config, summary, _ = read_offline_run(logs[0])
     assert summary["test/synthetic_a/video_auc"] == pytest.approx(results["test"]["synthetic_a"]["video"]["auc"])
     assert summary["test/synthetic_d/frame_auc"] == pytest.approx(results["test"]["synthetic_d"]["frame"]["auc"])
+    for key in ("tpr@fpr1", "tpr@fpr5", "ece", "brier"):  # issue 25's metrics, under their documented keys
+        assert summary[f"test/synthetic_a/video_{key}"] == pytest.approx(results["test"]["synthetic_a"]["video"][key])
     assert config["model"]["arch"] == "resnet10t"
 
 

@@ -1,4 +1,5 @@
-"""``dfd-report``: cross-dataset matrix, generalization gap, heatmaps, ROC and robustness curves from runs.
+"""``dfd-report``: cross-dataset matrix, generalization gap, heatmaps, ROC curves, reliability diagrams, per-kind
+and no-face tables and robustness curves from runs.
 
 Usage: ``dfd-report RUNS_DIR... --out DIR [--metric video_auc] [--group-by KEY...] [--worst N]
 [--wandb-offline DIR...] [--wandb-project entity/project]``. Plain argparse (not Hydra): it reads finished runs, it configures nothing.
@@ -25,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run or multirun directories (or results.json files)")
     p.add_argument("--out", type=Path, required=True, help="folder to write the report into (created)")
     p.add_argument("--metric", default="video_auc",
-                   help="matrix metric, <frame|video>_<auc|acc|ap|eer> (default: video_auc)")
+                   help="matrix metric, <frame|video>_<auc|acc|ap|eer|tpr@fpr1|tpr@fpr5|ece|brier|logloss> "
+                   "(default: video_auc); every metric is in results_long.csv")
     p.add_argument("--wandb-offline", nargs="+", type=Path, default=[], metavar="DIR",
                    help="W&B folders holding offline-run-*/run-*.wandb logs")
     p.add_argument("--wandb-project", metavar="ENTITY/PROJECT",

@@ -2,10 +2,11 @@
 ``dfd-eval`` runs.
 
 Modules: ``module`` (DetectorModule), ``losses``, ``optim`` (optimisers, schedules, SAM), ``metrics`` (AUC, AP,
-EER, bootstrap CIs), ``video_score`` (how a video's faces make its score), ``predictions``, ``results``
-(results.json), ``provenance`` (what command made a run), ``hardware`` (accelerator and thread policy),
-``checks`` (config checks before any work), ``build`` (sources, DataModule, trainer from a config),
-``summary`` (console table, ROC figure, selection record, notes), ``train``, ``evaluate``.
+EER, TPR at fixed FPR, ECE, Brier, bootstrap CIs), ``video_score`` (how a video's faces make its score),
+``no_face`` (the no-face rule, ``eval.no_face``), ``predictions``, ``results`` (results.json), ``provenance``
+(what command made a run), ``hardware`` (accelerator and thread policy), ``checks`` (config checks before any
+work, the crops a preset needs), ``build`` (sources, DataModule, trainer from a config), ``summary`` (console
+table, ROC and reliability figures, selection record, notes), ``figures``, ``train``, ``evaluate``.
 
 May import: dfd, dfd.faces, dfd.store, dfd.sources, dfd.synthetic, dfd.data, dfd.models
 """

@@ -1,5 +1,6 @@
 """Config checks that run before any model work, each failing in one line that names the fix: self-blend
-arguments, robustness sweeps, crop contracts of mixed-in and test sets, a validation split without both classes.
+arguments, robustness sweeps, crop contracts of mixed-in and test sets, the crops a preset's method needs
+(``data.require_crop``), a validation split without both classes.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from collections.abc import Mapping
 from omegaconf import DictConfig
 
 from dfd.errors import ConfigError
-from dfd.faces.contract import CropContract, extract_overrides
+from dfd.faces.contract import GEOMETRY, ContractError, CropContract, extract_overrides
 from dfd.sources.base import DatasetSource
 
 log = logging.getLogger(__name__)
+
+
 def check_sbi_keys(cfg: DictConfig) -> None:
     """``data.sbi`` holds SelfBlend's arguments: a typo fails now, in one line naming the valid keys."""
     given = (cfg.get("data") or {}).get("sbi") or {}
@@ -97,6 +100,70 @@ def check_crop_contracts(run: CropContract | None, sources: Mapping[str, Dataset
             f"{role} '{name}' was cropped differently from {against} {_geometry(run)}: {what} in its cache "
             f"{src.cache_dir}; re-extract it to match (`dfd-extract dataset={src._config_name()}{root} {fix}`), "
             "or set data.crop_mismatch=warn to compare across preprocessing on purpose"
+        )
+    for note in notes:
+        log.warning(note)
+    return notes
+
+
+def _wanted(required: Mapping) -> str:
+    parts = [str(required["align"])] if "align" in required else []
+    if "margin" in required:
+        parts.append(f"x{float(required['margin']):g}")
+    text = " ".join(parts)
+    if "size" in required:
+        text = f"{text}, {int(required['size'])} px" if text else f"{int(required['size'])} px"
+    return text
+
+
+def check_required_crop(required: Mapping | None, sources: Mapping[str, DatasetSource], who: str,
+                        policy: str = "refuse", cache_dir: str | None = None) -> list[str]:
+    """The crops a preset's method needs (``data.require_crop``: some of align, margin, size; GenD and Effort:
+    ArcFace-aligned, x1.3, 256 px) against every training source's cache.
+
+    Crops made otherwise are refused (one line naming the ``dfd-extract`` that makes the right cache, into its
+    own ``paths.cache_dir``: a cache holds one contract); ``data.crop_mismatch=warn`` trains on them with a
+    note. A source whose cache records no contract is not judged. Returns the notes.
+    """
+    if policy not in CROP_MISMATCH:
+        raise ConfigError(f"data.crop_mismatch={policy!r} is not valid; choose one of {', '.join(CROP_MISMATCH)}")
+    if not required:
+        return []
+    required = dict(required)
+    unknown = sorted(set(required) - set(GEOMETRY))
+    if unknown:
+        raise ConfigError(f"data.require_crop: {', '.join(map(repr, unknown))} not a crop geometry key; valid keys: "
+                          f"{', '.join(GEOMETRY)}")
+    try:
+        want = CropContract().replace(**required)  # validated and normalised (margin float, size int)
+    except (ContractError, TypeError, ValueError) as e:
+        raise ConfigError(f"data.require_crop: {str(e).replace('extract.', '')}") from None
+    want_text = _wanted(required)
+    notes = []
+    for name, src in sources.items():
+        theirs = src.crop_contract()
+        if theirs is None:
+            continue
+        diff = {k: (getattr(want, k), getattr(theirs, k)) for k in GEOMETRY
+                if k in required and getattr(want, k) != getattr(theirs, k)}
+        if not diff:
+            continue
+        what = ", ".join(f"{k}={b} (vs {a})" for k, (a, b) in diff.items())
+        if policy == "warn":
+            notes.append(f"{who} needs {want_text} crops (data.require_crop), but the training set '{name}' was "
+                         f"cropped {_geometry(theirs)}: {what}; trained on them anyway (data.crop_mismatch=warn)")
+            continue
+        values = {k: a for k, (a, _) in diff.items()}
+        if theirs.inputs == "crops":
+            values["inputs"] = "frames"  # the dataset's own crops: detect and crop its faces the required way
+        suffix = "".join(str(required[k]) for k in ("align", "size") if k in required) or "crops"
+        new = f"{cache_dir}-{suffix}" if cache_dir else f"<a cache folder for {want_text} crops>"
+        root = f" dataset.root={src.root}" if src.root is not None else ""
+        raise ConfigError(
+            f"{who} needs {want_text} crops (data.require_crop), but the training set '{name}' was cropped "
+            f"{_geometry(theirs)}: {what} in its cache {src.cache_dir}; make that cache (`dfd-extract "
+            f"dataset={src._config_name()}{root} paths.cache_dir={new} {extract_overrides(values)}`) and train "
+            f"with paths.cache_dir={new}, or set data.crop_mismatch=warn to train on these crops anyway"
         )
     for note in notes:
         log.warning(note)

@@ -22,30 +22,45 @@ from dfd.engine.build import (
 from dfd.engine.checks import check_crop_contracts, check_robustness
 from dfd.engine.hardware import set_threads
 from dfd.engine.module import DetectorModule
-from dfd.engine.predictions import video_table
+from dfd.engine.no_face import NoFaceRule
+from dfd.engine.predictions import no_face_table, video_table
 from dfd.engine.quiet import quiet_dependencies
 from dfd.engine.results import make_results
 from dfd.engine.summary import finish_run, video_score_record
 from dfd.errors import ConfigError
 from dfd.faces.contract import contract_of
+from dfd.store.schema import method_types
 
 
 def test_model(trainer: pl.Trainer, module: DetectorModule, dm: DeepfakeDataModule, ckpt_path: str | None,
-          suffix: str = "", tables: list | None = None) -> dict:
+               suffix: str = "", tables: list | None = None, no_face: NoFaceRule | None = None) -> dict:
     """Run the test loop; ``suffix`` keeps logged keys apart (``test/<name>@jpeg50/...``) for perturbed runs.
 
     ``tables``: when given, the per-video predictions of every test set are appended to it (DataFrames).
+    ``no_face``: the rule for videos and frames without a face (``eval.no_face``; default: drop); each report
+    records it with the counts (``no_face``).
     """
+    rule = no_face or NoFaceRule()
     dm.setup("test")
-    module.set_test_sets([n + suffix for n in dm.test_names], [dm.eval_info(n)["method_names"] for n in dm.test_names])
+    names = dm.test_names
+    srcs = [dm.test_sources[n] for n in names]
+    found = [rule.faces(src, n) for n, src in zip(names, srcs, strict=True)]
+    kinds = [method_types(src.manifest_path, "test") if src.manifest_path.is_file() else {} for src in srcs]
+    module.set_test_sets([n + suffix for n in names], [dm.eval_info(n)["method_names"] for n in names], kinds,
+                         [rule.unscored(f, frames=not dm.spec.clip_len) for f in found])
     trainer.test(module, datamodule=dm, ckpt_path=ckpt_path, verbose=False)
     if tables is not None:
-        for n in dm.test_names:
+        for n, f in zip(names, found, strict=True):
             ds = dm.test_ds[n]
             frames = None if dm.spec.clip_len else ds.arrays.frame
             tables.append(video_table(n, module.test_predictions[n + suffix], ds.arrays.video_names,
                                       ds.arrays.method_names, frames, module.video_score))
-    return {n: module.test_reports[n + suffix] for n in dm.test_names}
+            if rule.scores and f is not None and f.videos:
+                tables.append(no_face_table(n, f.videos, rule.score))
+    reports = {n: module.test_reports[n + suffix] for n in names}
+    for n, f in zip(names, found, strict=True):
+        reports[n]["no_face"] = rule.record(f)
+    return reports
 
 
 def load_module(ckpt_path: str | Path) -> DetectorModule:
@@ -65,6 +80,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
     quiet_dependencies()
     sweep_levels = check_robustness(cfg.get("robustness"))  # a wrong kind or level: one line, before any work
+    no_face = NoFaceRule.from_config(cfg)
     set_threads(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = run_dir_of(cfg)
@@ -80,8 +96,9 @@ def evaluate(cfg: DictConfig) -> dict:
     if train_src is None and not tests:
         raise ConfigError("dfd-eval: nothing to evaluate; add test sets with +dataset@test_sets.<name>=<dataset>")
     named = name_test_sets(train_src, tests)
-    for src in named.values():
+    for name, src in named.items():
         src.prepare()  # a missing or foreign cache fails now, in one line
+        no_face.faces(src, name)  # eval.no_face=score on a cache that does not record faces not found: now
     # Every test set must be cropped as the model's training crops were (the checkpoint's contract).
     notes = check_crop_contracts(contract_of(meta.get("crop")), named, "test set", "the model's training crops",
                                  cfg.data.get("crop_mismatch", "refuse"))
@@ -91,7 +108,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
     def evaluate_once(extra: list | None = None, suffix: str = "", tables: list | None = None) -> dict:
         dm = build_datamodule(cfg, spec, None, name_test_sets(train_src, tests), {}, eval_extra=extra)
-        return test_model(trainer, module, dm, None, suffix, tables)
+        return test_model(trainer, module, dm, None, suffix, tables, no_face)
 
     tables: list = []
     reports = evaluate_once(tables=tables)
@@ -103,11 +120,16 @@ def evaluate(cfg: DictConfig) -> dict:
                 {"level": level, "frame": rep["frame"], "video": rep["video"]}
             )
     overrides = provenance.task_overrides()
+    if no_face.scores:  # an evaluation-time choice that changes every number: report rows must not merge it
+        run["overrides"] = {**(run.get("overrides") or {}), "eval.no_face": no_face.rule,
+                            "eval.no_face_score": no_face.score}
     results = make_results(
         "eval", run_dir, run, reports, checkpoint=str(cfg.ckpt_path),
         in_domain=train_src.name if train_src else None, robustness=robustness or None, weights=meta.get("weights"),
         invocation=provenance.invocation("dfd-eval", overrides, provenance.wandb_sweep()), notes=[*skipped, *notes],
         video_score=video_score_record(module.video_score),
+        # The evaluation-time settings reports compare runs by (a training run records them in its config).
+        config={"eval": {"no_face": no_face.rule, "no_face_score": no_face.score}},
     )
     finish_run(trainer, results, run_dir, f"evaluation of {cfg.ckpt_path}", tables)
     return results

@@ -1,4 +1,5 @@
-"""Frame- and video-level AUC, accuracy, AP and EER with torchmetrics, exact under DDP.
+"""Frame- and video-level AUC, accuracy, AP, EER, TPR at a fixed FPR, calibration (ECE, Brier) with
+torchmetrics, exact under DDP.
 
 Exactness: every prediction carries its dataset row index. The metric state is gathered from all processes and
 de-duplicated on that index before anything is computed, so a sample repeated by a distributed sampler's
@@ -8,7 +9,12 @@ Frame and video level follow the video-score rule (``data.video_score``, one hom
 frame's score aggregates its faces (max by default; several faces per frame with ``extract.choice=all``), a
 video's is the mean of its frames' (video ids are unique across a dataset, never a bare folder name). With one
 face per frame the frame score is the crop's probability and the video score the mean of them. Per method:
-reals + that method's fakes (the FF++ per-manipulation protocol).
+reals + that method's fakes (the FF++ per-manipulation protocol); per kind of fake (the index's ``method_type``):
+reals + the fakes of every method of that kind.
+
+Faces not found (``eval.no_face``): by default (``drop``) a video or frame without a face is not scored, as it
+has no crop. ``score`` counts each at a fixed score (``eval.no_face_score``, 0.5: SBI's protocol), so a
+detector is not rewarded for test items its face detector missed: :class:`Unscored` holds them.
 
 Precision: probabilities are always computed from float32 logits (``probabilities``), whatever the training
 precision: a sigmoid evaluated in bf16 rounds every logit above ~6 to exactly 1.0, and ties destroy AUC.
@@ -20,7 +26,8 @@ resampled within each class; the settings and the small-sample thresholds live h
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -29,6 +36,7 @@ from torchmetrics.functional.classification import (
     binary_accuracy,
     binary_average_precision,
     binary_roc,
+    binary_sensitivity_at_specificity,
 )
 from torchmetrics.utilities import dim_zero_cat
 
@@ -43,6 +51,13 @@ BOOTSTRAP_LEVEL = 0.95
 BOOTSTRAP_SEED = 0
 #: Fewer videos than this in a class of an evaluation split gets a warning: AUC swings by several points.
 MIN_VIDEOS_PER_CLASS = 20
+#: TPR at a fixed false-positive rate: the key and the FPR. What a forensic lab acting on a detector gets at a
+#: false-alarm budget: the highest TPR of any threshold whose FPR is at most that (no interpolation).
+TPR_AT_FPR = {"tpr@fpr1": 0.01, "tpr@fpr5": 0.05}
+#: Expected calibration error: equal-width bins of P(fake) over [0, 1].
+ECE_BINS = 15
+#: Every scalar a level (frame, video) reports, in the order loggers and tables list them.
+SCALARS = ("auc", "acc", "ap", "eer", *TPR_AT_FPR, "ece", "brier", "logloss")
 
 
 def probabilities(logits: torch.Tensor) -> torch.Tensor:
@@ -83,8 +98,55 @@ def rank_auc(prob: torch.Tensor, target: torch.Tensor) -> float:
     return float((midrank[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-def binary_scores(prob: torch.Tensor, target: torch.Tensor, roc: bool = False) -> dict:
-    """AUC, ACC@0.5, AP, EER (+ ROC points) for probabilities of the fake class; NaN where undefined."""
+def tpr_at_fpr(prob: torch.Tensor, target: torch.Tensor, fpr: float) -> float:
+    """The highest TPR of any threshold whose FPR is at most ``fpr`` (torchmetrics' sensitivity at specificity
+    ``1 - fpr``: the ROC's vertices, no interpolation, so the rate is one a threshold actually achieves)."""
+    tpr, _ = binary_sensitivity_at_specificity(prob, target.long(), min_specificity=1.0 - fpr)
+    return float(tpr)
+
+
+def calibration_bins(prob: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray,
+                     n_bins: int = ECE_BINS) -> dict[str, list]:
+    """Reliability-diagram bins of P(fake): per equal-width bin, the count, the mean P(fake) and the fraction of
+    fakes (None for an empty bin). Bin k holds k/n < p <= (k+1)/n (bin 0 also p = 0), as Guo et al. (2017) and
+    scikit-learn's ``calibration_curve`` bin."""
+    p = np.asarray(prob, np.float64).ravel()
+    y = np.asarray(target, np.float64).ravel()
+    idx = np.searchsorted(np.linspace(0.0, 1.0, n_bins + 1)[1:-1], p, side="left")
+    count = np.bincount(idx, minlength=n_bins)
+    sum_p = np.bincount(idx, weights=p, minlength=n_bins)
+    sum_y = np.bincount(idx, weights=y, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_p, frac = sum_p / count, sum_y / count
+    return {"count": count.tolist(),
+            "mean_prob": [float(v) if c else None for v, c in zip(mean_p, count, strict=True)],
+            "frac_fake": [float(v) if c else None for v, c in zip(frac, count, strict=True)]}
+
+
+def expected_calibration_error(bins: Mapping[str, list]) -> float:
+    """ECE from :func:`calibration_bins`: the count-weighted mean |fraction of fakes - mean P(fake)| over bins.
+
+    Not torchmetrics' ``binary_calibration_error``: it bins [k/n, (k+1)/n) and puts p = 1.0 exactly in a bin of
+    its own past the last, and a float32 sigmoid returns exactly 1.0 for every logit above ~17, so a confident
+    model gets a 16th bin and a different ECE; elsewhere the two agree (tested).
+    """
+    n = sum(bins["count"])
+    if not n:
+        return math.nan
+    return float(sum(c * abs(f - m) for c, m, f in zip(bins["count"], bins["mean_prob"], bins["frac_fake"],
+                                                        strict=True) if c) / n)
+
+
+def brier_score(prob: torch.Tensor, target: torch.Tensor) -> float:
+    """Mean squared difference between P(fake) and the label (0 real, 1 fake), in float64."""
+    if not target.numel():
+        return math.nan
+    return float(((prob.double() - target.double()) ** 2).mean())
+
+
+def binary_scores(prob: torch.Tensor, target: torch.Tensor, roc: bool = False, calibration: bool = False) -> dict:
+    """AUC, ACC@0.5, AP, EER, TPR at 1 % / 5 % FPR, ECE, Brier, log loss (+ ROC points, + reliability bins) for
+    probabilities of the fake class; NaN where undefined (one class: AUC, AP, EER and TPR@FPR)."""
     target = target.long()
     n_fake = int(target.sum())
     n = int(target.numel())
@@ -93,11 +155,18 @@ def binary_scores(prob: torch.Tensor, target: torch.Tensor, roc: bool = False) -
     # Log loss (the DFDC competition metric): also what breaks ties between epochs with equal AUC.
     p = prob.double().clamp(1e-7, 1 - 1e-7)
     out["logloss"] = float(-(target * p.log() + (1 - target) * (1 - p).log()).mean()) if n else math.nan
+    bins = calibration_bins(prob, target)
+    out["ece"] = expected_calibration_error(bins)
+    out["brier"] = brier_score(prob, target)
+    if calibration:
+        out["calibration"] = {"bins": ECE_BINS, **bins}
     if 0 < n_fake < n:
         out["auc"] = rank_auc(prob, target)
         out["ap"] = float(binary_average_precision(prob, target))
         fpr, tpr, _ = binary_roc(prob, target)
         out["eer"] = equal_error_rate(fpr, tpr)
+        for key, rate in TPR_AT_FPR.items():
+            out[key] = tpr_at_fpr(prob, target, rate)
         if roc:
             grid = np.linspace(0.0, 1.0, ROC_POINTS)
             # ROC is a step curve: take the best TPR reached at each FPR on the grid.
@@ -105,8 +174,33 @@ def binary_scores(prob: torch.Tensor, target: torch.Tensor, roc: bool = False) -
             tg = np.maximum.accumulate(np.interp(grid, f, t, left=0.0, right=1.0))
             out["roc"] = {"fpr": grid.round(5).tolist(), "tpr": tg.round(5).tolist()}
     else:
-        out.update(auc=math.nan, ap=math.nan, eer=math.nan)
+        out.update(auc=math.nan, ap=math.nan, eer=math.nan, **dict.fromkeys(TPR_AT_FPR, math.nan))
     return out
+
+
+@dataclass(frozen=True)
+class Unscored:
+    """Test items without a face, counted at a fixed score (``eval.no_face=score``).
+
+    ``frames``/``videos``: how many, per (label, method name). Frames include every sampled frame of a video
+    without a face; videos are those where no sampled frame had one.
+    """
+
+    score: float = 0.5
+    frames: Mapping[tuple[int, str], int] = field(default_factory=dict)
+    videos: Mapping[tuple[int, str], int] = field(default_factory=dict)
+
+
+def _pad(prob: torch.Tensor, target: torch.Tensor, method: torch.Tensor, counts: Mapping[tuple[int, str], int],
+         score: float, code: Mapping[str, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The scored items plus ``counts`` items at ``score`` (label and method code as counted)."""
+    items = [(y, code[m], n) for (y, m), n in sorted(counts.items()) if n > 0]
+    if not items:
+        return prob, target, method
+    ys = torch.cat([torch.full((n,), y, dtype=target.dtype) for y, _, n in items])
+    ms = torch.cat([torch.full((n,), c, dtype=method.dtype) for _, c, n in items])
+    ps = torch.full((len(ys),), float(score), dtype=prob.dtype)
+    return torch.cat([prob, ps]), torch.cat([target, ys]), torch.cat([method, ms])
 
 
 def video_aggregate(prob: torch.Tensor, target: torch.Tensor, video: torch.Tensor, method: torch.Tensor,
@@ -160,38 +254,61 @@ def bootstrap_auc_ci(prob: np.ndarray | torch.Tensor, target: np.ndarray | torch
 
 def detection_report(prob: torch.Tensor, target: torch.Tensor, video: torch.Tensor, method: torch.Tensor,
                      method_names: Sequence[str] | None = None, ci: bool = False, frame: torch.Tensor | None = None,
-                     track: torch.Tensor | None = None, video_score: str = DEFAULT_VIDEO_SCORE) -> dict:
-    """Frame and video metrics, ROC curves and the per-method breakdown of one evaluation set.
+                     track: torch.Tensor | None = None, video_score: str = DEFAULT_VIDEO_SCORE,
+                     method_types: Mapping[str, str] | None = None, unscored: Unscored | None = None) -> dict:
+    """Frame and video metrics, ROC curves, reliability bins and the per-method (and per kind of fake) breakdowns
+    of one evaluation set.
 
     ``frame``/``track`` (per crop) and ``video_score`` (the rule) decide the frame and video scores (see
     dfd.engine.video_score); without them every crop is a frame. ``ci``: add the video AUC's bootstrap interval
-    as ``video.auc_lo`` / ``video.auc_hi``.
+    as ``video.auc_lo`` / ``video.auc_hi``. ``method_types``: method name -> kind of fake (the index's
+    ``method_type``), for ``per_method_type``. ``unscored``: frames and videos without a face, counted at its
+    score in every number (``eval.no_face=score``).
     """
     s = score(prob, video, frame, track, video_score)
     fprob, ftarget, fmethod = s.frame_prob, target[s.frame_row], method[s.frame_row]
     vprob, vtarget, vmethod = s.video_prob, target[s.video_row], method[s.video_row]
-    frame_scores = binary_scores(fprob, ftarget, roc=True)
-    vid = binary_scores(vprob, vtarget, roc=True)
+    names = list(method_names) if method_names is not None else [str(m) for m in range(int(method.max()) + 1
+                                                                                       if len(method) else 0)]
+    if unscored is not None:
+        for _, m in (*unscored.frames, *unscored.videos):
+            if m not in names:
+                names.append(m)  # a method whose every test video lacked a face
+        code = {m: i for i, m in enumerate(names)}
+        fprob, ftarget, fmethod = _pad(fprob, ftarget, fmethod, unscored.frames, unscored.score, code)
+        vprob, vtarget, vmethod = _pad(vprob.double(), vtarget, vmethod, unscored.videos, unscored.score, code)
+    frame_scores = binary_scores(fprob, ftarget, roc=True, calibration=True)
+    vid = binary_scores(vprob, vtarget, roc=True, calibration=True)
     if ci:
         vid["auc_lo"], vid["auc_hi"] = bootstrap_auc_ci(vprob.numpy(), vtarget.numpy())
+    curves = ("roc", "calibration")
     out = {
-        "frame": {k: v for k, v in frame_scores.items() if k != "roc"},
-        "video": {k: v for k, v in vid.items() if k != "roc"},
+        "frame": {k: v for k, v in frame_scores.items() if k not in curves},
+        "video": {k: v for k, v in vid.items() if k not in curves},
         "roc": {k: r["roc"] for k, r in (("frame", frame_scores), ("video", vid)) if "roc" in r},
+        "calibration": {k: r["calibration"] for k, r in (("frame", frame_scores), ("video", vid))},
         "per_method": {},
     }
-    if len(prob) and len(fprob) != len(prob):
+    if len(prob) and len(s.frame_prob) != len(prob):
         out["frame"]["crops"] = int(len(prob))  # several faces per frame: the frame level counts frames
-    fake_methods = torch.unique(fmethod[ftarget == 1]).tolist()
+
+    def breakdown(codes: Sequence[int]) -> dict:
+        fm = (ftarget == 0) | torch.isin(fmethod, torch.as_tensor(codes, dtype=fmethod.dtype))
+        vm = (vtarget == 0) | torch.isin(vmethod, torch.as_tensor(codes, dtype=vmethod.dtype))
+        return {"frame": binary_scores(fprob[fm], ftarget[fm]), "video": binary_scores(vprob[vm], vtarget[vm])}
+
+    fake_methods = sorted(set(torch.unique(fmethod[ftarget == 1]).tolist())
+                          | set(torch.unique(vmethod[vtarget == 1]).tolist()))
     if len(fake_methods) > 1 or method_names is not None:
         for m in fake_methods:
-            name = method_names[m] if method_names is not None else str(m)
-            fm = (ftarget == 0) | (fmethod == m)
-            vm = (vtarget == 0) | (vmethod == m)
-            out["per_method"][name] = {
-                "frame": binary_scores(fprob[fm], ftarget[fm]),
-                "video": binary_scores(vprob[vm], vtarget[vm]),
-            }
+            out["per_method"][names[m]] = breakdown([m])
+    kinds: dict[str, list[int]] = {}
+    for m in fake_methods:
+        kind = (method_types or {}).get(names[m]) or ""
+        if kind:  # never guessed: a fake whose dataset does not say is in no kind's row
+            kinds.setdefault(kind, []).append(m)
+    if kinds:
+        out["per_method_type"] = {kind: breakdown(codes) for kind, codes in sorted(kinds.items())}
     return out
 
 
@@ -217,6 +334,8 @@ class DetectionMetrics(Metric):
         for name in _STATES:
             self.add_state(name, default=[], dist_reduce_fx="cat")
         self.method_names: Sequence[str] | None = None
+        self.method_types: Mapping[str, str] | None = None  # method name -> kind of fake (per_method_type)
+        self.unscored: Unscored | None = None  # test items without a face, counted at a score (eval.no_face)
         self.ci = bool(ci)
         self.video_score = check_video_score(video_score)
         self.predictions: dict[str, torch.Tensor] | None = None
@@ -253,14 +372,15 @@ class DetectionMetrics(Metric):
         g = self.gathered()
         self.predictions = g
         return detection_report(g["prob"], g["target"], g["video"], g["method"], self.method_names, ci=self.ci,
-                                frame=g["frame"], track=g["track"], video_score=self.video_score)
+                                frame=g["frame"], track=g["track"], video_score=self.video_score,
+                                method_types=self.method_types, unscored=self.unscored)
 
 
 def flat_metrics(report: dict, prefix: str) -> dict[str, float]:
     """``{prefix}/frame_auc``-style scalars for loggers (counts and curves left out; CI bounds when present)."""
     out = {}
     for level in ("frame", "video"):
-        for k in ("auc", "acc", "ap", "eer", "logloss", "auc_lo", "auc_hi"):
+        for k in (*SCALARS, "auc_lo", "auc_hi"):
             if k in report[level]:
                 out[f"{prefix}/{level}_{k}"] = float(report[level][k])
     return out

@@ -19,7 +19,7 @@ from torch import nn
 
 from dfd import __version__
 from dfd.engine.losses import DetectionLoss
-from dfd.engine.metrics import DetectionMetrics, flat_metrics, probabilities
+from dfd.engine.metrics import DetectionMetrics, Unscored, flat_metrics, probabilities
 from dfd.engine.optim import build_optimizer, lr_factor, need, warmup_cosine  # noqa: F401  (warmup_cosine: public)
 from dfd.engine.video_score import check_video_score
 
@@ -163,13 +163,18 @@ class DetectorModule(pl.LightningModule):
         self.val_history = [e for e in self.val_history if (e["epoch"], e["step"]) != key] + [entry]
 
     # ------------------------------------------------------------------------------------------- testing
-    def set_test_sets(self, names: Sequence[str], method_names: Sequence[Sequence[str]] | None = None) -> None:
-        """Declare the test dataloaders (in order) before ``trainer.test``."""
+    def set_test_sets(self, names: Sequence[str], method_names: Sequence[Sequence[str]] | None = None,
+                      method_types: Sequence[Mapping[str, str] | None] | None = None,
+                      unscored: Sequence[Unscored | None] | None = None) -> None:
+        """Declare the test dataloaders (in order) before ``trainer.test``; per test set optionally its kinds of
+        fake (method -> method_type) and its items without a face to count at a score (``eval.no_face=score``)."""
         self.test_names = list(names)
         self.test_metrics = nn.ModuleList([DetectionMetrics(ci=True, video_score=self.video_score)
                                            for _ in names]).to(self.device)
         for i, m in enumerate(self.test_metrics):
             m.method_names = list(method_names[i]) if method_names else None
+            m.method_types = method_types[i] if method_types else None
+            m.unscored = unscored[i] if unscored else None
         self.test_reports = {}
         self.test_predictions = {}
 

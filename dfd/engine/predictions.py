@@ -8,7 +8,8 @@ One row per (test set, video)::
     method        str        manipulation method (``real`` for reals, as the manifest names it)
     frames        int32      crops (or clips) scored
     prob_fake     float64    the video score every video-level metric uses (results.json ``video_score``: by
-                             default the mean over frames of the max over each frame's faces)
+                             default the mean over frames of the max over each frame's faces); with
+                             ``eval.no_face=score`` a video without a face has a row too: frames 0, the rule's score
     frame_probs   list<f32>  the crop (clip) probabilities, in (frame, track) order
     frame_index   list<i32>  the crops' frame numbers in the video (empty for clip models)
     frame_track   list<i16>  the crops' face ids (track, 0 = main face; all 0 with one face per frame)
@@ -20,7 +21,7 @@ reproduces results.json's video AUC exactly.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,22 @@ _SCHEMA = pa.schema([
     ("frames", pa.int32()), ("prob_fake", pa.float64()), ("frame_probs", pa.list_(pa.float32())),
     ("frame_index", pa.list_(pa.int32())), ("frame_track", pa.list_(pa.int16())),
 ])
+
+
+def no_face_table(name: str, videos: Sequence[tuple[str, int, str]], score: float) -> pd.DataFrame:
+    """Rows of the test videos without a face that ``eval.no_face=score`` counts: ``frames`` 0, empty lists,
+    ``prob_fake`` the rule's score, so the file still reproduces results.json's video AUC exactly."""
+    return pd.DataFrame({
+        "test_set": name,
+        "video_id": [v for v, _, _ in videos],
+        "label": np.array([y for _, y, _ in videos], np.int8),
+        "method": [m for _, _, m in videos],
+        "frames": np.zeros(len(videos), np.int32),
+        "prob_fake": np.full(len(videos), float(score)),
+        "frame_probs": [np.zeros(0, np.float32) for _ in videos],
+        "frame_index": [np.zeros(0, np.int32) for _ in videos],
+        "frame_track": [np.zeros(0, np.int16) for _ in videos],
+    }, columns=COLUMNS)
 
 
 def write_predictions(tables: list[pd.DataFrame], run_dir: str | Path) -> Path:

@@ -10,12 +10,18 @@ directory. Schema (``schema_version`` 1)::
      "selection": {"split", "monitor", "mode", "criterion", "checkpoint", "epoch", "step", "value",
                    "history": [{"epoch", "step", "value", <val metrics>}]},        # dfd-train
      "invocation": {"command", "overrides": [as typed], "multirun_job", "sweep": {"id", "run_id", "parameters"}},
-     "config": {resolved config},                  # dfd-train
+     "config": {resolved config},                  # dfd-train; dfd-eval: its "eval" block (the no-face rule)
      "val": {"frame": {...}, "video": {...}},
-     "test": {<name>: {"in_domain": bool, "frame": {auc, acc, ap, eer, logloss, n, n_real, n_fake},
+     "test": {<name>: {"in_domain": bool,
+                       "frame": {auc, acc, ap, eer, tpr@fpr1, tpr@fpr5, ece, brier, logloss, n, n_real, n_fake},
                        "video": {..., auc_lo, auc_hi},
                        "per_method": {<method>: {"frame": {...}, "video": {...}}},
-                       "roc": {"frame": {"fpr": [...], "tpr": [...]}, "video": {...}}}},
+                       "per_method_type": {<kind of fake>: {"frame": {...}, "video": {...}}},  # reals + its fakes
+                       "no_face": {"rule": "drop" | "score", "score", "videos": {"real", "fake"},
+                                   "frames": {"real", "fake"}, "unreadable_videos": {"real", "fake"}},
+                       "roc": {"frame": {"fpr": [...], "tpr": [...]}, "video": {...}},
+                       "calibration": {"frame": {"bins", "count": [...], "mean_prob": [...],
+                                                 "frac_fake": [...]}, "video": {...}}}},
      "robustness": {<name>: {<perturbation>: [{"level": x, "frame": {...}, "video": {...}}]}},
      "bootstrap": {how auc_lo/auc_hi were computed}, "notes": [one-line warnings, skipped optional test sets],
      "video_score": {"rule", "description"},       # how crops made frame and video scores (dfd.engine.video_score)

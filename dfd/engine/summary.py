@@ -1,5 +1,5 @@
-"""How a finished run reports itself: the console table, the ROC figure, the selection record, the notes, and
-writing results.json, predictions.parquet and their W&B counterparts.
+"""How a finished run reports itself: the console table, the ROC figure, the reliability diagrams, the selection
+record, the notes, and writing results.json, predictions.parquet and their W&B counterparts.
 """
 
 from __future__ import annotations
@@ -11,12 +11,20 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from dfd.engine.figures import figure, finish_roc_axes, plot_roc
+from dfd.engine.figures import (
+    figure,
+    finish_reliability_axes,
+    finish_roc_axes,
+    plot_reliability,
+    plot_roc,
+    slug,
+)
 from dfd.engine.metrics import (
     ACC_THRESHOLD,
     BOOTSTRAP_LEVEL,
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
+    ECE_BINS,
     small_sample_notes,
 )
 from dfd.engine.module import SELECT_KEY, DetectorModule
@@ -25,6 +33,8 @@ from dfd.engine.results import write_results
 from dfd.engine.video_score import DESCRIPTIONS as VIDEO_SCORE_DESCRIPTIONS
 
 log = logging.getLogger(__name__)
+
+
 def wandb_loggers(trainer: pl.Trainer) -> list:
     from pytorch_lightning.loggers import WandbLogger
 
@@ -47,6 +57,25 @@ def save_roc_figure(reports: Mapping[str, dict], path: Path) -> Path | None:
     return path if drawn else None
 
 
+def save_reliability_figures(reports: Mapping[str, dict], run_dir: Path) -> dict[str, Path]:
+    """One reliability diagram per test set (frame and video level side by side): ``reliability_<set>.png``."""
+    paths = {}
+    for name, rep in reports.items():
+        bins = rep.get("calibration") or {}
+        if not any(sum((bins.get(level) or {}).get("count") or []) for level in ("frame", "video")):
+            continue
+        fig = figure(10, 4.6)
+        for ax, level in zip(fig.subplots(1, 2), ("frame", "video"), strict=True):
+            b = bins.get(level)
+            if b and sum(b["count"]):
+                plot_reliability(ax, b["mean_prob"], b["frac_fake"], b["count"],
+                                 f"{name} (ECE {rep[level]['ece']:.3f}, Brier {rep[level]['brier']:.3f})")
+            finish_reliability_axes(ax, f"{level}-level reliability ({ECE_BINS} bins)")
+        paths[name] = run_dir / f"reliability_{slug(name)}.png"
+        fig.savefig(paths[name])
+    return paths
+
+
 def video_score_record(rule: str) -> dict:
     """How results.json's frame and video scores were made from the crops (dfd.engine.video_score)."""
     return {"rule": rule, "description": VIDEO_SCORE_DESCRIPTIONS[rule]}
@@ -66,20 +95,46 @@ def auc_with_ci(video: Mapping) -> str:
 
 
 def print_table(reports: Mapping[str, dict], title: str) -> None:
-    """A rich table of test metrics, one row per test set (video AUC with its 95 % bootstrap interval)."""
+    """A rich table of test metrics, one row per test set (video AUC with its 95 % bootstrap interval; TPR at 1 %
+    and 5 % FPR, ECE and Brier at video level)."""
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title, caption=f"[ ]: {BOOTSTRAP_LEVEL:.0%} bootstrap interval over videos; "
-                  f"ACC at threshold {ACC_THRESHOLD}", caption_justify="left")
+                  f"ACC at threshold {ACC_THRESHOLD}; TPR@FPR, ECE ({ECE_BINS} bins), Brier: video level",
+                  caption_justify="left")
     for col in ("test set", "real/fake videos", "frames", "frame AUC", "video AUC [95% CI]", "video ACC",
-                "video AP", "video EER"):
+                "video AP", "video EER", "TPR@FPR 1%", "TPR@FPR 5%", "ECE", "Brier"):
         table.add_column(col, justify="right" if col != "test set" else "left")
     for name, r in reports.items():
         v = r["video"]
         table.add_row(name, f"{v['n_real']}/{v['n_fake']}", str(r["frame"]["n"]), _fmt(r["frame"]["auc"]),
-                      auc_with_ci(v), _fmt(v["acc"]), _fmt(v["ap"]), _fmt(v["eer"]))
-    Console(width=max(Console().width, 120)).print(table)
+                      auc_with_ci(v), _fmt(v["acc"]), _fmt(v["ap"]), _fmt(v["eer"]), _fmt(v.get("tpr@fpr1")),
+                      _fmt(v.get("tpr@fpr5")), _fmt(v.get("ece")), _fmt(v.get("brier")))
+    Console(width=max(Console().width, 150)).print(table)
+    blocks = {name: r["no_face"] for name, r in reports.items() if r.get("no_face")}
+    faceless = [f"{name}: {_faces(b)}" for name, b in blocks.items()
+                if any(c is None or c["real"] or c["fake"] for k, c in b.items() if k in _COUNTS)]
+    if faceless:
+        rule = next(iter(blocks.values()))
+        how = (f"counted at P(fake) {rule['score']:g}" if rule["rule"] == "score" else "not scored")
+        Console(width=max(Console().width, 150)).print(f"no face found ({how}; eval.no_face={rule['rule']}): "
+                                                       + "; ".join(faceless))
+
+
+_COUNTS = ("videos", "frames", "unreadable_videos")
+
+
+def _faces(block: Mapping) -> str:
+    """``videos 1 real / 2 fake, frames 3 real / 5 fake`` (n/a where the cache does not record it)."""
+    parts = []
+    for key, what in zip(_COUNTS, ("videos", "frames", "unreadable videos"), strict=True):
+        c = block.get(key)
+        if c is None:
+            parts.append(f"{what} n/a")
+        elif key != "unreadable_videos" or c["real"] or c["fake"]:
+            parts.append(f"{what} {c['real']} real / {c['fake']} fake")
+    return ", ".join(parts)
 
 
 def run_notes(reports: Mapping[str, dict], calibrated: bool = False) -> list[str]:
@@ -110,9 +165,12 @@ def finish_run(trainer: pl.Trainer, results: dict, run_dir: Path, title: str, ta
         results["predictions"] = PREDICTIONS_FILE
     path = write_results(results, run_dir)
     roc = save_roc_figure(results["test"], run_dir / "roc.png")
+    reliability = save_reliability_figures(results["test"], run_dir)
     for lg in wandb_loggers(trainer):
         if roc is not None:
             lg.log_image(key="test/roc", images=[str(roc)])
+        for name, fig in reliability.items():
+            lg.log_image(key=f"test/{name}/reliability", images=[str(fig)])
         if tables:
             import pandas as pd
 

@@ -21,10 +21,11 @@ from dfd.engine.build import (
     run_dir_of,
     save_config,
 )
-from dfd.engine.checks import check_crop_contracts, check_sbi_keys, validation_class_note
+from dfd.engine.checks import check_crop_contracts, check_required_crop, check_sbi_keys, validation_class_note
 from dfd.engine.evaluate import test_model
 from dfd.engine.hardware import set_threads
 from dfd.engine.module import SELECT_KEY, DetectorModule
+from dfd.engine.no_face import NoFaceRule
 from dfd.engine.quiet import quiet_dependencies
 from dfd.engine.results import make_results
 from dfd.engine.summary import finish_run, selection_record, video_score_record
@@ -54,8 +55,9 @@ def train(cfg: DictConfig) -> dict:
     skipped: list[str] = []
     train_src, tests, mix = build_sources(cfg, skipped)
     video_score = check_video_score(cfg.data.get("video_score"))
-    if cfg.data.get("include_train_test", True):
-        name_test_sets(train_src, tests)  # a test-set name clash fails now, in one line
+    no_face = NoFaceRule.from_config(cfg)
+    # The test sets as the run names them (a name clash fails now, in one line).
+    named = name_test_sets(train_src if cfg.data.get("include_train_test", True) else None, tests)
     # Shards at an explicit root (object storage) need no local crop cache: they carry their own manifest.
     shards_only = cfg.data.get("store") == "shards" and bool((cfg.data.get("shards") or {}).get("root"))
     for src in [train_src, *tests.values(), *(s for s, _ in mix.values())]:
@@ -67,6 +69,9 @@ def train(cfg: DictConfig) -> dict:
 
             settings = ShardSettings.from_mapping(OmegaConf.to_container(cfg.data.shards, resolve=True))
             open_store(settings.root_for(src.name, src.manifest_path), settings.cache_dir)
+    if no_face.scores:
+        for name, src in named.items():
+            no_face.faces(src, name)  # a cache that does not record faces not found: refused before training
     monitor = (cfg.get("selection") or {}).get("monitor") or SELECT_KEY
     notes = [] if shards_only else [n for n in [validation_class_note(train_src, monitor)] if n]
     for note in notes:
@@ -74,6 +79,11 @@ def train(cfg: DictConfig) -> dict:
     # The training set's crop contract is the run's: mixed-in and test sets must be cropped the same way.
     contract = train_src.crop_contract()  # how the training crops were made: export hands it to dfd-predict
     policy = cfg.data.get("crop_mismatch", "refuse")
+    # A preset whose method needs particular crops (GenD, Effort: ArcFace-aligned 256 px) says so; the training
+    # data must have been cropped that way (test sets are then held to the training set's contract below).
+    who = f"experiment={cfg.experiment_name}" if cfg.get("experiment_name") else "this run"
+    notes += check_required_crop(cfg.data.get("require_crop"), {train_src.name: train_src, **{
+        n: s for n, (s, _) in mix.items()}}, who, policy, (cfg.get("paths") or {}).get("cache_dir"))
     against = f"the training set '{train_src.name}'"
     notes += check_crop_contracts(contract, {n: s for n, (s, _) in mix.items()}, "training mix set", against, policy)
     notes += check_crop_contracts(contract, tests, "test set", against, policy)
@@ -117,7 +127,7 @@ def train(cfg: DictConfig) -> dict:
     if best:  # results.json reports the validation metrics of the checkpoint that was selected
         trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False)
     tables: list = []
-    reports = test_model(trainer, module, dm, best, tables=tables)
+    reports = test_model(trainer, module, dm, best, tables=tables, no_face=no_face)
     results = make_results(
         "train", run_dir, run, reports, val=module.val_report, checkpoint=best, in_domain=[train_src.name, *mix],
         params=module.param_counts, global_step=int(trainer.global_step), selection=chosen,

@@ -1,6 +1,7 @@
 """The manifest and the failures table of a cache, assembled from the per-video part records in index order
 (so a resumed or sharded run writes exactly what one uninterrupted run writes), and the dropped-frame
-statistics per label and method that warn of a label-dependent bias.
+statistics per label and method that warn of a label-dependent bias (and per split, for evaluation's
+faces-not-found counts: dfd.store.cache.split_drop_stats).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pyarrow.parquet as pq
 from dfd import atomic
 from dfd.extract.parts import part_path, read_part
 from dfd.extract.summary import ExtractSummary
-from dfd.store.cache import METADATA_KEY
+from dfd.store.cache import METADATA_KEY, split_drop_stats
 from dfd.store.schema import (
     FAILURE_COLUMNS,
     INDEX_COLUMNS,
@@ -107,7 +108,7 @@ def assemble(index: pd.DataFrame, cache_dir: Path, record: dict[str, Any]) -> Ex
         if c != "frame_label" or partial:
             cols[c] = []
     extra_vals: dict[str, list] = {c: [] for c in extras}
-    failures, stats = [], []
+    failures, stats, per_video = [], [], []
     for row in index.to_dict("records"):
         part = part_path(cache_dir, row["video_id"])
         rec = read_part(part) if part.is_file() else None
@@ -119,6 +120,8 @@ def assemble(index: pd.DataFrame, cache_dir: Path, record: dict[str, Any]) -> Ex
         # Frames without a face: the part's count (several faces of one frame are several rows).
         dropped = rec["sampled"] if failed else rec.get("dropped", rec["sampled"] - len(rec["rows"]))
         stats.append((row["label"], row["method"], rec["sampled"], dropped, failed))
+        per_video.append({"video_id": row["video_id"], "label": row["label"], "split": row["split"],
+                          "method": row["method"], "sampled": rec["sampled"], "dropped": dropped, "failed": failed})
         if failed:
             failures.append((row["video_id"], row["path"], rec.get("failure") or "no crops"))
             continue
@@ -144,6 +147,7 @@ def assemble(index: pd.DataFrame, cache_dir: Path, record: dict[str, Any]) -> Ex
     s.frames_saved = len(cols["frame"])
     s.videos_failed = len(failures)
     s.drops = drop_stats(stats)
+    s.drops["split"] = split_drop_stats(per_video)  # per test set: what evaluation reports (dfd.store.cache)
     s.warnings = drop_warnings(s.drops)
 
     table = manifest_table(cols)  # track: optional column (schema.MANIFEST_OPTIONAL_COLUMNS)

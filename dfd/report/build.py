@@ -58,6 +58,7 @@ def build_report(runs: Sequence[str | Path], out: str | Path, metric: str = "vid
     figures: dict[str, dict[str, Path]] = {
         "heatmap": {"main": plots.heatmap(m, fig_dir / f"heatmap_{metric}.png")},
         "roc": plots.roc_curves(coll.roc, coll.long, level, fig_dir),
+        "reliability": plots.reliability_diagrams(coll.calibration, coll.long, level, fig_dir),
         "robustness": plots.robustness_curves(coll.long, metric, fig_dir),
     }
     if m.gap["gap"].notna().any():

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from dfd.report.results import ResultsError, _is_number, _levels, find_results, load_results
+from dfd.report.results import LEVELS, ResultsError, _is_number, _levels, find_results, load_results
 
 # The fields that name a training configuration's row (several seeds of it are averaged). Runs that share them
 # but differ in any other recorded override (results.json train.overrides, e.g. optim.lr in a sweep) are still
@@ -29,8 +29,9 @@ _CORE_OVERRIDES = {"dataset", "model", "finetune"}
 
 LONG_COLUMNS = [
     "config", "dataset", "model", "finetune", "variant", "experiment", "seed", "kind", "created", "source",
-    "section",  # val | test | per_method | robustness
-    "test_set", "in_domain", "method", "perturbation", "severity",
+    "section",  # val | test | per_method | per_method_type | no_face | robustness
+    "test_set", "in_domain", "method",  # method: the method (per_method) or kind of fake (per_method_type)
+    "perturbation", "severity",
     "level",  # frame | video
     "metric", "value",
 ]
@@ -38,10 +39,12 @@ LONG_COLUMNS = [
 
 @dataclass
 class Collection:
-    """Everything a report is built from: the long metric table, ROC points and what was skipped."""
+    """Everything a report is built from: the long metric table, ROC points, reliability bins and what was
+    skipped."""
 
     long: pd.DataFrame
     roc: list[dict[str, Any]] = field(default_factory=list)
+    calibration: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # one-line reasons, each naming its file
     sources: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
@@ -112,9 +115,39 @@ def config_labels(runs: Sequence[dict[str, Any]], group_by: Sequence[str] = DEFA
     return [(f"{b} {v}" if v else b, v) for b, v in zip(bases, variants, strict=True)]
 
 
+def _no_face_levels(block: Any) -> dict[str, dict[str, float]]:
+    """results.json's ``no_face`` counts as long-table metrics: per level, ``no_face_real``/``no_face_fake``
+    (and, at video level, ``unreadable_real``/``unreadable_fake`` and ``no_face_scored``: 1 when they counted
+    at ``no_face_score``, 0 when dropped); NaN where the cache did not record them."""
+    if not isinstance(block, dict):
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for level, key, prefix in (("video", "videos", "no_face"), ("frame", "frames", "no_face"),
+                               ("video", "unreadable_videos", "unreadable")):
+        counts = block.get(key)
+        for label in ("real", "fake"):
+            value = counts.get(label) if isinstance(counts, dict) else None
+            out.setdefault(level, {})[f"{prefix}_{label}"] = float(value) if _is_number(value) else math.nan
+    scored = block.get("rule") == "score"
+    out["video"]["no_face_scored"] = 1.0 if scored else 0.0
+    out["video"]["no_face_score"] = float(block["score"]) if scored and _is_number(block.get("score")) else math.nan
+    return out
+
+
+def _bins(entry: Any) -> dict[str, list] | None:
+    if not isinstance(entry, dict) or not isinstance(entry.get("count"), list):
+        return None
+    n = len(entry["count"])
+    if any(not isinstance(entry.get(k), list) or len(entry[k]) != n for k in ("mean_prob", "frac_fake")):
+        return None
+    return {"count": [int(c) for c in entry["count"]], "mean_prob": entry["mean_prob"], "frac_fake": entry["frac_fake"]}
+
+
 def results_to_rows(data: dict[str, Any], source: str, group_by: Sequence[str] = DEFAULT_GROUP_BY,
-                    label: tuple[str, str] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Flatten one validated results dictionary into long-table rows and ROC entries.
+                    label: tuple[str, str] | None = None, calibration: list[dict[str, Any]] | None = None
+                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Flatten one validated results dictionary into long-table rows and ROC entries (and, into
+    ``calibration`` when given, the reliability bins of every test set and level).
 
     ``label``: the (row label, variant) that :func:`config_labels` gave this run among all collected runs.
     """
@@ -146,6 +179,15 @@ def results_to_rows(data: dict[str, Any], source: str, group_by: Sequence[str] =
         for method, m_entry in (entry.get("per_method") or {}).items():
             add("per_method", _levels(m_entry, f"{where}: test.{name}.per_method.{method}"),
                 test_set=name, in_domain=in_domain, method=str(method))
+        for kind, k_entry in (entry.get("per_method_type") or {}).items():
+            add("per_method_type", _levels(k_entry, f"{where}: test.{name}.per_method_type.{kind}"),
+                test_set=name, in_domain=in_domain, method=str(kind))
+        if entry.get("no_face"):
+            add("no_face", _no_face_levels(entry["no_face"]), test_set=name, in_domain=in_domain)
+        for level, b in (entry.get("calibration") or {}).items():
+            bins = _bins(b)
+            if calibration is not None and bins is not None and level in LEVELS:
+                calibration.append({**base, "test_set": name, "level": level, **bins})
         for level, curve in (entry.get("roc") or {}).items():
             if isinstance(curve, dict) and curve.get("fpr") and curve.get("tpr"):
                 if len(curve["fpr"]) != len(curve["tpr"]):
@@ -218,11 +260,13 @@ def collect(run_dirs: Sequence[str | Path] = (), wandb_offline: Sequence[str | P
 
     rows: list[dict[str, Any]] = []
     rocs: list[dict[str, Any]] = []
+    bins: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
     labels = config_labels([data for _, data in loaded], group_by)
     for (source, data), label in zip(loaded, labels, strict=True):
         try:
-            r, c = results_to_rows(data, source, group_by, label)
+            own: list[dict[str, Any]] = []
+            r, c = results_to_rows(data, source, group_by, label, own)
         except ResultsError as e:
             if not skip_invalid:
                 raise
@@ -230,6 +274,7 @@ def collect(run_dirs: Sequence[str | Path] = (), wandb_offline: Sequence[str | P
             continue
         rows += r
         rocs += c
+        bins += own
         runs.append({"source": source, "config": label[0], "seed": (data["train"].get("seed")),
                      "created": str(data.get("created", "")), "experiment": data["train"].get("experiment") or "",
                      "predictions": _predictions_path(source, data)})
@@ -240,7 +285,7 @@ def collect(run_dirs: Sequence[str | Path] = (), wandb_offline: Sequence[str | P
         # (e.g. FF++ alone vs FF++ in a leave-one-out mix), so keep studies apart in the row labels.
         prefix = {s: (f"{s}:" if s else "") for s in long["experiment"].unique()}
         long["config"] = long["experiment"].map(prefix) + long["config"]
-        for c in rocs:
+        for c in (*rocs, *bins):
             c["config"] = prefix[c["experiment"]] + c["config"]
         for r in runs:
             r["config"] = prefix.get(r["experiment"], "") + r["config"]
@@ -248,9 +293,11 @@ def collect(run_dirs: Sequence[str | Path] = (), wandb_offline: Sequence[str | P
     # Same rule for curves: the newest file wins for one (config, seed, test set, level).
     rocs = list({(c["config"], c["seed"], c["test_set"], c["level"]): c
                  for c in sorted(rocs, key=lambda c: (c["created"], c["source"]))}.values())
+    bins = list({(c["config"], c["seed"], c["test_set"], c["level"]): c
+                 for c in sorted(bins, key=lambda c: (c["created"], c["source"]))}.values())
     for note in notes:
         warnings.warn(note, stacklevel=2)
-    return Collection(long=long, roc=rocs, skipped=skipped, sources=[s for s, _ in loaded], duplicates=notes,
+    return Collection(long=long, roc=rocs, calibration=bins, skipped=skipped, sources=[s for s, _ in loaded], duplicates=notes,
                       runs=runs)
 
 

@@ -81,6 +81,50 @@ def per_method_tables(long: pd.DataFrame, metric: str) -> list[tuple[str, str]]:
     return out
 
 
+def per_kind_tables(long: pd.DataFrame, level: str) -> list[tuple[str, str]]:
+    """One table per test set whose runs break results down by kind of fake (the index's ``method_type``):
+    configurations × kinds, each cell AUC and TPR at 1 % FPR on the reals plus that kind's fakes."""
+    sel = long[(long["section"] == "per_method_type") & (long["level"] == level)
+               & long["metric"].isin(["auc", "tpr@fpr1"])]
+    out = []
+    for test_set in dict.fromkeys(sel["test_set"]):
+        s = sel[sel["test_set"] == test_set].groupby(["config", "method", "metric"])["value"].agg(["mean", "std"])
+        kinds = sorted(s.index.get_level_values("method").unique())
+        rows = []
+        for config in sorted(s.index.get_level_values("config").unique()):
+            cells = []
+            for kind in kinds:
+                for metric in ("auc", "tpr@fpr1"):
+                    key = (config, kind, metric)
+                    cells.append(_cell(*s.loc[key]) if key in s.index else "–")
+            rows.append([config, *cells])
+        header = [h for kind in kinds for h in (f"{kind} AUC", f"{kind} TPR@1%")]
+        out.append((test_set, table(["training configuration", *header], rows)))
+    return out
+
+
+def faces_table(long: pd.DataFrame) -> str | None:
+    """Per configuration and test set: the no-face rule and how many videos and frames had no face, per label."""
+    sel = long[long["section"] == "no_face"]
+    if sel.empty:
+        return None
+    s = sel.groupby(["config", "test_set", "level", "metric"], sort=False)["value"].mean()
+
+    def get(config: str, test_set: str, level: str, metric: str) -> str:
+        v = s.get((config, test_set, level, metric), np.nan)
+        return "n/a" if not np.isfinite(v) else f"{v:g}"
+
+    rows = []
+    for config, test_set in dict.fromkeys(zip(sel["config"], sel["test_set"], strict=True)):
+        scored = s.get((config, test_set, "video", "no_face_scored"), 0.0)
+        rule = (f"score ({get(config, test_set, 'video', 'no_face_score')})" if scored >= 0.5 else "drop")
+        rows.append([config, test_set, rule,
+                     *[get(config, test_set, lvl, f"{what}_{lab}") for lvl, what in
+                       (("video", "no_face"), ("frame", "no_face"), ("video", "unreadable")) for lab in ("real", "fake")]])
+    return table(["training configuration", "test set", "eval.no_face", "videos real", "videos fake",
+                  "frames real", "frames fake", "unreadable real", "unreadable fake"], rows)
+
+
 def _rel(path: Path, out: Path) -> str:
     return Path(os.path.relpath(path, out)).as_posix()
 
@@ -122,12 +166,34 @@ def write_report(coll: Collection, m: Matrix, figures: dict[str, dict[str, Path]
     if figures.get("roc"):
         lines += ["## ROC curves", "", "One curve per training configuration, averaged over seeds (shaded: ± std).", ""]
         lines += [f"### {t}\n\n![ROC on {t}]({_rel(p, out)})\n" for t, p in figures["roc"].items()]
+    if figures.get("reliability"):
+        lines += ["## Calibration", "",
+                  "Reliability diagrams: per bin of P(fake) (15 equal-width bins), the fraction of fakes against the "
+                  "mean P(fake); on the diagonal a score is a probability. One curve per training configuration, "
+                  "its seeds' bins pooled; marker area is the bin's share of the items. ECE (the count-weighted "
+                  "mean gap) and Brier score are under Other metrics.", ""]
+        lines += [f"### {t}\n\n![reliability on {t}]({_rel(p, out)})\n" for t, p in figures["reliability"].items()]
     methods = per_method_tables(long, m.metric)
     if methods:
         lines += ["## Per manipulation method", "",
                   f"{m.metric} on the test set's real videos plus one method's fakes.", ""]
         for test_set, tab in methods:
             lines += [f"### {test_set}", "", tab, ""]
+    level = parse_metric(m.metric)[0]
+    kinds = per_kind_tables(long, level)
+    if kinds:
+        lines += ["## Per kind of fake", "",
+                  f"{level}-level AUC and TPR at 1 % FPR on the test set's real videos plus the fakes of one kind "
+                  "(the index's `method_type`, where the dataset says what kind of manipulation a fake is).", ""]
+        for test_set, tab in kinds:
+            lines += [f"### {test_set}", "", tab, ""]
+    faces = faces_table(long)
+    if faces is not None:
+        lines += ["## Faces not found", "",
+                  "Per test set, the videos where no sampled frame had a face and the frames without one "
+                  "(those videos' frames included), per label, and the rule the numbers above follow "
+                  "(`eval.no_face`: drop = not scored; score (s) = each counted at P(fake) s). Unreadable videos "
+                  "are never scored. n/a: the crop cache does not record it.", "", faces, ""]
     if figures.get("robustness"):
         lines += ["## Robustness", "", f"{m.metric} under test-time perturbations (mean ± std over seeds).", ""]
         lines += [f"### {p}\n\n![robustness to {p}]({_rel(f, out)})\n" for p, f in figures["robustness"].items()]

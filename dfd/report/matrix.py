@@ -12,7 +12,7 @@ from dfd.report.results import LEVELS
 
 META_COLUMNS = ["config", "dataset", "model", "finetune", "variant", "n_seeds", "n_runs"]
 # Metrics where a smaller number is the better detector (colour maps and "best" marks flip for them).
-LOWER_IS_BETTER = {"eer", "loss", "logloss", "brier"}
+LOWER_IS_BETTER = {"eer", "loss", "logloss", "brier", "ece"}
 
 
 def parse_metric(name: str) -> tuple[str, str]:

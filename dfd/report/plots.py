@@ -1,4 +1,5 @@
-"""Figures for a report: matrix heatmap, gap bars, ROC curves per test set, robustness curves.
+"""Figures for a report: matrix heatmap, gap bars, ROC curves and reliability diagrams per test set, robustness
+curves.
 
 Figures are built on :class:`matplotlib.figure.Figure` directly (Agg canvas, no pyplot state), so reports can be
 generated on headless machines and inside other programs without touching the global backend.
@@ -6,7 +7,6 @@ generated on headless machines and inside other programs without touching the gl
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -15,15 +15,17 @@ import numpy as np
 import pandas as pd
 from matplotlib.patches import Rectangle
 
-from dfd.engine.figures import figure, finish_roc_axes, plot_roc
+from dfd.engine.figures import (
+    figure,
+    finish_reliability_axes,
+    finish_roc_axes,
+    plot_reliability,
+    plot_roc,
+    slug,
+)
 from dfd.report.matrix import LOWER_IS_BETTER, Matrix, parse_metric
 
 GRID = np.linspace(0.0, 1.0, 201)  # common FPR grid for averaging ROC curves over seeds
-
-
-def slug(name: str) -> str:
-    """A file-name-safe form of a test-set or perturbation name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "unnamed"
 
 
 def _fmt(mean: float, std: float) -> str:
@@ -116,6 +118,48 @@ def roc_curves(rocs: list[dict[str, Any]], long: pd.DataFrame, level: str, out: 
             plot_roc(ax, GRID, mean, label, std if len(curves) > 1 else None)
         finish_roc_axes(ax, f"ROC on {test_set} ({'/'.join(sorted({c[0]['level'] for c in configs.values()}))} level)")
         path = out / f"roc_{slug(test_set)}.png"
+        fig.savefig(path)
+        paths[test_set] = path
+    return paths
+
+
+def pool_bins(entries: list[dict[str, Any]]) -> dict[str, list]:
+    """Reliability bins of several runs (seeds) pooled: counts add up, means are count-weighted."""
+    count = np.sum([e["count"] for e in entries], axis=0)
+    out: dict[str, list] = {"count": count.astype(int).tolist()}
+    for key in ("mean_prob", "frac_fake"):
+        total = np.sum([[(v or 0.0) * c for v, c in zip(e[key], e["count"], strict=True)] for e in entries], axis=0)
+        out[key] = [float(t / c) if c else None for t, c in zip(total, count, strict=True)]
+    return out
+
+
+def reliability_diagrams(bins: list[dict[str, Any]], long: pd.DataFrame, level: str, out: Path) -> dict[str, Path]:
+    """One PNG per test set with one reliability curve per training configuration (its seeds' bins pooled), at
+    ``level`` (the other level where a test set has only that), labelled with the mean ECE over seeds."""
+    by_set: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    levels_per_set: dict[str, set[str]] = defaultdict(set)
+    for b in bins:
+        levels_per_set[b["test_set"]].add(b["level"])
+    for b in bins:
+        if b["level"] == level or level not in levels_per_set[b["test_set"]]:
+            by_set[b["test_set"]][b["config"]].append(b)
+    ece = long[(long["section"] == "test") & (long["metric"] == "ece")].groupby(
+        ["config", "test_set", "level"])["value"].mean()
+    paths: dict[str, Path] = {}
+    for test_set, configs in by_set.items():
+        if not any(sum(e["count"]) for entries in configs.values() for e in entries):
+            continue
+        fig = figure(5.6, 5.0)
+        ax = fig.add_subplot()
+        for config in sorted(configs):
+            entries = configs[config]
+            pooled = pool_bins(entries)
+            value = ece.get((config, test_set, entries[0]["level"]), np.nan)
+            label = f"{config} (ECE {value:.3f}, n={len(entries)})" if np.isfinite(value) else config
+            plot_reliability(ax, pooled["mean_prob"], pooled["frac_fake"], pooled["count"], label)
+        lvl = "/".join(sorted({e[0]["level"] for e in configs.values()}))
+        finish_reliability_axes(ax, f"reliability on {test_set} ({lvl} level)")
+        path = out / f"reliability_{slug(test_set)}.png"
         fig.savefig(path)
         paths[test_set] = path
     return paths

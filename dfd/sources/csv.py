@@ -16,7 +16,8 @@ LABELS = {"0": 0, "1": 1, "real": 0, "fake": 1}
 
 
 class CsvTable(DatasetSource):
-    """One row per video, image or frames folder; ``label`` is 0/1 or real/fake.
+    """One row per video, image or frames folder; ``label`` is 0/1 or real/fake; an optional ``method_type``
+    says what kind of manipulation a fake is (one of dfd.store.schema.METHOD_TYPES, empty when unknown).
 
     Paths may be relative to the table's folder or to ``dataset.root`` (decided for the whole table: the
     table's folder when every path exists there); the index stores them relative to the root. Without a

@@ -2,7 +2,8 @@
 
 Every cache written by ``dfd-extract`` (and the synthetic set) carries a *cache record*: the dataset's name and
 root, the :class:`~dfd.faces.contract.CropContract` its crops were made with, the storage format and the
-frames dropped per label and method. It is written twice: ``<cache>/cache.json`` (read before anything is
+frames dropped per label and method (and, per split, the videos and frames where no face was found:
+:func:`faces_not_found`, what evaluation reports per test set). It is written twice: ``<cache>/cache.json`` (read before anything is
 extracted, e.g. to refuse mixing settings) and the manifest's Parquet key-value metadata (``dfd.cache``), so a
 manifest copied on its own still says what it is. Training and evaluation refuse a cache whose recorded root
 differs from the configured one; export copies the contract into the bundle.
@@ -15,6 +16,8 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +135,79 @@ def safe_relpath(name: str) -> str:
     if clean != name:
         clean = f"{clean}-{hashlib.sha1(name.encode('utf-8')).hexdigest()[:8]}"
     return clean
+
+
+# ----------------------------------------------------------------------------------------------- faces not found
+def split_drop_stats(videos: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Faces not found, per split: what evaluation reports per test set and what ``eval.no_face=score`` counts.
+
+    ``videos``: one mapping per indexed video with ``video_id, label, split, method`` and its extraction result:
+    ``sampled`` (frames decoded), ``dropped`` (sampled frames without a face) and ``failed`` (no crop at all).
+    A failed video with sampled frames had no face in any of them; one without sampled frames could not be read
+    (corrupt, empty) and is counted apart. Returns ``{split: {"label": {"0": counts}, "method": {name: counts +
+    label}, "no_face_videos": [[video_id, label, method], ...]}}``; counts are ``videos, videos_no_face,
+    videos_unreadable, sampled, dropped`` (dropped includes every sampled frame of a no-face video).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for v in videos:
+        split = out.setdefault(str(v["split"]), {"label": {}, "method": {}, "no_face_videos": []})
+        label, method = int(v["label"]), str(v["method"])
+        failed, sampled = bool(v["failed"]), int(v["sampled"])
+        no_face, unreadable = failed and sampled > 0, failed and sampled == 0
+        for group, key in (("label", str(label)), ("method", method)):
+            s = split[group].setdefault(key, {"videos": 0, "videos_no_face": 0, "videos_unreadable": 0,
+                                              "sampled": 0, "dropped": 0})
+            if group == "method":
+                s.setdefault("label", label)
+            s["videos"] += 1
+            s["videos_no_face"] += int(no_face)
+            s["videos_unreadable"] += int(unreadable)
+            s["sampled"] += sampled
+            s["dropped"] += sampled if failed else int(v["dropped"])
+        if no_face:
+            split["no_face_videos"].append([str(v["video_id"]), label, method])
+    return out
+
+
+@dataclass(frozen=True)
+class FacesNotFound:
+    """One split of a cache: its videos where no sampled frame had a face, and its frames without a face.
+
+    ``videos``: (video_id, label, method) of each no-face video; ``frames``: frames without a face per (label,
+    method), those videos' frames included, None when the cache does not record them (made by a dfd before
+    they were recorded per split); ``unreadable``: videos that could not be decoded, per label.
+    """
+
+    videos: tuple[tuple[str, int, str], ...] = ()
+    frames: Mapping[tuple[int, str], int] | None = None
+    unreadable: Mapping[int, int] = field(default_factory=dict)
+
+    def per_label(self) -> dict[str, Any]:
+        """Counts per label as results.json records them (``real``/``fake``; frames None when not recorded)."""
+        def by_label(counts: Mapping[int, int] | None) -> dict[str, int] | None:
+            if counts is None:
+                return None
+            return {"real": int(counts.get(0, 0)), "fake": int(counts.get(1, 0))}
+
+        videos = {0: sum(1 for _, y, _ in self.videos if y == 0), 1: sum(1 for _, y, _ in self.videos if y == 1)}
+        frames = None
+        if self.frames is not None:
+            frames = {y: sum(n for (lab, _), n in self.frames.items() if lab == y) for y in (0, 1)}
+        return {"videos": by_label(videos), "frames": by_label(frames), "unreadable_videos": by_label(self.unreadable)}
+
+
+def faces_not_found(record: Mapping[str, Any] | None, split: str) -> FacesNotFound | None:
+    """What a cache record says about faces not found in ``split`` (see :func:`split_drop_stats`).
+
+    None when the record does not say (caches made before it was recorded per split). A cache of a dataset's own
+    face crops (``inputs=crops``) whose record holds no drops ran no detection that could drop anything: empty.
+    """
+    drops = (record or {}).get("drops") or {}
+    if "split" not in drops:
+        contract = contract_of_record(record) if record else None
+        return FacesNotFound(frames={}) if contract is not None and contract.inputs == "crops" and not drops else None
+    s = drops["split"].get(split) or {"label": {}, "method": {}, "no_face_videos": []}
+    frames = {(int(c["label"]), m): int(c["dropped"]) for m, c in s["method"].items() if c["dropped"]}
+    unreadable = {int(k): int(c["videos_unreadable"]) for k, c in s["label"].items() if c["videos_unreadable"]}
+    videos = tuple((str(v), int(y), str(m)) for v, y, m in s.get("no_face_videos", []))
+    return FacesNotFound(videos=videos, frames=frames, unreadable=unreadable)

@@ -208,3 +208,27 @@ def read_manifest(path: str | Path, columns: list[str] | None = None) -> pd.Data
         )
     df = pd.read_parquet(path, columns=columns)
     return df if columns else validate_manifest(df, where=str(path))
+
+
+def method_types(manifest: str | Path, split: str | None = None) -> dict[str, str]:
+    """``{method: method_type}`` of a manifest's fakes (of one split), where the index said what kind they are.
+
+    {} when the manifest has no ``method_type`` column. A method given more than one kind is left out (a
+    breakdown by kind must not guess).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(str(manifest))
+    if "method_type" not in pf.schema_arrow.names:
+        return {}
+    seen: dict[str, set[str]] = {}
+    for batch in pf.iter_batches(columns=["split", "label", "method", "method_type"], use_threads=False):
+        keep = pc.equal(batch.column("label"), 1)
+        if split is not None:
+            keep = pc.and_(keep, pc.equal(batch.column("split").cast(pa.string()), split))
+        rows = pa.Table.from_batches([batch]).filter(keep).group_by(["method", "method_type"]).aggregate([])
+        for m, t in zip(rows.column("method").to_pylist(), rows.column("method_type").to_pylist(), strict=True):
+            seen.setdefault(str(m), set()).add(t or "")
+    return {m: next(iter(t)) for m, t in sorted(seen.items()) if len(t) == 1 and next(iter(t))}

@@ -18,7 +18,7 @@ from dfd import atomic
 from dfd.errors import DatasetError
 from dfd.faces.contract import CropContract
 from dfd.sources.base import DatasetSource
-from dfd.store.cache import make_record
+from dfd.store.cache import make_record, split_drop_stats
 from dfd.store.schema import validate_manifest, write_parquet
 from dfd.synthetic.draw import DOMAINS, GENERATOR_VERSION, make_video
 
@@ -101,7 +101,12 @@ class SyntheticSource(DatasetSource):
         tmp = atomic.temp_sibling(final)  # a folder: renamed into place whole
         rows = self._generate(tmp)
         df = validate_manifest(pd.DataFrame(rows), where=f"synthetic {self.domain}")
-        record = make_record(self.name, None, self.crop_contract(), {"format": "png"}, synthetic=self._params())
+        # Every drawn frame has its face: nothing dropped, recorded as extraction records it (per split).
+        videos = df.groupby("video_id", sort=False).agg(label=("label", "first"), split=("split", "first"),
+                                                        method=("method", "first"), sampled=("frame", "size"))
+        drops = {"split": split_drop_stats(videos.reset_index().assign(dropped=0, failed=False).to_dict("records"))}
+        record = make_record(self.name, None, self.crop_contract(), {"format": "png"}, synthetic=self._params(),
+                             drops=drops)
         write_parquet(df, tmp / "manifest.parquet", metadata={"dfd.cache": record})
         (tmp / "params.json").write_text(json.dumps(self._params(), indent=2))
         try:
