@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-invalid", action="store_true",
                    help="skip unreadable results files (listed in report.md) instead of stopping")
     p.add_argument("--title", default="Cross-dataset generalization report", help="report.md title")
+    p.add_argument("--no-feature-maps", action="store_true",
+                   help="skip the t-SNE maps of stored features that runs trained with data.features=cached get "
+                   "(figures/feature_map_<backbone>_<label|dataset|method>.png)")
     return p
 
 
@@ -73,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("ignore")  # superseded runs are listed in report.md and below
             result = build_report(args.runs, args.out, metric=args.metric, wandb_offline=args.wandb_offline,
                                   wandb_project=args.wandb_project, group_by=args.group_by,
-                                  skip_invalid=args.skip_invalid, title=args.title, worst=args.worst)
+                                  skip_invalid=args.skip_invalid, title=args.title, worst=args.worst,
+                                  feature_maps=not args.no_feature_maps)
     except collect_mod.ResultsError as e:
         msg = str(e)
         hint = "" if msg.startswith("error:") or args.skip_invalid else " (fix or remove it, or pass --skip-invalid)"

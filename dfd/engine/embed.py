@@ -326,7 +326,7 @@ def request_for(source: DatasetSource, model: Detector, name: str, splits: Seque
         return store, None
     if views is None and have_views is not None:  # a store that holds views keeps them when splits are added
         views = ViewsKey(int(have_views["n"]), int(have_views["seed"]), list(have_views.get("augment") or []))
-    full = {"backbone": name, "dataset": source.name, **dict(info or {})}
+    full = {"backbone": name, "dataset": source.name, "manifest": str(source.manifest_path), **dict(info or {})}
     return store, Request(source, store, key, units, views, full)
 
 
