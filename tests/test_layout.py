@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "dfd"
 GOLDEN = Path(__file__).parent / "golden" / "cfg_job"
 MAX_LINES = 500
+FEATURE_STORE_DEFAULTS = {"views": 0, "batch_size": 64, "chunk_rows": 2048, "rebuild": False, "dir": None}
 
 
 def _modules() -> dict[str, Path]:
@@ -200,4 +201,7 @@ def test_resolved_configs_are_those_before_the_layout_change():
         if "extract" in now:
             added = {k: now["extract"].pop(k) for k in HEURISTIC_VALUES}
             assert added == HEURISTIC_VALUES, command
+        if command.startswith("dfd-train"):  # added since: the feature-store keys, at their defaults (issue 27)
+            assert now["data"].pop("features") == "none", command
+            assert now.pop("embed") == FEATURE_STORE_DEFAULTS, command
         assert now == before, command
