@@ -27,13 +27,14 @@ class ReportResult:
     skipped: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     worst: pd.DataFrame | None = None  # --worst N: the worst-scored videos (also in worst_videos.csv)
+    choices: list[str] = field(default_factory=list)  # --select-on-val: the value chosen per configuration
 
 
 def build_report(runs: Sequence[str | Path], out: str | Path, metric: str = "video_auc",
                  wandb_offline: Sequence[str | Path] = (), wandb_project: str | None = None,
                  group_by: Sequence[str] = DEFAULT_GROUP_BY, skip_invalid: bool = False,
                  title: str = "Cross-dataset generalization report", worst: int = 0,
-                 feature_maps: bool = True) -> ReportResult:
+                 feature_maps: bool = True, select_on_val: Sequence[str] = ()) -> ReportResult:
     """Collect runs, then write CSVs, figures and ``report.md`` into ``out``.
 
     ``worst``: also list the N worst-scored videos per configuration and test set (from the runs'
@@ -42,7 +43,8 @@ def build_report(runs: Sequence[str | Path], out: str | Path, metric: str = "vid
     ``figures/feature_map_<backbone>_<label|dataset|method>.png`` (:mod:`dfd.report.feature_maps`).
     """
     level, _ = parse_metric(metric)
-    coll = collect(runs, wandb_offline, wandb_project, group_by=group_by, skip_invalid=skip_invalid)
+    coll = collect(runs, wandb_offline, wandb_project, group_by=group_by, skip_invalid=skip_invalid,
+                   select_on_val=select_on_val)
     if coll.long.empty:
         raise ResultsError("error: no results found (looked for results.json under "
                            f"{[str(r) for r in runs]}{' and W&B runs' if wandb_offline or wandb_project else ''})")
@@ -82,4 +84,4 @@ def build_report(runs: Sequence[str | Path], out: str | Path, metric: str = "vid
     files["report"] = report
     return ReportResult(report=report, files=files, n_files=len(coll.sources), n_configs=len(m.mean),
                         n_test_sets=m.mean.shape[1], skipped=coll.skipped, duplicates=coll.duplicates,
-                        worst=worst_df)
+                        worst=worst_df, choices=coll.choices)
