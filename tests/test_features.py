@@ -237,3 +237,17 @@ def test_bundle_of_a_feature_trained_mlp_predicts_raw_videos_with_the_run_test_s
         [str(root / f"{v}.mp4") for v in scores["video_id"]], progress=False)
     for r, want in zip(out, scores["prob_fake"], strict=True):
         assert r.status == "ok" and r.frames == 3 and abs(r.prob_fake - want) <= 1e-5, (r.path, r.prob_fake, want)
+
+
+def test_report_draws_feature_maps_of_the_runs_stores(runs, tmp_path):
+    from dfd.report.build import build_report
+
+    run_dir = Path(runs["cached"]["run_dir"])
+    result = build_report([run_dir], tmp_path / "report")
+    maps = {k: v for k, v in result.files.items() if k.startswith("feature_map:")}
+    # One training set: maps by label and by method (a map by dataset needs several).
+    assert set(maps) == {"feature_map:timm-test_vit_label", "feature_map:timm-test_vit_method"}
+    for path in maps.values():
+        assert path.parent == tmp_path / "report" / "figures" and path.stat().st_size > 5000
+    assert not [k for k in build_report([run_dir], tmp_path / "plain", feature_maps=False).files
+                if k.startswith("feature_map:")]
