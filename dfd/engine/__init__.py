@@ -5,7 +5,9 @@ Modules: ``module`` (DetectorModule), ``losses``, ``optim`` (optimisers, schedul
 EER, bootstrap CIs), ``video_score`` (how a video's faces make its score), ``predictions``, ``results``
 (results.json), ``provenance`` (what command made a run), ``hardware`` (accelerator and thread policy),
 ``checks`` (config checks before any work), ``build`` (sources, DataModule, trainer from a config),
-``summary`` (console table, ROC figure, selection record, notes), ``train``, ``evaluate``.
+``summary`` (console table, ROC figure, selection record, notes), ``train``, ``evaluate``, ``embed``
+(``dfd-embed``: feature stores of a frozen backbone, through the predict loop; built on first use by
+``data.features=cached``).
 
 May import: dfd, dfd.faces, dfd.store, dfd.sources, dfd.synthetic, dfd.data, dfd.models
 """
