@@ -192,6 +192,17 @@ def test_knn_head_votes_over_the_stored_training_features(tmp_path, cache, runs)
     pred = pd.read_parquet(tmp_path / "knn" / "predictions.parquet")
     got = np.concatenate([np.asarray(p, np.float64) for p in pred.sort_values("video_id")["frame_probs"]])
     np.testing.assert_allclose(got, want, atol=2e-5)
+    # The bank travels in the checkpoint and in the traced bundle model (traced at batch 2, run at 3).
+    from dfd.engine.evaluate import load_module
+    from dfd.inference.export import load_for_export, write_torchscript
+
+    head = load_module(res["checkpoint"]).model.backbone.get_classifier()
+    assert tuple(head.bank.shape) == (32, 64) and float(head.bank_labels.sum()) == labels.sum()
+    model, _ = load_for_export(res["checkpoint"])
+    write_torchscript(model, model.detector.input_spec.to_dict(), tmp_path / "knn.pt")
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(str(tmp_path / "knn.pt"))(x), model(x))
 
 
 def test_feature_settings_that_cannot_work_fail_in_one_line(tmp_path, cache):

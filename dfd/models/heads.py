@@ -83,7 +83,7 @@ class KNNHead(nn.Module):
         best_y: torch.Tensor | None = None
         for start in range(0, int(self.bank.shape[0]), self.chunk):
             sims = z @ self.bank[start:start + self.chunk].float().T
-            labels = self.bank_labels[start:start + self.chunk].expand(len(z), -1)
+            labels = self.bank_labels[start:start + self.chunk].unsqueeze(0).expand_as(sims)  # traces per batch
             if best_s is not None and best_y is not None:
                 sims, labels = torch.cat([best_s, sims], 1), torch.cat([best_y, labels], 1)
             best_s, idx = sims.topk(min(k, sims.shape[1]), dim=1)
