@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -201,7 +202,8 @@ def test_knn_head_votes_over_the_stored_training_features(tmp_path, cache, runs)
     model, _ = load_for_export(res["checkpoint"])
     write_torchscript(model, model.detector.input_spec.to_dict(), tmp_path / "knn.pt")
     x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch's notice that TorchScript is deprecated
         torch.testing.assert_close(torch.jit.load(str(tmp_path / "knn.pt"))(x), model(x))
 
 
