@@ -262,5 +262,3 @@ def test_report_draws_feature_maps_of_the_runs_stores(runs, tmp_path):
     assert set(maps) == {"feature_map:timm-test_vit_label", "feature_map:timm-test_vit_method"}
     for path in maps.values():
         assert path.parent == tmp_path / "report" / "figures" and path.stat().st_size > 5000
-    assert not [k for k in build_report([run_dir], tmp_path / "plain", feature_maps=False).files
-                if k.startswith("feature_map:")]
