@@ -317,10 +317,13 @@ def request_for(source: DatasetSource, model: Detector, name: str, splits: Seque
     have = set((record or {}).get("splits") or {})
     units = []
     for split in splits:
+        want_views = views is not None and split == "train" and (have_views is None or other_views or record is None)
+        if split in have and not want_views:
+            continue
         n = len(ManifestArrays(source.prepare(), splits=split))
         if split not in have:
             units.append(Unit(split, 0, n))
-        if views is not None and split == "train" and (have_views is None or other_views or record is None):
+        if want_views:
             units += [Unit(split, v, n) for v in range(1, views.n + 1)]
     if not units:
         return store, None
