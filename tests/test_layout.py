@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "dfd"
 GOLDEN = Path(__file__).parent / "golden" / "cfg_job"
 MAX_LINES = 500
+FEATURE_STORE_DEFAULTS = {"views": 0, "batch_size": 64, "chunk_rows": 2048, "rebuild": False, "dir": None}
 
 
 def _modules() -> dict[str, Path]:
@@ -206,4 +207,7 @@ def test_resolved_configs_are_those_before_the_layout_change():
             assert now.pop("eval") == {"no_face": "drop", "no_face_score": 0.5}, command
         if command.startswith("dfd-train"):
             assert now["data"].pop("require_crop") == (arcface if "gend" in command else None), command
+        if command.startswith("dfd-train"):  # added since: the feature-store keys, at their defaults (issue 27)
+            assert now["data"].pop("features") == "none", command
+            assert now.pop("embed") == FEATURE_STORE_DEFAULTS, command
         assert now == before, command

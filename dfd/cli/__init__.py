@@ -1,4 +1,5 @@
-"""Thin entry points, one module per ``dfd-*`` command: parse, call the stage that does the work, print.
+"""Thin entry points, one module per ``dfd-*`` command (``dfd-embed`` included): parse, call the stage that does
+the work, print.
 
 May import: every package of dfd
 """

@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-invalid", action="store_true",
                    help="skip unreadable results files (listed in report.md) instead of stopping")
     p.add_argument("--title", default="Cross-dataset generalization report", help="report.md title")
+    p.add_argument("--select-on-val", nargs="+", default=[], metavar="KEY",
+                   help="a sweep's keys (e.g. optim.lr) to choose per configuration on validation video AUC: only "
+                   "the best value's runs enter the matrix (one row per configuration), the choices are listed")
+    p.add_argument("--no-feature-maps", action="store_true",
+                   help="skip the t-SNE maps of stored features that runs trained with data.features=cached get "
+                   "(figures/feature_map_<backbone>_<label|dataset|method>.png)")
     return p
 
 
@@ -75,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("ignore")  # superseded runs are listed in report.md and below
             result = build_report(args.runs, args.out, metric=args.metric, wandb_offline=args.wandb_offline,
                                   wandb_project=args.wandb_project, group_by=args.group_by,
-                                  skip_invalid=args.skip_invalid, title=args.title, worst=args.worst)
+                                  skip_invalid=args.skip_invalid, title=args.title, worst=args.worst,
+                                  feature_maps=not args.no_feature_maps, select_on_val=args.select_on_val)
     except collect_mod.ResultsError as e:
         msg = str(e)
         hint = "" if msg.startswith("error:") or args.skip_invalid else " (fix or remove it, or pass --skip-invalid)"
@@ -88,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: skipped {line}", file=sys.stderr)
     for line in result.duplicates:
         print(f"warning: {line}", file=sys.stderr)
+    for line in result.choices:
+        print(f"chosen on validation: {line}")
     if result.worst is not None:
         _print_worst(result.worst, args.worst)
     if result.mix_ranking is not None:

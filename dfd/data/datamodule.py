@@ -94,6 +94,15 @@ def _check_pairing(pairing: str, subset: str, fakes: str, balance: bool, extra_t
     return pairing, subset
 
 
+def feature_key(src: DatasetSource) -> str:
+    """How a DataModule finds a source's feature store: its manifest (two test sets of one dataset at two
+    compressions are two caches, two stores)."""
+    try:
+        return str(Path(src.manifest_path).resolve())
+    except (OSError, RuntimeError):
+        return str(src.manifest_path)
+
+
 class UnpaddedDistributedSampler(UnrepeatedDistributedSampler):
     """Lightning's unrepeated sampler, in index order: rank r gets rows r, r+W, r+2W, ..., every sample exactly
     once overall, no padding.
@@ -132,6 +141,10 @@ class DeepfakeDataModule(pl.LightningDataModule):
             (dfd.data.pairing.select_subset, per training dataset, deterministic per seed).
         val_mix: names of ``extra_train`` datasets whose validation splits join the training dataset's for
             checkpoint selection (one pooled validation set; videos named ``<dataset>/<video_id>``).
+        features: ``data.features=cached``: feature stores (``dfd.store.features.FeatureStore``) by
+            :func:`feature_key` of each source; every split is then read as stored features instead of crops
+            (:class:`dfd.data.features.FeatureDataset`), on the same rows, samplers and splits.
+        feature_views: with features, the number of augmented views training draws from (``embed.views``).
     """
 
     def __init__(
@@ -157,8 +170,15 @@ class DeepfakeDataModule(pl.LightningDataModule):
         pairing: str = "none",
         pairing_subset: str = "all",
         val_mix: Sequence[str] = (),
+        features: Mapping | None = None,
+        feature_views: int = 0,
     ) -> None:
         super().__init__()
+        self.features = dict(features) if features is not None else None
+        self.feature_views = int(feature_views or 0)
+        if self.features is not None and (fakes != "real" or store != "files"):
+            raise ConfigError("data.features=cached reads stored features of the crop cache's own faces: it needs "
+                              "data.fakes=real and data.store=files")
         if fakes not in FAKES_CHOICES:
             raise ConfigError(f"data.fakes={fakes!r} is not valid; choose one of {', '.join(FAKES_CHOICES)}")
         self.pairing, self.pairing_subset = _check_pairing(pairing, pairing_subset, fakes, balance, extra_train)
@@ -213,6 +233,8 @@ class DeepfakeDataModule(pl.LightningDataModule):
                 src.prepare()
 
     def _dataset(self, src: DatasetSource, split: str, pipe: Pipeline) -> Dataset:
+        if self.features is not None:
+            return self._feature_dataset(src, split)
         if self.shards is not None:
             from dfd.data.packed import shard_arrays
 
@@ -246,6 +268,41 @@ class DeepfakeDataModule(pl.LightningDataModule):
         if self.spec.clip_len:
             return ClipDataset(arrays, pipe, self.spec.clip_len, name=src.name)
         return FrameDataset(arrays, pipe, name=src.name)
+
+    def _feature_dataset(self, src: DatasetSource, split: str) -> Dataset:
+        from dfd.data.features import FeatureDataset
+
+        if self.spec.clip_len:
+            raise ConfigError("data.features=cached serves frame models; clip models (ADDNet-3D) read crops")
+        store = self.features[feature_key(src)]
+        arrays = ManifestArrays(src.prepare(), splits=split)
+        features = store.array(split)
+        if len(features) != len(arrays):
+            raise DatasetError(f"{src.name}: the feature store {store.folder} holds {len(features)} '{split}' rows, "
+                               f"the manifest {len(arrays)}; rebuild it (add embed.rebuild=true)")
+        if split == "train" and self.frames_per_video:
+            arrays.keep_frames_per_video(self.frames_per_video)
+        if split == "train" and self.pairing_subset != "all":
+            from dfd.data.pairing import select_subset
+
+            self.pairing_stats[f"{src.name}/subset"] = select_subset(arrays, self.pairing_subset, self.seed, src.name)
+        if len(arrays) == 0:
+            raise DatasetError(f"{src.name}: the manifest {src.manifest_path} has no '{split}' frames")
+        views = ([store.array(split, v) for v in range(1, self.feature_views + 1)]
+                 if split == "train" and self.feature_views else [])
+        return FeatureDataset(arrays, features, views, name=src.name, seed=self.seed)
+
+    def feature_bank(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every training crop's stored features (each row once, clean view) and labels: a k-NN head's bank."""
+        from dfd.data.features import FeatureDataset
+
+        feats, labels = [], []
+        for ds, _ in self._train_parts:
+            if not isinstance(ds, FeatureDataset):
+                raise ConfigError("head=knn votes over stored training features: add data.features=cached")
+            feats.append(torch.from_numpy(np.asarray(ds.features[ds.arrays.rows], np.float32)))
+            labels.append(torch.from_numpy(ds.arrays.label.astype(np.float32)))
+        return torch.cat(feats), torch.cat(labels)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_source is not None:
@@ -312,6 +369,12 @@ class DeepfakeDataModule(pl.LightningDataModule):
 
     def _loader(self, ds: Dataset, shuffle: bool, batch_size: int, sampler: Sampler | None = None) -> DataLoader:
         collate = None
+        workers = self.num_workers
+        if self.features is not None:
+            from dfd.data.features import collate_features
+
+            # Stored features are a memory-mapped slice per batch: worker processes would only add start-up time.
+            collate, workers = collate_features, 0
         if self.fakes != "real" and shuffle:
             from dfd.data.sbi import pair_collate
 
@@ -326,8 +389,8 @@ class DeepfakeDataModule(pl.LightningDataModule):
             batch_size=batch_size,
             shuffle=shuffle and sampler is None,
             sampler=sampler,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            num_workers=workers,
+            persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
             # A last batch of 1 breaks BatchNorm in training, but dropping must leave every rank a batch.
             drop_last=shuffle and len(ds) // self._world_size() > batch_size,

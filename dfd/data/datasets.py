@@ -191,6 +191,8 @@ class ManifestArrays:
         self.method: np.ndarray = cols["method"]  # int16 index into method_names
         self.paths: np.ndarray = cols["paths"]  # fixed-width bytes, relative to root
         self.landmarks: np.ndarray = cols["landmarks"]  # (n, 5, 2) float32 crop pixels, NaN when unknown
+        # Each row's number in the split as read (kept through keep_rows): rows of a feature store's arrays.
+        self.rows: np.ndarray = np.arange(len(self.label), dtype=np.int64)
         # CSR offsets: frames of video v are rows starts[v]:starts[v+1].
         self.starts = np.searchsorted(self.video, np.arange(len(self.video_names) + 1)).astype(np.int64)
 
@@ -223,7 +225,7 @@ class ManifestArrays:
         """Keep these rows (sorted row numbers, or a boolean mask), in place; videos left without a row are
         dropped from ``video_names`` (the codes are renumbered, the order stays sorted)."""
         rows = np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows, np.int64)
-        for name in ("video", "frame", "track", "label", "method", "paths", "landmarks"):
+        for name in ("video", "frame", "track", "label", "method", "paths", "landmarks", "rows"):
             setattr(self, name, getattr(self, name)[rows])
         for name in ("frame_label", "_video_label_rows"):
             if getattr(self, name, None) is not None:

@@ -102,6 +102,14 @@ class Pipeline:
             compose.set_random_seed(int(seed) % 2**63)
         self._seeded_pid = pid
 
+    def reseed(self, seed: int) -> None:
+        """Make the next random draws a function of ``seed`` alone (not of the process): dfd-embed's augmented
+        views are drawn per (seed, view, row), so any rank, worker or resumed run draws the same view."""
+        seeds = np.random.SeedSequence(int(seed)).generate_state(3, np.uint64)
+        for compose, s in zip((self.spatial, self.replay, self.paired), seeds, strict=True):
+            compose.set_random_seed(int(s) % 2**63)
+        self._seeded_pid = os.getpid()
+
     def _finish(self, image: np.ndarray, kps: np.ndarray | None, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
         t = t.to(torch.float32, memory_format=torch.contiguous_format).sub_(self.mean).mul_(self.inv_std)

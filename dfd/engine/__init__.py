@@ -6,7 +6,9 @@ EER, TPR at fixed FPR, ECE, Brier, bootstrap CIs), ``video_score`` (how a video'
 ``no_face`` (the no-face rule, ``eval.no_face``), ``predictions``, ``results`` (results.json), ``provenance``
 (what command made a run), ``hardware`` (accelerator and thread policy), ``checks`` (config checks before any
 work, the crops a preset needs), ``build`` (sources, DataModule, trainer from a config), ``summary`` (console
-table, ROC and reliability figures, selection record, notes), ``figures``, ``train``, ``evaluate``.
+table, ROC and reliability figures, selection record, notes), ``figures``, ``train``, ``evaluate``, ``embed``
+(``dfd-embed``: feature stores of a frozen backbone, through the predict loop; built on first use by
+``data.features=cached``).
 
 May import: dfd, dfd.faces, dfd.store, dfd.sources, dfd.synthetic, dfd.data, dfd.models
 """

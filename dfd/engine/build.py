@@ -149,8 +149,8 @@ def build_augment(cfg: DictConfig) -> list:
 
 
 def build_datamodule(cfg: DictConfig, spec: object, train: DatasetSource | None, tests: dict, mix: dict,
-                     eval_extra: list | None = None) -> DeepfakeDataModule:
-    """The DataModule for a config and a model input spec."""
+                     eval_extra: list | None = None, features: dict | None = None) -> DeepfakeDataModule:
+    """The DataModule for a config and a model input spec (``features``: stores for data.features=cached)."""
     d = cfg.data
     augment = build_augment(cfg)
     return DeepfakeDataModule(
@@ -175,6 +175,8 @@ def build_datamodule(cfg: DictConfig, spec: object, train: DatasetSource | None,
         pairing=d.get("pairing", "none"),
         pairing_subset=d.get("pairing_subset", "all"),
         val_mix=validated_mix(cfg, mix),
+        features=features,
+        feature_views=int((cfg.get("embed") or {}).get("views", 0) or 0) if features is not None else 0,
     )
 
 

@@ -41,6 +41,8 @@ class DetectorModule(pl.LightningModule):
         meta: run facts stored in the checkpoint (training dataset config, run id, names, the video-score rule
             ``video_score``) for eval and export.
         loss: the training objective config (``conf/loss/*.yaml``); None = plain BCE.
+        features: trained on stored features (``data.features=cached``): batches carry ``features`` instead of
+            images, and only the classifier (what ``forward_head`` applies) trains.
     """
 
     def __init__(
@@ -52,12 +54,22 @@ class DetectorModule(pl.LightningModule):
         compile: bool = False,
         meta: Mapping | None = None,
         loss: Mapping | None = None,
+        features: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = instantiate(dict(model))
         self.strategy = instantiate(dict(finetune))
         self._param_groups = self.strategy.apply(self.model, lr=float(optim["lr"]), weight_decay=float(optim["weight_decay"]))
+        self.features = bool(features)
+        if self.features:
+            # The stored features are forward_features' output: what sits before the classifier stays frozen
+            # (ConvNeXt's head norm included), whatever the strategy's head group holds.
+            keep = set(self.model.classifier_names())
+            for name, param in self.model.named_parameters():
+                param.requires_grad_(param.requires_grad and name in keep)
+            self._param_groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]}
+                                  for g in self._param_groups]
         self.param_counts = self.strategy.summary(self.model)  # the strategy logs trainable / total
         self.loss_fn = nn.BCEWithLogitsLoss()
         # Training objective (conf/loss): BCE, plus optional feature losses / slerp, plus the strategy's terms.
@@ -91,13 +103,31 @@ class DetectorModule(pl.LightningModule):
         return self._forward(images, landmarks if self.model.needs_landmarks else None)
 
     def _logits(self, batch: Mapping) -> torch.Tensor:
+        if "features" in batch:  # stored features: the classifier alone
+            return self.model.forward_head(batch["features"])
         return self(batch["image"], batch.get("landmarks"))
+
+    @property
+    def fits_without_gradients(self) -> bool:
+        """A head filled from the training features instead of trained (head=knn): no optimiser, no loss."""
+        return getattr(self.model, "head_kind", None) == "knn"
+
+    def on_fit_start(self) -> None:
+        if self.fits_without_gradients:
+            dm = self.trainer.datamodule
+            features, labels = dm.feature_bank()
+            self.model.backbone.get_classifier().fit(features.to(self.device), labels.to(self.device))
 
     # ------------------------------------------------------------------------------------------- training
     def training_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
+        if self.fits_without_gradients:
+            return None
         target = batch["label"].float()
         features = None
-        if self.criterion.needs_features:  # features and head apart, so losses/augmentation act in between
+        if "features" in batch:
+            features, target, _ = self.criterion.augment(batch["features"], target)
+            logits = self.model.forward_head(features)
+        elif self.criterion.needs_features:  # features and head apart, so losses/augmentation act in between
             images = batch["image"]
             if self.channels_last and images.ndim == 4:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -205,6 +235,8 @@ class DetectorModule(pl.LightningModule):
         # Optimiser (SAM-wrapped with optim.sam) and schedule: dfd/engine/optim.py, the one home for both.
         cfg = dict(self.hparams.optim)
         groups = [g for g in self._param_groups if any(p.requires_grad for p in g["params"])]
+        if not groups:  # nothing to train (head=knn): Lightning runs the loop without an optimiser
+            return None
         optimizer = build_optimizer(cfg, groups, self.trainer)
         if need(cfg, "scheduler") in (None, "none", "constant"):
             return optimizer

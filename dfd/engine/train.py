@@ -30,6 +30,7 @@ from dfd.engine.quiet import quiet_dependencies
 from dfd.engine.results import make_results
 from dfd.engine.summary import finish_run, selection_record, video_score_record
 from dfd.engine.video_score import check_video_score
+from dfd.errors import ConfigError
 from dfd.faces.contract import contract_of
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,44 @@ log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------- helpers
+
+
+def check_features(cfg: DictConfig) -> bool:
+    """``data.features``: ``cached`` (train a head on stored features) or ``none``; impossible combinations are
+    refused in one line before any work."""
+    value = str(cfg.data.get("features", "none") or "none")
+    if value not in ("none", "cached"):
+        raise ConfigError(f"data.features={value!r} is not valid; choose none (crops) or cached (stored features)")
+    head = str(cfg.model.get("head", "linear") or "linear")
+    if value == "none":
+        if head == "knn":
+            raise ConfigError("head=knn votes over stored training features: add finetune=linear_probe "
+                              "data.features=cached")
+        return False
+    if not str(cfg.finetune.get("_target_", "")).endswith(".LinearProbe"):
+        raise ConfigError("data.features=cached trains a head on a frozen backbone's stored features: use "
+                          "finetune=linear_probe")
+    if cfg.get("ckpt_path"):
+        raise ConfigError("data.features=cached does not resume from ckpt_path (a head on stored features trains "
+                          "in seconds: rerun it)")
+    return True
+
+
+def feature_stores(cfg: DictConfig, module: DetectorModule, train_src, tests: dict, mix: dict
+                   ) -> tuple[dict, list[str], dict]:
+    """The feature store of every dataset the run reads (built where absent), its notes and its record."""
+    from dfd.data.datamodule import feature_key
+    from dfd.engine.embed import ensure_stores, store_name
+
+    include = bool(cfg.data.get("include_train_test", True))
+    needs = [(train_src, ["train", "val", *(["test"] if include else [])], True)]
+    needs += [(src, ["train"], True) for src, _ in mix.values()]
+    needs += [(src, ["test"], False) for src in tests.values()]
+    stores, notes = ensure_stores(cfg, module.model, needs)
+    named = {train_src.name: train_src, **{n: s for n, (s, _) in mix.items()}, **tests}
+    record = {"backbone": store_name(cfg.model), "views": int(cfg.embed.get("views", 0) or 0),
+              "stores": {n: str(stores[feature_key(s)].folder) for n, s in named.items()}}
+    return stores, notes, record
 
 
 # ----------------------------------------------------------------------------------------------- train
@@ -105,19 +144,32 @@ def train(cfg: DictConfig) -> dict:
            "overrides": provenance.config_overrides(cfg, overrides, sweep)}
     meta = {"run_id": run_id, "dataset": resolved.get("dataset"), "run": run,
             "crop": contract.to_dict() if contract is not None else None, "video_score": video_score}
+    features = check_features(cfg)
+    model_cfg = dict(resolved["model"])
+    if features:  # the head learns on fp16-stored features: the whole model rounds them alike (TimmDetector)
+        model_cfg["feature_dtype"] = "float16"
     module = DetectorModule(
-        model=resolved["model"],
+        model=model_cfg,
         finetune=resolved["finetune"],
         optim=resolved["optim"],
         channels_last=cfg.get("channels_last", False),
         compile=cfg.get("compile", False),
         meta=meta,
         loss=resolved.get("loss"),
+        features=features,
     )
     module.hparams["meta"]["weights"] = module.model.weights_source  # initial weights' provenance, in the ckpt
-    dm = build_datamodule(cfg, module.model.input_spec, train_src, tests, mix)
+    stores, store_record = None, None
+    if features:
+        stores, store_notes, store_record = feature_stores(cfg, module, train_src, tests, mix)
+        notes += store_notes
+    dm = build_datamodule(cfg, module.model.input_spec, train_src, tests, mix, features=stores)
     name = f"{run['dataset']}-{run['model']}-{run['finetune']}-s{run['seed']}"
     trainer = build_trainer(cfg, run_dir, module.run_id, name)
+    if module.fits_without_gradients:  # head=knn: no optimiser, so no learning rate to monitor
+        from pytorch_lightning.callbacks import LearningRateMonitor
+
+        trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, LearningRateMonitor)]
     for lg in trainer.loggers:
         lg.log_hyperparams({**resolved, "params": module.param_counts, "train": run})
 
@@ -133,6 +185,7 @@ def train(cfg: DictConfig) -> dict:
         params=module.param_counts, global_step=int(trainer.global_step), selection=chosen,
         invocation=provenance.invocation("dfd-train", overrides, sweep), config=resolved, notes=notes,
         weights=module.model.weights_source, video_score=video_score_record(module.video_score),
+        **({"features": store_record} if store_record else {}),
     )
     finish_run(trainer, results, run_dir, f"test metrics ({name})", tables)
     return results

@@ -73,6 +73,12 @@ class Detector(nn.Module):
         """Default module names LoRA adapts for this architecture (Linear or 1x1/grouped-free Conv layers)."""
         return default_lora_targets(self, exclude=set(self.head_param_names()))
 
+    def classifier_names(self) -> list[str]:
+        """Parameter and buffer names of what `forward_head` applies to `forward_features`' output: what a head
+        trained on stored features (``data.features=cached``) trains, and what a feature store's key leaves out
+        of the backbone's weights. Defaults to the head's parameters."""
+        return self.head_param_names()
+
     def head_param_names(self) -> list[str]:
         """Names of the head's parameters (trainable under every strategy)."""
         return self.layer_groups()[-1]

@@ -85,14 +85,20 @@ class TimmDetector(Detector):
     `global_pool` (passed through with the other timm keyword arguments).
     """
 
-    def __init__(self, arch: str, img_size: int | None = None, head: str = "linear", **kwargs: Any) -> None:
+    def __init__(self, arch: str, img_size: int | None = None, head: str = "linear", head_args: dict | None = None,
+                 feature_dtype: str | None = None, **kwargs: Any) -> None:
         backbone = build_timm(arch, img_size=img_size, **kwargs)
         super().__init__(spec_from_timm(backbone, img_size))
         self.arch = arch
         self.backbone = backbone
         self.head_kind = head
         if head != "linear":  # the default keeps timm's model untouched, whatever its classifier looks like
-            install_head(backbone, head, self._classifier_path())
+            install_head(backbone, head, self._classifier_path(), head_args)
+        # A head trained on stored features (data.features=cached) saw them rounded to the store's dtype: the
+        # whole model rounds them the same way, so evaluation and export on raw media compute what was trained.
+        if feature_dtype not in (None, "float16"):
+            raise ValueError(f"model.feature_dtype={feature_dtype!r}: only null or float16 (the feature store's dtype)")
+        self.feature_dtype = feature_dtype
 
     def _classifier_path(self) -> str:
         path = self.backbone.pretrained_cfg.get("classifier", "head")
@@ -107,6 +113,8 @@ class TimmDetector(Detector):
 
     def forward(self, images: torch.Tensor, landmarks: torch.Tensor | None = None) -> torch.Tensor:
         """Return (B,) logits; (B,L,C,H,W) clips get the mean of their frames' logits."""
+        if self.feature_dtype is not None:
+            return self.forward_head(self.forward_features(images))
         if images.ndim == 5:
             b, n = images.shape[:2]
             return self.backbone(images.flatten(0, 1)).view(b, n).mean(1)
@@ -117,7 +125,10 @@ class TimmDetector(Detector):
         if images.ndim == 5:
             b, n = images.shape[:2]
             return self.forward_features(images.flatten(0, 1)).unflatten(0, (b, n))
-        return self.backbone.forward_head(self.backbone.forward_features(images), pre_logits=True)
+        features = self.backbone.forward_head(self.backbone.forward_features(images), pre_logits=True)
+        if self.feature_dtype is not None:
+            features = features.to(torch.float16).to(features.dtype)
+        return features
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """(B,) logits from `forward_features`; (B, L, D) clip features get the mean of their frames' logits."""
@@ -130,6 +141,13 @@ class TimmDetector(Detector):
     def layer_groups(self) -> list[list[str]]:
         """Stem, blocks, head as timm groups them (ViT blocks, ConvNeXt blocks, EfficientNet blocks, ...)."""
         return timm_layer_groups(self.backbone, "backbone.")
+
+    def classifier_names(self) -> list[str]:
+        """Parameters and buffers of the module `forward_head` applies (the classifier alone: ConvNeXt's head
+        norm belongs to the features)."""
+        prefix = f"backbone.{self._classifier_path()}."
+        names = [n for n, _ in self.named_parameters()] + [n for n, _ in self.named_buffers()]
+        return [n for n in names if n.startswith(prefix)]
 
     def no_weight_decay(self) -> set[str]:
         """timm's own no-decay list (position embeddings, class tokens)."""

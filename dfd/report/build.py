@@ -29,19 +29,24 @@ class ReportResult:
     worst: pd.DataFrame | None = None  # --worst N: the worst-scored videos (also in worst_videos.csv)
     # Training mixes ranked by mean held-out score (dfd.report.mixes), when runs differ in training data.
     mix_ranking: pd.DataFrame | None = None
+    choices: list[str] = field(default_factory=list)  # --select-on-val: the value chosen per configuration
 
 
 def build_report(runs: Sequence[str | Path], out: str | Path, metric: str = "video_auc",
                  wandb_offline: Sequence[str | Path] = (), wandb_project: str | None = None,
                  group_by: Sequence[str] = DEFAULT_GROUP_BY, skip_invalid: bool = False,
-                 title: str = "Cross-dataset generalization report", worst: int = 0) -> ReportResult:
+                 title: str = "Cross-dataset generalization report", worst: int = 0,
+                 feature_maps: bool = True, select_on_val: Sequence[str] = ()) -> ReportResult:
     """Collect runs, then write CSVs, figures and ``report.md`` into ``out``.
 
     ``worst``: also list the N worst-scored videos per configuration and test set (from the runs'
-    ``predictions.parquet``) in ``worst_videos.csv`` and report.md.
+    ``predictions.parquet``) in ``worst_videos.csv`` and report.md. ``feature_maps``: runs trained on stored
+    features (``data.features=cached``) get 2-D maps of those features per backbone,
+    ``figures/feature_map_<backbone>_<label|dataset|method>.png`` (:mod:`dfd.report.feature_maps`).
     """
     level, _ = parse_metric(metric)
-    coll = collect(runs, wandb_offline, wandb_project, group_by=group_by, skip_invalid=skip_invalid)
+    coll = collect(runs, wandb_offline, wandb_project, group_by=group_by, skip_invalid=skip_invalid,
+                   select_on_val=select_on_val)
     if coll.long.empty:
         raise ResultsError("error: no results found (looked for results.json under "
                            f"{[str(r) for r in runs]}{' and W&B runs' if wandb_offline or wandb_project else ''})")
@@ -63,6 +68,12 @@ def build_report(runs: Sequence[str | Path], out: str | Path, metric: str = "vid
     }
     if m.gap["gap"].notna().any():
         figures["gap"] = {"main": plots.gap_bars(m, fig_dir / f"gap_{metric}.png")}
+    if feature_maps:
+        from dfd.report.feature_maps import draw_feature_maps, run_feature_stores
+
+        for backbone, stores in run_feature_stores(coll.runs).items():
+            for path in draw_feature_maps(stores, fig_dir, backbone=backbone):
+                files[f"feature_map:{path.stem.removeprefix('feature_map_')}"] = path
     for kind, paths in figures.items():
         files.update({f"{kind}:{k}": p for k, p in paths.items()})
     worst_df = None
@@ -79,4 +90,4 @@ def build_report(runs: Sequence[str | Path], out: str | Path, metric: str = "vid
         files["mix_ranking"] = mixes.write(ranking, out, report, metric)
     return ReportResult(report=report, files=files, n_files=len(coll.sources), n_configs=len(m.mean),
                         n_test_sets=m.mean.shape[1], skipped=coll.skipped, duplicates=coll.duplicates,
-                        worst=worst_df, mix_ranking=None if ranking.empty else ranking)
+                        worst=worst_df, mix_ranking=None if ranking.empty else ranking, choices=coll.choices)

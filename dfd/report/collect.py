@@ -50,6 +50,8 @@ class Collection:
     duplicates: list[str] = field(default_factory=list)
     # One entry per loaded run: source, config (row name), seed, created, predictions (path or None).
     runs: list[dict[str, Any]] = field(default_factory=list)
+    # --select-on-val: one line per configuration naming the sweep value chosen on validation.
+    choices: list[str] = field(default_factory=list)
 
 
 def _name(value: Any) -> str:
@@ -228,8 +230,12 @@ def _dedupe(long: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 
 def collect(run_dirs: Sequence[str | Path] = (), wandb_offline: Sequence[str | Path] = (),
             wandb_project: str | None = None, group_by: Sequence[str] = DEFAULT_GROUP_BY,
-            skip_invalid: bool = False) -> Collection:
-    """Load every run from directories and W&B into a :class:`Collection` (strict unless ``skip_invalid``)."""
+            skip_invalid: bool = False, select_on_val: Sequence[str] = ()) -> Collection:
+    """Load every run from directories and W&B into a :class:`Collection` (strict unless ``skip_invalid``).
+
+    ``select_on_val``: keys of a sweep (``optim.lr``) chosen per configuration on validation video AUC
+    (:mod:`dfd.report.select`); the other values' runs are left out, each choice is a note.
+    """
     loaded: list[tuple[str, dict[str, Any]]] = []
     skipped: list[str] = []
     seen: set[Path] = set()
@@ -258,6 +264,11 @@ def collect(run_dirs: Sequence[str | Path] = (), wandb_offline: Sequence[str | P
             for _source, loader in wandb_runs.online_runs(wandb_project):
                 attempt(loader)
 
+    chosen: list[str] = []
+    if select_on_val:
+        from dfd.report.select import best_on_validation
+
+        loaded, chosen = best_on_validation(loaded, select_on_val)
     rows: list[dict[str, Any]] = []
     rocs: list[dict[str, Any]] = []
     bins: list[dict[str, Any]] = []
@@ -297,8 +308,8 @@ def collect(run_dirs: Sequence[str | Path] = (), wandb_offline: Sequence[str | P
                  for c in sorted(bins, key=lambda c: (c["created"], c["source"]))}.values())
     for note in notes:
         warnings.warn(note, stacklevel=2)
-    return Collection(long=long, roc=rocs, calibration=bins, skipped=skipped, sources=[s for s, _ in loaded], duplicates=notes,
-                      runs=runs)
+    return Collection(long=long, roc=rocs, calibration=bins, skipped=skipped, sources=[s for s, _ in loaded],
+                      duplicates=notes, runs=runs, choices=chosen)
 
 
 def _predictions_path(source: str, data: dict[str, Any]) -> str | None:
