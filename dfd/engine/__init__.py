@@ -5,9 +5,10 @@ Modules: ``module`` (DetectorModule), ``losses``, ``optim`` (optimisers, schedul
 EER, bootstrap CIs), ``video_score`` (how a video's faces make its score), ``predictions``, ``results``
 (results.json), ``provenance`` (what command made a run), ``hardware`` (accelerator and thread policy),
 ``checks`` (config checks before any work), ``build`` (sources, DataModule, trainer from a config),
-``summary`` (console table, ROC figure, selection record, notes), ``train``, ``evaluate``.
+``summary`` (console table, ROC figure, selection record, notes), ``train``, ``evaluate`` (its frame-level
+robustness re-extracts distorted test sets with dfd-extract's code, hence ``dfd.extract``).
 
-May import: dfd, dfd.faces, dfd.store, dfd.sources, dfd.synthetic, dfd.data, dfd.models
+May import: dfd, dfd.faces, dfd.store, dfd.sources, dfd.extract, dfd.synthetic, dfd.data, dfd.models
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
 """``dfd-eval``: a checkpoint tested on any list of datasets, optionally under perturbations (robustness).
+
+``robustness.at=crop`` degrades the stored face crops before the model's resize; ``robustness.at=frame``
+degrades the test sets' source frames before face detection and re-extracts them with dfd-extract's code
+(:mod:`dfd.extract.distorted`, a crop cache per contract and distortion, reused by reruns).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dfd.engine.build import (
     run_dir_of,
     save_config,
 )
-from dfd.engine.checks import check_crop_contracts, check_robustness
+from dfd.engine.checks import check_crop_contracts, robustness_plan
 from dfd.engine.hardware import set_threads
 from dfd.engine.module import DetectorModule
 from dfd.engine.predictions import video_table
@@ -64,7 +68,11 @@ def evaluate(cfg: DictConfig) -> dict:
     from dfd.data.transforms import perturbation
 
     quiet_dependencies()
-    sweep_levels = check_robustness(cfg.get("robustness"))  # a wrong kind or level: one line, before any work
+    plan = robustness_plan(cfg.get("robustness"))  # a wrong kind, level or setting: one line, before any work
+    if plan.at == "frame" and plan.pairs and "ddp" in str((cfg.get("trainer") or {}).get("strategy") or ""):
+        # Every DDP rank runs this function: each would extract the same distorted caches at once.
+        raise ConfigError("robustness.at=frame re-extracts the test sets in this process; run it without DDP "
+                          "(one device), or use robustness.at=crop")
     set_threads(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = run_dir_of(cfg)
@@ -83,25 +91,45 @@ def evaluate(cfg: DictConfig) -> dict:
     for src in named.values():
         src.prepare()  # a missing or foreign cache fails now, in one line
     # Every test set must be cropped as the model's training crops were (the checkpoint's contract).
-    notes = check_crop_contracts(contract_of(meta.get("crop")), named, "test set", "the model's training crops",
+    trained = contract_of(meta.get("crop"))
+    notes = check_crop_contracts(trained, named, "test set", "the model's training crops",
                                  cfg.data.get("crop_mismatch", "refuse"))
+    if plan.at == "frame" and plan.pairs:
+        from dfd.extract.distorted import frame_level_problem
+
+        for name, src in named.items():
+            problem = frame_level_problem(src)
+            if problem:
+                raise ConfigError(f"robustness.at=frame distorts each test set's source frames before face detection, "
+                                  f"but test set '{name}' cannot be: {problem}; use robustness.at=crop (its stored "
+                                  "crops), or evaluate it in a run of its own")
     spec = module.model.input_spec
     run = dict(meta.get("run") or {})
     trainer = build_trainer(cfg, run_dir, module.run_id + "-eval", f"eval-{run.get('dataset', '')}", "eval")
 
-    def evaluate_once(extra: list | None = None, suffix: str = "", tables: list | None = None) -> dict:
-        dm = build_datamodule(cfg, spec, None, name_test_sets(train_src, tests), {}, eval_extra=extra)
+    def evaluate_once(extra: list | None = None, suffix: str = "", tables: list | None = None,
+                      sources: dict | None = None) -> dict:
+        tests_now = name_test_sets(train_src, tests) if sources is None else sources
+        dm = build_datamodule(cfg, spec, None, tests_now, {}, eval_extra=extra)
         return test_model(trainer, module, dm, None, suffix, tables)
 
     tables: list = []
     reports = evaluate_once(tables=tables)
     robustness: dict = {}
-    for kind, level in sweep_levels:
-        perturbed = evaluate_once([perturbation(kind, level)], suffix=f"@{kind}{level:g}")
+    for kind, level in plan.pairs:
+        if plan.at == "frame":
+            distorted = _distorted_sets(named, trained, kind, level, plan.workers)
+            perturbed = evaluate_once(suffix=f"@{kind}{level:g}", sources=distorted)
+        else:
+            perturbed = evaluate_once([perturbation(kind, level)], suffix=f"@{kind}{level:g}")
         for name, rep in perturbed.items():
-            robustness.setdefault(name, {}).setdefault(kind, []).append(
-                {"level": level, "frame": rep["frame"], "video": rep["video"]}
-            )
+            point = {"level": level, "at": plan.at, "frame": rep["frame"], "video": rep["video"]}
+            lost = int(reports[name]["video"].get("n", 0)) - int(rep["video"].get("n", 0))
+            if plan.at == "frame" and lost > 0:
+                point["videos_lost"] = lost
+                notes.append(f"robustness {kind} {level:g} (at=frame) on '{name}': {lost} of "
+                             f"{reports[name]['video'].get('n')} test videos kept no face and are not scored")
+            robustness.setdefault(name, {}).setdefault(kind, []).append(point)
     overrides = provenance.task_overrides()
     results = make_results(
         "eval", run_dir, run, reports, checkpoint=str(cfg.ckpt_path),
@@ -111,3 +139,25 @@ def evaluate(cfg: DictConfig) -> dict:
     )
     finish_run(trainer, results, run_dir, f"evaluation of {cfg.ckpt_path}", tables)
     return results
+
+
+def _distorted_sets(named: dict, trained, kind: str, level: float, workers: int | None) -> dict:
+    """Every test set with its source frames distorted, extracted with its own cache's contract (the crops its
+    clean numbers came from; evaluation already requires them framed as the model's training crops)."""
+    import logging
+
+    from dfd.extract.distorted import DistortedTestSet
+    from dfd.store.distort import Distortion
+
+    d = Distortion(kind, level)
+    out = {}
+    for name, src in named.items():
+        contract = src.crop_contract() or trained
+        if contract is None:
+            raise ConfigError(f"robustness.at=frame: test set '{name}' records no crop contract and neither does the "
+                              "checkpoint; re-extract it with dfd-extract")
+        dist = DistortedTestSet(src, contract, d, workers)
+        summary = dist.prepare()
+        logging.getLogger(__name__).info("robustness %s (at=frame) on '%s': crops in %s", d, name, summary.parent)
+        out[name] = dist
+    return out

@@ -37,7 +37,10 @@ INDEX_COLUMNS: dict[str, str] = {
 # Optional index columns, carried into the manifest by dfd-extract like every extra index column.
 # ``method_type``: what kind of manipulation a fake is, where its dataset says so (one of METHOD_TYPES); ""
 # for reals and where the dataset does not say (never guessed). Reports break metrics down by it.
-INDEX_OPTIONAL_COLUMNS: dict[str, str] = {"method_type": "string"}
+# ``distortion``: distortions applied to the row's source frames before face detection, in order (dfd.store.distort
+# chain text, e.g. "df_cs:3 df_gb:2"; "" = none): DeeperForensics' reals matched to their fakes' distortions, and
+# the test sets of frame-level robustness. Extraction applies it; a changed chain makes the video's crops stale.
+INDEX_OPTIONAL_COLUMNS: dict[str, str] = {"method_type": "string", "distortion": "string"}
 METHOD_TYPES = ("face_swap", "reenactment", "lip_sync", "talking_face", "entire_face_synthesis", "face_editing",
                 "diffusion", "commercial_service")
 
@@ -105,6 +108,7 @@ def validate_index(df: pd.DataFrame, where: str = "index") -> pd.DataFrame:
     df = df.astype({c: t for c, t in INDEX_COLUMNS.items()})
     _check_common(df, where)
     _check_method_types(df, where)
+    _check_distortions(df, where)
     dup = df["video_id"][df["video_id"].duplicated()]
     if len(dup):
         raise SchemaError(f"{where}: video_id must be unique across the dataset; duplicated: {list(dup[:5])}")
@@ -127,6 +131,18 @@ def _check_method_types(df: pd.DataFrame, where: str) -> None:
     if values:
         raise SchemaError(f"{where}: method_type must be one of {METHOD_TYPES} or empty (unknown); found "
                           f"{sorted(values)}")
+
+
+def _check_distortions(df: pd.DataFrame, where: str) -> None:
+    if "distortion" not in df.columns:
+        return
+    from dfd.store.distort import DistortionError, parse_chain
+
+    for text in df["distortion"].fillna("").astype(str).unique():
+        try:
+            parse_chain(text)
+        except DistortionError as e:
+            raise SchemaError(f"{where}: column distortion: {e}") from None
 
 
 def _check_common(df: pd.DataFrame, where: str) -> None:
