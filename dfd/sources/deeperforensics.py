@@ -33,7 +33,7 @@ from dfd.errors import DatasetError
 from dfd.sources.base import VIDEO_EXTS, DatasetSource, index_frame
 from dfd.sources.ffpp import LOSSLESS
 from dfd.sources.protocols import rel_path, resolve_source_videos, split_counts
-from dfd.store.distort import DistortionError, chain_text, parse_chain
+from dfd.store.distort import DF_TYPES, DistortionError, chain_text, parse_chain
 from dfd.store.schema import SPLITS
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def read_meta(path: Path, variant: str) -> dict[str, str]:
         try:
             chain = parse_chain(parts[1:])
         except DistortionError as e:
-            raise DistortionError(f"{path}:{n}: {e}") from None
+            raise DatasetError(f"{path}:{n}: {e}") from None
         rank = (video.parent.name == variant, len(chain), chain_text(chain))
         if video.stem not in best or rank[:2] > best[video.stem][:2]:
             best[video.stem] = rank
@@ -256,7 +256,8 @@ class DeeperForensics(DatasetSource):
             log.warning(warning)
             self.notes.append(warning)
         elif match:
-            kinds = sorted({d.df_type for c in chains.values() for d in parse_chain(c)})
+            used = {d.df_type for c in chains.values() for d in parse_chain(c)}
+            kinds = [t for t in DF_TYPES if t in used]
             self.notes.append(f"real_perturbation=match: {len(chains)} reals get their fake's distortions from "
                               f"{self.meta_path().name} ({', '.join(kinds)}), applied to their frames before "
                               "face detection")
