@@ -118,8 +118,10 @@ def evaluate(cfg: DictConfig) -> dict:
     robustness: dict = {}
     for kind, level in plan.pairs:
         if plan.at == "frame":
-            distorted = _distorted_sets(named, trained, kind, level, plan.workers)
-            perturbed = evaluate_once(suffix=f"@{kind}{level:g}", sources=distorted)
+            distorted, empty = _distorted_sets(named, trained, kind, level, plan.workers)
+            notes += [f"robustness {kind} {level:g} (at=frame) on '{name}': no test video kept a face; not scored"
+                      for name in empty]
+            perturbed = evaluate_once(suffix=f"@{kind}{level:g}", sources=distorted) if distorted else {}
         else:
             perturbed = evaluate_once([perturbation(kind, level)], suffix=f"@{kind}{level:g}")
         for name, rep in perturbed.items():
@@ -141,23 +143,28 @@ def evaluate(cfg: DictConfig) -> dict:
     return results
 
 
-def _distorted_sets(named: dict, trained, kind: str, level: float, workers: int | None) -> dict:
+def _distorted_sets(named: dict, trained, kind: str, level: float, workers: int | None) -> tuple[dict, list[str]]:
     """Every test set with its source frames distorted, extracted with its own cache's contract (the crops its
-    clean numbers came from; evaluation already requires them framed as the model's training crops)."""
+    clean numbers came from; evaluation already requires them framed as the model's training crops), and the
+    names of those where no test video kept a face (nothing to score)."""
     import logging
 
     from dfd.extract.distorted import DistortedTestSet
     from dfd.store.distort import Distortion
+    from dfd.store.schema import read_manifest
 
     d = Distortion(kind, level)
-    out = {}
+    out, empty = {}, []
     for name, src in named.items():
         contract = src.crop_contract() or trained
         if contract is None:
             raise ConfigError(f"robustness.at=frame: test set '{name}' records no crop contract and neither does the "
                               "checkpoint; re-extract it with dfd-extract")
         dist = DistortedTestSet(src, contract, d, workers)
-        summary = dist.prepare()
-        logging.getLogger(__name__).info("robustness %s (at=frame) on '%s': crops in %s", d, name, summary.parent)
-        out[name] = dist
-    return out
+        manifest = dist.prepare()
+        logging.getLogger(__name__).info("robustness %s (at=frame) on '%s': crops in %s", d, name, manifest.parent)
+        if (read_manifest(manifest, columns=["split"])["split"] == "test").any():
+            out[name] = dist
+        else:
+            empty.append(name)
+    return out, empty

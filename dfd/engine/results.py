@@ -16,7 +16,8 @@ directory. Schema (``schema_version`` 1)::
                        "video": {..., auc_lo, auc_hi},
                        "per_method": {<method>: {"frame": {...}, "video": {...}}},
                        "roc": {"frame": {"fpr": [...], "tpr": [...]}, "video": {...}}}},
-     "robustness": {<name>: {<perturbation>: [{"level": x, "frame": {...}, "video": {...}}]}},
+     "robustness": {<name>: {<perturbation>: [{"level": x, "at": "crop" | "frame", "frame": {...}, "video": {...},
+                                               "videos_lost": n}]}},   # videos_lost: at=frame, faces lost
      "bootstrap": {how auc_lo/auc_hi were computed}, "notes": [one-line warnings, skipped optional test sets],
      "video_score": {"rule", "description"},       # how crops made frame and video scores (dfd.engine.video_score)
      "predictions": "predictions.parquet"}
