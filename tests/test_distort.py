@@ -151,6 +151,11 @@ def test_whole_video_compression_keeps_sampling_and_order(tmp_path) -> None:
     assert all((x == y).all() for x, y in zip(a.images, b.images, strict=True))
     darker = [float(x.mean()) / float(c.mean()) for x, c in zip(a.images, clean.images, strict=True)]
     assert all(0.8 < r < 0.88 for r in darker), darker  # CC level 1 scales by 0.85 (blur and H.264 keep the mean)
+    # Each sampled frame is its own frame re-encoded (timestamps intact: rate control at a steady CRF).
+    q1, q5 = ([psnr(c, x) for c, x in zip(clean.images, read_distorted("video", path, 5, parse_chain(f"VC:{lv}"),
+                                                                            "v").images, strict=True)]
+              for lv in (1, 5))
+    assert min(q1) > 30 and min(q1) > max(q5) + 1, (q1, q5)
 
 
 # ----------------------------------------------------------------------------------------------- detection

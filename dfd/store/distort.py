@@ -37,8 +37,10 @@ Details, as its authors' script computes them (so dfd's distorted frames match t
 * BW: ``(shorter side // 256) x parameter`` blocks; frames under 256 px (face crops, small test media) get the
   count of a 256 px frame, where the script would place none. Blocks lie wholly inside the frame.
 * VC re-encodes the *whole* video (ffmpeg's defaults the script relies on: libx264, preset medium, the source's
-  pixel format and frame rate; one encoder thread here, so the result depends on nothing but the input); a
-  still image or a frames folder is encoded frame by frame as I-frames.
+  pixel format and frame rate, x264 choosing the frame types), with one encoder thread and x264's macroblock-tree
+  off: with it, this x264 build gave different bytes from run to run on the same frames (2-5 outputs of 8 runs at
+  some frame sizes, even single-threaded); without it the result depends on the input alone. A still image or a
+  frames folder is encoded frame by frame as I-frames.
 * The authors wrote every distorted video through XVID and then ffmpeg (CRF 23) again; dfd distorts decoded
   frames and adds no such pass (``read_distorted`` says so in its notes).
 
@@ -58,6 +60,7 @@ import math
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -381,17 +384,24 @@ def _encode_pass(src: Path, out: Path, before: Sequence[Distortion], crf: int, k
 
     with av.open(str(src)) as inp, av.open(str(out), mode="w") as dst:
         vin = inp.streams.video[0]
-        rate = vin.average_rate or vin.guessed_rate or 25
+        rate = Fraction(vin.average_rate or vin.guessed_rate or 25)
         enc = dst.add_stream("libx264", rate=rate)
         enc.width, enc.height = vin.codec_context.width, vin.codec_context.height
         fmt = vin.codec_context.pix_fmt or "yuv420p"
         enc.pix_fmt = fmt if fmt in ("yuv420p", "yuvj420p", "yuv422p", "yuv444p") else "yuv420p"
-        enc.options = {"crf": str(crf), "preset": "medium", "threads": "1"}
+        # ffmpeg's defaults except the macroblock-tree: with it, this x264 gave 2-5 different outputs in 8 runs on
+        # the same frames (some frame sizes, even with one thread); without, one (bench: closing note of issue 25).
+        enc.options = {"crf": str(crf), "preset": "medium", "threads": "1", "x264-params": "mbtree=0"}
         for number, frame in enumerate(inp.decode(vin)):
             if before:
                 img = apply_chain([frame.to_ndarray(format="rgb24")], [number], before, key)[0]
                 frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = None  # frames are renumbered by the encoder at the stream's rate
+            # Renumbered at the stream's rate: x264's rate control reads frame durations (decoded frames reset
+            # to pts=None all reach the muxer at 0, and CRF then drifts frame to frame).
+            frame.pts, frame.time_base = number, 1 / rate
+            # x264 would keep the source's frame types (libavcodec forces them from pict_type); ffmpeg, which
+            # the authors' script runs, clears them and lets x264 decide.
+            frame.pict_type = 0
             for packet in enc.encode(frame):
                 dst.mux(packet)
         for packet in enc.encode():
