@@ -112,9 +112,10 @@ def _truncate(x: np.ndarray) -> np.ndarray:
 
 def color_saturation(image: np.ndarray, factor: float) -> np.ndarray:
     """CS: the chroma (Cb, Cr) scaled by ``factor`` around neutral, luma kept: ``Y + factor * (RGB - Y)``."""
-    x = image.astype(np.float32)
-    y = (x @ _Y)[..., None]
-    return _truncate(y + np.float32(factor) * (x - y))
+    f = np.float32(factor)
+    # Y + f (RGB - Y) is one linear map per pixel: f I + (1 - f) [Y; Y; Y] (cv2.transform: ~10x numpy's matmul).
+    m = f * np.eye(3, dtype=np.float32) + (1 - f) * np.tile(_Y, (3, 1))
+    return _truncate(cv2.transform(image.astype(np.float32), m))
 
 
 def color_contrast(image: np.ndarray, factor: float) -> np.ndarray:
@@ -146,8 +147,8 @@ def gaussian_noise_color(image: np.ndarray, variance: float, rng: np.random.Gene
     """GNC: white Gaussian noise of ``variance`` added to Y, Cb and Cr (see :func:`noise_std`), back to RGB."""
     sy, sc = noise_std(variance)
     h, w = image.shape[:2]
-    n = rng.standard_normal((h, w, 3), dtype=np.float32) * np.array([sy, sc, sc], np.float32)  # Y, Cb, Cr
-    return _truncate(image.astype(np.float32) + n @ _FROM_YCBCR.T)
+    n = rng.standard_normal((h, w, 3), dtype=np.float32)  # Y, Cb, Cr
+    return _truncate(image.astype(np.float32) + cv2.transform(n, _FROM_YCBCR * np.array([sy, sc, sc], np.float32)))
 
 
 def gaussian_blur(image: np.ndarray, kernel: int) -> np.ndarray:
