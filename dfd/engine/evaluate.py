@@ -116,9 +116,10 @@ def evaluate(cfg: DictConfig) -> dict:
     tables: list = []
     reports = evaluate_once(tables=tables)
     robustness: dict = {}
+    indexes: dict = {}  # at=frame: each test set's video index, built once for the whole sweep
     for kind, level in plan.pairs:
         if plan.at == "frame":
-            distorted, empty = _distorted_sets(named, trained, kind, level, plan.workers)
+            distorted, empty = _distorted_sets(named, trained, kind, level, plan.workers, indexes)
             notes += [f"robustness {kind} {level:g} (at=frame) on '{name}': no test video kept a face; not scored"
                       for name in empty]
             perturbed = evaluate_once(suffix=f"@{kind}{level:g}", sources=distorted) if distorted else {}
@@ -143,7 +144,8 @@ def evaluate(cfg: DictConfig) -> dict:
     return results
 
 
-def _distorted_sets(named: dict, trained, kind: str, level: float, workers: int | None) -> tuple[dict, list[str]]:
+def _distorted_sets(named: dict, trained, kind: str, level: float, workers: int | None,
+                    indexes: dict) -> tuple[dict, list[str]]:
     """Every test set with its source frames distorted, extracted with its own cache's contract (the crops its
     clean numbers came from; evaluation already requires them framed as the model's training crops), and the
     names of those where no test video kept a face (nothing to score)."""
@@ -160,7 +162,9 @@ def _distorted_sets(named: dict, trained, kind: str, level: float, workers: int 
         if contract is None:
             raise ConfigError(f"robustness.at=frame: test set '{name}' records no crop contract and neither does the "
                               "checkpoint; re-extract it with dfd-extract")
-        dist = DistortedTestSet(src, contract, d, workers)
+        if name not in indexes:
+            indexes[name] = src.build_index()
+        dist = DistortedTestSet(src, contract, d, workers, index=indexes[name])
         manifest = dist.prepare()
         logging.getLogger(__name__).info("robustness %s (at=frame) on '%s': crops in %s", d, name, manifest.parent)
         if (read_manifest(manifest, columns=["split"])["split"] == "test").any():

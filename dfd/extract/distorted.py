@@ -49,10 +49,11 @@ class DistortedTestSet(DatasetSource):
         distortion: appended to any distortion the base index already gives a row (DeeperForensics' matched reals).
         workers: extraction processes (None: dfd-extract's default).
         progress: show dfd-extract's progress bar.
+        index: ``base``'s video index when the caller has it already (a sweep builds it once per test set).
     """
 
     def __init__(self, base: DatasetSource, contract: CropContract, distortion: Distortion, workers: int | None = None,
-                 progress: bool = False) -> None:
+                 progress: bool = False, index: pd.DataFrame | None = None) -> None:
         super().__init__(base.name, base.root, distorted_cache_dir(base.cache_dir, contract, distortion))
         self.base = base
         self.contract = contract
@@ -61,9 +62,10 @@ class DistortedTestSet(DatasetSource):
         self.progress = progress
         self.faces_are_cropped = base.faces_are_cropped
         self.summary: ExtractSummary | None = None
+        self._base_index = index
 
     def _index_rows(self) -> pd.DataFrame:
-        index = self.base.build_index()
+        index = self._base_index if self._base_index is not None else self.base.build_index()
         test = index[index["split"] == "test"].copy()
         own = test["distortion"].fillna("").astype(str) if "distortion" in test.columns else [""] * len(test)
         test["distortion"] = [chain_text((*parse_chain(o), self.distortion)) for o in own]
