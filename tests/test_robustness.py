@@ -89,6 +89,11 @@ def test_frame_level_distortions_reextract_the_test_set_once(checkpoints, tmp_pa
     assert [(k, p["level"], p["at"], p["video"]["n"]) for k in rob for p in rob[k]] == [
         ("df_gb", 1.0, "frame", 4), ("df_vc", 2.0, "frame", 4)]
     assert res["test"]["mine"]["video"]["n"] == 4
+    from dfd.report.build import build_report
+
+    report = build_report([tmp_path / "eval"], tmp_path / "report")  # frame-level cells are their own grid
+    assert report.files["distortions:mine@frame"].name == "distortions_mine_frame.png"
+    assert "### mine, source frames, before face detection:" in report.report.read_text()
 
     contract = src.crop_contract()
     clean = pd.read_parquet(src.manifest_path).set_index("crop_path")

@@ -122,7 +122,8 @@ def evaluate(cfg: DictConfig) -> dict:
             distorted, empty = _distorted_sets(named, trained, kind, level, plan.workers, indexes)
             notes += [f"robustness {kind} {level:g} (at=frame) on '{name}': no test video kept a face; not scored"
                       for name in empty]
-            perturbed = evaluate_once(suffix=f"@{kind}{level:g}", sources=distorted) if distorted else {}
+            # Its own metric keys: a frame-level and a crop-level point of one kind and level are different numbers.
+            perturbed = evaluate_once(suffix=f"@frame_{kind}{level:g}", sources=distorted) if distorted else {}
         else:
             perturbed = evaluate_once([perturbation(kind, level)], suffix=f"@{kind}{level:g}")
         for name, rep in perturbed.items():

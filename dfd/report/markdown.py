@@ -148,10 +148,13 @@ def write_report(coll: Collection, m: Matrix, figures: dict[str, dict[str, Path]
         lines += ["## DeeperForensics-1.0 distortions", "",
                   f"{m.metric} per distortion type (rows) and level (columns), mean ± std over seeds; the clean test "
                   "set first. Types: " + ", ".join(f"{t} = {n}" for t, n in DF_NAMES.items()) + ".", ""]
-        for (test_set, config), g in distortions.groupby(["test_set", "config"], sort=True):
-            lines += [f"### {test_set}: {config}", "", distortion_table(g), ""]
-            if test_set in figures.get("distortions", {}):
-                lines += [f"![distortions on {test_set}]({_rel(figures['distortions'][test_set], out)})", ""]
+        for (test_set, at), by_at in distortions.groupby(["test_set", "at"], sort=True):
+            key = str(test_set) if at == "crop" else f"{test_set}@{at}"
+            where = "source frames, before face detection" if at == "frame" else "stored crops"
+            for config, g in by_at.groupby("config", sort=True):
+                lines += [f"### {test_set}, {where}: {config}", "", distortion_table(g), ""]
+            if key in figures.get("distortions", {}):
+                lines += [f"![distortions on {key}]({_rel(figures['distortions'][key], out)})", ""]
     counts = {"n", "n_real", "n_fake"}  # sample counts, not scores
     others = sorted({f"{lv}_{mt}" for lv, mt in long.loc[long["section"] == "test", ["level", "metric"]]
                      .drop_duplicates().itertuples(index=False)
