@@ -117,6 +117,10 @@ def make_dfdcp(root: Path) -> Path:
 DRF_SPLITS = {"train": ["000_M101.mp4", "001_W102.mp4"], "val": ["002_M103"], "test": ["003_W104", "004_M105", "005_M106"]}
 DRF_ON_DISK = ["000_M101", "001_W102", "002_M103", "003_W104", "004_M105", "006_M107"]  # 005 missing, 006 unlisted
 DRF_VARIANTS = ("end_to_end", "end_to_end_level_2")
+# lists/manipulated_videos_distortions_meta of the perturbed variant, as the authors' script writes it (its output
+# path, then <TYPE>:<level> per distortion applied); 006 is unlisted like the video itself.
+DRF_META = {"end_to_end_level_2": {"000_M101": "CS:2", "001_W102": "GB:2", "002_M103": "VC:2", "003_W104": "BW:2",
+                                   "004_M105": "GNC:2"}}
 
 
 def make_deeperforensics(root: Path, ffpp_root: Path | None = None) -> Path:
@@ -126,6 +130,10 @@ def make_deeperforensics(root: Path, ffpp_root: Path | None = None) -> Path:
             _video(root / "manipulated_videos" / variant / f"{stem}.mp4", clip)
     for split, names in DRF_SPLITS.items():
         _write(root / "lists/splits" / f"{split}.txt", "\n".join(names) + "\n")
+    for variant, meta in DRF_META.items():
+        lines = [f"manipulated_videos/{variant}/{stem}.mp4 {chain}" for stem, chain in meta.items()]
+        _write(root / "lists/manipulated_videos_distortions_meta" / f"manipulated_videos_{variant}_meta.txt",
+               "\n".join(lines) + "\n")
     _video(root / "source_videos/M101/BlendShape/camera_down/M101_BlendShape_camera_down.mp4", clip)
     if ffpp_root is not None:
         for vid in ("000", "001", "002", "003", "004", "999"):

@@ -207,6 +207,12 @@ def test_resolved_configs_are_those_before_the_layout_change():
             assert now.pop("eval") == {"no_face": "drop", "no_face_score": 0.5}, command
         if command.startswith("dfd-train"):
             assert now["data"].pop("require_crop") == (arcface if "gend" in command else None), command
+        dfdf = (now.get("test_sets") or {}).get("deeperforensics")
+        if dfdf is not None:  # added since: DeeperForensics' reals may take their fakes' distortions (issue 25)
+            assert (dfdf.pop("real_perturbation"), dfdf.pop("meta_dir")) == (
+                "clean", "${.root}/lists/manipulated_videos_distortions_meta"), command
+            assert dfdf["name"] == "deeperforensics_${.variant}${dfd.unless:${.real_perturbation},clean,_reals_match}"
+            dfdf["name"] = "deeperforensics_${.variant}"
         if command.startswith("dfd-train"):  # added since: the feature-store keys, at their defaults (issue 27)
             assert now["data"].pop("features") == "none", command
             assert now.pop("embed") == FEATURE_STORE_DEFAULTS, command

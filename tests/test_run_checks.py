@@ -15,7 +15,13 @@ import torch
 
 from dfd.cli._hydra import accelerator_problem, launcher_problem
 from dfd.engine.build import build_augment
-from dfd.engine.checks import check_crop_contracts, check_required_crop, check_robustness
+from dfd.engine.checks import (
+    RobustnessPlan,
+    check_crop_contracts,
+    check_required_crop,
+    check_robustness,
+    robustness_plan,
+)
 from dfd.engine.evaluate import evaluate
 from dfd.engine.hardware import cpu_threads, set_threads
 from dfd.engine.train import train
@@ -175,8 +181,16 @@ def test_unknown_robustness_kind_or_level_is_one_line_before_the_checkpoint_is_r
     from dfd.data.transforms import perturbation
 
     with pytest.raises(ConfigError, match="^robustness: unknown perturbation 'blurr'; valid kinds: jpeg, blur, "
-                                          "downscale, noise, h264$"):
+                                          "downscale, noise, h264, resize, df_cs, df_cc, df_bw, df_gnc, df_gb, "
+                                          "df_jpeg, df_vc$"):
         perturbation("blurr", 1.0)
+    with pytest.raises(ConfigError, match="^robustness.df_gb: distortion df_gb: level 6.0 is not one of "
+                                          "DeeperForensics' levels 1, 2, 3, 4, 5$"):
+        check_robustness({"df_gb": [1, 6]})
+    with pytest.raises(ConfigError, match="^robustness.at='frames' is not valid; choose one of crop, frame"):
+        robustness_plan({"at": "frames", "jpeg": [50]})
+    assert robustness_plan({"at": "frame", "df_cs": [1, 5], "workers": 2}) == RobustnessPlan(
+        "frame", (("df_cs", 1.0), ("df_cs", 5.0)), 2)
     with pytest.raises(ConfigError, match="robustness.jpeg must be a list of levels"):
         check_robustness({"jpeg": 50})
     with pytest.raises(ConfigError, match="robustness.jpeg: level 'high' is invalid"):

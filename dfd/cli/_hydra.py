@@ -108,8 +108,8 @@ def check_overrides(args: list[str], conf: Path | Iterable[Path]) -> str | None:
         key, value = arg.split("=", 1)
         key = key.lstrip("+~")
         group = key.split("@", 1)[0]
-        if "." in group or not is_group(dirs, group) or value in ("", "null"):
-            continue
+        if "." in group or not is_group(dirs, group) or value in ("", "null") or value.lstrip().startswith("{"):
+            continue  # {...}: a value for the node itself (robustness='{jpeg: [50]}'), not a group option
         for choice in value.split(",") if "," in value and not value.startswith("[") else [value]:
             choice = choice.strip()
             if choice.startswith(("range(", "choice(", "glob(", "interval(")):
@@ -200,6 +200,10 @@ def register_resolvers() -> None:
 
         # ${dfd.path_key:${.root}}: a short key per dataset root, so default crop caches never mix two roots.
         OmegaConf.register_new_resolver("dfd.path_key", path_key)
+    if not OmegaConf.has_resolver("dfd.unless"):
+        # ${dfd.unless:${.x},default,text}: text unless x is its default (a name suffix only for a non-default x).
+        OmegaConf.register_new_resolver("dfd.unless", lambda value, default, text: "" if str(value) == str(default)
+                                        else str(text))
     from dfd.extract.config import register_configs
 
     register_configs()  # conf/extract.yaml's `extract:` block: the crop contract's defaults, one home

@@ -1,4 +1,8 @@
-"""``dfd-predict MODEL INPUT... --out predictions.csv``: score images and videos with a bundle or checkpoint."""
+"""``dfd-predict MODEL INPUT... --out predictions.csv``: score images and videos with a bundle or checkpoint.
+
+Faces are detected on the CPU (``--detect-device cpu``, as training caches are extracted); the model runs on
+``--device``.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +35,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "max_face_mean = mean over frames of the max over each frame's faces; mean = of the mean; "
                         "largest_face = the video's main face only")
     p.add_argument("--batch-size", type=int, default=32, help="frames per MTCNN call and crops per model call")
-    p.add_argument("--device", default="auto", help="auto (GPU when present) | cpu | cuda[:N]")
+    p.add_argument("--device", default="auto", help="the model's device: auto (GPU when present) | cpu | cuda[:N]")
+    p.add_argument("--detect-device", default="cpu",
+                   help="face detection's device: cpu (default: training caches are extracted on CPUs, and GPU boxes "
+                        "can differ) | cuda[:N] (warns unless this GPU model has passed gpu_checks.sh extract)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -51,14 +58,18 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         device = resolve_device(args.device)
+        detect_device = resolve_device(args.detect_device, "--detect-device")
         paths = collect_inputs(args.inputs)
         if not paths:
             raise PredictError(f"no images or videos found in {' '.join(args.inputs)}")
         bundle = open_model(args.model, device)
         predictor = Predictor(bundle, frames=args.frames, batch_size=args.batch_size, device=device,
-                              inputs=args.input_mode, save_crops=args.save_crops, video_score=args.video_score)
+                              inputs=args.input_mode, save_crops=args.save_crops, video_score=args.video_score,
+                              detect_device=detect_device)
         if predictor.notice:
             print(f"dfd-predict: note: {predictor.notice}", file=sys.stderr)
+        if predictor.detect_notice:
+            print(f"dfd-predict: warning: {predictor.detect_notice}", file=sys.stderr)
         results = predictor.predict(paths, progress=not args.no_progress)
     except Exception as e:
         if user_error(e) is None:

@@ -18,6 +18,7 @@ curves of different backbones are comparable.
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -28,6 +29,10 @@ import numpy as np
 import torch
 
 from dfd.faces.geometry import RESIZE_FLAGS
+from dfd.store.distort import DF_KINDS, Distortion, DistortionError, h264_roundtrip, resize_to
+
+__all__ = ["H264", "PERTURBATIONS", "FrameDistortion", "InputSpec", "Pipeline", "build_pipelines", "h264_roundtrip",
+           "perturbation"]
 
 
 @dataclass(frozen=True)
@@ -183,36 +188,9 @@ def build_pipelines(spec: object, train_augment: Sequence[A.BasicTransform]) -> 
     return Pipeline(s, train_augment), Pipeline(s)
 
 
-PERTURBATIONS = ("jpeg", "blur", "downscale", "noise", "h264")
-
-
-def h264_roundtrip(image: np.ndarray, crf: int, preset: str = "medium") -> np.ndarray:
-    """Encode an RGB image as one H.264 frame at ``crf`` (libx264 via PyAV, yuv420p) and decode it back.
-
-    What an upload to a video platform does to a face: block transform quantisation, chroma subsampling and
-    YUV conversion. Odd sizes are edge-padded to even (4:2:0 needs it) and cropped back.
-    """
-    import io
-
-    import av
-
-    h, w = image.shape[:2]
-    padded = np.pad(image, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge") if (h % 2 or w % 2) else image
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format="h264") as out:
-        stream = out.add_stream("libx264", rate=25)
-        stream.width, stream.height = padded.shape[1], padded.shape[0]
-        stream.pix_fmt = "yuv420p"
-        # One thread: x264's output then depends on nothing but the input and the settings.
-        stream.options = {"crf": str(int(crf)), "preset": preset, "threads": "1"}
-        for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(padded), format="rgb24")):
-            out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    buf.seek(0)
-    with av.open(buf, mode="r", format="h264") as inp:
-        frame = next(inp.decode(video=0)).to_ndarray(format="rgb24")
-    return np.ascontiguousarray(frame[:h, :w])
+#: Kinds of robustness perturbation: today's crop-level five, then ``resize`` (GenD's grid) and DeeperForensics-1.0's
+#: seven types (``df_cs`` ... ``df_vc``, levels 1-5; dfd.store.distort).
+PERTURBATIONS = ("jpeg", "blur", "downscale", "noise", "h264", "resize", *DF_KINDS)
 
 
 class H264(A.ImageOnlyTransform):
@@ -229,14 +207,53 @@ class H264(A.ImageOnlyTransform):
         return ("crf",)
 
 
+class FrameDistortion(A.ImageOnlyTransform):
+    """A :class:`dfd.store.distort.Distortion` on the stored crop (``resize`` and the DeeperForensics kinds).
+
+    Random draws (DeeperForensics' blocks and noise) are seeded by the crop's own pixels with the kind and level:
+    deterministic per crop, and so per (video, frame), whatever the process or worker. ``resize`` shrinks the
+    crop to N px and leaves the way back to the model's resize (GenD's chain: crop -> N -> model input).
+    """
+
+    def __init__(self, kind: str, level: float, p: float = 1.0) -> None:
+        super().__init__(p=p)
+        self.distortion = Distortion(kind, level)
+
+    def apply(self, img: np.ndarray, **params) -> np.ndarray:
+        d = self.distortion
+        if d.kind == "resize":
+            return resize_to(img, int(d.level))
+        key = hashlib.sha1(np.ascontiguousarray(img).tobytes()).hexdigest()[:16] if d.random else ""
+        return d.apply(img, key)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("kind", "level")
+
+    @property
+    def kind(self) -> str:
+        return self.distortion.kind
+
+    @property
+    def level(self) -> float:
+        return self.distortion.level
+
+
 def perturbation(kind: str, level: float) -> A.BasicTransform:
     """A deterministic corruption for robustness evaluation, applied to every stored test crop before the
     model's resize; levels are in source (stored-crop) pixels, so a level means the same for every backbone.
 
     ``jpeg``: JPEG quality (100 best); ``blur``: Gaussian sigma in crop pixels; ``downscale``: shrink the crop
     by this factor and back (0.5 = half resolution); ``noise``: Gaussian std in 0-255 units; ``h264``: H.264
-    re-encoding at this CRF (each frame as its own I-frame).
+    re-encoding at this CRF (each frame as its own I-frame); ``resize``: the crop resized to this many pixels
+    (then to the model's input, GenD's grid); ``df_cs`` ... ``df_vc``: DeeperForensics-1.0's types at levels 1-5
+    (dfd.store.distort; ``df_vc`` on a crop is an I-frame at its CRF). The first five are albumentations' own
+    operations (unchanged since earlier results); the rest are dfd.store.distort's, the code frame-level
+    robustness (``robustness.at=frame``) runs on source frames.
     """
+    from dfd.errors import ConfigError
+
+    if kind not in PERTURBATIONS:
+        raise ConfigError(f"robustness: unknown perturbation {kind!r}; valid kinds: {', '.join(PERTURBATIONS)}")
     if kind == "jpeg":
         return A.ImageCompression(quality_range=(int(level), int(level)), p=1.0)
     if kind == "blur":
@@ -249,6 +266,7 @@ def perturbation(kind: str, level: float) -> A.BasicTransform:
         return A.GaussNoise(std_range=(level / 255.0, level / 255.0), p=1.0)
     if kind == "h264":
         return H264(crf=int(level), p=1.0)
-    from dfd.errors import ConfigError
-
-    raise ConfigError(f"robustness: unknown perturbation {kind!r}; valid kinds: {', '.join(PERTURBATIONS)}")
+    try:
+        return FrameDistortion(kind, level)
+    except DistortionError as e:
+        raise ConfigError(f"robustness.{kind}: {e}") from None

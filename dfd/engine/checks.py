@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
@@ -33,12 +34,45 @@ def check_sbi_keys(cfg: DictConfig) -> None:
                           f"of SelfBlend; valid keys: {', '.join(valid)}")
 
 
+#: robustness.at: where a sweep's distortions act. ``crop``: the stored face crop before the model's resize
+#: (dfd.data.transforms.perturbation); ``frame``: the test set's source frames before face detection, re-extracted
+#: by dfd-extract's code (dfd.extract.distorted). Keys of ``robustness`` that are settings, not kinds:
+ROBUSTNESS_AT = ("crop", "frame")
+ROBUSTNESS_SETTINGS = ("at", "workers")
+
+
+@dataclass(frozen=True)
+class RobustnessPlan:
+    """A checked robustness sweep: where it acts, its (kind, level) pairs in order, extraction workers (frame)."""
+
+    at: str = "crop"
+    pairs: tuple[tuple[str, float], ...] = ()
+    workers: int | None = None
+
+
+def robustness_plan(robustness: Mapping | None) -> RobustnessPlan:
+    """``robustness`` (a preset, ``conf/robustness/<name>.yaml``, or ``{kind: [levels], at: crop|frame}``) checked
+    before any model work: a wrong kind, level or setting is one line."""
+    robustness = robustness or {}
+    at = str(robustness.get("at") or "crop")
+    if at not in ROBUSTNESS_AT:
+        raise ConfigError(f"robustness.at={at!r} is not valid; choose one of {', '.join(ROBUSTNESS_AT)} (crop: the "
+                          "stored face crops; frame: the source frames, before face detection)")
+    workers = robustness.get("workers")
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise ConfigError(f"robustness.workers={workers!r} must be a whole number >= 1 (or null: dfd-extract's default)")
+    kinds = {k: v for k, v in robustness.items() if k not in ROBUSTNESS_SETTINGS}
+    return RobustnessPlan(at, tuple(check_robustness(kinds)), workers)
+
+
 def check_robustness(robustness: Mapping | None) -> list[tuple[str, float]]:
-    """The robustness sweep as (kind, level) pairs, checked before any model work (one line when wrong)."""
+    """The robustness sweep's kinds as (kind, level) pairs, checked before any model work (one line when wrong)."""
     from dfd.data.transforms import perturbation
 
     pairs = []
     for kind, levels in (robustness or {}).items():
+        if kind in ROBUSTNESS_SETTINGS:
+            continue
         if levels is None or isinstance(levels, str | int | float):
             raise ConfigError(f"robustness.{kind} must be a list of levels, e.g. robustness='{{{kind}: [..]}}'")
         for level in levels:

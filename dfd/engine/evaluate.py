@@ -1,4 +1,8 @@
 """``dfd-eval``: a checkpoint tested on any list of datasets, optionally under perturbations (robustness).
+
+``robustness.at=crop`` degrades the stored face crops before the model's resize; ``robustness.at=frame``
+degrades the test sets' source frames before face detection and re-extracts them with dfd-extract's code
+(:mod:`dfd.extract.distorted`, a crop cache per contract and distortion, reused by reruns).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dfd.engine.build import (
     run_dir_of,
     save_config,
 )
-from dfd.engine.checks import check_crop_contracts, check_robustness
+from dfd.engine.checks import check_crop_contracts, robustness_plan
 from dfd.engine.hardware import set_threads
 from dfd.engine.module import DetectorModule
 from dfd.engine.no_face import NoFaceRule
@@ -79,8 +83,12 @@ def evaluate(cfg: DictConfig) -> dict:
     from dfd.data.transforms import perturbation
 
     quiet_dependencies()
-    sweep_levels = check_robustness(cfg.get("robustness"))  # a wrong kind or level: one line, before any work
+    plan = robustness_plan(cfg.get("robustness"))  # a wrong kind, level or setting: one line, before any work
     no_face = NoFaceRule.from_config(cfg)
+    if plan.at == "frame" and plan.pairs and "ddp" in str((cfg.get("trainer") or {}).get("strategy") or ""):
+        # Every DDP rank runs this function: each would extract the same distorted caches at once.
+        raise ConfigError("robustness.at=frame re-extracts the test sets in this process; run it without DDP "
+                          "(one device), or use robustness.at=crop")
     set_threads(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = run_dir_of(cfg)
@@ -100,25 +108,49 @@ def evaluate(cfg: DictConfig) -> dict:
         src.prepare()  # a missing or foreign cache fails now, in one line
         no_face.faces(src, name)  # eval.no_face=score on a cache that does not record faces not found: now
     # Every test set must be cropped as the model's training crops were (the checkpoint's contract).
-    notes = check_crop_contracts(contract_of(meta.get("crop")), named, "test set", "the model's training crops",
+    trained = contract_of(meta.get("crop"))
+    notes = check_crop_contracts(trained, named, "test set", "the model's training crops",
                                  cfg.data.get("crop_mismatch", "refuse"))
+    if plan.at == "frame" and plan.pairs:
+        from dfd.extract.distorted import frame_level_problem
+
+        for name, src in named.items():
+            problem = frame_level_problem(src)
+            if problem:
+                raise ConfigError(f"robustness.at=frame distorts each test set's source frames before face detection, "
+                                  f"but test set '{name}' cannot be: {problem}; use robustness.at=crop (its stored "
+                                  "crops), or evaluate it in a run of its own")
     spec = module.model.input_spec
     run = dict(meta.get("run") or {})
     trainer = build_trainer(cfg, run_dir, module.run_id + "-eval", f"eval-{run.get('dataset', '')}", "eval")
 
-    def evaluate_once(extra: list | None = None, suffix: str = "", tables: list | None = None) -> dict:
-        dm = build_datamodule(cfg, spec, None, name_test_sets(train_src, tests), {}, eval_extra=extra)
+    def evaluate_once(extra: list | None = None, suffix: str = "", tables: list | None = None,
+                      sources: dict | None = None) -> dict:
+        tests_now = name_test_sets(train_src, tests) if sources is None else sources
+        dm = build_datamodule(cfg, spec, None, tests_now, {}, eval_extra=extra)
         return test_model(trainer, module, dm, None, suffix, tables, no_face)
 
     tables: list = []
     reports = evaluate_once(tables=tables)
     robustness: dict = {}
-    for kind, level in sweep_levels:
-        perturbed = evaluate_once([perturbation(kind, level)], suffix=f"@{kind}{level:g}")
+    indexes: dict = {}  # at=frame: each test set's video index, built once for the whole sweep
+    for kind, level in plan.pairs:
+        if plan.at == "frame":
+            distorted, empty = _distorted_sets(named, trained, kind, level, plan.workers, indexes)
+            notes += [f"robustness {kind} {level:g} (at=frame) on '{name}': no test video kept a face; not scored"
+                      for name in empty]
+            # Its own metric keys: a frame-level and a crop-level point of one kind and level are different numbers.
+            perturbed = evaluate_once(suffix=f"@frame_{kind}{level:g}", sources=distorted) if distorted else {}
+        else:
+            perturbed = evaluate_once([perturbation(kind, level)], suffix=f"@{kind}{level:g}")
         for name, rep in perturbed.items():
-            robustness.setdefault(name, {}).setdefault(kind, []).append(
-                {"level": level, "frame": rep["frame"], "video": rep["video"]}
-            )
+            point = {"level": level, "at": plan.at, "frame": rep["frame"], "video": rep["video"]}
+            lost = int(reports[name]["video"].get("n", 0)) - int(rep["video"].get("n", 0))
+            if plan.at == "frame" and lost > 0:
+                point["videos_lost"] = lost
+                notes.append(f"robustness {kind} {level:g} (at=frame) on '{name}': {lost} of "
+                             f"{reports[name]['video'].get('n')} test videos kept no face and are not scored")
+            robustness.setdefault(name, {}).setdefault(kind, []).append(point)
     overrides = provenance.task_overrides()
     if no_face.scores:  # an evaluation-time choice that changes every number: report rows must not merge it
         run["overrides"] = {**(run.get("overrides") or {}), "eval.no_face": no_face.rule,
@@ -133,3 +165,33 @@ def evaluate(cfg: DictConfig) -> dict:
     )
     finish_run(trainer, results, run_dir, f"evaluation of {cfg.ckpt_path}", tables)
     return results
+
+
+def _distorted_sets(named: dict, trained, kind: str, level: float, workers: int | None,
+                    indexes: dict) -> tuple[dict, list[str]]:
+    """Every test set with its source frames distorted, extracted with its own cache's contract (the crops its
+    clean numbers came from; evaluation already requires them framed as the model's training crops), and the
+    names of those where no test video kept a face (nothing to score)."""
+    import logging
+
+    from dfd.extract.distorted import DistortedTestSet
+    from dfd.store.distort import Distortion
+    from dfd.store.schema import read_manifest
+
+    d = Distortion(kind, level)
+    out, empty = {}, []
+    for name, src in named.items():
+        contract = src.crop_contract() or trained
+        if contract is None:
+            raise ConfigError(f"robustness.at=frame: test set '{name}' records no crop contract and neither does the "
+                              "checkpoint; re-extract it with dfd-extract")
+        if name not in indexes:
+            indexes[name] = src.build_index()
+        dist = DistortedTestSet(src, contract, d, workers, index=indexes[name])
+        manifest = dist.prepare()
+        logging.getLogger(__name__).info("robustness %s (at=frame) on '%s': crops in %s", d, name, manifest.parent)
+        if (read_manifest(manifest, columns=["split"])["split"] == "test").any():
+            out[name] = dist
+        else:
+            empty.append(name)
+    return out, empty

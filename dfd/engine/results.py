@@ -22,7 +22,8 @@ directory. Schema (``schema_version`` 1)::
                        "roc": {"frame": {"fpr": [...], "tpr": [...]}, "video": {...}},
                        "calibration": {"frame": {"bins", "count": [...], "mean_prob": [...],
                                                  "frac_fake": [...]}, "video": {...}}}},
-     "robustness": {<name>: {<perturbation>: [{"level": x, "frame": {...}, "video": {...}}]}},
+     "robustness": {<name>: {<perturbation>: [{"level": x, "at": "crop" | "frame", "frame": {...}, "video": {...},
+                                               "videos_lost": n}]}},   # videos_lost: at=frame, faces lost
      "bootstrap": {how auc_lo/auc_hi were computed}, "notes": [one-line warnings, skipped optional test sets],
      "video_score": {"rule", "description"},       # how crops made frame and video scores (dfd.engine.video_score)
      "predictions": "predictions.parquet"}

@@ -71,9 +71,21 @@ def same_source(recorded: Mapping[str, Any] | None, current: Mapping[str, Any] |
     return all(recorded[k] == current[k] for k in keys)
 
 
-def part_is_current(part: Mapping[str, Any] | None, contract_id: str, current: Mapping[str, Any] | None) -> bool:
-    """Whether a finished video can be reused: same contract, same source."""
-    return bool(part) and part.get("contract") == contract_id and same_source(part.get("source"), current)
+def part_is_current(part: Mapping[str, Any] | None, contract_id: str, current: Mapping[str, Any] | None,
+                    distortion: str = "") -> bool:
+    """Whether a finished video can be reused: same contract, same source, same distortion of its frames."""
+    return (bool(part) and part.get("contract") == contract_id and same_source(part.get("source"), current)
+            and (part.get("distortion") or "") == (distortion or ""))
+
+
+def distortions(index: pd.DataFrame) -> dict[str, str]:
+    """The canonical distortion chain per video id (index column ``distortion``; "" when clean or absent)."""
+    if "distortion" not in index.columns:
+        return {}
+    from dfd.store.distort import chain_text, parse_chain
+
+    texts = index["distortion"].fillna("").astype(str)
+    return {v: chain_text(parse_chain(t)) for v, t in zip(index["video_id"], texts, strict=True) if t}
 
 
 def read_part(path: Path) -> dict[str, Any] | None:

@@ -23,7 +23,15 @@ from dfd import atomic
 from dfd.extract import jobs
 from dfd.extract.config import ExtractConfig, ExtractError
 from dfd.extract.manifest import assemble, tally_parts
-from dfd.extract.parts import clean_temps, fingerprints, part_is_current, part_path, prune, read_part
+from dfd.extract.parts import (
+    clean_temps,
+    distortions,
+    fingerprints,
+    part_is_current,
+    part_path,
+    prune,
+    read_part,
+)
 from dfd.extract.progress import track_progress
 from dfd.extract.summary import ExtractSummary
 from dfd.extract.worker import init_worker, run_task
@@ -52,7 +60,7 @@ from dfd.store.schema import (
 
 def _tasks(index: pd.DataFrame, todo: set[str], sources: dict[str, dict | None]) -> list[list[dict[str, Any]]]:
     """Units of work in index order: one per video, one per archive (streamed once for all its rows)."""
-    cols = ["video_id", "path", "kind"] + [c for c in ("member", "fake_segments") if c in index.columns]
+    cols = ["video_id", "path", "kind"] + [c for c in ("member", "fake_segments", "distortion") if c in index.columns]
     tasks: list[list[dict[str, Any]]] = []
     archives: dict[str, list[dict[str, Any]]] = {}
     for row in index[cols].to_dict("records"):
@@ -193,11 +201,12 @@ def _extract_videos(index: pd.DataFrame, root: Path, cache_dir: Path, contract: 
     ids = index["video_id"].tolist()
     sources = fingerprints(index, root, cfg.hash)
     cid = contract.fingerprint()
+    distortion = distortions(index)
     done, stale = set(), set()
     for v in ids:
         p = part_path(cache_dir, v)
         if p.is_file():
-            (done if part_is_current(read_part(p), cid, sources[v]) else stale).add(v)
+            (done if part_is_current(read_part(p), cid, sources[v], distortion.get(v, "")) else stale).add(v)
     todo = set(ids) - done
     tasks = _tasks(index, todo, sources)
     run = _Run(resumed=len(done), stale=len(stale))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from dfd.extract.config import ExtractConfig
-from dfd.extract.parts import fingerprints, part_is_current, part_path, read_part
+from dfd.extract.parts import distortions, fingerprints, part_is_current, part_path, read_part
 from dfd.faces.contract import CropContract
 from dfd.store.cache import normalize_root, read_record
 from dfd.store.schema import validate_index
@@ -73,6 +73,7 @@ def verify_cache(index_df: pd.DataFrame, root: str | Path, cache_dir: str | Path
         rep.problems.append("no manifest.parquet")
     sources = fingerprints(index, root, cfg.hash)
     cid = contract.fingerprint()
+    distortion = distortions(index)
     ids = index["video_id"].tolist()
     for v in ids:
         if sources[v] is None:
@@ -81,7 +82,7 @@ def verify_cache(index_df: pd.DataFrame, root: str | Path, cache_dir: str | Path
         part = read_part(part_path(cache_dir, v)) if part_path(cache_dir, v).is_file() else None
         if part is None:
             rep.not_extracted.append(v)
-        elif not part_is_current(part, cid, sources[v]):
+        elif not part_is_current(part, cid, sources[v], distortion.get(v, "")):
             rep.stale.append(v)
         else:
             rep.current += 1

@@ -18,6 +18,7 @@ from dfd.extract.parts import clear_crops, crop_dir, failure_record, finish_part
 from dfd.faces.contract import CropContract, segment_labels
 from dfd.faces.crops import crop_faces, crop_stem
 from dfd.faces.detect import FaceDetector
+from dfd.store.distort import apply_chain, chain_text, parse_chain, read_distorted
 from dfd.store.media import Frames, encode_image, iter_archive_sequences, read_source
 from dfd.store.schema import parse_segments
 
@@ -105,6 +106,7 @@ def run_task(
     root_p, cache_p = Path(root), Path(cache_dir)
     source = {row["video_id"]: row["source"] for row in task}
     segments = {row["video_id"]: row.get("fake_segments") for row in task}
+    distortion = {row["video_id"]: chain_text(parse_chain(row.get("distortion"))) for row in task}
     results = []
     for video_id, frames in _task_frames(task, root_p, contract.frames):
         clear_crops(cache_p, video_id)  # a killed or older run may have left crops this run will not keep
@@ -116,6 +118,8 @@ def run_task(
             record = failure_record(video_id, e)
         record["source"] = source[video_id]
         record["contract"] = contract.fingerprint()
+        if distortion.get(video_id):
+            record["distortion"] = distortion[video_id]
         results.append(finish_part(cache_p, record))
     return results
 
@@ -123,14 +127,26 @@ def run_task(
 def _task_frames(
     task: list[dict[str, Any]], root: Path, n: int
 ) -> Iterator[tuple[str, Frames | BaseException]]:
+    # A row's ``distortion`` (dfd.store.distort chain) degrades its source frames before detection.
     if task[0]["kind"] == "archive":
-        ids = {row["member"]: row["video_id"] for row in task}
+        ids = {row["member"]: row for row in task}
         for member, frames in iter_archive_sequences(root / task[0]["path"], list(ids), n):
-            yield ids[member], frames
+            row = ids[member]
+            chain = parse_chain(row.get("distortion"))
+            if chain and isinstance(frames, Frames):
+                frames = Frames(frames.numbers, apply_chain(frames.images, frames.numbers, chain, row["video_id"]))
+            yield row["video_id"], frames
         return
     for row in task:
         try:
-            yield row["video_id"], read_source(row["kind"], root / row["path"], n,
-                                               parse_segments(row.get("fake_segments")))
+            chain = parse_chain(row.get("distortion"))
+            segments = parse_segments(row.get("fake_segments"))
+            if chain and segments:
+                raise ValueError("a distortion chain on a partial fake (fake_segments) is not supported: its frames "
+                                 "would be sampled as a whole video's")
+            if chain:
+                yield row["video_id"], read_distorted(row["kind"], root / row["path"], n, chain, row["video_id"])
+            else:
+                yield row["video_id"], read_source(row["kind"], root / row["path"], n, segments)
         except Exception as e:
             yield row["video_id"], e

@@ -365,4 +365,25 @@ label = (prob_fake >= cfg["thresholds"]["frame"]["value"]).long()   # one image:
 
 Or with dfd installed: `dfd-predict <this folder> video.mp4 images/ --out predictions.csv`
 (the same face detection, crop and frame sampling as training), or `dfd.inference.bundle.load_bundle(<folder>)`.
+
+## Face detection on a GPU
+
+{_gpu_detection_text()}
 """
+
+
+def _gpu_detection_text() -> str:
+    """What the bundle's README says about detecting faces on a GPU: the models with a PASS record."""
+    from dfd.faces.gpu_passes import CHECK, read_passes
+
+    passes = read_passes()
+    head = ("The training crops were cut from faces MTCNN found on a CPU, and `dfd-predict` detects on the CPU by "
+            "default (`--device` moves only the model). MTCNN on a GPU can move boxes (float noise through its "
+            f"cascade); `--detect-device cuda` is verified on the GPU models where `{CHECK}` passed (every box within "
+            "IoU 0.95 of the CPU's on the same frames, none found by one side only)")
+    if not passes:
+        return head + ": none yet, so detect on the CPU (on other models dfd-predict warns in one line)."
+    rows = "\n".join(f"| {r['gpu']} | {r.get('date', '')} | torch {r.get('torch', '?')}, CUDA {r.get('cuda', '?')} | "
+                     f"{r.get('frames', '?')} frames, min IoU {r.get('min_iou', '?')} |" for r in passes)
+    return (head + " (on other models dfd-predict warns in one line):\n\n| GPU | date | software | check |\n"
+            "|---|---|---|---|\n" + rows)

@@ -9,6 +9,15 @@ the max over each frame's faces); videos are labelled with the video-level thres
 frame-level one. A file that cannot be decoded or shows
 no face becomes a row with a status and a reason; it never stops the run.
 
+Inputs are treated as ``dfd-extract`` treats the same files in a dataset: a video is one video; an image is
+detected on its own (``kind=image``: one ``crop_faces`` call per image, the crop dfd-extract caches for it, pixel
+for pixel); a folder of numbered frames found inside a folder given (:func:`dfd.sources.base.find_media`'s rule)
+is one video (``kind=frames``: sampled, per-video detection scale, tracked, scored by the video threshold).
+
+Faces are detected on the CPU by default, as training caches are extracted (``detect_device``); the model runs on
+``device``. Detection on a GPU model without a PASS of ``gpu_checks.sh extract`` comes with a one-line warning
+(:mod:`dfd.faces.gpu_passes`).
+
 Models trained on face crops as a dataset ships them (WildDeepfake) take crops as they are (``inputs=crops``).
 
 Imports nothing of the training stack (Lightning, Hydra, albumentations, timm): an organiser's server needs
@@ -18,7 +27,6 @@ torch, numpy, OpenCV, decord and facenet-pytorch only.
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +40,11 @@ from dfd.errors import UserError
 from dfd.faces.contract import CropContract, uniform_positions
 from dfd.faces.crops import crop_faces, crop_stem
 from dfd.faces.detect import DETECT_BATCH, FaceDetector
+from dfd.faces.gpu_passes import detection_warning
 from dfd.inference.bundle import Bundle, load_bundle
+from dfd.sources.base import find_media
 from dfd.store.cache import safe_relpath
-from dfd.store.media import MediaError, MissingMedia, media_kind, read_image, read_video
+from dfd.store.media import MediaError, MissingMedia, media_kind, read_frames_folder, read_image, read_video
 
 # The first seven columns are a contract other tools read: never reorder them; new columns go at the end.
 COLUMNS = ("path", "prob_fake", "label", "faces", "frames", "status", "reason")
@@ -78,18 +88,17 @@ def _kind(path: Path) -> str | None:
 
 
 def collect_inputs(inputs: Iterable[str | Path]) -> list[str]:
-    """Files to score, in a stable order: files as given, folders walked recursively, ``.txt`` lists read.
+    """Inputs to score, in a stable order: files as given, folders walked recursively, ``.txt`` lists read.
 
-    Paths in a list file are taken relative to the list's folder when they exist there, else as written.
+    Inside a folder given, a folder holding only numbered images (``0000.png``, ``17.jpg``...) is one input, a
+    video's frames, as dfd-extract's folder datasets take it (:func:`dfd.sources.base.find_media`). Paths in a
+    list file are taken relative to the list's folder when they exist there, else as written.
     """
     out: list[str] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            for dirpath, dirnames, filenames in os.walk(p):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                out += [str(Path(dirpath) / f) for f in sorted(filenames)
-                        if not f.startswith(".") and _kind(Path(f))]
+            out += [str(path) for path, _ in find_media(p)]
         elif p.suffix.lower() in LIST_EXTENSIONS and p.is_file():
             for line in p.read_text().splitlines():
                 line = line.strip()
@@ -105,9 +114,12 @@ def collect_inputs(inputs: Iterable[str | Path]) -> list[str]:
 
 
 def read_media(path: str | Path, frames: int) -> tuple[str, np.ndarray, list[np.ndarray]]:
-    """``(kind, frame numbers, RGB frames)`` of one file: ``frames`` uniformly spaced frames of a video (the
-    contract's rule), or the image itself."""
+    """``(kind, frame numbers, RGB frames)`` of one input: ``frames`` uniformly spaced frames of a video or of a
+    folder of frames (the contract's rule, as dfd-extract samples them), or the image itself."""
     p = Path(path)
+    if p.is_dir():
+        f = read_frames_folder(p, frames)
+        return "frames", f.numbers, f.images
     kind = _kind(p)
     if kind == "video":
         f = read_video(p, frames)
@@ -134,12 +146,13 @@ def open_model(model: str | Path, device: str = "cpu") -> Bundle:
     return checkpoint_bundle(p).to(device)
 
 
-def resolve_device(device: str) -> str:
+def resolve_device(device: str, option: str = "--device") -> str:
     """``auto`` -> cuda when a GPU is present, else cpu; explicit cuda without a GPU is an error."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise PredictError("--device cuda asked for, but torch sees no GPU; use --device cpu or auto")
+        hint = "cpu (the default)" if option == "--detect-device" else "cpu or auto"
+        raise PredictError(f"{option} {device} asked for, but torch sees no GPU; use {option} {hint}")
     return device
 
 
@@ -182,7 +195,9 @@ class Predictor:
         bundle: the loaded model and its preprocess.json.
         frames: frames per video (default: the contract's).
         batch_size: crops (clips) per model call; frames of several images are detected together.
-        device: torch device for MTCNN and the model.
+        device: torch device of the model.
+        detect_device: torch device of MTCNN (``cpu`` by default: training caches are CPU-extracted; on a GPU
+            model without a PASS record of ``gpu_checks.sh extract``, :attr:`detect_notice` says so).
         inputs: ``auto`` (as the model was trained: frames, or face crops for crop-trained models), ``frames``
             (detect and crop) or ``crops`` (inputs are face crops).
         save_crops: folder to write every scored crop to (``<folder>/<file path>/<frame:06d>.png``; the extra
@@ -193,7 +208,7 @@ class Predictor:
 
     def __init__(self, bundle: Bundle, frames: int | None = None, batch_size: int = 32, device: str = "cpu",
                  inputs: str = "auto", save_crops: str | Path | None = None, detect_batch: int = DETECT_BATCH,
-                 video_score: str | None = None) -> None:
+                 video_score: str | None = None, detect_device: str = "cpu") -> None:
         self.bundle = bundle.to(device)
         contract = bundle.contract if frames is None else bundle.contract.replace(frames=int(frames))
         if contract.frames <= 0:
@@ -201,7 +216,9 @@ class Predictor:
         self.contract, self.notice = resolve_inputs(inputs, contract)
         self.batch_size = max(1, int(batch_size))
         needs_detector = self.contract.inputs == "frames" or bundle.needs_landmarks
-        self.detector = FaceDetector(self.contract, batch_size=detect_batch, device=device) if needs_detector else None
+        self.detector = (FaceDetector(self.contract, batch_size=detect_batch, device=detect_device) if needs_detector
+                         else None)
+        self.detect_notice = detection_warning(detect_device) if needs_detector else None
         self.save_crops = Path(save_crops) if save_crops else None
         self.video_score = check_video_score(video_score or bundle.video_score, "--video-score")
 
@@ -237,7 +254,7 @@ class Predictor:
                 yield [_Pending(i, "", np.zeros(0, np.int64), [], res)]
                 continue
             res.frames = len(images)
-            level = "video" if kind == "video" else "frame"
+            level = "frame" if kind == "image" else "video"
             res.threshold_level, res.threshold = level, self.bundle.thresholds[level]
             chunk.append(_Pending(i, kind, numbers, images, res))
             n += len(images)
@@ -248,29 +265,17 @@ class Predictor:
             yield chunk
 
     def _faces(self, todo: list[_Pending]) -> list[tuple[list[np.ndarray], list[np.ndarray], list[int], list[int]]]:
-        """(crops, landmarks in crop pixels, frame numbers, track ids) per file, by the one extraction path.
+        """(crops, landmarks in crop pixels, frame numbers, track ids) per input, by the one extraction path.
 
-        Each video is one ``crop_faces`` call (its own detection scale, its faces tracked), exactly as
-        dfd-extract makes it; the images of a chunk are detected together (batched; independent frames, no
-        per-video scale), as dfd-extract treats an image.
+        Each input is one ``crop_faces`` call, exactly as dfd-extract makes its crops: a video or a folder of
+        frames with its own detection scale and tracked faces; an image on its own (MTCNN's floats depend on the
+        batch an image shares, so images are never batched together: extraction detects each alone).
         """
-        out: list = [None] * len(todo)
         lm = self.bundle.needs_landmarks
-        images = [k for k, p in enumerate(todo) if p.kind != "video"]
-        for k, p in enumerate(todo):
-            if p.kind == "video":
-                f = crop_faces(p.images, self.contract, self.detector, video=True, landmarks=lm)
-                out[k] = (f.crops, f.landmarks, [int(p.numbers[i]) for i in f.keep], f.tracks)
-        if images:
-            f = crop_faces([todo[k].images[0] for k in images], self.contract, self.detector, video=False, landmarks=lm)
-            for k in images:
-                out[k] = ([], [], [], [])
-            for j, i in enumerate(f.keep):  # several faces of one image with choice=all
-                crops, marks, numbers, tracks = out[images[i]]
-                crops.append(f.crops[j])
-                marks.append(f.landmarks[j])
-                numbers.append(0)
-                tracks.append(f.tracks[j])
+        out = []
+        for p in todo:
+            f = crop_faces(p.images, self.contract, self.detector, video=True, landmarks=lm)
+            out.append((f.crops, f.landmarks, [int(p.numbers[i]) for i in f.keep], f.tracks))
         return out
 
     def _save(self, p: _Pending, crops: list[np.ndarray], numbers: list[int], tracks: list[int]) -> None:

@@ -65,6 +65,7 @@ def build_report(runs: Sequence[str | Path], out: str | Path, metric: str = "vid
         "roc": plots.roc_curves(coll.roc, coll.long, level, fig_dir),
         "reliability": plots.reliability_diagrams(coll.calibration, coll.long, level, fig_dir),
         "robustness": plots.robustness_curves(coll.long, metric, fig_dir),
+        "distortions": plots.distortion_heatmaps(coll.long, metric, fig_dir),
     }
     if m.gap["gap"].notna().any():
         figures["gap"] = {"main": plots.gap_bars(m, fig_dir / f"gap_{metric}.png")}
@@ -76,6 +77,10 @@ def build_report(runs: Sequence[str | Path], out: str | Path, metric: str = "vid
                 files[f"feature_map:{path.stem.removeprefix('feature_map_')}"] = path
     for kind, paths in figures.items():
         files.update({f"{kind}:{k}": p for k, p in paths.items()})
+    grid = plots.distortion_grid(coll.long, metric)
+    if not grid.empty:
+        files["distortions"] = out / "distortions.csv"
+        grid.to_csv(files["distortions"], index=False, float_format="%.6g")
     worst_df = None
     if worst:
         from dfd.report.videos import worst_videos
@@ -83,7 +88,7 @@ def build_report(runs: Sequence[str | Path], out: str | Path, metric: str = "vid
         worst_df = worst_videos(coll.runs, worst)
         files["worst"] = out / "worst_videos.csv"
         worst_df.to_csv(files["worst"], index=False, float_format="%.6g")
-    report = write_report(coll, m, figures, out, title=title, worst=worst_df)
+    report = write_report(coll, m, figures, out, title=title, worst=worst_df, distortions=grid)
     files["report"] = report
     ranking = mixes.rank_mixes(m)
     if not ranking.empty:

@@ -204,8 +204,11 @@ def results_to_rows(data: dict[str, Any], source: str, group_by: Sequence[str] =
             for i, point in enumerate(points):
                 if not isinstance(point, dict) or not _is_number(point.get("level")):
                     raise ResultsError(f"{where}: robustness.{name}.{pert}[{i}] needs a numeric 'level'")
+                # A frame-level sweep (robustness.at=frame) is another perturbation than the crop-level one.
+                at = point.get("at") or "crop"
                 add("robustness", _levels(point, f"{where}: robustness.{name}.{pert}[{i}]"), test_set=name,
-                    in_domain=in_domain, perturbation=str(pert), severity=float(point["level"]))
+                    in_domain=in_domain, perturbation=str(pert) if at == "crop" else f"{pert}@{at}",
+                    severity=float(point["level"]))
     return rows, roc
 
 

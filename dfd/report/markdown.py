@@ -129,8 +129,17 @@ def _rel(path: Path, out: Path) -> str:
     return Path(os.path.relpath(path, out)).as_posix()
 
 
+def distortion_table(grid: pd.DataFrame) -> str:
+    """DeeperForensics' distortions of one test set and configuration: a row per type, clean then levels 1-5."""
+    levels = [c for c in grid.columns if c.isdigit()]
+    rows = [[f"{r['type']}", _cell(r["clean"], r["clean_std"]), *[_cell(r[lv], r[f"{lv}_std"]) for lv in levels]]
+            for _, r in grid.iterrows()]
+    return table(["type", "clean", *[f"level {lv}" for lv in levels]], rows)
+
+
 def write_report(coll: Collection, m: Matrix, figures: dict[str, dict[str, Path]], out: Path,
-                 title: str = "Cross-dataset generalization report", worst: pd.DataFrame | None = None) -> Path:
+                 title: str = "Cross-dataset generalization report", worst: pd.DataFrame | None = None,
+                 distortions: pd.DataFrame | None = None) -> Path:
     """Write ``report.md`` into ``out`` and return its path."""
     long = coll.long
     runs = long.drop_duplicates(["config", "seed", "source"])[["config", "seed", "kind", "source"]]
@@ -194,9 +203,24 @@ def write_report(coll: Collection, m: Matrix, figures: dict[str, dict[str, Path]
                   "(those videos' frames included), per label, and the rule the numbers above follow "
                   "(`eval.no_face`: drop = not scored; score (s) = each counted at P(fake) s). Unreadable videos "
                   "are never scored. n/a: the crop cache does not record it.", "", faces, ""]
-    if figures.get("robustness"):
+    # DeeperForensics' kinds are shown as their type x level grid below, not as seven curves.
+    curves = {p: f for p, f in (figures.get("robustness") or {}).items() if not str(p).startswith("df_")}
+    if curves:
         lines += ["## Robustness", "", f"{m.metric} under test-time perturbations (mean ± std over seeds).", ""]
-        lines += [f"### {p}\n\n![robustness to {p}]({_rel(f, out)})\n" for p, f in figures["robustness"].items()]
+        lines += [f"### {p}\n\n![robustness to {p}]({_rel(f, out)})\n" for p, f in curves.items()]
+    if distortions is not None and not distortions.empty:
+        from dfd.store.distort import DF_NAMES
+
+        lines += ["## DeeperForensics-1.0 distortions", "",
+                  f"{m.metric} per distortion type (rows) and level (columns), mean ± std over seeds; the clean test "
+                  "set first. Types: " + ", ".join(f"{t} = {n}" for t, n in DF_NAMES.items()) + ".", ""]
+        for (test_set, at), by_at in distortions.groupby(["test_set", "at"], sort=True):
+            key = str(test_set) if at == "crop" else f"{test_set}@{at}"
+            where = "source frames, before face detection" if at == "frame" else "stored crops"
+            for config, g in by_at.groupby("config", sort=True):
+                lines += [f"### {test_set}, {where}: {config}", "", distortion_table(g), ""]
+            if key in figures.get("distortions", {}):
+                lines += [f"![distortions on {key}]({_rel(figures['distortions'][key], out)})", ""]
     counts = {"n", "n_real", "n_fake"}  # sample counts, not scores
     others = sorted({f"{lv}_{mt}" for lv, mt in long.loc[long["section"] == "test", ["level", "metric"]]
                      .drop_duplicates().itertuples(index=False)
@@ -224,6 +248,8 @@ def write_report(coll: Collection, m: Matrix, figures: dict[str, dict[str, Path]
               "run, seed, level, test set, method and perturbation", ""]
     if m.ci_lo is not None:
         lines.insert(-1, "- `matrix_ci.csv`: the matrix with its bootstrap intervals (`<test set>_lo`, `_hi`)")
+    if distortions is not None and not distortions.empty:
+        lines.insert(-1, "- `distortions.csv`: DeeperForensics' type x level grid per configuration and test set")
     if worst is not None and not worst.empty:
         lines.insert(-1, "- `worst_videos.csv`: the worst-scored videos per configuration and test set")
     path = out / "report.md"

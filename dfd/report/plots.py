@@ -191,3 +191,79 @@ def robustness_curves(long: pd.DataFrame, metric: str, out: Path) -> dict[str, P
         fig.savefig(path)
         paths[str(pert)] = path
     return paths
+
+
+def distortion_grid(long: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """DeeperForensics' distortions as a grid: one row per (config, test set, where, type), columns ``clean`` and the
+    levels 1-5, each the metric's mean over seeds (``<column>_std``: its std); ``at`` is where the sweep acted
+    (``crop`` or ``frame``). Empty when no run swept them."""
+    from dfd.store.distort import DF_KINDS, DF_LEVELS, DF_TYPES
+
+    level, name = parse_metric(metric)
+    sel = long[(long["level"] == level) & (long["metric"] == name)]
+    rob = sel[sel["section"] == "robustness"].copy()
+    split = rob["perturbation"].astype(str).str.partition("@")
+    rob["kind"], rob["at"] = split[0], split[2].replace("", "crop")
+    rob = rob[rob["kind"].isin(list(DF_KINDS))]
+    if rob.empty:
+        return pd.DataFrame()
+    clean = sel[sel["section"] == "test"].groupby(["config", "test_set"])["value"].agg(["mean", "std"])
+    cells = rob.groupby(["config", "test_set", "at", "kind", "severity"])["value"].agg(["mean", "std"])
+    rows = []
+    for (config, test_set, at), _ in rob.groupby(["config", "test_set", "at"], sort=True):
+        base = clean.loc[(config, test_set)] if (config, test_set) in clean.index else None
+        for t in DF_TYPES:
+            kind = f"df_{t.lower()}"
+            row = {"config": config, "test_set": test_set, "at": at, "type": t,
+                   "clean": float(base["mean"]) if base is not None else np.nan,
+                   "clean_std": float(base["std"]) if base is not None else np.nan}
+            for lv in DF_LEVELS:
+                key = (config, test_set, at, kind, float(lv))
+                row[str(lv)] = float(cells.loc[key, "mean"]) if key in cells.index else np.nan
+                row[f"{lv}_std"] = float(cells.loc[key, "std"]) if key in cells.index else np.nan
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def distortion_heatmaps(long: pd.DataFrame, metric: str, out: Path) -> dict[str, Path]:
+    """One PNG per test set and place (crop / frame): DeeperForensics type x level heatmap of the metric (a panel
+    per configuration), the clean value as the first column. Keys: the test set, ``<test set>@frame`` at frame level."""
+    from dfd.store.distort import DF_LEVELS, DF_NAMES
+
+    grid = distortion_grid(long, metric)
+    paths: dict[str, Path] = {}
+    if grid.empty:
+        return paths
+    _, name = parse_metric(metric)
+    cols = ["clean", *map(str, DF_LEVELS)]
+    for (test_set, at), tsel in grid.groupby(["test_set", "at"], sort=True):
+        configs = list(dict.fromkeys(tsel["config"]))
+        fig = figure(1.6 + 5.2 * len(configs), 4.2)
+        axes = fig.subplots(1, len(configs), squeeze=False)[0]
+        for ax, config in zip(axes, configs, strict=True):
+            g = tsel[tsel["config"] == config]
+            values = g[cols].to_numpy(dtype=float)
+            finite = values[np.isfinite(values)]
+            lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+            if hi - lo < 1e-6:
+                lo, hi = lo - 0.05, hi + 0.05
+            lower = name in LOWER_IS_BETTER
+            im = ax.imshow(np.ma.masked_invalid(values), cmap="viridis_r" if lower else "viridis", vmin=lo, vmax=hi,
+                           aspect="auto")
+            for i in range(values.shape[0]):
+                for j in range(values.shape[1]):
+                    v = values[i, j]
+                    bright = np.isfinite(v) and (im.norm(v) < 0.45 if lower else im.norm(v) > 0.55)
+                    ax.text(j, i, "–" if not np.isfinite(v) else f"{v:.3f}", ha="center", va="center", fontsize=8,
+                            color="black" if bright or not np.isfinite(v) else "white")
+            ax.set_xticks(range(len(cols)), ["clean", *[f"level {lv}" for lv in DF_LEVELS]], rotation=30, ha="right")
+            ax.set_yticks(range(len(g)), [f"{t} {DF_NAMES[t]}" for t in g["type"]])
+            ax.set_title(config, fontsize=9)
+            fig.colorbar(im, ax=ax, shrink=0.8, label=metric)
+        where = "source frames" if at == "frame" else "stored crops"
+        fig.suptitle(f"{metric} on {test_set} under DeeperForensics-1.0's distortions of the {where} (type x level)")
+        key = str(test_set) if at == "crop" else f"{test_set}@{at}"
+        path = out / f"distortions_{slug(key)}.png"
+        fig.savefig(path)
+        paths[key] = path
+    return paths

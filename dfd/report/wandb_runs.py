@@ -11,7 +11,7 @@ Two paths:
 * **Online projects** via ``wandb.Api()`` (needs a key; not exercised by the tests here).
 
 Metric keys follow dfd's logging: ``test/<set>/<level>_<metric>``, ``test/<set>/in_domain``,
-``test/<set>@<perturbation><level>/...`` (dfd-eval robustness), ``val/<level>_<metric>``. When the summary
+``test/<set>@<perturbation><level>/...`` (dfd-eval robustness; ``@frame_<perturbation><level>`` at frame level), ``val/<level>_<metric>``. When the summary
 names the run's own ``results_json`` and that file exists, it is read instead (it also has ROC points). The training configuration is read from the run config's ``train`` dict
 (``dataset``, ``model``, ``finetune``, ``seed``, ``experiment``), else from the Hydra groups' ``name`` fields.
 """
@@ -33,6 +33,7 @@ _HEADER_LEN = 7
 _BLOCK = 32768
 _CHUNK_HEADER = 7
 _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+FRAME_PREFIX = "frame_"
 _PERTURBED = re.compile(r"^(?P<set>.+)@(?P<kind>[A-Za-z_]+?)(?P<level>-?\d+(?:\.\d+)?(?:e-?\d+)?)$")
 
 # Where each training-configuration field may sit in a run's config, first match wins.
@@ -215,8 +216,10 @@ def summary_to_results(config: dict[str, Any], summary: dict[str, Any], source: 
     for key in [k for k in tests if _robustness_key(k)]:
         name, kind, level = _robustness_key(key)  # type: ignore[misc]
         entry = tests.pop(key)
-        robustness.setdefault(name, {}).setdefault(kind, []).append(
-            {"level": level, **{lvl: entry[lvl] for lvl in LEVELS if lvl in entry}})
+        # dfd-eval names frame-level points @frame_<kind><level> (robustness.at=frame), crop-level @<kind><level>.
+        at = "frame" if kind.startswith(FRAME_PREFIX) else "crop"
+        robustness.setdefault(name, {}).setdefault(kind.removeprefix(FRAME_PREFIX), []).append(
+            {"level": level, "at": at, **{lvl: entry[lvl] for lvl in LEVELS if lvl in entry}})
     for per_set in robustness.values():
         for points in per_set.values():
             points.sort(key=lambda p: p["level"])

@@ -41,7 +41,11 @@ INDEX_COLUMNS: dict[str, str] = {
 # the video ("" for a video whose label holds for every frame). dfd-extract then samples frames inside and
 # outside them and labels each frame by them (``dfd.faces.contract.segment_indices`` / ``segment_labels``):
 # manifest column ``frame_label``.
-INDEX_OPTIONAL_COLUMNS: dict[str, str] = {"method_type": "string", "fake_segments": "string"}
+# ``distortion``: distortions applied to the row's source frames before face detection, in order (dfd.store.distort
+# chain text, e.g. "df_cs:3 df_gb:2"; "" = none): DeeperForensics' reals matched to their fakes' distortions, and
+# the test sets of frame-level robustness. Extraction applies it; a changed chain makes the video's crops stale.
+INDEX_OPTIONAL_COLUMNS: dict[str, str] = {"method_type": "string", "fake_segments": "string",
+                                          "distortion": "string"}
 METHOD_TYPES = ("face_swap", "reenactment", "lip_sync", "talking_face", "entire_face_synthesis", "face_editing",
                 "diffusion", "commercial_service")
 
@@ -113,6 +117,7 @@ def validate_index(df: pd.DataFrame, where: str = "index") -> pd.DataFrame:
     _check_common(df, where)
     _check_method_types(df, where)
     _check_segments(df, where)
+    _check_distortions(df, where)
     dup = df["video_id"][df["video_id"].duplicated()]
     if len(dup):
         raise SchemaError(f"{where}: video_id must be unique across the dataset; duplicated: {list(dup[:5])}")
@@ -161,6 +166,18 @@ def parse_segments(text: str | None) -> list[tuple[float, float]]:
     if any(not 0 <= a <= b for a, b in out):
         raise ValueError("holds a span with start > end or a negative time")
     return out
+
+
+def _check_distortions(df: pd.DataFrame, where: str) -> None:
+    if "distortion" not in df.columns:
+        return
+    from dfd.store.distort import DistortionError, parse_chain
+
+    for text in df["distortion"].fillna("").astype(str).unique():
+        try:
+            parse_chain(text)
+        except DistortionError as e:
+            raise SchemaError(f"{where}: column distortion: {e}") from None
 
 
 def _check_common(df: pd.DataFrame, where: str) -> None:

@@ -215,6 +215,9 @@ def main() -> None:
     ap.add_argument("--gpu", action="store_true", help="dfd on CUDA (batched pipeline) vs dfd on the CPU")
     ap.add_argument("--gpu-batch", type=int, default=128, help="frames per MTCNN call on the GPU")
     ap.add_argument("--gpu-device", default="cuda", help="device of --gpu's batched run (cpu: a dry run of the script)")
+    ap.add_argument("--pass-file", nargs="*", default=[], metavar="JSON",
+                    help="--gpu: on PASS, record this GPU model in these JSON lists (dfd.faces.gpu_passes; gpu_checks.sh "
+                         "gives dfd/faces/gpu_passes.json, which dfd-predict and dfd-export read once committed)")
     args = ap.parse_args()
     if args.gpu and args.gpu_device.startswith("cuda"):
         import torch
@@ -295,7 +298,8 @@ def gpu(args, tmp: Path, root: Path, index: pd.DataFrame, cfg: ExtractConfig) ->
 
     print(f"  {describe_stats(s.pipeline)}")
     print(f"dfd GPU / dfd CPU: crops/s {(len(g_boxes) / g_wall) / (len(c_boxes) / c_wall):.2f}x")
-    _verdict("GPU", g_boxes, c_boxes)
+    if _verdict("GPU", g_boxes, c_boxes):
+        _record(args, cfg, g_boxes, c_boxes)
     if args.gpu_device.startswith("cuda"):
         # dfd bypasses cuDNN for MTCNN (dfd.faces.detect.mtcnn_detect); the same run with cuDNN (TF32 off) shows
         # what that costs and what it buys in agreement.
@@ -309,12 +313,35 @@ def gpu(args, tmp: Path, root: Path, index: pd.DataFrame, cfg: ExtractConfig) ->
     print(f"after: {load()}")
 
 
-def _verdict(name: str, boxes: Boxes, cpu: Boxes) -> None:
+def _verdict(name: str, boxes: Boxes, cpu: Boxes) -> bool:
     ious = [box_iou(boxes[k], cpu[k]) for k in cpu if k in boxes]
     missing = len(set(cpu) ^ set(boxes))
-    ok = ious and min(ious) >= 0.95 and not missing
+    ok = bool(ious) and min(ious) >= 0.95 and not missing
     print(f"box IoU {name} vs CPU on the same frames: {agreement(boxes, cpu, (name, 'CPU'))}; frames kept by "
           f"only one: {missing} -> {'PASS' if ok else 'FAIL'} (goal: every frame >= 0.95)")
+    return ok
+
+
+def _record(args, cfg: ExtractConfig, boxes: Boxes, cpu: Boxes) -> None:
+    """A PASS of dfd's GPU path (cuDNN bypassed) for this GPU model, into each --pass-file (dfd.faces.gpu_passes)."""
+    import datetime
+
+    import torch
+
+    import dfd
+    from dfd.faces.gpu_passes import CHECK, record_pass
+
+    if not args.gpu_device.startswith("cuda"):
+        print("dry run on the CPU: no PASS recorded")
+        return
+    ious = [box_iou(boxes[k], cpu[k]) for k in cpu if k in boxes]
+    entry = {"gpu": torch.cuda.get_device_name(torch.device(args.gpu_device)), "check": CHECK,
+             "date": datetime.date.today().isoformat(), "torch": torch.__version__, "cuda": torch.version.cuda,
+             "dfd": dfd.__version__, "contract_id": cfg.contract.fingerprint(), "videos": args.videos,
+             "frames": len(ious), "min_iou": round(float(min(ious)), 4), "mean_iou": round(float(np.mean(ious)), 4)}
+    for path in args.pass_file:
+        record_pass(path, entry)
+        print(f"PASS recorded for {entry['gpu']} in {path}")
 
 
 if __name__ == "__main__":
