@@ -17,15 +17,22 @@ from typing import Any
 
 import pandas as pd
 
-from dfd.report.results import LEVELS, ResultsError, _is_number, _levels, find_results, load_results
+from dfd.report.results import (
+    CORE_FIELDS,
+    LEVELS,
+    ResultsError,
+    _is_number,
+    _levels,
+    find_results,
+    identity_keys,
+    load_results,
+    run_value,
+)
 
 # The fields that name a training configuration's row (several seeds of it are averaged). Runs that share them
 # but differ in any other recorded override (results.json train.overrides, e.g. optim.lr in a sweep) are still
 # different configurations: the differing keys are appended to the row name, never merged.
 DEFAULT_GROUP_BY = ("dataset", "model", "finetune")
-CORE_FIELDS = ("dataset", "model", "finetune")
-# Overrides that select the core fields themselves (already in the row name through train.dataset etc.).
-_CORE_OVERRIDES = {"dataset", "model", "finetune"}
 
 LONG_COLUMNS = [
     "config", "dataset", "model", "finetune", "variant", "experiment", "seed", "kind", "created", "source",
@@ -59,25 +66,6 @@ def _name(value: Any) -> str:
     return "+".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
 
 
-_MISSING = object()
-
-
-def run_value(data: dict[str, Any], key: str) -> Any:
-    """A run's value of ``key``: a ``train`` field, else a recorded override, else the recorded config (dotted)."""
-    train = data.get("train") or {}
-    if key in train and not isinstance(train[key], dict):
-        return train[key]
-    overrides = train.get("overrides") or {}
-    if key in overrides:
-        return overrides[key]
-    node: Any = data.get("config")
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return None if isinstance(node, dict) else node
-
-
 def _text(value: Any) -> str:
     return "?" if value is None else json.dumps(value, sort_keys=True) if isinstance(value, dict) else _name(value)
 
@@ -90,12 +78,6 @@ def _render(key: str, value: Any) -> str:
 def config_label(train: dict[str, Any], group_by: Sequence[str] = DEFAULT_GROUP_BY) -> str:
     """The row label of a training configuration, e.g. ``ffpp/vit_b16/lora`` (``optim.lr=0.001`` for others)."""
     return "/".join(_render(k, run_value({"train": train}, k)) for k in group_by)
-
-
-def identity_keys(data: dict[str, Any]) -> list[str]:
-    """The keys that define a run's training configuration: the core fields and its recorded overrides."""
-    overrides = (data.get("train") or {}).get("overrides") or {}
-    return [*CORE_FIELDS, *(k for k in overrides if k not in _CORE_OVERRIDES)]
 
 
 def config_labels(runs: Sequence[dict[str, Any]], group_by: Sequence[str] = DEFAULT_GROUP_BY

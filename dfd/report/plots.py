@@ -202,6 +202,8 @@ def distortion_grid(long: pd.DataFrame, metric: str) -> pd.DataFrame:
     level, name = parse_metric(metric)
     sel = long[(long["level"] == level) & (long["metric"] == name)]
     rob = sel[sel["section"] == "robustness"].copy()
+    if rob.empty:  # str.partition on an empty column gives a frame without columns 0-2
+        return pd.DataFrame()
     split = rob["perturbation"].astype(str).str.partition("@")
     rob["kind"], rob["at"] = split[0], split[2].replace("", "crop")
     rob = rob[rob["kind"].isin(list(DF_KINDS))]

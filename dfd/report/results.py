@@ -97,3 +97,31 @@ def load_results(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as e:
         raise ResultsError(f"{path}: cannot be read ({e})") from None
     return validate_results(data, str(path))
+
+
+# The fields that name a training configuration (dataset/model/finetune); overrides that select them are
+# already in the name through train.dataset etc.
+CORE_FIELDS = ("dataset", "model", "finetune")
+_CORE_OVERRIDES = set(CORE_FIELDS)
+
+
+def run_value(data: dict[str, Any], key: str) -> Any:
+    """A run's value of ``key``: a ``train`` field, else a recorded override, else the recorded config (dotted)."""
+    train = data.get("train") or {}
+    if key in train and not isinstance(train[key], dict):
+        return train[key]
+    overrides = train.get("overrides") or {}
+    if key in overrides:
+        return overrides[key]
+    node: Any = data.get("config")
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return None if isinstance(node, dict) else node
+
+
+def identity_keys(data: dict[str, Any]) -> list[str]:
+    """The keys that define a run's training configuration: the core fields and its recorded overrides."""
+    overrides = (data.get("train") or {}).get("overrides") or {}
+    return [*CORE_FIELDS, *(k for k in overrides if k not in _CORE_OVERRIDES)]

@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from dfd.report.collect import identity_keys, run_value
+from dfd.report.results import identity_keys, run_value
 
 __all__ = ["best_on_validation"]
 
