@@ -212,7 +212,7 @@ class DeepfakeDataModule(pl.LightningDataModule):
             manifest = src.manifest_path if self.shards.root else src.prepare()
             store, arrays = shard_arrays(self.shards, src.name, manifest, split)
         else:
-            arrays = ManifestArrays(src.prepare(), splits=split)
+            arrays = ManifestArrays(src.prepare(), splits=split, roots=src.roots())
         if split == "train" and self.frames_per_video:
             arrays.keep_frames_per_video(self.frames_per_video)
         if split == "train" and self.pairing_subset != "all":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,11 @@ import torch
 from torch.utils.data import Dataset
 
 from dfd.data.transforms import Pipeline
+from dfd.errors import DatasetError
 from dfd.faces.contract import sample_indices, uniform_positions
+from dfd.store import cache
 from dfd.store.media import MediaError, read_image
+from dfd.store.roots import CROP_ROOT_COLUMN, Roots, crop_roots, join
 from dfd.store.schema import SchemaError
 
 __all__ = ["ClipDataset", "FrameDataset", "ManifestArrays", "read_rgb"]
@@ -106,11 +110,12 @@ def _read_columns(manifest: Path, splits: str | list[str] | None) -> dict:
     if missing:
         raise SchemaError(f"{manifest}: missing columns {missing}; a manifest needs {_COLUMNS}")
     has_track = "track" in pf.schema_arrow.names  # optional: manifests with one face per frame may lack it
+    has_root = CROP_ROOT_COLUMN in pf.schema_arrow.names  # crops read in place: the dataset folder of each crop
     wanted = None if splits is None else pa.array([splits] if isinstance(splits, str) else list(splits),
                                                  pa.string())
-    videos, methods = _Codes(), _Codes()
+    videos, methods, crop_roots = _Codes(), _Codes(), _Codes()
     frame, track, label, paths, lms = [], [], [], [], []
-    columns = [*_COLUMNS, "track"] if has_track else _COLUMNS
+    columns = [*_COLUMNS, *(["track"] if has_track else []), *([CROP_ROOT_COLUMN] if has_root else [])]
     # Threads and the dataset API cost tens of MB of arena memory for no gain on a 7-column read.
     for batch in pf.iter_batches(batch_size=_BATCH_ROWS, columns=columns, use_threads=False):
         if wanted is not None:
@@ -119,6 +124,8 @@ def _read_columns(manifest: Path, splits: str | list[str] | None) -> dict:
             continue
         videos.add(batch.column("video_id"))
         methods.add(batch.column("method"))
+        if has_root:
+            crop_roots.add(batch.column(CROP_ROOT_COLUMN).fill_null(""))
         frame.append(batch.column("frame").to_numpy(zero_copy_only=False).astype(np.int32))
         if has_track:
             track.append(batch.column("track").fill_null(0).to_numpy(zero_copy_only=False).astype(np.int16))
@@ -132,6 +139,7 @@ def _read_columns(manifest: Path, splits: str | list[str] | None) -> dict:
 
     video_names, video = videos.finish()
     names, method = methods.finish()
+    root_names, root_code = crop_roots.finish() if has_root else (np.zeros(0, "S1"), None)
     frame_all = np.concatenate(frame) if frame else np.zeros(0, np.int32)
     track_all = np.concatenate(track) if track else np.zeros(len(frame_all), np.int16)
     order = np.lexsort((track_all, frame_all, video))
@@ -152,6 +160,8 @@ def _read_columns(manifest: Path, splits: str | list[str] | None) -> dict:
         "method": (method if ident else method[order]).astype(np.int16),
         "paths": _concat_bytes(paths) if ident else _concat_bytes(paths)[order],
         "landmarks": take(lms, np.zeros((0, 5, 2), np.float32)),
+        "root_names": [r.decode() for r in root_names],
+        "root": None if root_code is None else (root_code if ident else root_code[order]).astype(np.int8),
     }
 
 
@@ -164,7 +174,8 @@ class ManifestArrays:
     NumPy (no Python object per row), so the memory held is about the arrays themselves: ~90 bytes/frame.
     """
 
-    def __init__(self, manifest: str | Path, splits: str | list[str] | None = None) -> None:
+    def __init__(self, manifest: str | Path, splits: str | list[str] | None = None,
+                 roots: Mapping[str, str | Path | None] | None = None) -> None:
         self.manifest = Path(manifest)
         self.root = self.manifest.parent
         if not self.manifest.is_file():
@@ -183,6 +194,14 @@ class ManifestArrays:
         self.method: np.ndarray = cols["method"]  # int16 index into method_names
         self.paths: np.ndarray = cols["paths"]  # fixed-width bytes, relative to root
         self.landmarks: np.ndarray = cols["landmarks"]  # (n, 5, 2) float32 crop pixels, NaN when unknown
+        # Where each crop path starts (dfd.store.roots): the manifest's folder, or for crops read in place the
+        # dataset folder named by ``crop_root``, as configured today (``roots``), else as the manifest recorded.
+        self.crop_root: np.ndarray | None = cols["root"]  # int8 index into crop_dirs (None: all the manifest's)
+        self.crop_dirs: list[Path | str] = [self.root]
+        if self.crop_root is not None:
+            recorded = (cache.manifest_record(self.manifest) or {}).get("roots")
+            where = crop_roots(self.manifest, roots, recorded)
+            self.crop_dirs = [_root_dir(where, name) for name in cols["root_names"]]
         # CSR offsets: frames of video v are rows starts[v]:starts[v+1].
         self.starts = np.searchsorted(self.video, np.arange(len(self.video_names) + 1)).astype(np.int64)
 
@@ -217,6 +236,8 @@ class ManifestArrays:
         rows = np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows, np.int64)
         for name in ("video", "frame", "track", "label", "method", "paths", "landmarks"):
             setattr(self, name, getattr(self, name)[rows])
+        if self.crop_root is not None:
+            self.crop_root = self.crop_root[rows]
         used = np.unique(self.video)
         if len(used) < len(self.video_names):
             self.video_names = self.video_names[used]
@@ -238,12 +259,24 @@ class ManifestArrays:
 
     def path(self, i: int) -> Path:
         """The crop file of row ``i``."""
-        return self.root / self.paths[i].decode()
+        base = self.crop_dirs[self.crop_root[i]] if self.crop_root is not None else self.root
+        if isinstance(base, str):  # a root this config does not set: its one-line error
+            raise DatasetError(base)
+        return join(base, self.paths[i].decode())
 
     @property
     def video_labels(self) -> np.ndarray:
         """Label of each video (the label of its first frame)."""
         return self.label[self.starts[:-1]] if len(self.label) else np.zeros(0, np.int8)
+
+
+def _root_dir(roots: Roots, name: str) -> Path | str:
+    """A crop root's folder, or the error that names the setting it needs (raised only if a crop needs it:
+    a packed store reads its crops by offset and never does)."""
+    try:
+        return roots.resolve(".", name)
+    except DatasetError as e:
+        return str(e)
 
 
 def row_keys(video: np.ndarray, frame: np.ndarray, track: np.ndarray | None = None) -> np.ndarray:

@@ -167,7 +167,7 @@ def describe_stats(stats: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------------------------- workers
 
 
-def _worker(wid: int, root: str, cache_dir: str, contract: CropContract, cfg: Any, tasks: Any, results: Any,
+def _worker(wid: int, root: Any, cache_dir: str, contract: CropContract, cfg: Any, tasks: Any, results: Any,
             requests: Any, reply: Any) -> None:
     """A worker process: tasks in, each video through the per-video code with the remote MTCNN, results out."""
     from dfd.extract import worker
@@ -193,7 +193,7 @@ def _worker(wid: int, root: str, cache_dir: str, contract: CropContract, cfg: An
             return
 
 
-def run_batched(tasks: list[list[dict[str, Any]]], root: Path, cache_dir: Path, contract: CropContract, cfg: Any,
+def run_batched(tasks: list[list[dict[str, Any]]], root: Any, cache_dir: Path, contract: CropContract, cfg: Any,
                 workers: int, stats: dict | None = None) -> Iterator[dict[str, Any]]:
     """Extract the tasks through the batched pipeline; yield each video's summary (as the per-video path does).
 
@@ -210,7 +210,7 @@ def run_batched(tasks: list[list[dict[str, Any]]], root: Path, cache_dir: Path, 
     loop = DetectionLoop({"frames": det.mtcnn, "crops": det.for_crops().mtcnn}, cfg.batch_size, requests, replies)
     server = threading.Thread(target=loop.serve, name="dfd-detection-loop", daemon=True)
     server.start()
-    procs = [ctx.Process(target=_worker, args=(w, str(root), str(cache_dir), contract, cfg, todo, results, requests,
+    procs = [ctx.Process(target=_worker, args=(w, root, str(cache_dir), contract, cfg, todo, results, requests,
                                                replies[w]), daemon=True, name=f"dfd-extract-{w}")
              for w in range(workers)]
     for p in procs:

@@ -28,15 +28,9 @@ from dfd.extract.progress import track_progress
 from dfd.extract.summary import ExtractSummary
 from dfd.extract.worker import init_worker, run_task
 from dfd.faces.contract import CropContract, extract_overrides
-from dfd.store.cache import (
-    LEGACY_FILE,
-    RECORD_FILE,
-    make_record,
-    read_record,
-)
-from dfd.store.schema import (
-    validate_index,
-)
+from dfd.store.cache import LEGACY_FILE, RECORD_FILE, make_record, moved_here, read_record
+from dfd.store.roots import PATH_ROOT_COLUMN, Roots
+from dfd.store.schema import validate_index
 
 # ----------------------------------------------------------------------------------------------- paths
 
@@ -52,7 +46,7 @@ from dfd.store.schema import (
 
 def _tasks(index: pd.DataFrame, todo: set[str], sources: dict[str, dict | None]) -> list[list[dict[str, Any]]]:
     """Units of work in index order: one per video, one per archive (streamed once for all its rows)."""
-    cols = ["video_id", "path", "kind"] + (["member"] if "member" in index.columns else [])
+    cols = ["video_id", "path", "kind"] + [c for c in ("member", PATH_ROOT_COLUMN) if c in index.columns]
     tasks: list[list[dict[str, Any]]] = []
     archives: dict[str, list[dict[str, Any]]] = {}
     for row in index[cols].to_dict("records"):
@@ -74,15 +68,19 @@ def _tasks(index: pd.DataFrame, todo: set[str], sources: dict[str, dict | None])
     return tasks
 
 
-def _check_cache(cache_dir: Path, record: dict[str, Any], overwrite: bool) -> None:
-    """Refuse (or, with overwrite, clear) a cache made with other settings or from another root."""
+def _check_cache(cache_dir: Path, record: dict[str, Any], overwrite: bool, roots: Roots | None = None) -> None:
+    """Refuse (or, with overwrite, clear) a cache made with other settings or from another root (a root that
+    holds the very files the cache was made from is the same dataset, moved: the record takes the new root)."""
     have = read_record(cache_dir)
     legacy = (cache_dir / LEGACY_FILE).is_file()
     problem = None
+    manifest = cache_dir / "manifest.parquet"
+    moved = (have is not None and have.get("root") != record["root"] and roots is not None and manifest.is_file()
+             and moved_here(manifest, roots) is None)
     if have is None and legacy:
         problem = (f"the crop cache {cache_dir} was made by an older dfd and records no crop contract or dataset "
                    "root")
-    elif have is not None and have.get("root") != record["root"]:
+    elif have is not None and have.get("root") != record["root"] and not moved:
         problem = (f"the crop cache {cache_dir} holds crops of {have.get('root')}, not of {record['root']} "
                    "(the default dataset.cache_dir is distinct per root)")
     elif have is not None and (have.get("contract_id") != record["contract_id"] or have.get("storage") != record["storage"]):
@@ -124,7 +122,7 @@ def default_workers(batched: bool = False) -> int:
 
 def extract_faces(
     index_df: pd.DataFrame,
-    root: str | Path,
+    root: str | Path | Roots,
     cache_dir: str | Path,
     cfg: ExtractConfig | None = None,
     faces_are_cropped: bool = False,
@@ -136,6 +134,8 @@ def extract_faces(
     Resumable and incremental: videos finished by an earlier run from the same source file (fingerprint)
     with the same contract are reused; changed sources are redone; videos that left the index are removed.
     Bad inputs (missing, empty, corrupt, faceless) are listed in the failures table; the call itself succeeds.
+    ``root``: the dataset root, or all its named roots (:class:`dfd.store.roots.Roots`: index paths are relative
+    to the one each row names in ``path_root``).
 
     With ``cfg.num_shards > 1`` this is one shard's job (``cfg.shard``): it extracts its part of the videos
     (:mod:`dfd.extract.jobs`) and, if it is the last to finish, merges; ``cfg.merge`` merges on request. The
@@ -147,14 +147,14 @@ def extract_faces(
         _check_device(cfg.device)  # a device this machine lacks is refused up front, even with nothing left to do
     start = time.perf_counter()
     index = validate_index(index_df, where="extract index")
-    root, cache_dir = Path(root), Path(cache_dir)
+    root, cache_dir = Roots.of(root), Path(cache_dir)
     record = make_record(dataset, root, contract, cfg.storage())
     if cfg.sharded and cfg.overwrite:
         raise ExtractError(
             "extract.overwrite=true cannot run sharded: each shard would delete the crops other shards are "
             f"writing; delete {cache_dir} (or use another dataset.cache_dir) and start the shards again"
         )
-    _check_cache(cache_dir, record, cfg.overwrite)
+    _check_cache(cache_dir, record, cfg.overwrite, root)
     (cache_dir / "parts").mkdir(parents=True, exist_ok=True)
     if cfg.sharded or cfg.merge:
         return _extract_shard(index, root, cache_dir, record, contract, cfg, progress, start)
@@ -187,7 +187,7 @@ class _Run:
         return summary
 
 
-def _extract_videos(index: pd.DataFrame, root: Path, cache_dir: Path, contract: CropContract, cfg: ExtractConfig,
+def _extract_videos(index: pd.DataFrame, root: Roots, cache_dir: Path, contract: CropContract, cfg: ExtractConfig,
                     progress: bool, what: str = "extracting faces") -> _Run:
     """Extract the index's videos that are not current in the cache (the resume rule of the module docstring)."""
     ids = index["video_id"].tolist()
@@ -207,7 +207,7 @@ def _extract_videos(index: pd.DataFrame, root: Path, cache_dir: Path, contract: 
     return run
 
 
-def _extract_shard(index: pd.DataFrame, root: Path, cache_dir: Path, record: dict[str, Any], contract: CropContract,
+def _extract_shard(index: pd.DataFrame, root: Roots, cache_dir: Path, record: dict[str, Any], contract: CropContract,
                    cfg: ExtractConfig, progress: bool, start: float) -> ExtractSummary:
     """One shard's job (its videos, then the merge if it finishes last), or the merge alone."""
     n = cfg.num_shards
@@ -284,7 +284,7 @@ def _check_device(device: str) -> None:
 
 def _execute(
     tasks: list[list[dict[str, Any]]],
-    root: Path,
+    root: Roots,
     cache_dir: Path,
     contract: CropContract,
     cfg: ExtractConfig,
@@ -302,7 +302,7 @@ def _execute(
     workers = min(cfg.workers or default_workers(), max(len(tasks), 1))
     if workers <= 1:
         for task in tasks:
-            yield from run_task(task, str(root), str(cache_dir), contract, cfg)
+            yield from run_task(task, root, str(cache_dir), contract, cfg)
         return
     import multiprocessing as mp
 
@@ -313,7 +313,7 @@ def _execute(
         initializer=init_worker,
         initargs=(contract, cfg, contract.needs_detector),
     ) as pool:
-        futures = [pool.submit(run_task, t, str(root), str(cache_dir), contract, cfg) for t in tasks]
+        futures = [pool.submit(run_task, t, root, str(cache_dir), contract, cfg) for t in tasks]
         try:
             for fut in as_completed(futures):
                 yield from fut.result()

@@ -11,7 +11,8 @@ import pandas as pd
 from dfd.extract.config import ExtractConfig
 from dfd.extract.parts import fingerprints, part_is_current, part_path, read_part
 from dfd.faces.contract import CropContract
-from dfd.store.cache import normalize_root, read_record
+from dfd.store.cache import moved_here, normalize_root, read_record
+from dfd.store.roots import DATASET_ROOT, Roots
 from dfd.store.schema import validate_index
 
 
@@ -52,20 +53,22 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def verify_cache(index_df: pd.DataFrame, root: str | Path, cache_dir: str | Path, cfg: ExtractConfig | None = None,
-                 faces_are_cropped: bool = False) -> VerifyReport:
+def verify_cache(index_df: pd.DataFrame, root: str | Path | Roots, cache_dir: str | Path,
+                 cfg: ExtractConfig | None = None, faces_are_cropped: bool = False) -> VerifyReport:
     """Check a cache against its sources without changing anything: what the next dfd-extract would redo."""
     cfg = cfg or ExtractConfig()
     index = validate_index(index_df, where="extract index")
-    root, cache_dir = Path(root), Path(cache_dir)
+    root, cache_dir = Roots.of(root), Path(cache_dir)
     rep = VerifyReport(cache_dir, videos=len(index))
     have = read_record(cache_dir)
     contract = cfg.resolve(faces_are_cropped)
     if have is None:
         rep.problems.append("no cache record (cache.json): not extracted yet, or made by an older dfd")
     else:
-        if have.get("root") != normalize_root(root):
-            rep.problems.append(f"made from root {have.get('root')}, configured root is {normalize_root(root)}")
+        wanted = normalize_root(root.get(DATASET_ROOT))
+        manifest = cache_dir / "manifest.parquet"
+        if have.get("root") != wanted and not (manifest.is_file() and moved_here(manifest, root) is None):
+            rep.problems.append(f"made from root {have.get('root')}, configured root is {wanted}")
         if have.get("contract_id") != contract.fingerprint():
             old = CropContract.from_mapping(have.get("contract"), where="cached contract")
             rep.problems.append(f"made with other crop settings {old.diff(contract)} (cached, configured)")

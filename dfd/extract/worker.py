@@ -19,6 +19,7 @@ from dfd.faces.contract import CropContract
 from dfd.faces.crops import crop_faces, crop_stem
 from dfd.faces.detect import FaceDetector
 from dfd.store.media import Frames, encode_image, iter_archive_sequences, read_source
+from dfd.store.roots import Roots, resolve_row
 
 _DETECTORS: dict[tuple, FaceDetector] = {}
 
@@ -90,10 +91,11 @@ def process_video(
 
 
 def run_task(
-    task: list[dict[str, Any]], root: str, cache_dir: str, contract: CropContract, cfg: ExtractConfig
+    task: list[dict[str, Any]], root: str | Roots, cache_dir: str, contract: CropContract, cfg: ExtractConfig
 ) -> list[dict[str, Any]]:
-    """Process one unit of work: a single video/folder/image, or every wanted sequence of one archive."""
-    root_p, cache_p = Path(root), Path(cache_dir)
+    """Process one unit of work: a single video/folder/image, or every wanted sequence of one archive.
+    ``root``: the dataset's roots (index paths are relative to the one each row names)."""
+    root_p, cache_p = Roots.of(root), Path(cache_dir)
     source = {row["video_id"]: row["source"] for row in task}
     results = []
     for video_id, frames in _task_frames(task, root_p, contract.frames):
@@ -111,15 +113,15 @@ def run_task(
 
 
 def _task_frames(
-    task: list[dict[str, Any]], root: Path, n: int
+    task: list[dict[str, Any]], roots: Roots, n: int
 ) -> Iterator[tuple[str, Frames | BaseException]]:
     if task[0]["kind"] == "archive":
         ids = {row["member"]: row["video_id"] for row in task}
-        for member, frames in iter_archive_sequences(root / task[0]["path"], list(ids), n):
+        for member, frames in iter_archive_sequences(resolve_row(roots, task[0]), list(ids), n):
             yield ids[member], frames
         return
     for row in task:
         try:
-            yield row["video_id"], read_source(row["kind"], root / row["path"], n)
+            yield row["video_id"], read_source(row["kind"], resolve_row(roots, row), n)
         except Exception as e:
             yield row["video_id"], e

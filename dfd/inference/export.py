@@ -87,7 +87,7 @@ def validation_scores(model: ProbabilityModel, source: object, spec: dict, batch
     from dfd.data.transforms import Pipeline, Spec
     from dfd.engine.metrics import video_aggregate
 
-    arrays = ManifestArrays(source.prepare(), splits="val")
+    arrays = ManifestArrays(source.prepare(), splits="val", roots=source.roots())
     if len(arrays) == 0:
         raise ExportError(f"{source.name}: no 'val' frames in {source.manifest_path}; export with --calibrate none "
                           "or extract the dataset's validation split")

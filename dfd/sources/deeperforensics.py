@@ -21,7 +21,7 @@ import pandas as pd
 from dfd.errors import DatasetError
 from dfd.sources.base import VIDEO_EXTS, DatasetSource, index_frame
 from dfd.sources.ffpp import LOSSLESS
-from dfd.sources.protocols import rel_path, resolve_source_videos, split_counts
+from dfd.sources.protocols import resolve_source_videos, split_counts
 from dfd.store.schema import SPLITS
 
 SPLIT_ORDER = {s: i for i, s in enumerate(SPLITS)}
@@ -39,7 +39,12 @@ class DeeperForensics(DatasetSource):
         ffpp_root: the FaceForensics++ download holding ``original_sequences/youtube/<compression>/videos``.
         compression: FF++ level of the reals (``c23`` in the authors' protocol).
         splits_dir: folder holding ``train.txt``, ``val.txt``, ``test.txt`` (default ``<root>/lists/splits``).
+
+    The reals' index paths are relative to ``ffpp_root`` (``path_root``), the fakes' to ``root``: the two
+    downloads may sit on different disks, linked into one folder.
     """
+
+    other_roots = ("ffpp_root",)
 
     def __init__(
         self,
@@ -114,7 +119,7 @@ class DeeperForensics(DatasetSource):
         real_split: dict[str, str] = {}
         for p in fakes:
             if p.stem not in split_of:
-                self.skipped.append((rel_path(p, self.root), "in no split list"))
+                self.skipped.append((self.locate(p)["path"], "in no split list"))
                 continue
             target, _, actor = p.stem.partition("_")
             split = split_of[p.stem]
@@ -123,7 +128,7 @@ class DeeperForensics(DatasetSource):
                 real_split[target] = split
             rows.append({
                 "video_id": f"{self.variant}/{p.stem}", "label": 1, "split": split, "method": self.variant,
-                "identity": target, "path": rel_path(p, self.root), "kind": "video", "source_identity": actor,
+                "identity": target, **self.locate(p), "kind": "video", "source_identity": actor,
                 "source_video": f"youtube/{target}", "_source_name": f"youtube/{target}",
             })
         for target, split in sorted(real_split.items()):
@@ -133,7 +138,7 @@ class DeeperForensics(DatasetSource):
                 continue
             rows.append({
                 "video_id": f"youtube/{target}", "label": 0, "split": split, "method": "youtube", "identity": target,
-                "path": rel_path(path, self.root), "kind": "video", "source_identity": "", "source_video": "",
+                **self.locate(path), "kind": "video", "source_identity": "", "source_video": "",
             })
         reused = sum(1 for r in rows if r["label"] and split_of[r["video_id"].split("/", 1)[1]] != real_split[r["identity"]])
         if reused:

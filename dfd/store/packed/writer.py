@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dfd import atomic
+from dfd.store.cache import manifest_record
 from dfd.store.packed.format import (
     BLOCK,
     FORMAT,
@@ -33,6 +34,7 @@ from dfd.store.packed.format import (
     sample_key,
     source_info,
 )
+from dfd.store.roots import CROP_ROOT_COLUMN, crop_roots
 from dfd.store.schema import SPLITS, SchemaError
 
 
@@ -263,8 +265,12 @@ class PackSummary:
 
 
 def pack_cache(manifest: str | Path, out: str | Path | None = None, shard_size: int | str = "512MB",
-               overwrite: bool = False, progress: bool = False) -> PackSummary:
+               overwrite: bool = False, progress: bool = False,
+               roots: Mapping[str, str | Path | None] | None = None) -> PackSummary:
     """Convert a crop cache (``manifest.parquet`` + ``crops/``) into a shard store; resumable and atomic.
+
+    ``roots``: the dataset's folders by config key, for crops read in place (``crop_root``; default: the
+    folders the manifest recorded).
 
     Each split's rows are written in (video_id, frame, track) order, the order training and evaluation index them.
     Rerun after a kill: finished shards are kept and the rest is written exactly as an uninterrupted run would.
@@ -305,6 +311,8 @@ def pack_cache(manifest: str | Path, out: str | Path | None = None, shard_size: 
     for col in ("video_id", "frame", "crop_path", "split", "label"):
         if col not in table.column_names:
             raise SchemaError(f"{manifest}: missing column {col!r}; re-run dfd-extract to rewrite the manifest")
+    where = crop_roots(manifest, roots, (manifest_record(manifest) or {}).get("roots"))
+    has_root = CROP_ROOT_COLUMN in table.column_names
     done = _finished_parts(state)
     summary.resumed_shards = sum(len(v) for v in done.values())
     writer = PackWriter(out, size, first_shard={s: len(v) for s, v in done.items()})
@@ -317,7 +325,7 @@ def pack_cache(manifest: str | Path, out: str | Path | None = None, shard_size: 
         start = max((p for p in done.get(split, {}).values()), default=-1) + 1
         for pos in range(start, rows.num_rows, 2048):
             for k, row in enumerate(rows.slice(pos, 2048).to_pylist()):
-                path = manifest.parent / row["crop_path"]
+                path = where.resolve(row["crop_path"], row.get(CROP_ROOT_COLUMN) if has_root else "")
                 try:
                     image = path.read_bytes()
                 except OSError:
