@@ -69,7 +69,7 @@ def _run(cfg: DictConfig) -> None:
     from dfd.errors import DatasetError
     from dfd.extract.config import ExtractConfig
     from dfd.extract.run import extract_faces
-    from dfd.extract.verify import verify_cache
+    from dfd.extract.verify import VerifyReport, check_crops, verify_cache
 
     source = instantiate(cfg.dataset)
     if getattr(source, "writes_manifest", False):
@@ -78,6 +78,12 @@ def _run(cfg: DictConfig) -> None:
         for note in getattr(source, "notes", None) or ():
             print(f"note: {note}")
         print(f"{source.name}: crops used in place, manifest {path} (extract.* settings do not apply)")
+        if bool(OmegaConf.select(cfg, "extract.verify", default=False)):
+            report = VerifyReport(path.parent, in_place=True, crops=check_crops(path, source.roots(),
+                                                                                 progress=bool(cfg.progress)))
+            report.crops.write(path.parent)
+            print(report)
+            raise SystemExit(0 if report.ok else 1)
         return
     settings = ExtractConfig.from_mapping(OmegaConf.to_container(cfg.extract, resolve=True))
     if source.root is None or not Path(source.root).is_dir():
@@ -85,7 +91,9 @@ def _run(cfg: DictConfig) -> None:
     if settings.verify:
         # Against the sources as they are now (an index built in memory; nothing is written).
         report = verify_cache(source.build_index(), source.roots(), source.cache_dir, settings,
-                              faces_are_cropped=source.faces_are_cropped)
+                              faces_are_cropped=source.faces_are_cropped, progress=bool(cfg.progress))
+        if report.crops is not None:
+            report.crops.write(Path(source.cache_dir))
         print(report)
         raise SystemExit(0 if report.ok else 1)
     index = _index_for(source, Path(cfg.index_path))

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
+from dfd.data.bad_crops import KEY, BadCropError, dropped, first_readable, is_dropped, others_of
 from dfd.data.transforms import Pipeline
 from dfd.errors import DatasetError
 from dfd.faces.contract import sample_indices, uniform_positions
@@ -303,7 +305,44 @@ def read_rgb(path: Path) -> np.ndarray:
         raise OSError(f"cannot read face crop {path}: {e.reason} (re-run dfd-extract for this dataset)") from e
 
 
-class FrameDataset(Dataset):
+class _BadCrops:
+    """What a dataset does with an unreadable crop (dfd.data.bad_crops): ``skip`` replaces it by the next readable
+    frame of its video (or drops the sample), ``fail`` stops with one line naming ``verify_hint``."""
+
+    bad_crops: str = "skip"
+    verify_hint: str = ""  # the command that lists every unreadable crop of this dataset
+
+    def _known_bad(self) -> set[int]:
+        # Per process (each loader worker learns on its own): rows found unreadable are not read again.
+        if getattr(self, "_bad_pid", None) != os.getpid():
+            self._bad_rows, self._bad_pid = set(), os.getpid()
+        return self._bad_rows
+
+    def _unreadable(self, row: int, err: OSError) -> BadCropError:
+        where = f"{self.name}: " if getattr(self, "name", "") else ""
+        hint = self.verify_hint or "dfd-extract dataset=<name> ... --verify"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return BadCropError(f"{where}unreadable face crop (data.bad_crops=fail): {first}; `{hint}` lists every "
+                            "unreadable crop; re-extract or restore them, or set data.bad_crops=skip")
+
+    def _read_row(self, i: int, read: Callable[[int], np.ndarray], rows: np.ndarray
+                  ) -> tuple[int, np.ndarray | None, int]:
+        """(row read, its image or None when the whole video is unreadable, unreadable crops counted: 0 or 1).
+
+        ``rows``: the rows that may stand in for ``i`` (its video's, in order); the ones after ``i`` come first."""
+        bad = self._known_bad()
+        if i not in bad:
+            try:
+                return i, read(i), 0
+            except OSError as e:
+                if self.bad_crops == "fail":
+                    raise self._unreadable(i, e) from None
+                bad.add(i)
+        found = first_readable(read, others_of(rows, i), bad)
+        return (found[0], found[1], 1) if found is not None else (i, None, 1)
+
+
+class FrameDataset(_BadCrops, Dataset):
     """One item per face crop: ``{image, label, video, index, method, landmarks, frame, track}``.
 
     ``index`` is the row number within this dataset: metrics use it to drop samples a distributed sampler
@@ -323,20 +362,36 @@ class FrameDataset(Dataset):
     def labels(self) -> np.ndarray:
         return self.arrays.label
 
+    def read_image(self, i: int) -> np.ndarray:
+        """The RGB crop of row ``i`` (OSError when it cannot be read)."""
+        return read_rgb(self.arrays.path(i))
+
     def load(self, i: int) -> dict:
-        """The raw sample before augmentation (uint8 RGB crop, landmarks in crop pixels)."""
+        """The raw sample before augmentation (uint8 RGB crop, landmarks in crop pixels).
+
+        An unreadable crop is replaced by the next readable frame of its video (its image and landmarks; the
+        sample keeps row ``i``'s index), or the sample is dropped (:func:`dfd.data.bad_crops.dropped`) when its
+        video has none (``data.bad_crops=skip``; ``fail`` raises). ``bad_crops`` counts row ``i``'s own crop.
+        """
         a = self.arrays
+        v = int(a.video[i])
+        row, image, bad = self._read_row(int(i), self.read_image, np.arange(a.starts[v], a.starts[v + 1]))
+        if image is None:
+            return dropped(int(a.label[i]), int(i))
         return {
-            "image": read_rgb(a.path(i)),
-            "landmarks": a.landmarks[i],
+            "image": image,
+            "landmarks": a.landmarks[row],
             "label": int(a.label[i]),
-            "video": int(a.video[i]),
+            "video": v,
             "index": int(i),
             "method": int(a.method[i]),
+            KEY: bad,
         }
 
     def apply_transform(self, sample: dict) -> dict:
-        """Augment + normalise a raw sample into tensors."""
+        """Augment + normalise a raw sample into tensors (a dropped sample passes as it is)."""
+        if is_dropped(sample):
+            return sample
         image, lm = self.pipeline(sample["image"], sample["landmarks"])
         return self._tensors(sample, image, lm)
 
@@ -363,13 +418,14 @@ class FrameDataset(Dataset):
             "method": torch.tensor(sample["method"], dtype=torch.int64),
             "frame": torch.tensor(int(self.arrays.frame[i]), dtype=torch.int64),
             "track": torch.tensor(int(self.arrays.track[i]), dtype=torch.int64),
+            KEY: int(sample.get(KEY, 0)),
         }
 
     def __getitem__(self, i: int) -> dict:
         return self.apply_transform(self.load(int(i)))
 
 
-class ClipDataset(Dataset):
+class ClipDataset(_BadCrops, Dataset):
     """One item per video: L uniformly spaced frames, augmented consistently: ``image`` is (L, C, H, W).
 
     Videos with fewer than L frames repeat frames (still in temporal order). With several faces per frame
@@ -395,11 +451,26 @@ class ClipDataset(Dataset):
         rows = self.arrays.main_track_rows(int(v))
         return rows[uniform_positions(len(rows), self.clip_len)]
 
-    def __getitem__(self, v: int) -> dict:
-        rows = self.frame_rows(int(v))
-        return self.clip_item(int(v), rows, [read_rgb(self.arrays.path(r)) for r in rows])
+    def read_image(self, i: int) -> np.ndarray:
+        """The RGB crop of row ``i`` (OSError when it cannot be read)."""
+        return read_rgb(self.arrays.path(i))
 
-    def clip_item(self, v: int, rows: np.ndarray, images: list[np.ndarray]) -> dict:
+    def __getitem__(self, v: int) -> dict:
+        v = int(v)
+        rows = self.frame_rows(v)
+        face = self.arrays.main_track_rows(v)
+        images, used, counted = [], [], set()
+        for r in rows:  # an unreadable frame: the next readable frame of the clip's face (data.bad_crops=skip)
+            row, image, miss = self._read_row(int(r), self.read_image, face)
+            if miss:
+                counted.add(int(r))  # a row repeated in a short clip counts once
+            if image is None:
+                return dropped(int(self.arrays.label[rows[0]]), v, len(counted))
+            images.append(image)
+            used.append(row)
+        return self.clip_item(v, np.asarray(used), images, len(counted))
+
+    def clip_item(self, v: int, rows: np.ndarray, images: list[np.ndarray], bad: int = 0) -> dict:
         """The item of video ``v`` from its clip's rows and their decoded crops (file or shard readers)."""
         a = self.arrays
         x, lm = self.pipeline.clip(images, [a.landmarks[r] for r in rows])
@@ -413,4 +484,5 @@ class ClipDataset(Dataset):
             # One clip per video: it is the video's only "frame" for the video-score rule.
             "frame": torch.tensor(int(a.frame[rows[0]]), dtype=torch.int64),
             "track": torch.tensor(int(a.track[rows[0]]), dtype=torch.int64),
+            KEY: int(bad),
         }

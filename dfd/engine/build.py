@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dfd.compat import upgrade_targets
+from dfd.data.bad_crops import BadCropCounter
 from dfd.data.datamodule import DeepfakeDataModule
 from dfd.errors import DatasetError
 from dfd.sources.base import DatasetSource
@@ -146,6 +147,7 @@ def build_datamodule(cfg: DictConfig, spec: object, train: DatasetSource | None,
         shards=OmegaConf.to_container(d.shards, resolve=True) if d.get("shards") is not None else None,
         pairing=d.get("pairing", "none"),
         pairing_subset=d.get("pairing_subset", "all"),
+        bad_crops=d.get("bad_crops", "skip"),
     )
 
 
@@ -175,6 +177,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, run_id: str, run_name: str, jo
         if "LearningRateMonitor" in node._target_ and not loggers:
             continue  # it refuses to run without a logger
         callbacks.append(instantiate(node))
+    # Unreadable crops: counted per split and label, the run stopped above the cap (dfd.data.bad_crops).
+    callbacks.append(BadCropCounter((cfg.get("data") or {}).get("max_bad_fraction", 0.001)))
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir))
 
 

@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from dfd import __version__
+from dfd.data.bad_crops import empty
 from dfd.engine.losses import DetectionLoss
 from dfd.engine.metrics import DetectionMetrics, flat_metrics, probabilities
 from dfd.engine.optim import build_optimizer, lr_factor, need, warmup_cosine  # noqa: F401  (warmup_cosine: public)
@@ -94,7 +95,9 @@ class DetectorModule(pl.LightningModule):
         return self(batch["image"], batch.get("landmarks"))
 
     # ------------------------------------------------------------------------------------------- training
-    def training_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor | None:
+        if empty(batch):  # every sample's video was unreadable (dfd.data.bad_crops): nothing to learn from
+            return None
         target = batch["label"].float()
         features = None
         if self.criterion.needs_features:  # features and head apart, so losses/augmentation act in between
@@ -129,6 +132,8 @@ class DetectorModule(pl.LightningModule):
             dm.set_epoch(self.current_epoch)
 
     def validation_step(self, batch: Mapping, batch_idx: int) -> None:
+        if empty(batch):
+            return
         # float32 logits: under bf16 autocast the head's output is bf16, and a bf16 sigmoid saturates at ~6.
         logits = self._logits(batch).float()
         self.log("val/loss", self.loss_fn(logits, batch["label"].float()), batch_size=len(logits), sync_dist=True)
@@ -174,6 +179,8 @@ class DetectorModule(pl.LightningModule):
         self.test_predictions = {}
 
     def test_step(self, batch: Mapping, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if empty(batch):
+            return
         logits = self._logits(batch)
         self.test_metrics[dataloader_idx].update(
             probabilities(logits), batch["label"], batch["video"], batch["index"], batch["method"],

@@ -171,7 +171,9 @@ def _worker(wid: int, root: Any, cache_dir: str, contract: CropContract, cfg: An
             requests: Any, reply: Any) -> None:
     """A worker process: tasks in, each video through the per-video code with the remote MTCNN, results out."""
     from dfd.extract import worker
+    from dfd.workers import die_with_parent
 
+    die_with_parent()  # a SIGKILLed dfd-extract leaves no worker behind
     worker.init_worker(contract, cfg, needs_detector=False)
     det = worker.worker_detector(contract, cfg)  # a CPU FaceDetector registered for process_video
     det.mtcnn = RemoteMTCNN(wid, "frames", requests, reply)

@@ -26,9 +26,19 @@ from dfd.extract.manifest import assemble, tally_parts
 from dfd.extract.parts import clean_temps, fingerprints, part_is_current, part_path, prune, read_part
 from dfd.extract.progress import track_progress
 from dfd.extract.summary import ExtractSummary
+from dfd.extract.verify import UNREADABLE_FILE, unreadable_videos
 from dfd.extract.worker import init_worker, run_task
 from dfd.faces.contract import CropContract, extract_overrides
-from dfd.store.cache import LEGACY_FILE, RECORD_FILE, make_record, moved_here, read_record
+from dfd.store.cache import (
+    LEGACY_FILE,
+    NO_ROOM,
+    RECORD_FILE,
+    check_writable,
+    make_record,
+    moved_here,
+    read_record,
+    write_problem,
+)
 from dfd.store.roots import PATH_ROOT_COLUMN, Roots
 from dfd.store.schema import validate_index
 
@@ -148,23 +158,54 @@ def extract_faces(
     start = time.perf_counter()
     index = validate_index(index_df, where="extract index")
     root, cache_dir = Roots.of(root), Path(cache_dir)
-    record = make_record(dataset, root, contract, cfg.storage())
     if cfg.sharded and cfg.overwrite:
         raise ExtractError(
             "extract.overwrite=true cannot run sharded: each shard would delete the crops other shards are "
             f"writing; delete {cache_dir} (or use another dataset.cache_dir) and start the shards again"
         )
-    _check_cache(cache_dir, record, cfg.overwrite, root)
-    (cache_dir / "parts").mkdir(parents=True, exist_ok=True)
-    if cfg.sharded or cfg.merge:
-        return _extract_shard(index, root, cache_dir, record, contract, cfg, progress, start)
+    check_writable(cache_dir)  # a read-only or full cache: one line before any work
+    try:
+        # One run per cache at a time (shards of one array share it); the kernel frees the lock of a killed run.
+        with atomic.held_lock(cache_dir / LOCK_FILE, shared=cfg.sharded or cfg.merge, about=_whoami()):
+            record = make_record(dataset, root, contract, cfg.storage())
+            _check_cache(cache_dir, record, cfg.overwrite, root)
+            (cache_dir / "parts").mkdir(parents=True, exist_ok=True)
+            if cfg.sharded or cfg.merge:
+                return _extract_shard(index, root, cache_dir, record, contract, cfg, progress, start)
+            clean_temps(cache_dir)
+            removed = prune(cache_dir, set(index["video_id"].tolist()))
+            run = _extract_videos(index, root, cache_dir, contract, cfg, progress)
+            summary = assemble(index, cache_dir, record)
+            (cache_dir / UNREADABLE_FILE).unlink(missing_ok=True)  # their videos were redone
+            return run.fill(summary, contract, start, removed)
+    except atomic.LockHeld as e:
+        raise ExtractError(f"another dfd-extract is writing the crop cache {cache_dir} ({_holder(e.holder)}); wait "
+                           "for it to finish (this command then resumes from its work), or use another "
+                           "dataset.cache_dir") from None
+    except OSError as e:
+        if e.errno in NO_ROOM:  # full or read-only mid-run (a worker's write, or the manifest's)
+            raise write_problem(cache_dir, e) from None
+        raise
 
-    clean_temps(cache_dir)
-    ids = index["video_id"].tolist()
-    removed = prune(cache_dir, set(ids))
-    run = _extract_videos(index, root, cache_dir, contract, cfg, progress)
-    summary = assemble(index, cache_dir, record)
-    return run.fill(summary, contract, start, removed)
+
+LOCK_FILE = ".extract.lock"
+
+
+def _whoami() -> dict[str, Any]:
+    import os
+    import socket
+    import sys
+
+    return {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": " ".join(sys.argv[:1] + [a for a in sys.argv[1:] if not a.startswith("hydra.")])[:300]}
+
+
+def _holder(info: dict[str, Any]) -> str:
+    from dfd.workers import alive
+
+    if not info.get("pid") or (info.get("host") == _whoami()["host"] and not alive(int(info["pid"]))):
+        return "the shards of a sharded run"  # shared holders write nothing; what is there is an older holder's
+    return f"pid {info['pid']} on {info.get('host', '?')}, since {info.get('since', '?')}: {info.get('command', '')}"
 
 
 @dataclass
@@ -194,10 +235,11 @@ def _extract_videos(index: pd.DataFrame, root: Roots, cache_dir: Path, contract:
     sources = fingerprints(index, root, cfg.hash)
     cid = contract.fingerprint()
     done, stale = set(), set()
+    redo = unreadable_videos(cache_dir)  # crops --verify could not decode: their videos are extracted again
     for v in ids:
         p = part_path(cache_dir, v)
         if p.is_file():
-            (done if part_is_current(read_part(p), cid, sources[v]) else stale).add(v)
+            (done if part_is_current(read_part(p), cid, sources[v]) and v not in redo else stale).add(v)
     todo = set(ids) - done
     tasks = _tasks(index, todo, sources)
     run = _Run(resumed=len(done), stale=len(stale))
@@ -256,6 +298,8 @@ def _merge(index: pd.DataFrame, cache_dir: Path, record: dict[str, Any], folder:
         clean_temps(cache_dir)  # no shard is writing any more
     removed = prune(cache_dir, set(index["video_id"].tolist()))
     summary = assemble(index, cache_dir, record)
+    if not waiting:
+        (cache_dir / UNREADABLE_FILE).unlink(missing_ok=True)  # every shard redid its videos of it
     if n > 1:
         markers = jobs.finished(folder, n)
         run = _Run(processed=run.processed, resumed=sum(m.get("reused", 0) for m in markers.values()),
@@ -305,13 +349,17 @@ def _execute(
             yield from run_task(task, root, str(cache_dir), contract, cfg)
         return
     import multiprocessing as mp
+    import os
 
-    # spawn, not fork: forking a process that has touched torch's thread pools can deadlock.
+    from dfd.workers import start_worker
+
+    # spawn, not fork: forking a process that has touched torch's thread pools can deadlock. Workers die with
+    # this process (a SIGKILLed dfd-extract leaves none behind, dfd.workers).
     with ProcessPoolExecutor(
         max_workers=workers,
         mp_context=mp.get_context("spawn"),
-        initializer=init_worker,
-        initargs=(contract, cfg, contract.needs_detector),
+        initializer=start_worker,
+        initargs=(os.getpid(), init_worker, contract, cfg, contract.needs_detector),
     ) as pool:
         futures = [pool.submit(run_task, t, root, str(cache_dir), contract, cfg) for t in tasks]
         try:

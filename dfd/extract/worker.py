@@ -18,6 +18,7 @@ from dfd.extract.parts import clear_crops, crop_dir, failure_record, finish_part
 from dfd.faces.contract import CropContract
 from dfd.faces.crops import crop_faces, crop_stem
 from dfd.faces.detect import FaceDetector
+from dfd.store.cache import NO_ROOM
 from dfd.store.media import Frames, encode_image, iter_archive_sequences, read_source
 from dfd.store.roots import Roots, resolve_row
 
@@ -105,6 +106,8 @@ def run_task(
                 raise frames
             record = process_video(video_id, frames, cache_p, contract, cfg)
         except Exception as e:
+            if isinstance(e, OSError) and e.errno in NO_ROOM:
+                raise  # the cache is full or read-only: every next video would fail alike (the run stops)
             record = failure_record(video_id, e)
         record["source"] = source[video_id]
         record["contract"] = contract.fingerprint()

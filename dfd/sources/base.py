@@ -40,6 +40,8 @@ class DatasetSource(abc.ABC):
     #: Config keys of folders other than ``root`` that index paths may be relative to (``ffpp_root``; a dict
     #: entry as ``real_roots.ff``): a path is stored relative to the folder it lives under, named by its key.
     other_roots: tuple[str, ...] = ()
+    #: The ``conf/dataset/<config_name>.yaml`` option when ``name`` is derived from settings (None: ``name``).
+    config_name: str | None = None
 
     def __init__(self, name: str, root: str | Path | None, cache_dir: str | Path) -> None:
         self.name = name
@@ -143,7 +145,12 @@ class DatasetSource(abc.ABC):
         return read_manifest(self.prepare())
 
     def _config_name(self) -> str:
-        return self.name
+        return self.config_name or self.name
+
+    def verify_command(self) -> str:
+        """The command that checks this dataset's cache and decodes every crop it lists (``--verify``)."""
+        return (f"dfd-extract dataset={self._config_name()} dataset.root={self.root} dataset.cache_dir={self.cache_dir} "
+                "--verify")
 
     def index_notes(self) -> list[str]:
         """Lines ``dfd-index`` prints under its counts: how this source read the layout, protocol repairs,

@@ -11,6 +11,7 @@ dataset was moved: same relative paths and sizes); export copies the contract in
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -19,6 +20,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from dfd.errors import UserError
 from dfd.faces.contract import CropContract
 from dfd.store.roots import DATASET_ROOT, PATH_ROOT_COLUMN, Roots, real
 
@@ -169,6 +171,39 @@ def check_root(record: dict[str, Any] | None, name: str, root: str | Path | Root
         f"dataset.root={recorded}, or extract the new root first (`dfd-extract dataset={cfg} dataset.root={wanted}`; "
         "the default dataset.cache_dir is distinct per root)"
     )
+
+
+#: errno values of a write that no rerun can fix by itself: the folder is read-only, full or over quota. Reads
+#: never raise them, so a worker that meets one stops the run instead of failing video after video.
+NO_ROOM = (errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+
+
+class CacheWriteError(UserError):
+    """The crop cache (or the folder a command writes into) cannot be written: one line, what and where."""
+
+
+def write_problem(folder: str | Path, err: OSError, key: str = "dataset.cache_dir") -> CacheWriteError:
+    """The one-line error for a failed write into ``folder`` (read-only, full, over quota, not permitted)."""
+    why = {errno.EROFS: "is on a read-only filesystem", errno.ENOSPC: "is full (no space left on its device)",
+           errno.EDQUOT: "is over its disk quota", errno.EACCES: "is not writable (permission denied)",
+           errno.EPERM: "is not writable (operation not permitted)"}.get(err.errno, f"cannot be written ({err})")
+    return CacheWriteError(f"cannot write to {folder}: it {why}; free space there or set {key}=<a writable "
+                           "folder with room> (nothing was lost: rerun the command to resume)")
+
+
+def check_writable(folder: str | Path, key: str = "dataset.cache_dir") -> Path:
+    """Make ``folder`` and write a probe file in it, or raise :class:`CacheWriteError` (before any work)."""
+    from dfd import atomic
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = atomic.temp_sibling(folder / "write-probe")
+        probe.write_bytes(b"dfd")
+        probe.unlink()
+    except OSError as e:
+        raise write_problem(folder, e, key) from None
+    return folder
 
 
 def safe_relpath(name: str) -> str:
