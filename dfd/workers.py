@@ -64,10 +64,17 @@ def die_with_parent(_worker_id: int | None = None, parent: int | None = None) ->
         os._exit(1)
 
 
-def start_worker(parent: int, init: Callable[..., Any] | None = None, *args: Any) -> None:
+def start_worker(parent: int, init: str | Callable[..., Any] | None = None, *args: Any) -> None:
     """A pool ``initializer``: :func:`die_with_parent` (``parent`` = the pool owner's ``os.getpid()``), then
-    ``init(*args)``."""
+    ``init(*args)``. ``init`` may be named ``"module:function"``: a spawned worker unpickles its initializer's
+    arguments before running it, so a heavy module (torch, MTCNN) named by a string is imported only once the
+    watch is armed (the window in which a killed parent goes unnoticed stays short)."""
     die_with_parent(parent=parent)
+    if isinstance(init, str):
+        import importlib
+
+        module, _, name = init.partition(":")
+        init = getattr(importlib.import_module(module), name)
     if init is not None:
         init(*args)
 

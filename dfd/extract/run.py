@@ -27,7 +27,7 @@ from dfd.extract.parts import clean_temps, fingerprints, part_is_current, part_p
 from dfd.extract.progress import track_progress
 from dfd.extract.summary import ExtractSummary
 from dfd.extract.verify import UNREADABLE_FILE, unreadable_videos
-from dfd.extract.worker import init_worker, run_task
+from dfd.extract.worker import run_task
 from dfd.faces.contract import CropContract, extract_overrides
 from dfd.store.cache import (
     LEGACY_FILE,
@@ -359,7 +359,7 @@ def _execute(
         max_workers=workers,
         mp_context=mp.get_context("spawn"),
         initializer=start_worker,
-        initargs=(os.getpid(), init_worker, contract, cfg, contract.needs_detector),
+        initargs=(os.getpid(), "dfd.extract.worker:init_worker", contract, cfg, contract.needs_detector),
     ) as pool:
         futures = [pool.submit(run_task, t, root, str(cache_dir), contract, cfg) for t in tasks]
         try:

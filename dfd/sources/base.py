@@ -210,7 +210,8 @@ def draw(salt: str, group: str) -> float:
 
 
 def assign_splits(
-    groups: Iterable[str], val_fraction: float = 0.0, test_fraction: float = 0.0, salt: str = ""
+    groups: Iterable[str], val_fraction: float = 0.0, test_fraction: float = 0.0, salt: str = "",
+    filled: list[tuple[str, str]] | None = None,
 ) -> dict[str, str]:
     """Deterministically send whole groups (identities, archives, videos) to train/val/test.
 
@@ -232,25 +233,39 @@ def assign_splits(
     out = {g: "test" if x < test_fraction else "val" if x < test_fraction + val_fraction else "train"
            for g, x in u.items()}
     by_draw = sorted(u, key=lambda g: (u[g], g))
+    moved = []
     if out and "train" not in out.values():
         out[by_draw[-1]] = "train"
+        moved.append((by_draw[-1], "train"))
     for split, fraction in (("test", test_fraction), ("val", val_fraction)):
         train = [g for g in by_draw if out[g] == "train"]
         if fraction > 0 and split not in out.values() and len(train) >= 2:
             out[train[0]] = split
+            moved.append((train[0], split))
+    if filled is not None:
+        filled += moved
     return out
 
 
 def carve_rows(
-    rows: list[dict], val_fraction: float, test_fraction: float, salt: str, within: str = "", key: str = "video_id"
+    rows: list[dict], val_fraction: float, test_fraction: float, salt: str, within: str = "", key: str = "video_id",
+    notes: list[str] | None = None,
 ) -> None:
     """Give rows whose split is ``within`` a carved split, whole ``key`` groups at a time, per label.
 
-    Per label, so every carved split holds both classes; by group, so no group straddles two splits.
+    Per label, so every carved split holds both classes; by group, so no group straddles two splits; each group
+    by its own draw (:func:`assign_splits`). ``notes`` (if given) gets a line per gap the draws left and a
+    group filled: the one case where adding or removing a file can move another.
     """
     for label in (0, 1):
         groups = [r[key] for r in rows if r["split"] == within and r["label"] == label]
-        carve = assign_splits(groups, val_fraction, test_fraction, salt=f"{salt}-{label}")
+        filled: list[tuple[str, str]] = []
+        carve = assign_splits(groups, val_fraction, test_fraction, salt=f"{salt}-{label}", filled=filled)
+        kind = "fake" if label else "real"
+        for group, split in filled if notes is not None else ():
+            notes.append(f"no {kind} video drew the '{split}' split: {group}, the nearest draw, was moved there; "
+                         f"adding or removing {kind} videos can move it back (more videos, or a larger "
+                         f"{split}_fraction, make the draws fill every split)")
         for r in rows:
             if r["split"] == within and r["label"] == label:
                 r["split"] = carve[r[key]]

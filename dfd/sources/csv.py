@@ -123,4 +123,5 @@ class CsvTable(DatasetSource):
                     "in one folder row)"
                 )
             seen[r["video_id"]] = i
-        carve_rows(rows, self.val_fraction, self.test_fraction, salt="csv")  # rows without a split
+        self.notes = []
+        carve_rows(rows, self.val_fraction, self.test_fraction, salt="csv", notes=self.notes)  # rows without a split
