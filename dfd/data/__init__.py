@@ -1,5 +1,5 @@
 """Training input: datasets over a frame manifest (files or packed shards), the DataModule, transforms, pairing
-of fakes with their sources, self-blended images (SBI).
+of fakes with their sources, self-blended images (SBI), unreadable crops (``bad_crops``: replaced or dropped).
 
 May import: dfd, dfd.faces, dfd.store, dfd.sources, dfd.synthetic
 """

@@ -14,8 +14,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dfd.compat import upgrade_targets
-from dfd.data.bad_crops import BadCropCounter
 from dfd.data.datamodule import DeepfakeDataModule
+from dfd.engine.bad_crops import BadCropCounter
 from dfd.errors import DatasetError
 from dfd.sources.base import DatasetSource
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from dfd.data.bad_crops import counter_of
+from dfd.engine.bad_crops import counter_of
 from dfd.engine.figures import figure, finish_roc_axes, plot_roc
 from dfd.engine.metrics import (
     ACC_THRESHOLD,

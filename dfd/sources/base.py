@@ -66,7 +66,8 @@ class DatasetSource(abc.ABC):
         dataset root it describes and the rules it was built with (``dfd.cache`` metadata), so a later run can
         tell it belongs to another root or was built by an older dfd."""
         df = self.build_index()
-        write_parquet(df, path, metadata={"dfd.cache": self.index_record()})
+        with cache.writing(Path(path).parent):
+            write_parquet(df, path, metadata={"dfd.cache": self.index_record()})
         return df
 
     def index_record(self) -> dict:

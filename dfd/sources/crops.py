@@ -266,12 +266,13 @@ class CropFolderSource(DatasetSource):
             return self.manifest_path
         index = self.build_index()
         out = self.manifest_path.parent
-        write_parquet(index, out / "index.parquet")
-        counts = write_crop_manifest(
-            index, self._frame_files, self.roots(), out,
-            self.made_with.replace(frames=self.frames) if self.frames else self.made_with, want, dataset=self.name,
-            frames=self.frames, landmarks=self.landmarks, workers=self.workers,
-        )
+        with cache.writing(self.cache_dir):
+            write_parquet(index, out / "index.parquet")
+            counts = write_crop_manifest(
+                index, self._frame_files, self.roots(), out,
+                self.made_with.replace(frames=self.frames) if self.frames else self.made_with, want, dataset=self.name,
+                frames=self.frames, landmarks=self.landmarks, workers=self.workers,
+            )
         self.notes.append(
             f"manifest: {counts['frames']} crops of {counts['videos']} videos, read in place from {self.root} "
             f"({counts['frames_without_landmarks']} without a landmark file)"

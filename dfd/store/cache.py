@@ -11,12 +11,14 @@ dataset was moved: same relative paths and sizes); export copies the contract in
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import logging
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +191,17 @@ def write_problem(folder: str | Path, err: OSError, key: str = "dataset.cache_di
            errno.EPERM: "is not writable (operation not permitted)"}.get(err.errno, f"cannot be written ({err})")
     return CacheWriteError(f"cannot write to {folder}: it {why}; free space there or set {key}=<a writable "
                            "folder with room> (nothing was lost: rerun the command to resume)")
+
+
+@contextlib.contextmanager
+def writing(folder: str | Path, key: str = "dataset.cache_dir") -> Iterator[None]:
+    """Around writes into ``folder``: a read-only, full or forbidden folder becomes one line (CacheWriteError)."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in (*NO_ROOM, errno.EACCES, errno.EPERM):
+            raise write_problem(folder, e, key) from None
+        raise
 
 
 def check_writable(folder: str | Path, key: str = "dataset.cache_dir") -> Path:
