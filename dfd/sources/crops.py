@@ -131,7 +131,8 @@ def write_crop_manifest(
         names = list(frame_files.get(row["video_id"], ()))
         if not names:
             continue
-        where = row.get(PATH_ROOT_COLUMN) or DATASET_ROOT
+        where = row.get(PATH_ROOT_COLUMN)
+        where = where if isinstance(where, str) and where else DATASET_ROOT
         numbers = _frame_numbers([PurePosixPath(n).name for n in names])
         for i in sample_indices(len(names), frames if frames > 0 else None):
             chosen.append(roots.resolve(landmark_file(names[i]), where))

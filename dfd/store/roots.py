@@ -88,7 +88,7 @@ class Roots(Mapping[str, Path]):
 
     def resolve(self, rel: str | Path, name: str | None = None) -> Path:
         """The file ``rel`` (relative to the root named ``name``; the default root when empty) as a path today."""
-        key = str(name) if name not in (None, "") and name == name else self.default  # NaN: an absent value
+        key = name if isinstance(name, str) and name else self.default  # None, NaN, pd.NA: an absent value
         base = self._roots.get(key)
         if base is None:
             where = f"{self.where}: " if self.where else ""
