@@ -8,7 +8,8 @@ from the source and checks every package against the ``May import:`` line of its
     faces  ──┘        (faces ◀ store ◀ sources, underneath)
 
 The root holds what every layer may use: ``errors`` (UserError, the base of every error meant for a user),
-``atomic`` (atomic file writes), ``compat`` (names older dfd versions wrote into files) and the labels below.
+``atomic`` (atomic file writes, locks), ``compat`` (names older dfd versions wrote into files), ``workers``
+(worker processes that die with their parent) and the labels below.
 
 May import: (nothing of dfd)
 """

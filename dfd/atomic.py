@@ -58,3 +58,49 @@ def write_table(table: Any, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return Path(path)
+
+
+class LockHeld(BlockingIOError):
+    """Another process holds the lock; ``holder`` is what it wrote about itself (pid, host, command, start)."""
+
+    def __init__(self, path: Path, holder: dict) -> None:
+        super().__init__(f"{path} is locked by {holder or 'another process'}")
+        self.path, self.holder = path, holder
+
+
+@contextmanager
+def held_lock(path: str | Path, shared: bool = False, about: dict | None = None) -> Iterator[Path]:
+    """Hold an advisory lock on ``path`` (``fcntl.flock``) for the block: exclusive, or shared with other shared
+    holders. Raises :class:`LockHeld` at once when it cannot be had.
+
+    The kernel drops the lock when its process ends, however it ends (SIGKILL included): a killed run never
+    leaves a lock that stops the next one. An exclusive holder writes ``about`` (who it is) into the file.
+    Filesystems without flock (some network mounts) go unlocked rather than fail.
+    """
+    import fcntl
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+            except (OSError, ValueError):
+                holder = {}
+            raise LockHeld(path, holder) from None
+        except OSError as e:
+            import errno
+
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+        if not shared and about is not None:
+            data = json.dumps(about).encode()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data, 0)
+        yield path
+    finally:
+        os.close(fd)

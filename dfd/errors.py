@@ -55,12 +55,27 @@ def user_error(exc: BaseException) -> BaseException | None:
     return None
 
 
+def worker_message(text: str) -> str | None:
+    """The original message of an exception re-raised from a torch DataLoader worker, whose text is ``Caught X in
+    DataLoader worker process N.`` + the worker's traceback (ending ``module.X: message``); None otherwise."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if not lines or not (lines[0].startswith("Caught ") and "worker process" in lines[0]):
+        return None
+    for i in range(len(lines) - 1, 0, -1):  # the last line at the traceback's left margin: "X: message"
+        if not lines[i].startswith(" "):
+            name, sep, rest = lines[i].partition(": ")
+            return rest.strip() if sep and " " not in name else lines[i].strip()
+    return None
+
+
 def one_line(err: BaseException) -> str:
-    """``error: <first line of the message>`` (a mandatory value left unset names the key to add)."""
+    """``error: <first line of the message>`` (a mandatory value left unset names the key to add; an error in a
+    data-loader worker: the worker's own message, not torch's ``Caught ... in DataLoader worker`` wrapper)."""
     key = getattr(err, "full_key", None)
     if type(err).__name__ == "MissingMandatoryValue" and key:
         return f"error: {key} has no value: add '{key}=<value>' to the command"
     msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    msg = worker_message(str(err)) or msg
     if isinstance(err, KeyError) and len(msg) > 1 and msg[0] == msg[-1] == "'":
         msg = msg[1:-1]  # KeyError quotes its message
     return msg if msg.startswith("error") else f"error: {msg}"

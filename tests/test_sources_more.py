@@ -168,8 +168,11 @@ def test_deeperforensics_official_lists_ffpp_reals_and_pairs(drf, tmp_path, vari
                                      "youtube/003": "test", "youtube/004": "test"}
     assert (fakes.source_video == "youtube/" + fakes.identity).all()
     assert set(fakes.source_identity) == {"M101", "W102", "M103", "W104", "M105"}
-    assert all(p.startswith("../FaceForensics++/original_sequences/youtube/c23/videos/") for p in reals.path)
-    assert all((root / p).is_file() for p in df.path)
+    # Each path relative to the download it lives in, that folder named (never ../FaceForensics++/...).
+    assert all(p.startswith("original_sequences/youtube/c23/videos/") for p in reals.path)
+    assert set(reals.path_root) == {"ffpp_root"} and set(fakes.path_root) == {"root"}
+    roots = src.roots()
+    assert all(roots.resolve(p, r).is_file() for p, r in zip(df.path, df.path_root, strict=True))
     assert dict(src.skipped) == {f"manipulated_videos/{variant}/005_M106.mp4": "in the split lists, missing on disk",
                                  f"manipulated_videos/{variant}/006_M107.mp4": "in no split list"}
 
@@ -195,7 +198,9 @@ def test_ffiw_official_folders_test_release_pairs_and_masks(tmp_path):
     assert df.loc["target/test/test_00000000", "source_video"] == "source/test/test_00000000"
     assert df.loc["target/train/train_00000003", "source_video"] == "train_00000003.mp4"  # its real is absent
     assert df.loc["target/train/train_00000000", "mask"] == "target_mask/train/train_00000000_mask.mp4"
-    assert df.loc["target/test/test_00000000", "path"] == "../FFIW10K-v1-release-test/target/test/test_00000000.mp4"
+    # The test release's paths are relative to its own folder, named (never ../FFIW10K-v1-release-test/...).
+    assert df.loc["target/test/test_00000000", ["path", "path_root"]].tolist() == [
+        "target/test/test_00000000.mp4", "test_root"]
     assert any("1 fakes without a same-named real" in n for n in src.notes)
 
 
@@ -216,8 +221,9 @@ def test_uadfv_pairs_carved_together(tmp_path):
     df = _by_id(UADFV("uadfv", root, tmp_path / "c").build_index())
     assert len(df) == 2 * M.UADFV_PAIRS and df.label.sum() == M.UADFV_PAIRS
     _groups_in_one_split(df.reset_index(), "identity")
-    # 10 pairs: round(0.3 * 10) = 3 to test, round(0.15 * 10) = 2 to val, whole pairs.
-    assert df.groupby("split").size().to_dict() == {"train": 10, "val": 4, "test": 6}
+    # 10 pairs, each by its own draw: every split holds whole pairs (a real and its fake).
+    sizes = df.groupby("split").size()
+    assert set(sizes.index) == {"train", "val", "test"} and (sizes % 2 == 0).all()
     assert df.loc["fake/0007_fake", "source_video"] == "real/0007" and df.loc["real/0007", "source_video"] == ""
     assert set(UADFV("uadfv", root, tmp_path / "c", all_test=True).build_index().split) == {"test"}
     with pytest.raises(DatasetError, match="expected .*/real/"):

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from dfd.engine.hardware import on_gpu
 from dfd.errors import one_line, user_error
 
 
@@ -184,6 +183,14 @@ def launcher_problem(args: Sequence[str], conf: Path | Iterable[Path]) -> str | 
 
 
 # ----------------------------------------------------------------------------------------------- resolvers
+def _on_gpu(accelerator: object = "auto") -> bool:
+    # Imported when a config needs it: this module loads in every spawned worker (it imports the command's
+    # module again), which should not pay for torch before it can arm its parent watch (dfd.workers).
+    from dfd.engine.hardware import on_gpu
+
+    return on_gpu(accelerator)
+
+
 def register_resolvers() -> None:
     """OmegaConf resolvers used across dfd's configs (idempotent)."""
     if not OmegaConf.has_resolver("dfd.wandb_offline"):
@@ -194,7 +201,7 @@ def register_resolvers() -> None:
         )
     if not OmegaConf.has_resolver("dfd.on_gpu"):
         # SyncBatchNorm exists on GPUs only: CPU DDP over gloo must leave it off.
-        OmegaConf.register_new_resolver("dfd.on_gpu", on_gpu)
+        OmegaConf.register_new_resolver("dfd.on_gpu", _on_gpu)
     if not OmegaConf.has_resolver("dfd.path_key"):
         from dfd.store.cache import path_key
 

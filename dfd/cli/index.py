@@ -17,6 +17,7 @@ def main(cfg: DictConfig) -> None:
 
     from dfd.errors import DatasetError
     from dfd.sources.base import index_counts, split_class_warnings
+    from dfd.sources.report import index_report
     from dfd.store.schema import SchemaError
 
     try:
@@ -37,12 +38,16 @@ def main(cfg: DictConfig) -> None:
         table.add_row(row.split, f"{row.label} ({'fake' if row.label else 'real'})", row.method, str(row.videos))
     console = Console()
     console.print(table)
-    for attr in ("skipped", "dropped"):  # unreadable archives; videos dropped to keep identities apart
-        items = getattr(source, attr, None)
-        if items:
-            console.print(f"{attr}: {len(items)}, e.g. {items[0]}", soft_wrap=True)
+    # Partial downloads: found vs listed, methods or labels with nothing found, each skip reason once.
+    lines, warnings = index_report(df, getattr(source, "skipped", None), getattr(source, "frames_missing", None),
+                                   str(source.root))
+    for line in lines:
+        console.print(line, soft_wrap=True, markup=False)
+    dropped = getattr(source, "dropped", None)  # videos dropped to keep identities apart
+    if dropped:
+        console.print(f"dropped: {len(dropped)}, e.g. {dropped[0]}", soft_wrap=True, markup=False)
     for note in source.index_notes():  # how the layout was read (e.g. folder names -> methods)
         console.print(f"note: {note}", soft_wrap=True, markup=False)
-    for line in split_class_warnings(df, source.name):
+    for line in [*warnings, *split_class_warnings(df, source.name)]:
         console.print(f"warning: {line}", soft_wrap=True, markup=False)
     console.print(f"wrote {len(df)} videos to {cfg.index_path}", soft_wrap=True)

@@ -16,5 +16,6 @@ def main(cfg: DictConfig) -> None:
 
     source = instantiate(cfg.dataset)
     summary = pack_cache(source.prepare(), cfg.pack.out, shard_size=cfg.pack.shard_size,
-                         overwrite=bool(cfg.pack.overwrite), progress=bool(cfg.progress))
+                         overwrite=bool(cfg.pack.overwrite), progress=bool(cfg.progress), roots=source.roots(),
+                         cache_dir=source.cache_dir)
     print(summary)

@@ -80,15 +80,18 @@ def load_faces(source: str | None, n: int, seed: int) -> list[tuple[np.ndarray, 
         return [(face, lm)] * n
     path = Path(source)
     if path.suffix == ".parquet":
+        from dfd.store.cache import manifest_record
+        from dfd.store.roots import CROP_ROOT_COLUMN, crop_roots
         from dfd.store.schema import read_manifest
 
         df = read_manifest(path)
+        where = crop_roots(path, None, (manifest_record(path) or {}).get("roots"))
         reals = df[df["label"] == 0]
         df = reals if len(reals) else df  # SBI is made from reals; show fakes only if there are none
         rows = df.sample(n=min(n, len(df)), random_state=seed) if len(df) > n else df
         faces, bad = [], []
         for row in rows.itertuples():
-            img = _read_rgb(path.parent / row.crop_path)
+            img = _read_rgb(where.resolve(row.crop_path, getattr(row, CROP_ROOT_COLUMN, "")))
             if img is None:
                 bad.append(str(row.crop_path))
                 continue

@@ -7,6 +7,7 @@ LightningModule uses for metric keys.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,10 +26,13 @@ from torch.utils.data import (
     WeightedRandomSampler,
 )
 
+from dfd.data.bad_crops import check_policy
+from dfd.data.bad_crops import collate as bad_crop_collate
 from dfd.data.datasets import ClipDataset, FrameDataset, ManifestArrays, concat_arrays
 from dfd.data.transforms import Pipeline, Spec, build_pipelines
 from dfd.errors import ConfigError, DatasetError
 from dfd.sources.base import DatasetSource
+from dfd.workers import die_with_parent
 
 FAKES_CHOICES = ("real", "sbi", "both")
 STORES = ("files", "shards")
@@ -145,6 +149,8 @@ class DeepfakeDataModule(pl.LightningDataModule):
             :func:`feature_key` of each source; every split is then read as stored features instead of crops
             (:class:`dfd.data.features.FeatureDataset`), on the same rows, samplers and splits.
         feature_views: with features, the number of augmented views training draws from (``embed.views``).
+        bad_crops: ``skip`` (an unreadable crop is replaced by another frame of its video, or dropped) or
+            ``fail`` (stop at the first one); see dfd.data.bad_crops.
     """
 
     def __init__(
@@ -172,8 +178,10 @@ class DeepfakeDataModule(pl.LightningDataModule):
         val_mix: Sequence[str] = (),
         features: Mapping | None = None,
         feature_views: int = 0,
+        bad_crops: str = "skip",
     ) -> None:
         super().__init__()
+        self.bad_crops = check_policy(bad_crops)
         self.features = dict(features) if features is not None else None
         self.feature_views = int(feature_views or 0)
         if self.features is not None and (fakes != "real" or store != "files"):
@@ -241,7 +249,7 @@ class DeepfakeDataModule(pl.LightningDataModule):
             manifest = src.manifest_path if self.shards.root else src.prepare()
             store, arrays = shard_arrays(self.shards, src.name, manifest, split)
         else:
-            arrays = ManifestArrays(src.prepare(), splits=split)
+            arrays = ManifestArrays(src.prepare(), splits=split, roots=src.roots())
         if split == "train" and self.frames_per_video:
             arrays.keep_frames_per_video(self.frames_per_video)
         if split == "train" and not self.spec.clip_len:
@@ -263,11 +271,21 @@ class DeepfakeDataModule(pl.LightningDataModule):
             from dfd.data.packed import shard_dataset
 
             train = split == "train"
-            return shard_dataset(self.shards, store, arrays, split, pipe, src.name, self.spec.clip_len,
-                                 self.batch_size if train else self.eval_batch_size, train, self.seed)
-        if self.spec.clip_len:
-            return ClipDataset(arrays, pipe, self.spec.clip_len, name=src.name)
-        return FrameDataset(arrays, pipe, name=src.name)
+            ds = shard_dataset(self.shards, store, arrays, split, pipe, src.name, self.spec.clip_len,
+                               self.batch_size if train else self.eval_batch_size, train, self.seed)
+        elif self.spec.clip_len:
+            ds = ClipDataset(arrays, pipe, self.spec.clip_len, name=src.name)
+        else:
+            ds = FrameDataset(arrays, pipe, name=src.name)
+        for target in (ds, getattr(ds, "frames", None)):  # a shard stream reads through its frame dataset
+            if target is not None:
+                target.bad_crops, target.verify_hint = self.bad_crops, src.verify_command()
+        return ds
+
+    def verify_hint(self, name: str) -> str:
+        """The command listing the unreadable crops of a test set (by name), of ``train``/``val``'s dataset."""
+        src = self.train_source if name in ("train", "val") else self.test_sources.get(name)
+        return src.verify_command() if src is not None else ""
 
     def _feature_dataset(self, src: DatasetSource, split: str) -> Dataset:
         from dfd.data.features import FeatureDataset
@@ -368,18 +386,21 @@ class DeepfakeDataModule(pl.LightningDataModule):
         return np.concatenate(weights)
 
     def _loader(self, ds: Dataset, shuffle: bool, batch_size: int, sampler: Sampler | None = None) -> DataLoader:
-        collate = None
+        inner = None
         workers = self.num_workers
-        if self.features is not None:
-            from dfd.data.features import collate_features
-
-            # Stored features are a memory-mapped slice per batch: worker processes would only add start-up time.
-            collate, workers = collate_features, 0
         if self.fakes != "real" and shuffle:
             from dfd.data.sbi import pair_collate
 
-            collate = pair_collate
+            inner = pair_collate
             batch_size = max(1, batch_size // 2)  # each item is a (real, self-blend) pair
+        # Dropped samples (a video without a readable crop) leave the batch; its unreadable crops are counted.
+        collate = functools.partial(bad_crop_collate, inner=inner)
+        if self.features is not None:
+            from dfd.data.features import collate_features
+
+            # Stored features (no crop to be unreadable) are a memory-mapped slice per batch: worker processes
+            # would only add start-up time.
+            collate, workers = collate_features, 0
         if isinstance(ds, IterableDataset):  # streamed shards: the dataset splits, shuffles and batches itself
             trainer = getattr(self, "trainer", None)
             ds.set_distributed(int(trainer.global_rank) if trainer is not None else 0, self._world_size())
@@ -395,6 +416,7 @@ class DeepfakeDataModule(pl.LightningDataModule):
             # A last batch of 1 breaks BatchNorm in training, but dropping must leave every rank a batch.
             drop_last=shuffle and len(ds) // self._world_size() > batch_size,
             collate_fn=collate,
+            worker_init_fn=die_with_parent,
         )
 
     def _world_size(self) -> int:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +22,13 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
+from dfd.data.bad_crops import KEY, BadCropError, dropped, first_readable, is_dropped, others_of
 from dfd.data.transforms import Pipeline
+from dfd.errors import DatasetError
 from dfd.faces.contract import sample_indices, uniform_positions
+from dfd.store import cache
 from dfd.store.media import MediaError, read_image
+from dfd.store.roots import CROP_ROOT_COLUMN, Roots, crop_roots, join
 from dfd.store.schema import SchemaError
 
 __all__ = ["ClipDataset", "FrameDataset", "ManifestArrays", "concat_arrays", "read_rgb"]
@@ -108,11 +114,13 @@ def _read_columns(manifest: Path, splits: str | list[str] | None) -> dict:
     has_track = "track" in pf.schema_arrow.names  # optional: manifests with one face per frame may lack it
     # optional: only manifests of partial fakes (index column fake_segments) have per-frame labels
     has_frame_label = "frame_label" in pf.schema_arrow.names
+    has_root = CROP_ROOT_COLUMN in pf.schema_arrow.names  # crops read in place: the dataset folder of each crop
     wanted = None if splits is None else pa.array([splits] if isinstance(splits, str) else list(splits),
                                                  pa.string())
-    videos, methods = _Codes(), _Codes()
+    videos, methods, crop_roots = _Codes(), _Codes(), _Codes()
     frame, track, label, frame_label, paths, lms = [], [], [], [], [], []
-    columns = [*_COLUMNS, *(["track"] if has_track else []), *(["frame_label"] if has_frame_label else [])]
+    columns = [*_COLUMNS, *(["track"] if has_track else []), *(["frame_label"] if has_frame_label else []),
+               *([CROP_ROOT_COLUMN] if has_root else [])]
     # Threads and the dataset API cost tens of MB of arena memory for no gain on a 7-column read.
     for batch in pf.iter_batches(batch_size=_BATCH_ROWS, columns=columns, use_threads=False):
         if wanted is not None:
@@ -121,6 +129,8 @@ def _read_columns(manifest: Path, splits: str | list[str] | None) -> dict:
             continue
         videos.add(batch.column("video_id"))
         methods.add(batch.column("method"))
+        if has_root:
+            crop_roots.add(batch.column(CROP_ROOT_COLUMN).fill_null(""))
         frame.append(batch.column("frame").to_numpy(zero_copy_only=False).astype(np.int32))
         if has_track:
             track.append(batch.column("track").fill_null(0).to_numpy(zero_copy_only=False).astype(np.int16))
@@ -136,6 +146,7 @@ def _read_columns(manifest: Path, splits: str | list[str] | None) -> dict:
 
     video_names, video = videos.finish()
     names, method = methods.finish()
+    root_names, root_code = crop_roots.finish() if has_root else (np.zeros(0, "S1"), None)
     frame_all = np.concatenate(frame) if frame else np.zeros(0, np.int32)
     track_all = np.concatenate(track) if track else np.zeros(len(frame_all), np.int16)
     order = np.lexsort((track_all, frame_all, video))
@@ -157,6 +168,8 @@ def _read_columns(manifest: Path, splits: str | list[str] | None) -> dict:
         "method": (method if ident else method[order]).astype(np.int16),
         "paths": _concat_bytes(paths) if ident else _concat_bytes(paths)[order],
         "landmarks": take(lms, np.zeros((0, 5, 2), np.float32)),
+        "root_names": [r.decode() for r in root_names],
+        "root": None if root_code is None else (root_code if ident else root_code[order]).astype(np.int8),
     }
 
 
@@ -169,7 +182,8 @@ class ManifestArrays:
     NumPy (no Python object per row), so the memory held is about the arrays themselves: ~90 bytes/frame.
     """
 
-    def __init__(self, manifest: str | Path, splits: str | list[str] | None = None) -> None:
+    def __init__(self, manifest: str | Path, splits: str | list[str] | None = None,
+                 roots: Mapping[str, str | Path | None] | None = None) -> None:
         self.manifest = Path(manifest)
         self.root = self.manifest.parent
         if not self.manifest.is_file():
@@ -193,6 +207,14 @@ class ManifestArrays:
         self.landmarks: np.ndarray = cols["landmarks"]  # (n, 5, 2) float32 crop pixels, NaN when unknown
         # Each row's number in the split as read (kept through keep_rows): rows of a feature store's arrays.
         self.rows: np.ndarray = np.arange(len(self.label), dtype=np.int64)
+        # Where each crop path starts (dfd.store.roots): the manifest's folder, or for crops read in place the
+        # dataset folder named by ``crop_root``, as configured today (``roots``), else as the manifest recorded.
+        self.crop_root: np.ndarray | None = cols["root"]  # int8 index into crop_dirs (None: all the manifest's)
+        self.crop_dirs: list[Path | str] = [self.root]
+        if self.crop_root is not None:
+            recorded = (cache.manifest_record(self.manifest) or {}).get("roots")
+            where = crop_roots(self.manifest, roots, recorded)
+            self.crop_dirs = [_root_dir(where, name) for name in cols["root_names"]]
         # CSR offsets: frames of video v are rows starts[v]:starts[v+1].
         self.starts = np.searchsorted(self.video, np.arange(len(self.video_names) + 1)).astype(np.int64)
 
@@ -230,6 +252,8 @@ class ManifestArrays:
         for name in ("frame_label", "_video_label_rows"):
             if getattr(self, name, None) is not None:
                 setattr(self, name, getattr(self, name)[rows])
+        if self.crop_root is not None:
+            self.crop_root = self.crop_root[rows]
         used = np.unique(self.video)
         if len(used) < len(self.video_names):
             self.video_names = self.video_names[used]
@@ -262,7 +286,10 @@ class ManifestArrays:
 
     def path(self, i: int) -> Path:
         """The crop file of row ``i``."""
-        return self.root / self.paths[i].decode()
+        base = self.crop_dirs[self.crop_root[i]] if self.crop_root is not None else self.root
+        if isinstance(base, str):  # a root this config does not set: its one-line error
+            raise DatasetError(base)
+        return join(base, self.paths[i].decode())
 
     @property
     def video_labels(self) -> np.ndarray:
@@ -290,7 +317,7 @@ def concat_arrays(parts: list[tuple[str, ManifestArrays]]) -> ManifestArrays:
     video = np.concatenate([rank[off + a.video] for off, (_, a) in zip(offsets, parts, strict=False)])
     method = np.concatenate([np.asarray([where[m] for m in a.method_names], np.int16)[a.method] if len(a.method)
                              else np.zeros(0, np.int16) for _, a in parts])
-    paths = _concat_bytes([np.char.add(f"{a.root.resolve()}/".encode(), a.paths) for _, a in parts])
+    paths = _concat_bytes([_absolute_paths(a) for _, a in parts])
     frame = np.concatenate([a.frame for _, a in parts])
     track = np.concatenate([a.track for _, a in parts])
     rows = np.lexsort((track, frame, video))
@@ -299,8 +326,33 @@ def concat_arrays(parts: list[tuple[str, ManifestArrays]]) -> ManifestArrays:
     out.label = np.concatenate([a.label for _, a in parts])[rows]
     out.landmarks = np.concatenate([a.landmarks for _, a in parts])[rows]
     out.frame_label = None
+    out.crop_root, out.crop_dirs = None, [out.root]
+    out.rows = np.arange(len(out.label), dtype=np.int64)
     out.starts = np.searchsorted(out.video, np.arange(len(out.video_names) + 1)).astype(np.int64)
     return out
+
+
+def _absolute_paths(arrays: ManifestArrays) -> np.ndarray:
+    """Every crop path of ``arrays`` made absolute (its manifest's folder, or its row's crop root)."""
+    if arrays.crop_root is None:
+        return np.char.add(f"{Path(arrays.root).resolve()}/".encode(), arrays.paths)
+    out = np.empty(len(arrays.paths), dtype=object)
+    for code, base in enumerate(arrays.crop_dirs):
+        sel = arrays.crop_root == code
+        if sel.any():
+            if isinstance(base, str):  # a root this config does not set: its one-line error
+                raise DatasetError(base)
+            out[sel] = list(np.char.add(f"{Path(base).resolve()}/".encode(), arrays.paths[sel]))
+    return np.asarray(out.tolist(), dtype=bytes) if len(out) else np.zeros(0, "S1")
+
+
+def _root_dir(roots: Roots, name: str) -> Path | str:
+    """A crop root's folder, or the error that names the setting it needs (raised only if a crop needs it:
+    a packed store reads its crops by offset and never does)."""
+    try:
+        return roots.resolve(".", name)
+    except DatasetError as e:
+        return str(e)
 
 
 def row_keys(video: np.ndarray, frame: np.ndarray, track: np.ndarray | None = None) -> np.ndarray:
@@ -327,7 +379,44 @@ def read_rgb(path: Path) -> np.ndarray:
         raise OSError(f"cannot read face crop {path}: {e.reason} (re-run dfd-extract for this dataset)") from e
 
 
-class FrameDataset(Dataset):
+class _BadCrops:
+    """What a dataset does with an unreadable crop (dfd.data.bad_crops): ``skip`` replaces it by the next readable
+    frame of its video (or drops the sample), ``fail`` stops with one line naming ``verify_hint``."""
+
+    bad_crops: str = "skip"
+    verify_hint: str = ""  # the command that lists every unreadable crop of this dataset
+
+    def _known_bad(self) -> set[int]:
+        # Per process (each loader worker learns on its own): rows found unreadable are not read again.
+        if getattr(self, "_bad_pid", None) != os.getpid():
+            self._bad_rows, self._bad_pid = set(), os.getpid()
+        return self._bad_rows
+
+    def _unreadable(self, row: int, err: OSError) -> BadCropError:
+        where = f"{self.name}: " if getattr(self, "name", "") else ""
+        hint = self.verify_hint or "dfd-extract dataset=<name> ... --verify"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return BadCropError(f"{where}unreadable face crop (data.bad_crops=fail): {first}; `{hint}` lists every "
+                            "unreadable crop; re-extract or restore them, or set data.bad_crops=skip")
+
+    def _read_row(self, i: int, read: Callable[[int], np.ndarray], rows: np.ndarray
+                  ) -> tuple[int, np.ndarray | None, int]:
+        """(row read, its image or None when the whole video is unreadable, unreadable crops counted: 0 or 1).
+
+        ``rows``: the rows that may stand in for ``i`` (its video's, in order); the ones after ``i`` come first."""
+        bad = self._known_bad()
+        if i not in bad:
+            try:
+                return i, read(i), 0
+            except OSError as e:
+                if self.bad_crops == "fail":
+                    raise self._unreadable(i, e) from None
+                bad.add(i)
+        found = first_readable(read, others_of(rows, i), bad)
+        return (found[0], found[1], 1) if found is not None else (i, None, 1)
+
+
+class FrameDataset(_BadCrops, Dataset):
     """One item per face crop: ``{image, label, video, index, method, landmarks, frame, track}``.
 
     ``index`` is the row number within this dataset: metrics use it to drop samples a distributed sampler
@@ -347,20 +436,36 @@ class FrameDataset(Dataset):
     def labels(self) -> np.ndarray:
         return self.arrays.label
 
+    def read_image(self, i: int) -> np.ndarray:
+        """The RGB crop of row ``i`` (OSError when it cannot be read)."""
+        return read_rgb(self.arrays.path(i))
+
     def load(self, i: int) -> dict:
-        """The raw sample before augmentation (uint8 RGB crop, landmarks in crop pixels)."""
+        """The raw sample before augmentation (uint8 RGB crop, landmarks in crop pixels).
+
+        An unreadable crop is replaced by the next readable frame of its video (its image and landmarks; the
+        sample keeps row ``i``'s index), or the sample is dropped (:func:`dfd.data.bad_crops.dropped`) when its
+        video has none (``data.bad_crops=skip``; ``fail`` raises). ``bad_crops`` counts row ``i``'s own crop.
+        """
         a = self.arrays
+        v = int(a.video[i])
+        row, image, bad = self._read_row(int(i), self.read_image, np.arange(a.starts[v], a.starts[v + 1]))
+        if image is None:
+            return dropped(int(a.label[i]), int(i))
         return {
-            "image": read_rgb(a.path(i)),
-            "landmarks": a.landmarks[i],
+            "image": image,
+            "landmarks": a.landmarks[row],
             "label": int(a.label[i]),
-            "video": int(a.video[i]),
+            "video": v,
             "index": int(i),
             "method": int(a.method[i]),
+            KEY: bad,
         }
 
     def apply_transform(self, sample: dict) -> dict:
-        """Augment + normalise a raw sample into tensors."""
+        """Augment + normalise a raw sample into tensors (a dropped sample passes as it is)."""
+        if is_dropped(sample):
+            return sample
         image, lm = self.pipeline(sample["image"], sample["landmarks"])
         return self._tensors(sample, image, lm)
 
@@ -387,13 +492,14 @@ class FrameDataset(Dataset):
             "method": torch.tensor(sample["method"], dtype=torch.int64),
             "frame": torch.tensor(int(self.arrays.frame[i]), dtype=torch.int64),
             "track": torch.tensor(int(self.arrays.track[i]), dtype=torch.int64),
+            KEY: int(sample.get(KEY, 0)),
         }
 
     def __getitem__(self, i: int) -> dict:
         return self.apply_transform(self.load(int(i)))
 
 
-class ClipDataset(Dataset):
+class ClipDataset(_BadCrops, Dataset):
     """One item per video: L uniformly spaced frames, augmented consistently: ``image`` is (L, C, H, W).
 
     Videos with fewer than L frames repeat frames (still in temporal order). With several faces per frame
@@ -419,11 +525,26 @@ class ClipDataset(Dataset):
         rows = self.arrays.main_track_rows(int(v))
         return rows[uniform_positions(len(rows), self.clip_len)]
 
-    def __getitem__(self, v: int) -> dict:
-        rows = self.frame_rows(int(v))
-        return self.clip_item(int(v), rows, [read_rgb(self.arrays.path(r)) for r in rows])
+    def read_image(self, i: int) -> np.ndarray:
+        """The RGB crop of row ``i`` (OSError when it cannot be read)."""
+        return read_rgb(self.arrays.path(i))
 
-    def clip_item(self, v: int, rows: np.ndarray, images: list[np.ndarray]) -> dict:
+    def __getitem__(self, v: int) -> dict:
+        v = int(v)
+        rows = self.frame_rows(v)
+        face = self.arrays.main_track_rows(v)
+        images, used, counted = [], [], set()
+        for r in rows:  # an unreadable frame: the next readable frame of the clip's face (data.bad_crops=skip)
+            row, image, miss = self._read_row(int(r), self.read_image, face)
+            if miss:
+                counted.add(int(r))  # a row repeated in a short clip counts once
+            if image is None:
+                return dropped(int(self.arrays.label[rows[0]]), v, len(counted))
+            images.append(image)
+            used.append(row)
+        return self.clip_item(v, np.asarray(used), images, len(counted))
+
+    def clip_item(self, v: int, rows: np.ndarray, images: list[np.ndarray], bad: int = 0) -> dict:
         """The item of video ``v`` from its clip's rows and their decoded crops (file or shard readers)."""
         a = self.arrays
         x, lm = self.pipeline.clip(images, [a.landmarks[r] for r in rows])
@@ -437,4 +558,5 @@ class ClipDataset(Dataset):
             # One clip per video: it is the video's only "frame" for the video-score rule.
             "frame": torch.tensor(int(a.frame[rows[0]]), dtype=torch.int64),
             "track": torch.tensor(int(a.track[rows[0]]), dtype=torch.int64),
+            KEY: int(bad),
         }

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
+from dfd.data.bad_crops import KEY
 from dfd.data.datasets import ClipDataset, FrameDataset, ManifestArrays, row_keys
 from dfd.data.transforms import Pipeline
 from dfd.store.media import MediaError, decode_image
@@ -98,11 +99,6 @@ class ShardFrameDataset(FrameDataset):
         data = self.reader.read(int(self.shard[i]), int(self.offset[i]), int(self.nbytes[i]))
         return decode_rgb(data, f"{self.arrays.paths[i].decode()} in {self.reader.urls[self.shard[i]]}")
 
-    def load(self, i: int) -> dict:
-        # FrameDataset.load reads a file: same sample with the image from the shard.
-        a = self.arrays
-        return {"image": self.read_image(i), "landmarks": a.landmarks[i], "label": int(a.label[i]),
-                "video": int(a.video[i]), "index": int(i), "method": int(a.method[i])}
 
 
 class ShardClipDataset(ClipDataset):
@@ -113,10 +109,9 @@ class ShardClipDataset(ClipDataset):
         super().__init__(arrays, pipeline, clip_len, name)
         self._frames = ShardFrameDataset(arrays, pipeline, store, locs, name)
 
-    def __getitem__(self, v: int) -> dict:
-        # ClipDataset.__getitem__ reads files: the same clip with images from the shard.
-        rows = self.frame_rows(int(v))
-        return self.clip_item(int(v), rows, [self._frames.read_image(r) for r in rows])
+    def read_image(self, i: int) -> np.ndarray:
+        # ClipDataset reads files: the same clip with images from the shard.
+        return self._frames.read_image(i)
 
 
 class ShardStreamDataset(IterableDataset):
@@ -255,11 +250,20 @@ class ShardStreamDataset(IterableDataset):
             rng = random.Random(hash((self.seed, epoch, self.rank, worker)))
             samples = _shuffle(samples, bufsize=self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng)
         a = self.arrays
+        skipped = [0, 0]  # unreadable crops not yet reported (per label): told by the next sample of that label
         for s in samples:
             i = s["row"]
-            raw = {"image": decode_rgb(s["data"], f"{a.paths[i].decode()} in {s['url']}"),
-                   "landmarks": a.landmarks[i], "label": int(a.label[i]), "video": int(a.video[i]),
-                   "index": int(i), "method": int(a.method[i])}
+            try:
+                image = decode_rgb(s["data"], f"{a.paths[i].decode()} in {s['url']}")
+            except OSError as e:
+                if self.frames.bad_crops == "fail":
+                    raise self.frames._unreadable(i, e) from None
+                skipped[int(a.label[i])] += 1  # a stream cannot go back for another frame: dropped
+                continue
+            label = int(a.label[i])
+            raw = {"image": image, "landmarks": a.landmarks[i], "label": label, "video": int(a.video[i]),
+                   "index": int(i), "method": int(a.method[i]), KEY: skipped[label]}
+            skipped[label] = 0
             yield self.frames.apply_transform(raw)
 
 

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 import torch
 
+from dfd.data.bad_crops import KEY, is_dropped
 from dfd.faces.landmarks import ellipse_polygon, face_outline
 from dfd.store.media import jpeg_roundtrip
 
@@ -320,8 +321,12 @@ class SelfBlendedPairs(torch.utils.data.Dataset):
         # Keyed by the base index (not the item position) so 'sbi' and 'both' blend a frame the same way.
         rng = np.random.default_rng([self.seed, epoch, j])
         sample = self.base.load(j)
+        if is_dropped(sample):  # its video has no readable crop (dfd.data.bad_crops): the pair is dropped
+            return [sample]
         if int(sample["label"]) != 0:
             real = self.base.load(int(self.real[rng.integers(len(self.real))]))
+            if is_dropped(real):
+                return [real, sample]
             out = [self._out(real, sbi=0), self._out(sample, sbi=0)]
             if self.masks:  # two different frames: they may differ anywhere
                 for d in out:
@@ -329,7 +334,8 @@ class SelfBlendedPairs(torch.utils.data.Dataset):
             return out
         lm = sample.get("landmarks")
         real_img, fake_img, mask = self.blend.pair(sample["image"], lm, rng)
-        real, fake = {**sample, "image": real_img}, {**sample, "image": fake_img, "label": 1}
+        # The self-blend is made from the real crop: an unreadable crop it replaced is counted once, with the real.
+        real, fake = {**sample, "image": real_img}, {**sample, "image": fake_img, "label": 1, KEY: 0}
         shared = getattr(self.base, "apply_transform_pair", None)
         if shared is None:  # a base without joint augmentation (deterministic transforms): one call each
             return [self._out(real, sbi=0), self._out(fake, sbi=1)]

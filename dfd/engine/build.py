@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dfd.compat import upgrade_targets
 from dfd.data.datamodule import DeepfakeDataModule
+from dfd.engine.bad_crops import BadCropCounter
 from dfd.errors import DatasetError
 from dfd.sources.base import DatasetSource
 
@@ -177,6 +178,7 @@ def build_datamodule(cfg: DictConfig, spec: object, train: DatasetSource | None,
         val_mix=validated_mix(cfg, mix),
         features=features,
         feature_views=int((cfg.get("embed") or {}).get("views", 0) or 0) if features is not None else 0,
+        bad_crops=d.get("bad_crops", "skip"),
     )
 
 
@@ -206,6 +208,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, run_id: str, run_name: str, jo
         if "LearningRateMonitor" in node._target_ and not loggers:
             continue  # it refuses to run without a logger
         callbacks.append(instantiate(node))
+    # Unreadable crops: counted per split and label, the run stopped above the cap (dfd.data.bad_crops).
+    callbacks.append(BadCropCounter((cfg.get("data") or {}).get("max_bad_fraction", 0.001)))
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir))
 
 

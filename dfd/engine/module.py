@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from dfd import __version__
+from dfd.data.bad_crops import empty
 from dfd.engine.losses import DetectionLoss
 from dfd.engine.metrics import DetectionMetrics, Unscored, flat_metrics, probabilities
 from dfd.engine.optim import build_optimizer, lr_factor, need, warmup_cosine  # noqa: F401  (warmup_cosine: public)
@@ -119,8 +120,10 @@ class DetectorModule(pl.LightningModule):
             self.model.backbone.get_classifier().fit(features.to(self.device), labels.to(self.device))
 
     # ------------------------------------------------------------------------------------------- training
-    def training_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
-        if self.fits_without_gradients:
+    def training_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor | None:
+        # k-NN heads fit without gradients; a batch whose every video was unreadable (dfd.data.bad_crops) has
+        # nothing to learn from.
+        if self.fits_without_gradients or empty(batch):
             return None
         target = batch["label"].float()
         features = None
@@ -159,6 +162,8 @@ class DetectorModule(pl.LightningModule):
             dm.set_epoch(self.current_epoch)
 
     def validation_step(self, batch: Mapping, batch_idx: int) -> None:
+        if empty(batch):
+            return
         # float32 logits: under bf16 autocast the head's output is bf16, and a bf16 sigmoid saturates at ~6.
         logits = self._logits(batch).float()
         self.log("val/loss", self.loss_fn(logits, batch["label"].float()), batch_size=len(logits), sync_dist=True)
@@ -209,6 +214,8 @@ class DetectorModule(pl.LightningModule):
         self.test_predictions = {}
 
     def test_step(self, batch: Mapping, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if empty(batch):
+            return
         logits = self._logits(batch)
         self.test_metrics[dataloader_idx].update(
             probabilities(logits), batch["label"], batch["video"], batch["index"], batch["method"],

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from dfd.engine.bad_crops import counter_of
 from dfd.engine.figures import (
     figure,
     finish_reliability_axes,
@@ -159,6 +160,12 @@ def finish_run(trainer: pl.Trainer, results: dict, run_dir: Path, title: str, ta
         return
     results["bootstrap"] = bootstrap_method()
     notes = run_notes(results["test"])
+    counter = counter_of(trainer)
+    if counter is not None:  # unreadable crops, per split and label: recorded always, said when there were any
+        results["bad_crops"] = counter.record()
+        line = counter.summary(getattr(getattr(trainer, "datamodule", None), "verify_hint", None))
+        if line:
+            notes.append(line)
     results["notes"] = [*(results.get("notes") or []), *notes]
     if tables is not None:
         write_predictions(tables, run_dir)

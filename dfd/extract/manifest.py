@@ -112,8 +112,9 @@ def assemble(index: pd.DataFrame, cache_dir: Path, record: dict[str, Any]) -> Ex
     for row in index.to_dict("records"):
         part = part_path(cache_dir, row["video_id"])
         rec = read_part(part) if part.is_file() else None
+        where = (row["split"], str(int(row["label"])))
         if rec is None:  # only when a run was stopped before this video: say so, never drop it silently
-            failures.append((row["video_id"], row["path"], "not processed: extraction was interrupted"))
+            failures.append((row["video_id"], row["path"], "not processed: extraction was interrupted", *where))
             continue
         s.frames_sampled += rec["sampled"]
         failed = bool(rec.get("failure") or not rec["rows"])
@@ -123,9 +124,11 @@ def assemble(index: pd.DataFrame, cache_dir: Path, record: dict[str, Any]) -> Ex
         per_video.append({"video_id": row["video_id"], "label": row["label"], "split": row["split"],
                           "method": row["method"], "sampled": rec["sampled"], "dropped": dropped, "failed": failed})
         if failed:
-            failures.append((row["video_id"], row["path"], rec.get("failure") or "no crops"))
+            failures.append((row["video_id"], row["path"], rec.get("failure") or "no crops", *where))
             continue
         s.videos_ok += 1
+        kept = s.kept.setdefault(row["split"], [0, 0])
+        kept[int(row["label"])] += 1
         s.frames_dropped += rec["dropped"]
         s.frames_full_res += rec.get("full_res", 0)
         s.frames_kept += len({r["frame"] for r in rec["rows"]})

@@ -34,6 +34,7 @@ import pandas as pd
 from dfd import atomic
 from dfd.store.cache import safe_relpath
 from dfd.store.media import MediaError, fingerprint
+from dfd.store.roots import PATH_ROOT_COLUMN, Roots, resolve_row
 
 
 def part_path(cache_dir: Path, video_id: str) -> Path:
@@ -55,10 +56,10 @@ def clear_crops(cache_dir: Path, video_id: str) -> None:
                 stale.unlink()
 
 
-def source_fingerprint(root: Path, row: Mapping[str, Any], content: bool = False) -> dict | None:
+def source_fingerprint(roots: Roots | Path, row: Mapping[str, Any], content: bool = False) -> dict | None:
     """The fingerprint of an index row's source (an archive's for sequences inside it); None when missing."""
     kind = "video" if row["kind"] == "archive" else row["kind"]
-    return fingerprint(root / row["path"], kind, content)
+    return fingerprint(resolve_row(Roots.of(roots), row), kind, content)
 
 
 def same_source(recorded: Mapping[str, Any] | None, current: Mapping[str, Any] | None) -> bool:
@@ -109,14 +110,16 @@ def finish_part(cache_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "rows"} | {"saved": len(record["rows"])}
 
 
-def fingerprints(index: pd.DataFrame, root: Path, content: bool) -> dict[str, dict | None]:
+def fingerprints(index: pd.DataFrame, root: Roots | Path, content: bool) -> dict[str, dict | None]:
     """Source fingerprint per video id (an archive's is computed once for all its sequences)."""
     out: dict[str, dict | None] = {}
-    seen: dict[tuple[str, str], dict | None] = {}
-    for row in index[["video_id", "path", "kind"]].to_dict("records"):
-        key = (row["path"], row["kind"])
+    seen: dict[tuple[str, str, str], dict | None] = {}
+    roots = Roots.of(root)
+    cols = ["video_id", "path", "kind"] + ([PATH_ROOT_COLUMN] if PATH_ROOT_COLUMN in index.columns else [])
+    for row in index[cols].to_dict("records"):
+        key = (row["path"], row["kind"], str(row.get(PATH_ROOT_COLUMN) or ""))
         if key not in seen:
-            seen[key] = source_fingerprint(root, row, content)
+            seen[key] = source_fingerprint(roots, row, content)
         out[row["video_id"]] = seen[key]
     return out
 

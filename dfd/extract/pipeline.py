@@ -167,11 +167,13 @@ def describe_stats(stats: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------------------------- workers
 
 
-def _worker(wid: int, root: str, cache_dir: str, contract: CropContract, cfg: Any, tasks: Any, results: Any,
+def _worker(wid: int, root: Any, cache_dir: str, contract: CropContract, cfg: Any, tasks: Any, results: Any,
             requests: Any, reply: Any) -> None:
     """A worker process: tasks in, each video through the per-video code with the remote MTCNN, results out."""
     from dfd.extract import worker
+    from dfd.workers import die_with_parent
 
+    die_with_parent()  # a SIGKILLed dfd-extract leaves no worker behind
     worker.init_worker(contract, cfg, needs_detector=False)
     det = worker.worker_detector(contract, cfg)  # a CPU FaceDetector registered for process_video
     det.mtcnn = RemoteMTCNN(wid, "frames", requests, reply)
@@ -193,7 +195,7 @@ def _worker(wid: int, root: str, cache_dir: str, contract: CropContract, cfg: An
             return
 
 
-def run_batched(tasks: list[list[dict[str, Any]]], root: Path, cache_dir: Path, contract: CropContract, cfg: Any,
+def run_batched(tasks: list[list[dict[str, Any]]], root: Any, cache_dir: Path, contract: CropContract, cfg: Any,
                 workers: int, stats: dict | None = None) -> Iterator[dict[str, Any]]:
     """Extract the tasks through the batched pipeline; yield each video's summary (as the per-video path does).
 
@@ -210,7 +212,7 @@ def run_batched(tasks: list[list[dict[str, Any]]], root: Path, cache_dir: Path, 
     loop = DetectionLoop({"frames": det.mtcnn, "crops": det.for_crops().mtcnn}, cfg.batch_size, requests, replies)
     server = threading.Thread(target=loop.serve, name="dfd-detection-loop", daemon=True)
     server.start()
-    procs = [ctx.Process(target=_worker, args=(w, str(root), str(cache_dir), contract, cfg, todo, results, requests,
+    procs = [ctx.Process(target=_worker, args=(w, root, str(cache_dir), contract, cfg, todo, results, requests,
                                                replies[w]), daemon=True, name=f"dfd-extract-{w}")
              for w in range(workers)]
     for p in procs:

@@ -8,8 +8,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 
-def track_progress(items: Iterable[dict[str, Any]], total: int, completed: int, enabled: bool,
-              what: str = "extracting faces") -> Iterator[Any]:
+def track_progress(items: Iterable[Any], total: int, completed: int, enabled: bool,
+                   what: str = "extracting faces", unit: str = "videos") -> Iterator[Any]:
     if not enabled:
         yield from items
         return
@@ -17,7 +17,7 @@ def track_progress(items: Iterable[dict[str, Any]], total: int, completed: int, 
 
     if not sys.stdout.isatty():
         # Batch jobs (SLURM logs): a plain line every minute instead of a bar redrawn into the log file.
-        yield from _progress_lines(items, total, completed, what)
+        yield from _progress_lines(items, total, completed, what, unit)
         return
     from rich.progress import (
         BarColumn,
@@ -32,7 +32,7 @@ def track_progress(items: Iterable[dict[str, Any]], total: int, completed: int, 
         TextColumn(what),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("videos"),
+        TextColumn(unit),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
@@ -47,7 +47,8 @@ def track_progress(items: Iterable[dict[str, Any]], total: int, completed: int, 
 PROGRESS_EVERY_S = 60.0
 
 
-def _progress_lines(items: Iterable[dict[str, Any]], total: int, completed: int, what: str) -> Iterator[Any]:
+def _progress_lines(items: Iterable[Any], total: int, completed: int, what: str, unit: str = "videos"
+                    ) -> Iterator[Any]:
     t0 = last = time.perf_counter()
     for done, item in enumerate(items, start=1):
         now = time.perf_counter()
@@ -55,6 +56,6 @@ def _progress_lines(items: Iterable[dict[str, Any]], total: int, completed: int,
             last = now
             rate = done / (now - t0)
             left = (total - completed - done) / rate if rate > 0 else float("nan")
-            print(f"{what}: {completed + done}/{total} videos, {rate:.2f} videos/s, about {left / 60:.0f} min left",
+            print(f"{what}: {completed + done}/{total} {unit}, {rate:.2f} {unit}/s, about {left / 60:.0f} min left",
                   flush=True)
         yield item

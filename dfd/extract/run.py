@@ -34,17 +34,21 @@ from dfd.extract.parts import (
 )
 from dfd.extract.progress import track_progress
 from dfd.extract.summary import ExtractSummary
-from dfd.extract.worker import init_worker, run_task
+from dfd.extract.verify import UNREADABLE_FILE, unreadable_videos
+from dfd.extract.worker import run_task
 from dfd.faces.contract import CropContract, extract_overrides
 from dfd.store.cache import (
     LEGACY_FILE,
+    NO_ROOM,
     RECORD_FILE,
+    check_writable,
     make_record,
+    moved_here,
     read_record,
+    write_problem,
 )
-from dfd.store.schema import (
-    validate_index,
-)
+from dfd.store.roots import PATH_ROOT_COLUMN, Roots
+from dfd.store.schema import validate_index
 
 # ----------------------------------------------------------------------------------------------- paths
 
@@ -60,7 +64,8 @@ from dfd.store.schema import (
 
 def _tasks(index: pd.DataFrame, todo: set[str], sources: dict[str, dict | None]) -> list[list[dict[str, Any]]]:
     """Units of work in index order: one per video, one per archive (streamed once for all its rows)."""
-    cols = ["video_id", "path", "kind"] + [c for c in ("member", "fake_segments", "distortion") if c in index.columns]
+    cols = ["video_id", "path", "kind"] + [c for c in ("member", "fake_segments", "distortion", PATH_ROOT_COLUMN)
+                                           if c in index.columns]
     tasks: list[list[dict[str, Any]]] = []
     archives: dict[str, list[dict[str, Any]]] = {}
     for row in index[cols].to_dict("records"):
@@ -82,15 +87,19 @@ def _tasks(index: pd.DataFrame, todo: set[str], sources: dict[str, dict | None])
     return tasks
 
 
-def _check_cache(cache_dir: Path, record: dict[str, Any], overwrite: bool) -> None:
-    """Refuse (or, with overwrite, clear) a cache made with other settings or from another root."""
+def _check_cache(cache_dir: Path, record: dict[str, Any], overwrite: bool, roots: Roots | None = None) -> None:
+    """Refuse (or, with overwrite, clear) a cache made with other settings or from another root (a root that
+    holds the very files the cache was made from is the same dataset, moved: the record takes the new root)."""
     have = read_record(cache_dir)
     legacy = (cache_dir / LEGACY_FILE).is_file()
     problem = None
+    manifest = cache_dir / "manifest.parquet"
+    moved = (have is not None and have.get("root") != record["root"] and roots is not None and manifest.is_file()
+             and moved_here(manifest, roots) is None)
     if have is None and legacy:
         problem = (f"the crop cache {cache_dir} was made by an older dfd and records no crop contract or dataset "
                    "root")
-    elif have is not None and have.get("root") != record["root"]:
+    elif have is not None and have.get("root") != record["root"] and not moved:
         problem = (f"the crop cache {cache_dir} holds crops of {have.get('root')}, not of {record['root']} "
                    "(the default dataset.cache_dir is distinct per root)")
     elif have is not None and (have.get("contract_id") != record["contract_id"] or have.get("storage") != record["storage"]):
@@ -132,7 +141,7 @@ def default_workers(batched: bool = False) -> int:
 
 def extract_faces(
     index_df: pd.DataFrame,
-    root: str | Path,
+    root: str | Path | Roots,
     cache_dir: str | Path,
     cfg: ExtractConfig | None = None,
     faces_are_cropped: bool = False,
@@ -144,6 +153,8 @@ def extract_faces(
     Resumable and incremental: videos finished by an earlier run from the same source file (fingerprint)
     with the same contract are reused; changed sources are redone; videos that left the index are removed.
     Bad inputs (missing, empty, corrupt, faceless) are listed in the failures table; the call itself succeeds.
+    ``root``: the dataset root, or all its named roots (:class:`dfd.store.roots.Roots`: index paths are relative
+    to the one each row names in ``path_root``).
 
     With ``cfg.num_shards > 1`` this is one shard's job (``cfg.shard``): it extracts its part of the videos
     (:mod:`dfd.extract.jobs`) and, if it is the last to finish, merges; ``cfg.merge`` merges on request. The
@@ -155,24 +166,55 @@ def extract_faces(
         _check_device(cfg.device)  # a device this machine lacks is refused up front, even with nothing left to do
     start = time.perf_counter()
     index = validate_index(index_df, where="extract index")
-    root, cache_dir = Path(root), Path(cache_dir)
-    record = make_record(dataset, root, contract, cfg.storage())
+    root, cache_dir = Roots.of(root), Path(cache_dir)
     if cfg.sharded and cfg.overwrite:
         raise ExtractError(
             "extract.overwrite=true cannot run sharded: each shard would delete the crops other shards are "
             f"writing; delete {cache_dir} (or use another dataset.cache_dir) and start the shards again"
         )
-    _check_cache(cache_dir, record, cfg.overwrite)
-    (cache_dir / "parts").mkdir(parents=True, exist_ok=True)
-    if cfg.sharded or cfg.merge:
-        return _extract_shard(index, root, cache_dir, record, contract, cfg, progress, start)
+    check_writable(cache_dir)  # a read-only or full cache: one line before any work
+    try:
+        # One run per cache at a time (shards of one array share it); the kernel frees the lock of a killed run.
+        with atomic.held_lock(cache_dir / LOCK_FILE, shared=cfg.sharded or cfg.merge, about=_whoami()):
+            record = make_record(dataset, root, contract, cfg.storage())
+            _check_cache(cache_dir, record, cfg.overwrite, root)
+            (cache_dir / "parts").mkdir(parents=True, exist_ok=True)
+            if cfg.sharded or cfg.merge:
+                return _extract_shard(index, root, cache_dir, record, contract, cfg, progress, start)
+            clean_temps(cache_dir)
+            removed = prune(cache_dir, set(index["video_id"].tolist()))
+            run = _extract_videos(index, root, cache_dir, contract, cfg, progress)
+            summary = assemble(index, cache_dir, record)
+            (cache_dir / UNREADABLE_FILE).unlink(missing_ok=True)  # their videos were redone
+            return run.fill(summary, contract, start, removed)
+    except atomic.LockHeld as e:
+        raise ExtractError(f"another dfd-extract is writing the crop cache {cache_dir} ({_holder(e.holder)}); wait "
+                           "for it to finish (this command then resumes from its work), or use another "
+                           "dataset.cache_dir") from None
+    except OSError as e:
+        if e.errno in NO_ROOM:  # full or read-only mid-run (a worker's write, or the manifest's)
+            raise write_problem(cache_dir, e) from None
+        raise
 
-    clean_temps(cache_dir)
-    ids = index["video_id"].tolist()
-    removed = prune(cache_dir, set(ids))
-    run = _extract_videos(index, root, cache_dir, contract, cfg, progress)
-    summary = assemble(index, cache_dir, record)
-    return run.fill(summary, contract, start, removed)
+
+LOCK_FILE = ".extract.lock"
+
+
+def _whoami() -> dict[str, Any]:
+    import os
+    import socket
+    import sys
+
+    return {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": " ".join(sys.argv[:1] + [a for a in sys.argv[1:] if not a.startswith("hydra.")])[:300]}
+
+
+def _holder(info: dict[str, Any]) -> str:
+    from dfd.workers import alive
+
+    if not info.get("pid") or (info.get("host") == _whoami()["host"] and not alive(int(info["pid"]))):
+        return "the shards of a sharded run"  # shared holders write nothing; what is there is an older holder's
+    return f"pid {info['pid']} on {info.get('host', '?')}, since {info.get('since', '?')}: {info.get('command', '')}"
 
 
 @dataclass
@@ -195,7 +237,7 @@ class _Run:
         return summary
 
 
-def _extract_videos(index: pd.DataFrame, root: Path, cache_dir: Path, contract: CropContract, cfg: ExtractConfig,
+def _extract_videos(index: pd.DataFrame, root: Roots, cache_dir: Path, contract: CropContract, cfg: ExtractConfig,
                     progress: bool, what: str = "extracting faces") -> _Run:
     """Extract the index's videos that are not current in the cache (the resume rule of the module docstring)."""
     ids = index["video_id"].tolist()
@@ -203,10 +245,12 @@ def _extract_videos(index: pd.DataFrame, root: Path, cache_dir: Path, contract: 
     cid = contract.fingerprint()
     distortion = distortions(index)
     done, stale = set(), set()
+    redo = unreadable_videos(cache_dir)  # crops --verify could not decode: their videos are extracted again
     for v in ids:
         p = part_path(cache_dir, v)
         if p.is_file():
-            (done if part_is_current(read_part(p), cid, sources[v], distortion.get(v, "")) else stale).add(v)
+            (done if part_is_current(read_part(p), cid, sources[v], distortion.get(v, "")) and v not in redo
+             else stale).add(v)
     todo = set(ids) - done
     tasks = _tasks(index, todo, sources)
     run = _Run(resumed=len(done), stale=len(stale))
@@ -216,7 +260,7 @@ def _extract_videos(index: pd.DataFrame, root: Path, cache_dir: Path, contract: 
     return run
 
 
-def _extract_shard(index: pd.DataFrame, root: Path, cache_dir: Path, record: dict[str, Any], contract: CropContract,
+def _extract_shard(index: pd.DataFrame, root: Roots, cache_dir: Path, record: dict[str, Any], contract: CropContract,
                    cfg: ExtractConfig, progress: bool, start: float) -> ExtractSummary:
     """One shard's job (its videos, then the merge if it finishes last), or the merge alone."""
     n = cfg.num_shards
@@ -265,6 +309,8 @@ def _merge(index: pd.DataFrame, cache_dir: Path, record: dict[str, Any], folder:
         clean_temps(cache_dir)  # no shard is writing any more
     removed = prune(cache_dir, set(index["video_id"].tolist()))
     summary = assemble(index, cache_dir, record)
+    if not waiting:
+        (cache_dir / UNREADABLE_FILE).unlink(missing_ok=True)  # every shard redid its videos of it
     if n > 1:
         markers = jobs.finished(folder, n)
         run = _Run(processed=run.processed, resumed=sum(m.get("reused", 0) for m in markers.values()),
@@ -293,7 +339,7 @@ def _check_device(device: str) -> None:
 
 def _execute(
     tasks: list[list[dict[str, Any]]],
-    root: Path,
+    root: Roots,
     cache_dir: Path,
     contract: CropContract,
     cfg: ExtractConfig,
@@ -311,18 +357,22 @@ def _execute(
     workers = min(cfg.workers or default_workers(), max(len(tasks), 1))
     if workers <= 1:
         for task in tasks:
-            yield from run_task(task, str(root), str(cache_dir), contract, cfg)
+            yield from run_task(task, root, str(cache_dir), contract, cfg)
         return
     import multiprocessing as mp
+    import os
 
-    # spawn, not fork: forking a process that has touched torch's thread pools can deadlock.
+    from dfd.workers import start_worker
+
+    # spawn, not fork: forking a process that has touched torch's thread pools can deadlock. Workers die with
+    # this process (a SIGKILLed dfd-extract leaves none behind, dfd.workers).
     with ProcessPoolExecutor(
         max_workers=workers,
         mp_context=mp.get_context("spawn"),
-        initializer=init_worker,
-        initargs=(contract, cfg, contract.needs_detector),
+        initializer=start_worker,
+        initargs=(os.getpid(), "dfd.extract.worker:init_worker", contract, cfg, contract.needs_detector),
     ) as pool:
-        futures = [pool.submit(run_task, t, str(root), str(cache_dir), contract, cfg) for t in tasks]
+        futures = [pool.submit(run_task, t, root, str(cache_dir), contract, cfg) for t in tasks]
         try:
             for fut in as_completed(futures):
                 yield from fut.result()

@@ -30,6 +30,7 @@ class ExtractSummary:
     frames_kept: int = 0  # sampled frames that gave at least one crop (< frames_saved with several faces each)
     tracks_max: int = 0  # most face tracks in one video (extract.choice=all)
     drops: dict = field(default_factory=dict)  # per label and per method (see drop_stats)
+    kept: dict = field(default_factory=dict)  # videos with crops per split: [real, fake] (after the skipped)
     warnings: list[str] = field(default_factory=list)
     contract: CropContract | None = None
     seconds: float = 0.0
@@ -66,6 +67,11 @@ class ExtractSummary:
             parts = [f"{'real' if k == '0' else 'fake'} {v['dropped']}/{v['sampled']} ({100 * v['rate']:.1f} %)"
                      for k, v in sorted(by_label.items())]
             lines.append(f"  frames without a face by label: {', '.join(parts)}")
+        if self.kept:
+            order = {"train": 0, "val": 1, "test": 2}
+            parts = [f"{split} {c[0]} real / {c[1]} fake" for split, c in sorted(self.kept.items(),
+                                                                                key=lambda kv: order.get(kv[0], 3))]
+            lines.append(f"  videos with crops by split: {', '.join(parts)}")
         if self.contract is not None:
             lines.append(f"  crops: {self.contract.describe()}")
         if self.pipeline:
@@ -80,7 +86,9 @@ class ExtractSummary:
             noun = "video" if self.videos_failed == 1 else "videos"
             lines.append(f"  {self.videos_failed} {noun} skipped (listed in {self.failures_path}):")
             for row in self.failures.head(10).itertuples(index=False):
-                lines.append(f"    {row.video_id}: {row.reason}")
+                held = getattr(row, "split", None)
+                held = f" ({held}, {'fake' if str(row.label) == '1' else 'real'})" if held else ""
+                lines.append(f"    {row.video_id}{held}: {row.reason}")
             if self.videos_failed > 10:
                 lines.append(f"    ... {self.videos_failed - 10} more")
         return "\n".join(lines)

@@ -18,8 +18,10 @@ from dfd.extract.parts import clear_crops, crop_dir, failure_record, finish_part
 from dfd.faces.contract import CropContract, segment_labels
 from dfd.faces.crops import crop_faces, crop_stem
 from dfd.faces.detect import FaceDetector
+from dfd.store.cache import NO_ROOM
 from dfd.store.distort import apply_chain, chain_text, parse_chain, read_distorted
 from dfd.store.media import Frames, encode_image, iter_archive_sequences, read_source
+from dfd.store.roots import Roots, resolve_row
 from dfd.store.schema import parse_segments
 
 _DETECTORS: dict[tuple, FaceDetector] = {}
@@ -100,10 +102,11 @@ def process_video(
 
 
 def run_task(
-    task: list[dict[str, Any]], root: str, cache_dir: str, contract: CropContract, cfg: ExtractConfig
+    task: list[dict[str, Any]], root: str | Roots, cache_dir: str, contract: CropContract, cfg: ExtractConfig
 ) -> list[dict[str, Any]]:
-    """Process one unit of work: a single video/folder/image, or every wanted sequence of one archive."""
-    root_p, cache_p = Path(root), Path(cache_dir)
+    """Process one unit of work: a single video/folder/image, or every wanted sequence of one archive.
+    ``root``: the dataset's roots (index paths are relative to the one each row names)."""
+    root_p, cache_p = Roots.of(root), Path(cache_dir)
     source = {row["video_id"]: row["source"] for row in task}
     segments = {row["video_id"]: row.get("fake_segments") for row in task}
     distortion = {row["video_id"]: chain_text(parse_chain(row.get("distortion"))) for row in task}
@@ -115,6 +118,8 @@ def run_task(
                 raise frames
             record = process_video(video_id, frames, cache_p, contract, cfg, parse_segments(segments[video_id]))
         except Exception as e:
+            if isinstance(e, OSError) and e.errno in NO_ROOM:
+                raise  # the cache is full or read-only: every next video would fail alike (the run stops)
             record = failure_record(video_id, e)
         record["source"] = source[video_id]
         record["contract"] = contract.fingerprint()
@@ -125,12 +130,12 @@ def run_task(
 
 
 def _task_frames(
-    task: list[dict[str, Any]], root: Path, n: int
+    task: list[dict[str, Any]], roots: Roots, n: int
 ) -> Iterator[tuple[str, Frames | BaseException]]:
     # A row's ``distortion`` (dfd.store.distort chain) degrades its source frames before detection.
     if task[0]["kind"] == "archive":
         ids = {row["member"]: row for row in task}
-        for member, frames in iter_archive_sequences(root / task[0]["path"], list(ids), n):
+        for member, frames in iter_archive_sequences(resolve_row(roots, task[0]), list(ids), n):
             row = ids[member]
             chain = parse_chain(row.get("distortion"))
             if chain and isinstance(frames, Frames):
@@ -145,8 +150,8 @@ def _task_frames(
                 raise ValueError("a distortion chain on a partial fake (fake_segments) is not supported: its frames "
                                  "would be sampled as a whole video's")
             if chain:
-                yield row["video_id"], read_distorted(row["kind"], root / row["path"], n, chain, row["video_id"])
+                yield row["video_id"], read_distorted(row["kind"], resolve_row(roots, row), n, chain, row["video_id"])
             else:
-                yield row["video_id"], read_source(row["kind"], root / row["path"], n, segments)
+                yield row["video_id"], read_source(row["kind"], resolve_row(roots, row), n, segments)
         except Exception as e:
             yield row["video_id"], e

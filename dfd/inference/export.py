@@ -68,7 +68,9 @@ def training_contract(meta: dict, source: object | None) -> tuple[CropContract, 
         return CropContract.from_mapping(meta["crop"], where="checkpoint crop contract"), "checkpoint"
     found = source.crop_contract() if source is not None and hasattr(source, "crop_contract") else None
     if found is not None:
-        return found, f"training cache ({getattr(source, 'manifest_path', '')})"
+        manifest = Path(getattr(source, "manifest_path", ""))
+        where = manifest.relative_to(source.cache_dir).as_posix() if manifest.is_relative_to(source.cache_dir) else manifest.name
+        return found, f"training cache ({getattr(source, 'name', '')}: <dataset.cache_dir>/{where})"
     log.warning("neither the checkpoint nor its training cache records a crop contract: the bundle assumes "
                 "dfd-extract's defaults (re-extract and retrain to record the real one)")
     return CropContract(), "dfd-extract defaults (not recorded by the checkpoint or its training cache)"
@@ -83,11 +85,12 @@ def validation_scores(model: ProbabilityModel, source: object, spec: dict, batch
     "videos": (real, fake)}``; clip models score whole videos only (``frame`` None)."""
     from torch.utils.data import DataLoader
 
+    from dfd.data.bad_crops import collate, empty
     from dfd.data.datasets import ClipDataset, FrameDataset, ManifestArrays
     from dfd.data.transforms import Pipeline, Spec
     from dfd.engine.metrics import video_aggregate
 
-    arrays = ManifestArrays(source.prepare(), splits="val")
+    arrays = ManifestArrays(source.prepare(), splits="val", roots=source.roots())
     if len(arrays) == 0:
         raise ExportError(f"{source.name}: no 'val' frames in {source.manifest_path}; export with --calibrate none "
                           "or extract the dataset's validation split")
@@ -95,7 +98,10 @@ def validation_scores(model: ProbabilityModel, source: object, spec: dict, batch
     ds = ClipDataset(arrays, pipe, spec["clip_len"]) if spec.get("clip_len") else FrameDataset(arrays, pipe)
     probs, labels, videos, frames, tracks = [], [], [], [], []
     needs_lm = isinstance(model, nn.Module) and getattr(model.detector, "needs_landmarks", False)
-    for batch in DataLoader(ds, batch_size=batch_size, num_workers=0):
+    # An unreadable crop is replaced by another frame of its video, or its sample dropped (dfd.data.bad_crops).
+    for batch in DataLoader(ds, batch_size=batch_size, num_workers=0, collate_fn=collate):
+        if empty(batch):
+            continue
         args = (batch["image"], batch["landmarks"]) if needs_lm else (batch["image"],)
         probs.append(model(*args).float())
         labels.append(batch["label"])
@@ -223,9 +229,17 @@ def describe(checkpoint: str | Path, model: ProbabilityModel, hparams: dict, cal
         "thresholds": thresholds,
         "model": rebuild_config(hparams["model"]),
         "files": {"torchscript": TORCHSCRIPT, "onnx": ONNX, "safetensors": SAFETENSORS},
-        "source": {"checkpoint": str(Path(checkpoint).resolve()), "run_id": hparams.get("run_id"), "run": meta.get("run"),
+        "source": {**_checkpoint_where(checkpoint), "run_id": hparams.get("run_id"), "run": meta.get("run"),
                    "finetune": dict(hparams.get("finetune") or {})},
     }
+
+
+def _checkpoint_where(checkpoint: str | Path) -> dict[str, str]:
+    """Where the bundle's checkpoint was: relative to its run folder (named), never an absolute path of the
+    exporting machine that means nothing where the bundle goes."""
+    ck = Path(checkpoint)
+    run = ck.parent.parent if ck.parent.name == "checkpoints" else ck.parent
+    return {"checkpoint": ck.relative_to(run).as_posix(), "run_folder": run.name}
 
 
 # ----------------------------------------------------------------------------------------------- writers

@@ -14,6 +14,7 @@ from dfd.errors import DatasetError
 from dfd.faces.contract import CropContract
 from dfd.store import cache
 from dfd.store.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, media_kind
+from dfd.store.roots import DATASET_ROOT, PATH_ROOT_COLUMN, PATHS_RULE, Roots
 from dfd.store.schema import INDEX_COLUMNS, SPLITS, read_manifest, validate_index, write_parquet
 
 # Sets of dfd.store.media's one extension list (kept under these names for sources that import them).
@@ -36,6 +37,11 @@ class DatasetSource(abc.ABC):
 
     #: True when the dataset is distributed as face crops already (WildDeepfake): no detection needed.
     faces_are_cropped: bool = False
+    #: Config keys of folders other than ``root`` that index paths may be relative to (``ffpp_root``; a dict
+    #: entry as ``real_roots.ff``): a path is stored relative to the folder it lives under, named by its key.
+    other_roots: tuple[str, ...] = ()
+    #: The ``conf/dataset/<config_name>.yaml`` option when ``name`` is derived from settings (None: ``name``).
+    config_name: str | None = None
 
     def __init__(self, name: str, root: str | Path | None, cache_dir: str | Path) -> None:
         self.name = name
@@ -57,10 +63,34 @@ class DatasetSource(abc.ABC):
 
     def write_index(self, path: str | Path) -> pd.DataFrame:
         """Build the index and write it atomically to ``path`` (what ``dfd-index`` does), recording the
-        dataset root it describes (``dfd.cache`` metadata) so a later run can tell it belongs to another root."""
+        dataset root it describes and the rules it was built with (``dfd.cache`` metadata), so a later run can
+        tell it belongs to another root or was built by an older dfd."""
         df = self.build_index()
-        write_parquet(df, path, metadata={"dfd.cache": {"dataset": self.name, "root": cache.normalize_root(self.root)}})
+        with cache.writing(Path(path).parent):
+            write_parquet(df, path, metadata={"dfd.cache": self.index_record()})
         return df
+
+    def index_record(self) -> dict:
+        """What an index (and the manifest extracted from it) records about how it was built."""
+        return {"dataset": self.name, "root": cache.normalize_root(self.root), "roots": self.roots().record(),
+                "rules": dict(INDEX_RULES)}
+
+    # -- where files are ---------------------------------------------------------------------------------
+    def roots(self) -> Roots:
+        """The folders stored paths are relative to, by config key, as configured today."""
+        out: dict[str, Path | None] = {DATASET_ROOT: self.root}
+        for key in self.other_roots:
+            head, _, entry = key.partition(".")
+            value = getattr(self, head, None)
+            if entry:
+                value = (value or {}).get(entry)
+            out[key] = Path(value) if value else None
+        return Roots(out, where=self.name)
+
+    def locate(self, path: str | Path) -> dict[str, str]:
+        """``{"path": ..., "path_root": ...}`` of a file of this dataset: relative to the root it lives under."""
+        name, rel = self.roots().locate(path)
+        return {"path": rel, PATH_ROOT_COLUMN: name}
 
     @property
     def manifest_path(self) -> Path:
@@ -84,7 +114,8 @@ class DatasetSource(abc.ABC):
                 f"{self.name}: no face-crop manifest at {self.manifest_path}; run "
                 f"`dfd-extract dataset={self._config_name()} dataset.root={self.root}` first"
             )
-        cache.check_root(self.cache_record(), self.name, self.root, self.cache_dir, self._config_name())
+        cache.check_root(self.cache_record(), self.name, self.roots(), self.cache_dir, self._config_name(),
+                         manifest=self.manifest_path)
         return self.manifest_path
 
     def data_paths(self) -> list[Path]:
@@ -115,7 +146,12 @@ class DatasetSource(abc.ABC):
         return read_manifest(self.prepare())
 
     def _config_name(self) -> str:
-        return self.name
+        return self.config_name or self.name
+
+    def verify_command(self) -> str:
+        """The command that checks this dataset's cache and decodes every crop it lists (``--verify``)."""
+        return (f"dfd-extract dataset={self._config_name()} dataset.root={self.root} dataset.cache_dir={self.cache_dir} "
+                "--verify")
 
     def index_notes(self) -> list[str]:
         """Lines ``dfd-index`` prints under its counts: how this source read the layout, protocol repairs,
@@ -150,50 +186,87 @@ def find_media(top: str | Path, frame_folders: bool = True) -> list[tuple[Path, 
 
 
 def index_frame(rows: Iterable[dict], extra: Iterable[str] = ()) -> pd.DataFrame:
-    """Rows (dicts) -> a DataFrame with the index columns first, then the source's extra columns."""
+    """Rows (dicts) -> a DataFrame with the index columns first, then the source's extra columns.
+
+    ``path_root`` (the root a row's path is relative to) is added when some path is not under ``dataset.root``.
+    """
+    rows = list(rows)
     columns = [*INDEX_COLUMNS, *extra]
-    return pd.DataFrame(list(rows), columns=columns)
+    if any(r.get(PATH_ROOT_COLUMN, DATASET_ROOT) != DATASET_ROOT for r in rows) and PATH_ROOT_COLUMN not in columns:
+        columns.insert(len(INDEX_COLUMNS), PATH_ROOT_COLUMN)
+        rows = [{PATH_ROOT_COLUMN: DATASET_ROOT, **r} for r in rows]
+    return pd.DataFrame(rows, columns=columns)
 
 
-def _rank(salt: str, group: str) -> str:
-    # A content hash, not Python's salted hash(): the same groups land in the same split on every machine.
-    return hashlib.sha1(f"{salt}\0{group}".encode()).hexdigest()
+#: How carved splits are drawn (recorded in an index's metadata): 2 = each group by its own salted hash, so adding
+#: or removing one file moves no other video; 1 (dfd before it, or no record) = groups ranked among those present.
+SPLITS_RULE = 2
+INDEX_RULES = {"paths": PATHS_RULE, "splits": SPLITS_RULE}
+
+
+def draw(salt: str, group: str) -> float:
+    """A group's draw in [0, 1): a content hash, not Python's salted hash(), so it is the same on every machine
+    and depends on nothing but the salt and the group's own name."""
+    return int(hashlib.sha1(f"{salt}\0{group}".encode()).hexdigest()[:13], 16) / 16**13
 
 
 def assign_splits(
-    groups: Iterable[str], val_fraction: float = 0.0, test_fraction: float = 0.0, salt: str = ""
+    groups: Iterable[str], val_fraction: float = 0.0, test_fraction: float = 0.0, salt: str = "",
+    filled: list[tuple[str, str]] | None = None,
 ) -> dict[str, str]:
     """Deterministically send whole groups (identities, archives, videos) to train/val/test.
 
     Why: datasets without an official split still need held-out sets that never share a group with train,
-    and that are the same on every machine and every run. At least one group stays in train, and a non-zero
-    fraction carves at least one group when there are enough.
+    and that are the same on every machine and every run. Each group's split comes from its own draw
+    (:func:`draw`): test below ``test_fraction``, val below ``test_fraction + val_fraction``, else train, so
+    adding or removing a group (a new file, an unreadable one) moves no other group.
+
+    Where the draws leave a gap, the nearest groups fill it: at least one group stays in train (the one
+    drawn highest), and a non-zero fraction carves at least one group when at least two are left in train
+    (the train group drawn lowest; test first, then val). Only then can another group's arrival move a group:
+    one whose draw is nearer the gap takes its place.
     """
     if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise DatasetError(
             f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in [0, 1) and sum below 1"
         )
-    ranked = sorted(set(groups), key=lambda g: (_rank(salt, g), g))
-    n = len(ranked)
-
-    def count(fraction: float, room: int) -> int:
-        return 0 if fraction <= 0 or room <= 0 else min(max(1, round(fraction * n)), room)
-
-    n_test = count(test_fraction, n - 1)
-    n_val = count(val_fraction, n - 1 - n_test)
-    return {g: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, g in enumerate(ranked)}
+    u = {g: draw(salt, g) for g in set(groups)}
+    out = {g: "test" if x < test_fraction else "val" if x < test_fraction + val_fraction else "train"
+           for g, x in u.items()}
+    by_draw = sorted(u, key=lambda g: (u[g], g))
+    moved = []
+    if out and "train" not in out.values():
+        out[by_draw[-1]] = "train"
+        moved.append((by_draw[-1], "train"))
+    for split, fraction in (("test", test_fraction), ("val", val_fraction)):
+        train = [g for g in by_draw if out[g] == "train"]
+        if fraction > 0 and split not in out.values() and len(train) >= 2:
+            out[train[0]] = split
+            moved.append((train[0], split))
+    if filled is not None:
+        filled += moved
+    return out
 
 
 def carve_rows(
-    rows: list[dict], val_fraction: float, test_fraction: float, salt: str, within: str = "", key: str = "video_id"
+    rows: list[dict], val_fraction: float, test_fraction: float, salt: str, within: str = "", key: str = "video_id",
+    notes: list[str] | None = None,
 ) -> None:
     """Give rows whose split is ``within`` a carved split, whole ``key`` groups at a time, per label.
 
-    Per label, so every carved split holds both classes; by group, so no group straddles two splits.
+    Per label, so every carved split holds both classes; by group, so no group straddles two splits; each group
+    by its own draw (:func:`assign_splits`). ``notes`` (if given) gets a line per gap the draws left and a
+    group filled: the one case where adding or removing a file can move another.
     """
     for label in (0, 1):
         groups = [r[key] for r in rows if r["split"] == within and r["label"] == label]
-        carve = assign_splits(groups, val_fraction, test_fraction, salt=f"{salt}-{label}")
+        filled: list[tuple[str, str]] = []
+        carve = assign_splits(groups, val_fraction, test_fraction, salt=f"{salt}-{label}", filled=filled)
+        kind = "fake" if label else "real"
+        for group, split in filled if notes is not None else ():
+            notes.append(f"no {kind} video drew the '{split}' split: {group}, the nearest draw, was moved there; "
+                         f"adding or removing {kind} videos can move it back (more videos, or a larger "
+                         f"{split}_fraction, make the draws fill every split)")
         for r in rows:
             if r["split"] == within and r["label"] == label:
                 r["split"] = carve[r[key]]

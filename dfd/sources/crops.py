@@ -1,9 +1,11 @@
 """Datasets shipped as aligned face crops (DeepfakeBench's ``frames/`` + ``landmarks/`` folders, DF40).
 
 Such a dataset needs no detection and no re-encoding: ``prepare()`` lists its crops and writes the frame
-manifest directly, pointing at the crops where they are (``crop_path`` is relative to the manifest's folder,
-so it starts with ``..`` when the dataset lives outside the cache). Nothing is copied, so preparing
-DeepfakeBench's FF++ takes seconds, and the crops training reads are byte for byte DeepfakeBench's.
+manifest directly, pointing at the crops where they are: ``crop_path`` is relative to the dataset folder the
+crop lives under, named in ``crop_root`` (``root``, or e.g. ``real_roots.ff``; see :mod:`dfd.store.roots`), and
+resolved against the config when read, so the dataset and the cache may each sit behind a link or move. Nothing
+is copied, so preparing DeepfakeBench's FF++ takes seconds, and the crops training reads are byte for byte
+DeepfakeBench's.
 
 Why not ``dfd-extract``'s crop path: it re-encodes every crop at ``extract.size`` and finds landmarks again
 with MTCNN, which would both cost hours and change the images DeepfakeBench's numbers were measured on.
@@ -35,6 +37,7 @@ from dfd.faces.contract import CropContract, sample_indices
 from dfd.sources.base import IMAGE_EXTS, DatasetSource
 from dfd.store import cache
 from dfd.store.media import frame_number, sort_frame_names
+from dfd.store.roots import CROP_ROOT_COLUMN, DATASET_ROOT, PATH_ROOT_COLUMN, Roots
 from dfd.store.schema import INDEX_COLUMNS, MANIFEST_COLUMNS, manifest_table, write_parquet
 
 # How DeepfakeBench made its crops, as dfd's one crop contract: dlib faces aligned by a 5-point similarity to the
@@ -43,6 +46,9 @@ from dfd.store.schema import INDEX_COLUMNS, MANIFEST_COLUMNS, manifest_table, wr
 DEEPFAKEBENCH_CROPS = CropContract(align="arcface", margin=1.3, size=256, frames=32, inputs="crops")
 PREPARED_META_KEY = b"dfd.prepared_from"
 LANDMARKS81_FILE = "landmarks81.npy"
+# 2: crop paths relative to a named dataset root (crop_root); 1 (absent): relative to the manifest's folder, with
+# ``..`` that links broke. A manifest of another layout is rewritten (it is derived, and cheap to redo).
+MANIFEST_LAYOUT = 2
 
 # dlib's 68-point layout (the first 68 of the 81): eyes 36-41 / 42-47, nose tip 30, mouth corners 48 / 54.
 _LEFT_EYE, _RIGHT_EYE, _NOSE, _MOUTH_L, _MOUTH_R = slice(36, 42), slice(42, 48), 30, 48, 54
@@ -95,7 +101,7 @@ def _load_points(path: Path) -> np.ndarray | None:
 def write_crop_manifest(
     index: pd.DataFrame,
     frame_files: Mapping[str, Sequence[str]],
-    root: str | Path,
+    root: str | Path | Roots,
     cache_dir: str | Path,
     contract: CropContract,
     prepared_from: Mapping[str, Any],
@@ -106,7 +112,8 @@ def write_crop_manifest(
 ) -> dict[str, int]:
     """THE writer of a crop dataset's frame manifest (and its 81-landmark sidecar); returns counts.
 
-    ``frame_files[video_id]`` lists a video's crops (paths relative to ``root``, in frame order); ``frames`` > 0
+    ``frame_files[video_id]`` lists a video's crops (paths relative to the root its index row names in
+    ``path_root``, ``root`` by default; ``root`` may be those :class:`~dfd.store.roots.Roots`), in frame order; ``frames`` > 0
     keeps that many, uniformly spaced (DeepfakeBench's linspace rule), else all. Each manifest row points at the
     crop in place and holds the 5 points derived from DeepfakeBench's 81 (NaN where no landmark file);
     ``landmarks81.npy`` (float32, (rows, 81, 2), NaN-filled) keeps all of them, row ``landmarks81_row`` of the
@@ -114,24 +121,24 @@ def write_crop_manifest(
     :mod:`dfd.store.cache`) and ``prepared_from`` (what was read, for staleness checks) go into the Parquet
     metadata. Written atomically, the manifest last.
     """
-    root, cache_dir = Path(root), Path(cache_dir)
+    roots, cache_dir = Roots.of(root), Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        prefix = Path(os.path.relpath(root, cache_dir)).as_posix()
-    except ValueError:  # another drive (Windows): absolute paths, the only ones that exist
-        prefix = root.resolve().as_posix()
-    extras = [c for c in index.columns if c not in INDEX_COLUMNS and c not in MANIFEST_COLUMNS and not c.startswith("_")]
-    cols: dict[str, list] = {c: [] for c in (*MANIFEST_COLUMNS, "source_path", *extras)}
-    chosen: list[str] = []
+    extras = [c for c in index.columns if c not in INDEX_COLUMNS and c not in MANIFEST_COLUMNS and not c.startswith("_")
+              and c != PATH_ROOT_COLUMN]
+    cols: dict[str, list] = {c: [] for c in (*MANIFEST_COLUMNS, "source_path", CROP_ROOT_COLUMN, *extras)}
+    chosen: list[Path] = []
     for row in index.to_dict("records"):
         names = list(frame_files.get(row["video_id"], ()))
         if not names:
             continue
+        where = row.get(PATH_ROOT_COLUMN)
+        where = where if isinstance(where, str) and where else DATASET_ROOT
         numbers = _frame_numbers([PurePosixPath(n).name for n in names])
         for i in sample_indices(len(names), frames if frames > 0 else None):
-            chosen.append(names[i])
+            chosen.append(roots.resolve(landmark_file(names[i]), where))
             cols["frame"].append(numbers[i])
-            cols["crop_path"].append(f"{prefix}/{names[i]}")
+            cols["crop_path"].append(names[i])
+            cols[CROP_ROOT_COLUMN].append(where)
             for c in ("video_id", "label", "split", "method", "identity"):
                 cols[c].append(row[c])
             cols["source_path"].append(row["path"])
@@ -143,7 +150,7 @@ def write_crop_manifest(
     found = np.zeros(n, bool)
     if landmarks and n:
         with ThreadPoolExecutor(max(1, workers)) as pool:  # many small files: I/O-bound, threads suffice
-            for i, pts in enumerate(pool.map(lambda f: _load_points(root / landmark_file(f)), chosen, chunksize=256)):
+            for i, pts in enumerate(pool.map(_load_points, chosen, chunksize=256)):
                 if pts is not None:
                     found[i] = True
                     lm5[i] = five_point_landmarks(pts)
@@ -163,7 +170,9 @@ def write_crop_manifest(
     for c in extras:
         table = table.append_column(c, pa.array(pd.Series(cols[c], dtype=index[c].dtype)))
     table = table.append_column("landmarks81_row", pa.array(np.where(found, np.arange(n), -1).astype(np.int32)))
-    record = cache.make_record(dataset, root, contract, {"format": "in place", "landmarks": "dlib81"})
+    table = table.append_column(CROP_ROOT_COLUMN, pa.array(cols[CROP_ROOT_COLUMN], pa.string()))
+    record = cache.make_record(dataset, roots.get(DATASET_ROOT), contract, {"format": "in place", "landmarks": "dlib81"},
+                               roots=roots.record())
     meta = {cache.METADATA_KEY: json.dumps(record, sort_keys=True).encode(),
             PREPARED_META_KEY: json.dumps(dict(prepared_from), sort_keys=True).encode()}
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
@@ -231,6 +240,7 @@ class CropFolderSource(DatasetSource):
     def prepared_from(self) -> dict[str, Any]:
         return {
             "source": f"{type(self).__module__}.{type(self).__qualname__}",
+            "layout": MANIFEST_LAYOUT,
             "root": str(self.root.resolve()) if self.root is not None else None,
             "params": self._params(),
             "frames": self.frames,
@@ -257,12 +267,13 @@ class CropFolderSource(DatasetSource):
             return self.manifest_path
         index = self.build_index()
         out = self.manifest_path.parent
-        write_parquet(index, out / "index.parquet")
-        counts = write_crop_manifest(
-            index, self._frame_files, self.root, out,
-            self.made_with.replace(frames=self.frames) if self.frames else self.made_with, want, dataset=self.name,
-            frames=self.frames, landmarks=self.landmarks, workers=self.workers,
-        )
+        with cache.writing(self.cache_dir):
+            write_parquet(index, out / "index.parquet")
+            counts = write_crop_manifest(
+                index, self._frame_files, self.roots(), out,
+                self.made_with.replace(frames=self.frames) if self.frames else self.made_with, want, dataset=self.name,
+                frames=self.frames, landmarks=self.landmarks, workers=self.workers,
+            )
         self.notes.append(
             f"manifest: {counts['frames']} crops of {counts['videos']} videos, read in place from {self.root} "
             f"({counts['frames_without_landmarks']} without a landmark file)"

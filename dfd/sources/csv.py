@@ -3,13 +3,13 @@ method_type]``."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 
 from dfd.errors import DatasetError
 from dfd.sources.base import DatasetSource, carve_rows, index_frame, media_kind
+from dfd.store.roots import Roots
 from dfd.store.schema import SPLITS
 
 LABELS = {"0": 0, "1": 1, "real": 0, "fake": 1}
@@ -20,8 +20,10 @@ class CsvTable(DatasetSource):
     says what kind of manipulation a fake is (one of dfd.store.schema.METHOD_TYPES, empty when unknown).
 
     Paths may be relative to the table's folder or to ``dataset.root`` (decided for the whole table: the
-    table's folder when every path exists there); the index stores them relative to the root. Without a
-    ``split`` column, val and test are carved deterministically per video and label.
+    table's folder when every path exists there); the index stores them relative to the root they live under
+    (``path_root``: ``root``, or ``table`` for the table's folder when it is not inside the root). Without a
+    ``split`` column, val and test are carved per video and label by each video's own draw (stable when rows
+    are added or removed).
 
     Args:
         table: the ``.csv`` or ``.parquet`` file (default ``<root>/labels.csv``).
@@ -42,6 +44,11 @@ class CsvTable(DatasetSource):
         self.table = Path(table) if table else (self.root / "labels.csv" if self.root else None)
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
+
+    def roots(self) -> Roots:
+        # Paths found relative to the table's folder outside the root are stored relative to that folder.
+        extra = {"table": self.table.parent} if self.table is not None else {}
+        return Roots({**super().roots(), **extra}, where=self.name)
 
     def _read(self) -> pd.DataFrame:
         if self.table is None or not self.table.is_file():
@@ -80,7 +87,8 @@ class CsvTable(DatasetSource):
             kind = "frames" if full.is_dir() else media_kind(full)
             if kind is None:
                 raise DatasetError(f"{self.name}: {self._where(i)}: {p!r} is not a video, image or frames folder")
-            rel = Path(os.path.relpath(full, self.root)).as_posix()
+            where = self.locate(full)
+            rel = where["path"]
             vid = str(df["video_id"].iat[i]).strip() if "video_id" in df else ""
             rows.append({
                 "video_id": vid or (rel if kind == "frames" else Path(rel).with_suffix("").as_posix()),
@@ -88,7 +96,7 @@ class CsvTable(DatasetSource):
                 "split": str(df["split"].iat[i]).strip().lower() if "split" in df else "",
                 "method": (str(df["method"].iat[i]).strip() if "method" in df else "") or ("fake" if label else "real"),
                 "identity": str(df["identity"].iat[i]).strip() if "identity" in df else "",
-                "path": rel, "kind": kind,
+                **where, "kind": kind,
                 # What kind of fake, as the table says (validated against dfd.store.schema.METHOD_TYPES).
                 **({"method_type": str(df["method_type"].iat[i]).strip() if label else ""}
                    if "method_type" in df else {}),
@@ -120,4 +128,5 @@ class CsvTable(DatasetSource):
                     "in one folder row)"
                 )
             seen[r["video_id"]] = i
-        carve_rows(rows, self.val_fraction, self.test_fraction, salt="csv")  # rows without a split
+        self.notes = []
+        carve_rows(rows, self.val_fraction, self.test_fraction, salt="csv", notes=self.notes)  # rows without a split

@@ -33,7 +33,8 @@ from dfd.errors import DatasetError
 from dfd.sources import kinds
 from dfd.sources.base import VIDEO_EXTS, DatasetSource, index_frame
 from dfd.sources.ffpp import LOSSLESS
-from dfd.sources.protocols import rel_path, resolve_source_videos, split_counts
+from dfd.sources.protocols import resolve_source_videos, split_counts
+from dfd.sources.report import Skip
 from dfd.store.distort import DF_TYPES, DistortionError, chain_text, parse_chain
 from dfd.store.schema import SPLITS
 
@@ -89,7 +90,13 @@ class DeeperForensics(DatasetSource):
         real_perturbation: ``clean`` (the reals as FF++ ships them) or ``match`` (perturbed variants: each real
             gets its fake's distortions, read from the variant's meta list, applied before face detection).
         meta_dir: folder of the distortion meta lists (default ``<root>/lists/manipulated_videos_distortions_meta``).
+
+    The reals' index paths are relative to ``ffpp_root`` (``path_root``), the fakes' to ``root``: the two
+    downloads may sit on different disks, linked into one folder.
     """
+
+    other_roots = ("ffpp_root",)
+    config_name = "deeperforensics"
 
     def __init__(
         self,
@@ -113,7 +120,7 @@ class DeeperForensics(DatasetSource):
         self.ffpp_root = Path(ffpp_root) if ffpp_root else None
         self.compression = str(compression)
         self.splits_dir = Path(splits_dir) if splits_dir else None
-        self.skipped: list[tuple[str, str]] = []
+        self.skipped: list[Skip] = []
         self.notes: list[str] = []
 
     def _fake_dir(self) -> Path:
@@ -214,12 +221,12 @@ class DeeperForensics(DatasetSource):
         rows: list[dict] = []
         fakes = sorted(p for p in fake_dir.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTS)
         on_disk = {p.stem for p in fakes}
-        self.skipped += [(f"manipulated_videos/{self.variant}/{s}.mp4", "in the split lists, missing on disk")
-                         for s in sorted(set(split_of) - on_disk)]
+        self.skipped += [Skip(f"manipulated_videos/{self.variant}/{s}.mp4", "in the split lists, missing on disk",
+                              self.variant, 1) for s in sorted(set(split_of) - on_disk)]
         real_split: dict[str, str] = {}
         for p in fakes:
             if p.stem not in split_of:
-                self.skipped.append((rel_path(p, self.root), "in no split list"))
+                self.skipped.append(Skip(self.locate(p)["path"], "in no split list", self.variant))
                 continue
             target, _, actor = p.stem.partition("_")
             split = split_of[p.stem]
@@ -228,7 +235,7 @@ class DeeperForensics(DatasetSource):
                 real_split[target] = split
             rows.append({
                 "video_id": f"{self.variant}/{p.stem}", "label": 1, "split": split, "method": self.variant,
-                "identity": target, "path": rel_path(p, self.root), "kind": "video", "source_identity": actor,
+                "identity": target, **self.locate(p), "kind": "video", "source_identity": actor,
                 "source_video": f"youtube/{target}", "_source_name": f"youtube/{target}",
             })
         match = self.real_perturbation == "match" and is_perturbed(self.variant)
@@ -236,18 +243,16 @@ class DeeperForensics(DatasetSource):
         for target, split in sorted(real_split.items()):
             path = real_dir / f"{target}.mp4"
             if not path.is_file():
-                self.skipped.append((str(path), "FF++ target video missing"))
+                self.skipped.append(Skip(str(path), "FF++ target video missing", "youtube", 0))
                 continue
             rows.append({
                 "video_id": f"youtube/{target}", "label": 0, "split": split, "method": "youtube", "identity": target,
-                "path": rel_path(path, self.root), "kind": "video", "source_identity": "", "source_video": "",
+                **self.locate(path), "kind": "video", "source_identity": "", "source_video": "",
                 **({"distortion": chains.get(target, "")} if match else {}),
             })
         reused = sum(1 for r in rows if r["label"] and split_of[r["video_id"].split("/", 1)[1]] != real_split[r["identity"]])
         if reused:
             self.notes.append(f"{reused} fakes share their FF++ target with a fake of another split")
-        if self.skipped:
-            self.notes.append(f"{len(self.skipped)} video(s) skipped, e.g. {self.skipped[0]}")
         if not rows:
             raise DatasetError(f"{self.name}: no fakes of {fake_dir} are in the split lists")
         resolve_source_videos(rows)

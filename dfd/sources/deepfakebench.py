@@ -43,6 +43,7 @@ from dfd.sources.base import assign_splits, index_frame
 from dfd.sources.crops import CropFolderSource, list_frame_files
 from dfd.sources.dfdcp import parse_name as dfdcp_name
 from dfd.sources.protocols import carve_identities, drop_blank_splits, resolve_source_videos, split_counts
+from dfd.sources.report import Skip
 from dfd.store.schema import SPLITS
 
 # DeepfakeBench's label_dict (training/config/train_config.yaml, identical in test_config.yaml).
@@ -121,6 +122,15 @@ class PathResolver:
                 return PurePosixPath(*raw_parts[k:]).as_posix()
         return None
 
+    def shown(self, raw_parts: tuple[str, ...]) -> str:
+        """A JSON path that resolved nowhere, as it would sit under ``root`` (the prefix most paths dropped)."""
+        with self._lock:
+            known = sorted(self.prefixes, key=lambda p: -self.prefixes[p])
+        for prefix in known:
+            if raw_parts[: len(prefix)] == prefix:
+                return PurePosixPath(*raw_parts[len(prefix):]).as_posix()
+        return PurePosixPath(*raw_parts).as_posix() if raw_parts else ""
+
     def _used(self, prefix: tuple[str, ...]) -> None:
         with self._lock:
             self.prefixes[prefix] = self.prefixes.get(prefix, 0) + 1
@@ -141,6 +151,8 @@ class DeepfakeBench(CropFolderSource):
         label_dict: extra ``{sub_label: 0|1}`` for labels DeepfakeBench's label_dict lacks.
         frames, landmarks, workers: see ``CropFolderSource``.
     """
+
+    config_name = "deepfakebench"
 
     def __init__(
         self,
@@ -171,7 +183,8 @@ class DeepfakeBench(CropFolderSource):
         self.val_straddlers = val_straddlers
         self.label_dict = {str(k): int(v) for k, v in dict(label_dict or {}).items()}
         self.leaks: Counter = Counter()
-        self.skipped: list[tuple[str, str]] = []
+        self.skipped: list[Skip] = []
+        self.frames_missing: list[tuple[str, int]] = []  # (video, frames the JSON lists that are not on disk)
 
     # -- files ----------------------------------------------------------------------------------------
     @property
@@ -266,6 +279,7 @@ class DeepfakeBench(CropFolderSource):
                 return
             wanted = {PathResolver.parts(f)[-1] for f in e["frames"] if PathResolver.parts(f)}
             e["files"] = [f"{folder}/{n}" for n in list_frame_files(self.root / folder) if n in wanted]
+            e["frames_missing"] = len(wanted) - len(e["files"])
 
         with ThreadPoolExecutor(self.workers) as pool:
             list(pool.map(one, entries, chunksize=64))
@@ -276,10 +290,15 @@ class DeepfakeBench(CropFolderSource):
                 "(DeepfakeBench's rgb_dir, holding e.g. FaceForensics++/ and Celeb-DF-v2/)"
             )
         self.prefixes_dropped = {"/".join(p) or "(none)": n for p, n in resolver.prefixes.items()}
+        for e in entries:
+            if e["folder"] is None:
+                raw = PathResolver.parts(e["frames"][0])
+                e["folder_shown"] = resolver.shown(raw[:-1])
 
     # -- index ----------------------------------------------------------------------------------------
     def _index_rows(self) -> pd.DataFrame:
         self.leaks, self.skipped, self.notes, self._frame_files = Counter(), [], [], {}
+        self.frames_missing = []
         self._has_compression = False
         top, tree = self._load()
         fam = family(top)
@@ -287,10 +306,15 @@ class DeepfakeBench(CropFolderSource):
         if not entries:
             raise DatasetError(f"{self.name}: {self.json_path} lists no videos (with frames) under {top!r}")
         self._resolve(entries)
+        missing_frames: dict[str, int] = {}  # a folder listed in several splits counts once
         for e in entries:
             if not e["files"]:
-                self.skipped.append((e["name"], "frames folder missing or empty" if e["folder"] is None
-                                     else "none of its listed frames on disk"))
+                self.skipped.append(Skip(e.get("folder_shown") or e["folder"] or e["name"],
+                                         "frames folder missing" if e["folder"] is None
+                                         else "none of its listed frames on disk", e["sub_label"], e["label"]))
+            elif e.get("frames_missing"):
+                missing_frames[e["folder"]] = max(missing_frames.get(e["folder"], 0), e["frames_missing"])
+        self.frames_missing = sorted(missing_frames.items())
         self.leaks["videos_missing_on_disk"] = len(self.skipped)
         rows = self._merge([e for e in entries if e["files"]], fam)
         rows = self._apply_protocol(rows, fam)
@@ -412,8 +436,6 @@ class DeepfakeBench(CropFolderSource):
                 "ignored: val carved from train")
         if L["straddlers_dropped"]:
             say(f"{L['straddlers_dropped']} fakes mixing a held-out and a train identity dropped")
-        if L["videos_missing_on_disk"]:
-            say(f"{L['videos_missing_on_disk']} videos of the JSON have no frames under {self.root}, e.g. {self.skipped[0]}")
         if L["malformed_or_empty_entries"]:
             say(f"{L['malformed_or_empty_entries']} JSON entries without a frames list skipped")
         short = sum(1 for r in rows if r["n_frames"] < 32)

@@ -40,7 +40,7 @@ from dfd.errors import DatasetError
 from dfd.sources import kinds
 from dfd.sources.base import IMAGE_EXTS, index_frame
 from dfd.sources.crops import CropFolderSource, list_frame_files
-from dfd.sources.protocols import carve_identities, drop_blank_splits, rel_path, split_counts
+from dfd.sources.protocols import carve_identities, drop_blank_splits, split_counts
 
 TYPES = {"FS": "face-swap", "FR": "face-reenactment", "EFS": "entire-face synthesis", "FE": "face editing"}
 # (table name, type, folder names and other spellings). Folder names per the DF40 README and its JSON labels.
@@ -90,6 +90,9 @@ class DF40(CropFolderSource):
         compression: the FF++ reals' level (DF40's known methods were made from FF++ c23).
         val_fraction: share of training groups (FF++ pairs, else videos) carved for validation.
     """
+
+    # Training fakes and the reals are separate downloads: their paths are relative to their own folders.
+    other_roots = ("train_root", "real_roots.ff", "real_roots.cdf")
 
     def __init__(
         self,
@@ -156,7 +159,7 @@ class DF40(CropFolderSource):
         for d in sorted(p for p in tree.iterdir() if p.is_dir()):
             method = canonical_method(d.name)
             if method is None:
-                self.skipped.append((rel_path(d, self.root), "not a DF40 method folder"))
+                self.skipped.append((self._shown(d), "not a DF40 method folder"))
                 continue
             if not self.selected(method):
                 continue
@@ -172,7 +175,7 @@ class DF40(CropFolderSource):
                     continue
                 found = self._videos(base)
                 if not found:
-                    self.empty.append(rel_path(base, self.root))
+                    self.empty.append(self._shown(base))
                 for folder, files in found:
                     below = [p for p in PurePosixPath(os.path.relpath(folder, base)).parts if p != "frames"]
                     vid = "/".join([tree.name, d.name, base.name if base != d else "", *below]).replace("//", "/")
@@ -189,15 +192,20 @@ class DF40(CropFolderSource):
             if images:
                 out.append((Path(dirpath), list_frame_files(Path(dirpath))))
             elif not dirnames and Path(dirpath) != base:
-                self.empty.append(rel_path(dirpath, self.root))
+                self.empty.append(self._shown(dirpath))
         return out
+
+    def _shown(self, path: str | Path) -> str:
+        # A folder as the notes name it: relative to the root it lives under.
+        name, rel = self.roots().locate(path)
+        return rel if name == "root" else f"<{name}>/{rel}"
 
     def _row(self, vid: str, label: int, split: str, method: str, domain: str, folder: Path, files: list[str],
              group: str, identity: str = "") -> dict:
-        rel = rel_path(folder, self.root)
-        self._frame_files[vid] = [f"{rel}/{n}" for n in files]
+        where = self.locate(folder)
+        self._frame_files[vid] = [f"{where['path']}/{n}" for n in files]
         return {"video_id": vid, "label": label, "split": split, "method": method if label else f"real-{domain}",
-                "identity": identity or group, "path": rel, "kind": "frames", "type": TYPE_OF.get(method, ""),
+                "identity": identity or group, **where, "kind": "frames", "type": TYPE_OF.get(method, ""),
                 "domain": domain, "n_frames": len(files), "_ids": (group,)}
 
     # -- reals of the known methods -------------------------------------------------------------------
@@ -231,10 +239,10 @@ class DF40(CropFolderSource):
         for folder in sorted(p for p in base.iterdir() if p.is_dir()):
             files = list_frame_files(folder)
             if not files:
-                self.empty.append(rel_path(folder, self.root))
+                self.empty.append(self._shown(folder))
                 continue
             if folder.name not in split_of:
-                self.skipped.append((rel_path(folder, self.root), "not in FF++'s split files"))
+                self.skipped.append((self._shown(folder), "not in FF++'s split files"))
                 continue
             rows.append(self._row(f"real-ff/{folder.name}", 0, split_of[folder.name], "", "ff", folder, files,
                                   group=pair_of[folder.name], identity=folder.name))
@@ -252,7 +260,7 @@ class DF40(CropFolderSource):
             for folder in sorted(p for p in base.iterdir() if p.is_dir()):
                 files = list_frame_files(folder)
                 if not files:
-                    self.empty.append(rel_path(folder, self.root))
+                    self.empty.append(self._shown(folder))
                     continue
                 if (canon, folder.name) not in test:
                     continue  # DF40's Celeb-DF domain is test-only: its reals are Celeb-DF's test reals

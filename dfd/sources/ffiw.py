@@ -20,7 +20,7 @@ import pandas as pd
 from dfd.errors import DatasetError
 from dfd.sources import kinds
 from dfd.sources.base import VIDEO_EXTS, DatasetSource, index_frame
-from dfd.sources.protocols import carve_identities, rel_path, resolve_source_videos, split_counts
+from dfd.sources.protocols import carve_identities, resolve_source_videos, split_counts
 from dfd.store.schema import SPLITS
 
 FOLDERS = {"source": 0, "target": 1}
@@ -34,7 +34,11 @@ class FFIW(DatasetSource):
         val_as_test: use the ``val`` folder as the test split and carve val from train by pair (for users
             without the test release: the usual cross-dataset protocol tests on FFIW's val videos).
         val_fraction: share of train pairs carved for val when ``val_as_test``.
+
+    Test-release paths are relative to ``test_root`` (``path_root``); a fake's ``mask`` to its video's root.
     """
+
+    other_roots = ("test_root",)
 
     def __init__(
         self,
@@ -70,10 +74,10 @@ class FFIW(DatasetSource):
                         mask = base / "target_mask" / split / f"{p.stem}_mask{p.suffix}"
                         rows.append({
                             "video_id": f"{folder}/{split}/{p.stem}", "label": label, "split": split,
-                            "method": folder, "identity": f"{split}/{p.stem}", "path": rel_path(p, self.root),
+                            "method": folder, "identity": f"{split}/{p.stem}", **self.locate(p),
                             "kind": "video", "_ids": (f"{split}/{p.stem}",),
                             "source_video": f"source/{split}/{p.stem}" if label else "", "_source_name": p.name,
-                            "mask": rel_path(mask, self.root) if label and mask.is_file() else "",
+                            "mask": self.locate(mask)["path"] if label and mask.is_file() else "",
                         })
         if not rows:
             raise DatasetError(

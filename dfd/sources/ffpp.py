@@ -12,6 +12,7 @@ import pandas as pd
 from dfd.errors import DatasetError
 from dfd.sources import kinds
 from dfd.sources.base import DatasetSource, assign_splits, index_frame
+from dfd.sources.report import Skip
 from dfd.store.schema import SPLITS
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class FFPP(DatasetSource):
         self.dfd_val_fraction = dfd_val_fraction
         self.dfd_test_fraction = dfd_test_fraction
         self.dropped: list[str] = []  # DeepFakeDetection fakes whose actors straddle two splits
+        self.skipped: list[Skip] = []  # listed videos not on disk (a partial download)
 
     # -- layout ---------------------------------------------------------------------------------------
     def data_paths(self) -> list[Path]:
@@ -79,11 +81,14 @@ class FFPP(DatasetSource):
         return [self.root / "manipulated_sequences" / m for m in self.methods] or [self.root]
 
     def _videos_dir(self, base: Path) -> Path:
-        """``<base>/<comp>/<media>``, treating ``raw`` and ``c0`` as the same lossless level."""
+        """``<base>/<comp>/<media>``, treating ``raw`` and ``c0`` as the same lossless level. A method folder that
+        is not there at all (a partial download) gives the path it would have: its videos are skipped and said."""
         wanted = LOSSLESS if self.compression in LOSSLESS else (self.compression,)
         for comp in wanted:
             if (base / comp / self.media).is_dir():
                 return base / comp / self.media
+        if not base.exists() and base.parent.is_dir():
+            return base / wanted[0] / self.media
         have = sorted(p.name for p in base.iterdir() if (p / self.media).is_dir()) if base.is_dir() else []
         hint = f"available there: {have}; set dataset.compression=<one of them>" if have else (
             "download it with the official script (download-FaceForensics.py -c <comp>) or fix dataset.root"
@@ -131,14 +136,23 @@ class FFPP(DatasetSource):
         if DFD in self.methods:
             rows += self._dfd_rows()
         exists = Path.is_file if self.media == "videos" else Path.is_dir
-        missing = [r["path"] for r in rows if not exists(self.root / r["path"])]
-        if missing:
+        # A partial download is indexed as far as it goes, and says what is missing (dfd-index's summary).
+        self.skipped = []
+        present = []
+        for r in rows:
+            if exists(self.root / r["path"]):
+                present.append(r)
+                continue
+            folder = self.root / r["path"].split("/")[0] / r["path"].split("/")[1]
+            why = "method folder missing" if not folder.is_dir() else "listed by the splits, missing on disk"
+            self.skipped.append(Skip(r["path"], why, r["method"], r["label"]))
+        if not present:
             raise DatasetError(
-                f"{self.name}: {len(missing)} video(s) listed by the splits are missing under {self.root}, "
-                f"e.g. {missing[:3]}; finish the download or restrict dataset.methods"
+                f"{self.name}: none of the {len(rows)} video(s) the splits list is under {self.root} (e.g. "
+                f"{rows[0]['path'] if rows else '-'}); finish the download or fix dataset.root / dataset.compression"
             )
-        kinds.fill(rows, lambda r: kinds.FFPP.get(r["method"], ""))
-        return index_frame(rows, extra=("source_identity", "compression", "source_video", "method_type"))
+        kinds.fill(present, lambda r: kinds.FFPP.get(r["method"], ""))
+        return index_frame(present, extra=("source_identity", "compression", "source_video", "method_type"))
 
     def _pair_rows(self, methods: list[str]) -> list[dict]:
         pairs = self._read_pairs()

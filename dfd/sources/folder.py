@@ -42,9 +42,9 @@ class Folder(DatasetSource):
     def index_notes(self) -> list[str]:
         notes = super().index_notes()
         if self.methods_from_folders:
-            return notes + ["methods: the first sub-folder under real/ and fake/ names a video's method (per-method "
-                    "metrics); dataset.methods_from_folders=false names them just real/fake"]
-        return notes + ["methods: real/fake only (dataset.methods_from_folders=false)"]
+            return ["methods: the first sub-folder under real/ and fake/ names a video's method (per-method "
+                    "metrics); dataset.methods_from_folders=false names them just real/fake", *notes]
+        return ["methods: real/fake only (dataset.methods_from_folders=false)", *notes]
 
     def _index_rows(self) -> pd.DataFrame:
         split_dirs = [s for s in SPLITS if any((self.root / s / d).is_dir() for d in LABEL_DIRS)]
@@ -69,9 +69,13 @@ class Folder(DatasetSource):
                 f"{self.name}: no images or videos in {self.root}/real and {self.root}/fake (or "
                 f"{self.root}/<train|val|test>/{{real,fake}}); put media there or set dataset.root"
             )
+        self.notes = []
         if not split_dirs:
-            carve_rows(rows, self.val_fraction, self.test_fraction, salt="folder")
+            carve_rows(rows, self.val_fraction, self.test_fraction, salt="folder", notes=self.notes)
         elif "val" not in split_dirs:
-            carve_rows(rows, self.val_fraction, 0.0, salt="folder-val", within="train")
+            carve_rows(rows, self.val_fraction, 0.0, salt="folder-val", within="train", notes=self.notes)
+        if not split_dirs or "val" not in split_dirs:
+            self.notes.append("splits carved per video and label by each video's own draw (val_fraction, "
+                              "test_fraction): adding or removing a file moves no other video")
         return index_frame(rows)
 

@@ -11,9 +11,7 @@ Rows here are the plain dicts a source builds before ``index_frame``; private ke
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
-from pathlib import Path
 
 from dfd.errors import DatasetError
 from dfd.sources.base import assign_splits
@@ -89,12 +87,3 @@ def split_counts(rows: Iterable[dict]) -> str:
             fakes = sum(r["label"] for r in part)
             out.append(f"{s} {len(part)} ({len(part) - fakes} real / {fakes} fake)")
     return ", ".join(out)
-
-
-def rel_path(path: str | Path, root: str | Path) -> str:
-    """``path`` relative to ``root`` as posix, with ``..`` when it lives beside the root (a second release, the
-    FF++ folder DeeperForensics' reals come from); absolute when no relative path exists (another drive)."""
-    try:
-        return Path(os.path.relpath(path, root)).as_posix()
-    except ValueError:
-        return Path(path).as_posix()

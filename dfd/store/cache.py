@@ -6,22 +6,27 @@ frames dropped per label and method (and, per split, the videos and frames where
 :func:`faces_not_found`, what evaluation reports per test set). It is written twice: ``<cache>/cache.json`` (read before anything is
 extracted, e.g. to refuse mixing settings) and the manifest's Parquet key-value metadata (``dfd.cache``), so a
 manifest copied on its own still says what it is. Training and evaluation refuse a cache whose recorded root
-differs from the configured one; export copies the contract into the bundle.
+differs from the configured one, unless the configured root holds the very files the cache was made from (the
+dataset was moved: same relative paths and sizes); export copies the contract into the bundle.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dfd.errors import UserError
 from dfd.faces.contract import CropContract
+from dfd.store.roots import DATASET_ROOT, PATH_ROOT_COLUMN, Roots, real
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +42,7 @@ def normalize_root(root: str | Path | None) -> str | None:
     """The absolute, symlink-resolved form of a dataset root (how caches record and compare roots)."""
     if root is None:
         return None
-    return os.path.realpath(os.path.expanduser(str(root)))
+    return real(root)
 
 
 def path_key(root: str | Path | None) -> str:
@@ -47,16 +52,18 @@ def path_key(root: str | Path | None) -> str:
     return hashlib.sha1(norm.encode("utf-8")).hexdigest()[:8]
 
 
-def make_record(dataset: str, root: str | Path | None, contract: CropContract, storage: dict | None = None,
+def make_record(dataset: str, root: str | Path | Roots | None, contract: CropContract, storage: dict | None = None,
                 **extra: Any) -> dict[str, Any]:
-    """A cache record (JSON-ready)."""
+    """A cache record (JSON-ready). ``root``: the dataset root, or all its named roots (recorded as ``roots``)."""
     from dfd import __version__
 
+    roots = Roots.of(root) if root is not None else Roots({})
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "dataset": dataset,
-        "root": normalize_root(root),
+        "root": normalize_root(roots.get(DATASET_ROOT)),
+        "roots": roots.record(),
         "contract": contract.to_dict(),
         "contract_id": contract.fingerprint(),
         "storage": dict(storage or {}),
@@ -100,11 +107,40 @@ def contract_of_record(record: dict[str, Any] | None) -> CropContract | None:
     return CropContract.from_mapping(record["contract"], where="cache contract")
 
 
-def check_root(record: dict[str, Any] | None, name: str, root: str | Path | None, cache_dir: str | Path,
-               config_name: str | None = None) -> None:
+def moved_here(manifest: str | Path, roots: Roots | str | Path) -> str | None:
+    """None when today's ``roots`` hold every source file ``manifest`` was extracted from (same relative path,
+    same size: the dataset was moved or is reached through another link); else the first that differs."""
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(str(manifest)).names
+        if not {"source_path", "source_size"} <= set(names):
+            return "the manifest records no source sizes"
+        cols = ["source_path", "source_size"] + ([PATH_ROOT_COLUMN] if PATH_ROOT_COLUMN in names else [])
+        table = pq.read_table(str(manifest), columns=cols).to_pandas().drop_duplicates()
+    except (OSError, ValueError) as e:
+        return f"cannot read {manifest} ({e})"
+    roots = Roots.of(roots)
+    if table.empty:
+        return "the manifest lists no source"
+    for row in table.to_dict("records"):
+        try:
+            path = roots.resolve(row["source_path"], row.get(PATH_ROOT_COLUMN))
+            size = os.stat(path).st_size if path.is_file() else None  # folders of frames: their presence
+        except (OSError, ValueError) as e:
+            return f"{row['source_path']}: {e}"
+        if not path.exists() or (size is not None and row["source_size"] is not None and size != row["source_size"]):
+            return f"{path} is {'missing' if not path.exists() else 'another file (size differs)'}"
+    return None
+
+
+def check_root(record: dict[str, Any] | None, name: str, root: str | Path | Roots | None, cache_dir: str | Path,
+               config_name: str | None = None, manifest: str | Path | None = None) -> None:
     """Refuse a cache whose recorded dataset root is not ``root`` (one line: both roots and the fix).
 
-    A cache made by an older dfd records no root: it is used, with a one-time warning to re-extract it.
+    A dataset that was moved (or is reached through another link) is accepted, with one logged line, when the
+    configured root holds every file the cache was extracted from (``manifest``'s relative source paths, same
+    sizes). A cache made by an older dfd records no root: it is used, with a one-time warning to re-extract it.
     """
     from dfd.errors import DatasetError
 
@@ -115,15 +151,74 @@ def check_root(record: dict[str, Any] | None, name: str, root: str | Path | None
             log.warning("%s: the crop cache %s records no dataset root or crop contract (made by an older dfd); "
                         "re-extract it with dfd-extract to bind it to its data", name, cache_dir)
         return
-    recorded, wanted = record.get("root"), normalize_root(root)
+    roots = Roots.of(root) if root is not None else Roots({})
+    recorded, wanted = record.get("root"), normalize_root(roots.get(DATASET_ROOT))
     if recorded is None or wanted is None or recorded == wanted:
         return
     cfg = config_name or name
+    if manifest is not None and os.path.isdir(wanted):
+        differs = moved_here(manifest, roots)
+        if differs is None:
+            key = f"{cache_dir}>{wanted}"
+            if key not in _warned:
+                _warned.add(key)
+                log.info("%s: the crop cache %s was made from %s; dataset.root %s holds the same files (moved): "
+                         "using it", name, cache_dir, recorded, wanted)
+            return
+        raise DatasetError(
+            f"{name}: the crop cache {cache_dir} holds crops of {recorded}, but dataset.root is {wanted} (other "
+            f"files: {differs}); set dataset.root={recorded}, or extract the new root first (`dfd-extract "
+            f"dataset={cfg} dataset.root={wanted}`; the default dataset.cache_dir is distinct per root)"
+        )
     raise DatasetError(
         f"{name}: the crop cache {cache_dir} holds crops of {recorded}, but dataset.root is {wanted}; set "
         f"dataset.root={recorded}, or extract the new root first (`dfd-extract dataset={cfg} dataset.root={wanted}`; "
         "the default dataset.cache_dir is distinct per root)"
     )
+
+
+#: errno values of a write that no rerun can fix by itself: the folder is read-only, full or over quota. Reads
+#: never raise them, so a worker that meets one stops the run instead of failing video after video.
+NO_ROOM = (errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+
+
+class CacheWriteError(UserError):
+    """The crop cache (or the folder a command writes into) cannot be written: one line, what and where."""
+
+
+def write_problem(folder: str | Path, err: OSError, key: str = "dataset.cache_dir") -> CacheWriteError:
+    """The one-line error for a failed write into ``folder`` (read-only, full, over quota, not permitted)."""
+    why = {errno.EROFS: "is on a read-only filesystem", errno.ENOSPC: "is full (no space left on its device)",
+           errno.EDQUOT: "is over its disk quota", errno.EACCES: "is not writable (permission denied)",
+           errno.EPERM: "is not writable (operation not permitted)"}.get(err.errno, f"cannot be written ({err})")
+    return CacheWriteError(f"cannot write to {folder}: it {why}; free space there or set {key}=<a writable "
+                           "folder with room> (nothing was lost: rerun the command to resume)")
+
+
+@contextlib.contextmanager
+def writing(folder: str | Path, key: str = "dataset.cache_dir") -> Iterator[None]:
+    """Around writes into ``folder``: a read-only, full or forbidden folder becomes one line (CacheWriteError)."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in (*NO_ROOM, errno.EACCES, errno.EPERM):
+            raise write_problem(folder, e, key) from None
+        raise
+
+
+def check_writable(folder: str | Path, key: str = "dataset.cache_dir") -> Path:
+    """Make ``folder`` and write a probe file in it, or raise :class:`CacheWriteError` (before any work)."""
+    from dfd import atomic
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = atomic.temp_sibling(folder / "write-probe")
+        probe.write_bytes(b"dfd")
+        probe.unlink()
+    except OSError as e:
+        raise write_problem(folder, e, key) from None
+    return folder
 
 
 def safe_relpath(name: str) -> str:

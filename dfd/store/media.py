@@ -22,6 +22,9 @@ import numpy as np
 
 from dfd.faces.contract import sample_indices, segment_indices
 
+# A corrupt crop is reported by dfd (typed errors below); OpenCV's own warnings about it would only be noise.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
 # The one list of media extensions every dfd tool uses (index, extraction, predict, SBI grid): OpenCV decodes
 # all of these images, decord (FFmpeg) all of these videos.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")

@@ -77,7 +77,9 @@ MANIFEST_OPTIONAL_COLUMNS: dict[str, str] = {"track": "int16", "frame_label": "i
 # know only the path.
 MANIFEST_SOURCE_COLUMNS: dict[str, str] = {"source_path": "string", "source_size": "int64", "source_mtime_ns": "int64"}
 
-FAILURE_COLUMNS = ("video_id", "path", "reason")
+# Videos extraction skipped: the split and label they held in the index (a skipped file takes its place nowhere:
+# splits are drawn per video, dfd.sources.base.assign_splits).
+FAILURE_COLUMNS = ("video_id", "path", "reason", "split", "label")
 
 
 def manifest_table(cols: dict[str, Any]):

@@ -34,6 +34,8 @@ class SyntheticSource(DatasetSource):
         frames_per_video: frames per video (each a jittered pose of the same scene).
     """
 
+    config_name = "synthetic"
+
     def __init__(
         self,
         name: str = "synthetic_a",

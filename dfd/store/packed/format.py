@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -106,11 +107,16 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def source_info(manifest: Path) -> dict:
-    """What a store records about the manifest it was made from (a stale store is detected by its sha256)."""
+def source_info(manifest: Path, cache_dir: str | Path | None = None) -> dict:
+    """What a store records about the manifest it was made from (a stale store is detected by its sha256): its
+    path relative to the dataset's cache (``dataset.cache_dir``; the manifest's own folder when not given), never
+    an absolute path that a moved cache would make wrong."""
     manifest = Path(manifest)
+    base = Path(cache_dir) if cache_dir is not None else manifest.parent
+    rel = os.path.relpath(os.path.abspath(manifest), os.path.abspath(base))
     info: dict[str, Any] = {
-        "manifest": str(manifest.resolve()),
+        "manifest": Path(rel).as_posix() if not rel.startswith("..") else manifest.name,
+        "manifest_root": "dataset.cache_dir",
         "sha256": sha256_file(manifest),
         "bytes": manifest.stat().st_size,
         "rows": pq.ParquetFile(manifest).metadata.num_rows,

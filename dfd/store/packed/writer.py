@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dfd import atomic
+from dfd.store.cache import NO_ROOM, check_writable, manifest_record, write_problem
 from dfd.store.packed.format import (
     BLOCK,
     FORMAT,
@@ -33,6 +34,7 @@ from dfd.store.packed.format import (
     sample_key,
     source_info,
 )
+from dfd.store.roots import CROP_ROOT_COLUMN, crop_roots
 from dfd.store.schema import SPLITS, SchemaError
 
 
@@ -208,9 +210,9 @@ class PackWriter:
             table = table.append_column(c, pa.array(v))
         table = table.filter(pa.array(have))
         atomic.write_table(table, self.out / INDEX_NAME)
+        # No wall-clock time: a pack resumed after a kill writes this file byte for byte as an uninterrupted one.
         meta = {
             "format": FORMAT,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "source": source or source_info(Path(manifest)),
             "shard_bytes": self.shard_bytes,
             "samples": table.num_rows,
@@ -263,8 +265,14 @@ class PackSummary:
 
 
 def pack_cache(manifest: str | Path, out: str | Path | None = None, shard_size: int | str = "512MB",
-               overwrite: bool = False, progress: bool = False) -> PackSummary:
+               overwrite: bool = False, progress: bool = False,
+               roots: Mapping[str, str | Path | None] | None = None, cache_dir: str | Path | None = None
+               ) -> PackSummary:
     """Convert a crop cache (``manifest.parquet`` + ``crops/``) into a shard store; resumable and atomic.
+
+    ``roots``: the dataset's folders by config key, for crops read in place (``crop_root``; default: the
+    folders the manifest recorded); ``cache_dir``: the dataset's cache (the store records the manifest relative
+    to it). One pack per store at a time; a read-only or full folder stops in one line.
 
     Each split's rows are written in (video_id, frame, track) order, the order training and evaluation index them.
     Rerun after a kill: finished shards are kept and the rest is written exactly as an uninterrupted run would.
@@ -274,7 +282,22 @@ def pack_cache(manifest: str | Path, out: str | Path | None = None, shard_size: 
     if not manifest.is_file():
         raise FileNotFoundError(f"frame manifest not found: {manifest} (extract faces first with `dfd-extract`)")
     out = Path(out) if out is not None else manifest.parent / "shards"
-    src = source_info(manifest)
+    check_writable(out.parent, "pack.out")
+    try:
+        with atomic.held_lock(out.parent / f".{out.name}.pack.lock", about={"pid": os.getpid()}):
+            return _pack(manifest, out, shard_size, overwrite, progress, roots, cache_dir, t0)
+    except atomic.LockHeld:
+        raise ShardError(f"another dfd-pack is writing {out}; wait for it to finish, or set pack.out=<another "
+                         "folder>") from None
+    except OSError as e:
+        if e.errno in NO_ROOM:
+            raise write_problem(out, e, "pack.out") from None
+        raise
+
+
+def _pack(manifest: Path, out: Path, shard_size: int | str, overwrite: bool, progress: bool,
+          roots: Mapping[str, str | Path | None] | None, cache_dir: str | Path | None, t0: float) -> PackSummary:
+    src = source_info(manifest, cache_dir)
     size = parse_size(shard_size)
     plan = {"format": FORMAT, "source_sha256": src["sha256"], "shard_bytes": size}
     summary = PackSummary(out)
@@ -305,6 +328,8 @@ def pack_cache(manifest: str | Path, out: str | Path | None = None, shard_size: 
     for col in ("video_id", "frame", "crop_path", "split", "label"):
         if col not in table.column_names:
             raise SchemaError(f"{manifest}: missing column {col!r}; re-run dfd-extract to rewrite the manifest")
+    where = crop_roots(manifest, roots, (manifest_record(manifest) or {}).get("roots"))
+    has_root = CROP_ROOT_COLUMN in table.column_names
     done = _finished_parts(state)
     summary.resumed_shards = sum(len(v) for v in done.values())
     writer = PackWriter(out, size, first_shard={s: len(v) for s, v in done.items()})
@@ -317,7 +342,7 @@ def pack_cache(manifest: str | Path, out: str | Path | None = None, shard_size: 
         start = max((p for p in done.get(split, {}).values()), default=-1) + 1
         for pos in range(start, rows.num_rows, 2048):
             for k, row in enumerate(rows.slice(pos, 2048).to_pylist()):
-                path = manifest.parent / row["crop_path"]
+                path = where.resolve(row["crop_path"], row.get(CROP_ROOT_COLUMN) if has_root else "")
                 try:
                     image = path.read_bytes()
                 except OSError:
