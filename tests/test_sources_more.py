@@ -173,7 +173,7 @@ def test_deeperforensics_official_lists_ffpp_reals_and_pairs(drf, tmp_path, vari
     assert set(reals.path_root) == {"ffpp_root"} and set(fakes.path_root) == {"root"}
     roots = src.roots()
     assert all(roots.resolve(p, r).is_file() for p, r in zip(df.path, df.path_root, strict=True))
-    assert dict(src.skipped) == {f"manipulated_videos/{variant}/005_M106.mp4": "in the split lists, missing on disk",
+    assert {s.path: s.reason for s in src.skipped} == {f"manipulated_videos/{variant}/005_M106.mp4": "in the split lists, missing on disk",
                                  f"manipulated_videos/{variant}/006_M107.mp4": "in no split list"}
 
 
@@ -318,7 +318,9 @@ def test_dfd_index_reports_parts_without_metadata(dfdc_root, tmp_path):
         cwd=tmp_path, env={**os.environ, "COLUMNS": "200"}, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "note: 1 train part(s) without metadata.json not indexed: dfdc_train_part_3" in proc.stdout
-    assert "skipped: 4" in proc.stdout and "wrote 13 videos" in proc.stdout
+    # Each skip reason once, with how many and an example (dfd.sources.report.index_report).
+    assert "skipped 1 (listed in metadata.json, missing on disk), e.g. train/dfdc_train_part_7/m7.mp4" in proc.stdout
+    assert proc.stdout.count("skipped 1 (") == 4 and "wrote 13 videos" in proc.stdout
 
 
 # --- The pairing column reaches the manifest --------------------------------------------------------------------

@@ -5,6 +5,8 @@ ints for labels/videos, floats for landmarks), not a list of Python dicts or a D
 fork-started DataLoader workers, touching a Python object bumps its refcount and copies its memory page into
 every worker; flat arrays are never copied. Images are read from the crop cache on demand, so a 72.8 GB dataset
 trains on a small machine.
+
+One concern: a manifest's rows as samples (flat arrays read once, crops read on demand, unreadable ones replaced).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ import pandas as pd
 from dfd.errors import DatasetError
 from dfd.sources import tables
 from dfd.sources.base import DatasetSource, index_frame
-from dfd.sources.protocols import carve_identities, drop_blank_splits, rel_path, split_counts
+from dfd.sources.protocols import carve_identities, drop_blank_splits, split_counts
 
 VERSIONS = {"1.1": "v1_1", "v1_1": "v1_1", "v1.1": "v1_1", "2": "v2", "v2": "v2"}
 TABLES = {"v1_1": "annotations-v11.csv", "v2": "annotations-v2.csv"}
@@ -108,7 +108,7 @@ class DeepSpeak(DatasetSource):
         for cand in ([p] if p.is_absolute() else [self.root / p]) + [self.root / p.parent.name / p.name,
                                                                      self.root / p.name]:
             if cand.is_file():
-                return rel_path(cand, self.root)
+                return self.locate(cand)["path"]
         return None
 
     def _index_rows(self) -> pd.DataFrame:

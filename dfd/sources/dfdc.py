@@ -194,8 +194,6 @@ class DFDC(DatasetSource):
         if crossing:
             self.notes.append(f"{crossing} fakes sit in another split than their original (val carved by part)")
         resolve_source_videos(rows)
-        if self.skipped:
-            self.notes.append(f"{len(self.skipped)} video(s) or part(s) skipped, e.g. {self.skipped[0]}")
         self.notes.append(f"splits: {split_counts(rows)}")
         return index_frame(rows, extra=("part", "original", "source_video"))
 
