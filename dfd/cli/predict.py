@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dfd.cli._args import ArgumentParser, fail, user_errors
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments (argparse: an organiser's server should not need Hydra)."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="dfd-predict",
         description="Detect faces (MTCNN), crop and score them exactly as the training crops were made (the "
                     "bundle's crop contract); one CSV row per file with path, prob_fake, label (0 real, 1 fake), "
@@ -39,7 +41,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Write predictions.csv; exit non-zero only when no model, no input, or not one file could be read."""
     args = parse_args(argv)
-    from dfd.errors import user_error
     from dfd.inference.predict import (
         PredictError,
         Predictor,
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         write_csv,
     )
 
-    try:
+    with user_errors():
         device = resolve_device(args.device)
         paths = collect_inputs(args.inputs)
         if not paths:
@@ -60,10 +61,6 @@ def main(argv: list[str] | None = None) -> None:
         if predictor.notice:
             print(f"dfd-predict: note: {predictor.notice}", file=sys.stderr)
         results = predictor.predict(paths, progress=not args.no_progress)
-    except Exception as e:
-        if user_error(e) is None:
-            raise
-        sys.exit(f"dfd-predict: {user_error(e)}")
     out = write_csv(results, args.out)
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "no_face", "unreadable")}
     thr = bundle.thresholds
@@ -71,7 +68,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{counts['unreadable']} unreadable (thresholds: videos {thr['video']:.4f}, images {thr['frame']:.4f})")
     if counts["unreadable"] == len(results):
         first = results[0]
-        sys.exit(f"dfd-predict: none of the {len(results)} inputs could be read (e.g. {first.path}: {first.reason})")
+        fail(f"none of the {len(results)} inputs could be read (e.g. {first.path}: {first.reason}); every row of "
+             f"{out} says why")
 
 
 if __name__ == "__main__":
