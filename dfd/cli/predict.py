@@ -26,8 +26,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "auto (default): as the model was trained (crops for models trained on datasets shipped as "
                         "face crops, e.g. WildDeepfake)")
     p.add_argument("--save-crops", metavar="DIR", default=None,
-                   help="also write every face crop scored, as DIR/<input path>/<frame:06d>.png (the extra faces of "
-                        "a frame as <frame:06d>_<track>.png)")
+                   help="also write every face crop scored, as DIR/<input path>/<frame:06d>.png, the input's path "
+                        "relative to the inputs' common folder (the extra faces of a frame as "
+                        "<frame:06d>_<track>.png)")
     p.add_argument("--video-score", default=None, choices=("max_face_mean", "mean", "largest_face"),
                    help="how a video's face probabilities make its probability (default: the bundle's video_score): "
                         "max_face_mean = mean over frames of the max over each frame's faces; mean = of the mean; "

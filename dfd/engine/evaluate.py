@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -53,10 +54,15 @@ def load_module(ckpt_path: str | Path) -> DetectorModule:
     path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path} (pass ckpt_path=<run dir>/checkpoints/<file>.ckpt)")
-    hparams = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    hparams = ckpt.get("hyper_parameters", {})
     # The checkpoint holds all weights: never look for the backbone's pretrained file again.
     model_cfg = {**hparams.get("model", {}), "pretrained": False, "weights": None}
-    return DetectorModule.load_from_checkpoint(str(path), map_location="cpu", weights_only=True, model=model_cfg)
+    module = DetectorModule.load_from_checkpoint(str(path), map_location="cpu", weights_only=True, model=model_cfg)
+    # The id of the training run that wrote the checkpoint (results.json `run_id`: dfd-report attaches an
+    # evaluation to its training run by it).
+    module.run_id = (ckpt.get("dfd") or {}).get("run_id") or module.run_id
+    return module
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -87,7 +93,8 @@ def evaluate(cfg: DictConfig) -> dict:
                                  cfg.data.get("crop_mismatch", "refuse"))
     spec = module.model.input_spec
     run = dict(meta.get("run") or {})
-    trainer = build_trainer(cfg, run_dir, module.run_id + "-eval", f"eval-{run.get('dataset', '')}", "eval")
+    # A W&B run of its own per evaluation (two evaluations of one checkpoint must not resume each other's).
+    trainer = build_trainer(cfg, run_dir, f"{uuid.uuid4().hex[:12]}-eval", f"eval-{run.get('dataset', '')}", "eval")
 
     def evaluate_once(extra: list | None = None, suffix: str = "", tables: list | None = None) -> dict:
         dm = build_datamodule(cfg, spec, None, name_test_sets(train_src, tests), {}, eval_extra=extra)
@@ -106,6 +113,7 @@ def evaluate(cfg: DictConfig) -> dict:
     results = make_results(
         "eval", run_dir, run, reports, checkpoint=str(cfg.ckpt_path),
         in_domain=train_src.name if train_src else None, robustness=robustness or None, weights=meta.get("weights"),
+        run_id=module.run_id,
         invocation=provenance.invocation("dfd-eval", overrides, provenance.wandb_sweep()), notes=[*skipped, *notes],
         video_score=video_score_record(module.video_score),
     )
