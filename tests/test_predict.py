@@ -109,11 +109,12 @@ def test_predict_from_checkpoint_and_all_unreadable(checkpoints: dict[str, Path]
     assert rows["face.png"]["status"] == "ok" and rows["face.png"]["label"] == str(int(float(rows["face.png"]["prob_fake"]) >= 0.5))
 
     bad = tmp_path / "bad.csv"
+    capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
         main([str(checkpoints["plain"]), str(media["corrupt"]), str(tmp_path / "gone.png"), "--out", str(bad),
               "--no-progress", "--device", "cpu"])
-    assert exc.value.code != 0 and "none of the 2 inputs could be read" in str(exc.value.code)
-    assert "\n" not in str(exc.value.code)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith("error: none of the 2 inputs could be read") and err.count("\n") == 1
     _, rows = _read(bad)
     assert {r["status"] for r in rows.values()} == {"unreadable"}
 

@@ -1,5 +1,10 @@
 """Shared plumbing for dfd's Hydra entry points: where the configs are, and one-line errors for user mistakes.
 
+One concern: how a dfd command meets Hydra — the config folders, the command line checked against them before
+any work (choices, keys with or without ``+``, mandatory values, GPUs, SLURM), Hydra's own composition errors
+turned into dfd's one line (exit 2), and the run folder a command that stops on a user error leaves behind
+(none).
+
 The configs ship inside the package (``dfd/conf`` in a wheel, the checkout's top-level ``conf/`` for editable
 installs). Users add or override config groups from their own folders with Hydra's search path
 (``hydra.searchpath=[file://my_conf]`` or ``--config-dir my_conf``); every pre-check here sees those too.

@@ -124,6 +124,8 @@ def train(cfg: DictConfig) -> dict:
         weights=module.model.weights_source, video_score=video_score_record(module.video_score), run_id=module.run_id,
     )
     finish_run(trainer, results, run_dir, f"test metrics ({name})", tables)
+    if best and trainer.is_global_zero:
+        log.info("checkpoint: %s (selected on %s val; dfd-eval and dfd-export take it)", best, train_src.name)
     return results
 
 
