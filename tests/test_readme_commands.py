@@ -470,7 +470,9 @@ def promise_predict(ws: Workspace, run: Run) -> list[str]:
         return [f"no {out}"]
     df = pd.read_csv(out)
     want = ["path", "prob_fake", "label", "faces", "frames", "status", "reason", "threshold", "threshold_level", "inputs"]
-    inputs = [Path(a) for a in args[1:] if not a.startswith("-") and a != args[args.index("--out") + 1]]
+    # The inputs: the positional arguments after the model (an option's value is not one), from the user's folder.
+    values = {i + 1 for i, a in enumerate(args) if a.startswith("--") and a != "--no-progress"}
+    inputs = [ws.root / a for i, a in enumerate(args[1:], 1) if not a.startswith("-") and i not in values]
     n_media = sum(len([p for p in i.rglob("*") if p.is_file()]) if i.is_dir() else 1 for i in inputs)
     problems = [] if list(df.columns) == want else [f"{out} columns {list(df.columns)}, documented {want}"]
     if len(df) != n_media:

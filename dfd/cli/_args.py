@@ -30,13 +30,13 @@ def fail(err: BaseException | str) -> NoReturn:
 
 
 @contextlib.contextmanager
-def user_errors() -> Iterator[None]:
+def user_errors(but: type[BaseException] | tuple[type[BaseException], ...] = ()) -> Iterator[None]:
     """User errors raised inside (:func:`dfd.errors.user_error`, the one rule) -> one line, exit 2; bugs keep
-    their traceback."""
+    their traceback, and so do the errors ``but`` names (the command reports those itself)."""
     try:
         yield
     except Exception as exc:
         user = user_error(exc)
-        if user is None:
+        if user is None or isinstance(exc, but):
             raise
         fail(user)

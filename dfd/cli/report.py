@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         parse_metric(args.metric)
-        with warnings.catch_warnings(), user_errors():
+        # Unreadable results get their own hint below; any other user error (an unwritable --out): one line.
+        with warnings.catch_warnings(), user_errors(but=collect_mod.ResultsError):
             warnings.simplefilter("ignore")  # superseded runs are listed in report.md and below
             result = build_report(args.runs, args.out, metric=args.metric, wandb_offline=args.wandb_offline,
                                   wandb_project=args.wandb_project, group_by=args.group_by,
