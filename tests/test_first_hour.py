@@ -123,7 +123,9 @@ def test_exit_2_and_nothing_written_for_a_wrong_root(tmp_path):
     for tool in ("dfd-index", "dfd-extract"):
         line = _one_line(_cli(tool, ["dataset=folder", f"dataset.root={missing}"], tmp_path))
         assert f"dataset root {missing} is not a folder" in line, tool
-    assert _written(tmp_path) == []  # no .cache/dfd/folder-<hash>/logs/<time>/, no outputs/index
+    line = _one_line(_cli("dfd-eval", ["ckpt_path=gone.ckpt"], tmp_path))
+    assert line.startswith("error: checkpoint not found: gone.ckpt")
+    assert _written(tmp_path) == []  # no .cache/dfd/folder-<hash>/logs/<time>/, no outputs/index, outputs/eval
 
 
 def test_argparse_commands_one_line_exit_2(tmp_path, monkeypatch, capsys):

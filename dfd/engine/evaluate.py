@@ -71,11 +71,11 @@ def evaluate(cfg: DictConfig) -> dict:
 
     quiet_dependencies()
     sweep_levels = check_robustness(cfg.get("robustness"))  # a wrong kind or level: one line, before any work
+    module = load_module(cfg.ckpt_path)  # a missing checkpoint too
     set_threads(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = run_dir_of(cfg)
     save_config(cfg, run_dir)
-    module = load_module(cfg.ckpt_path)
     module.set_video_score(cfg.data.get("video_score"))  # null: the rule the checkpoint was trained with
     meta = dict(module.hparams.get("meta") or {})
     skipped: list[str] = []
