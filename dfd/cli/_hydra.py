@@ -440,8 +440,10 @@ def one_line_composition_errors(config_name: str) -> Iterator[None]:
 #: Folders of this process's run (its output folder and those above it) that did not exist when it started.
 _NEW_DIRS: list[Path] = []
 #: What a run folder holds before the command's work starts: Hydra's config copies and multirun record, and the
-#: resolved config.yaml dfd-train/dfd-eval write first (and the job's ``*.log``).
+#: resolved config.yaml dfd-train/dfd-eval write first (and the job's ``*.log``, while it holds a few lines only:
+#: the log of a run that did work before failing is kept).
 BOOKKEEPING = (".hydra", "multirun.yaml", "config.yaml")
+SHORT_LOG_BYTES = 2048
 
 
 def _note_new_dirs(run_dir: object) -> None:
@@ -464,13 +466,14 @@ class RunDirs(Callback):
 
 
 def _only_bookkeeping(folder: Path) -> bool:
-    return folder.is_dir() and all(p.name in BOOKKEEPING or (p.suffix == ".log" and p.is_file())
-                                   for p in folder.iterdir())
+    return folder.is_dir() and all(
+        p.name in BOOKKEEPING or (p.suffix == ".log" and p.is_file() and p.stat().st_size <= SHORT_LOG_BYTES)
+        for p in folder.iterdir())
 
 
 def discard_unstarted_run() -> None:
-    """Remove the run's output folder when it holds nothing but Hydra's bookkeeping (config copies, an empty or
-    short log), and the folders above it that this run created and left empty: a command that stops on a user
+    """Remove the run's output folder when it holds nothing but Hydra's bookkeeping (config copies, a log of a
+    few lines), and the folders above it that this run created and left empty: a command that stops on a user
     error before its work starts writes nothing (a failed ``dfd-extract`` left ``<cache>/logs/<time>/``)."""
     import logging
     import shutil
