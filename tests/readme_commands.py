@@ -14,6 +14,10 @@ Rules
   ``SLURM`` the command submits to SLURM: without sbatch/srun it must stop at once with dfd's one-line error.
 * Shell set-up around a command is kept (``mkdir``/``cp`` lines, ``for`` loops, ``&&`` chains); the install steps
   of the quick start (``python3 -m venv``, ``pip install``) are dropped: CI's ``.ci/run`` has just done them.
+* What a command prints: a ```` ```text ```` block after a ```` ```bash ```` block (before the next ```bash block or
+  heading) shows lines the block's last command prints (``Command.shows``). Each non-empty line must appear in
+  its output, ``…`` standing for any text and runs of blanks for any blanks (tables keep their alignment in the
+  README and match whatever widths the numbers take).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class Command:
     marker: str | None = None
     tools: list[str] = field(default_factory=list)
     setup: bool = False  # a set-up line (mkdir/cp) with no dfd-* tool
+    shows: list[str] = field(default_factory=list)  # lines the README shows it printing (see the module docstring)
 
     @property
     def where(self) -> str:
@@ -93,26 +98,63 @@ def drop_install(code: str) -> str:
     return " && ".join(kept)
 
 
-def bash_blocks(text: str) -> list[tuple[int, list[str]]]:
-    """(first line number, lines) of every ```bash block."""
-    blocks, current, start = [], None, 0
+def fenced_blocks(text: str) -> list[tuple[str, int, list[str]]]:
+    """(language, first line number, lines) of every fenced block, and ``("#", n, [heading])`` for every heading
+    outside them (a heading ends what a ```text block can show)."""
+    blocks, current, start, lang = [], None, 0, ""
     for n, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
-        if current is None and stripped.startswith("```bash"):
-            current, start = [], n + 1
+        if current is None and stripped.startswith("```"):
+            current, start, lang = [], n + 1, stripped[3:].strip()
         elif current is not None and stripped.startswith("```"):
-            blocks.append((start, current))
+            blocks.append((lang, start, current))
             current = None
         elif current is not None:
             current.append(line)
+        elif line.startswith("#"):
+            blocks.append(("#", n, [line]))
     return blocks
+
+
+def bash_blocks(text: str) -> list[tuple[int, list[str]]]:
+    """(first line number, lines) of every ```bash block."""
+    return [(start, lines) for lang, start, lines in fenced_blocks(text) if lang == "bash"]
+
+
+def shown_output(text: str) -> dict[int, list[str]]:
+    """{first line of a ```bash block: the non-empty lines of the ```text block that follows it}."""
+    shown: dict[int, list[str]] = {}
+    last_bash = None
+    for lang, start, lines in fenced_blocks(text):
+        if lang == "bash":
+            last_bash = start
+        elif lang == "#":
+            last_bash = None
+        elif lang == "text" and last_bash is not None:
+            shown[last_bash] = [ln for ln in lines if ln.strip()]
+            last_bash = None
+    return shown
+
+
+def shown_pattern(line: str) -> re.Pattern:
+    """A shown output line as a regex: ``…`` is any text (blanks are collapsed here and in the output)."""
+    return re.compile(".*".join(re.escape(part) for part in " ".join(line.split()).split("…")))
+
+
+def missing_output(shows: list[str], output: str) -> list[str]:
+    """The shown lines that appear on no line of ``output``."""
+    lines = [" ".join(ln.split()) for ln in output.splitlines()]
+    return [s for s in shows if not any(shown_pattern(s).search(ln) for ln in lines)]
 
 
 def commands(path: Path) -> list[Command]:
     """Every command line (dfd-* invocations and the set-up lines around them) of one document."""
     doc = path.relative_to(REPO).as_posix()
     out: list[Command] = []
-    for start, lines in bash_blocks(path.read_text()):
+    source = path.read_text()
+    shown = shown_output(source)
+    for start, lines in bash_blocks(source):
+        block_start = len(out)
         i = 0
         while i < len(lines):
             first = i
@@ -135,6 +177,8 @@ def commands(path: Path) -> list[Command]:
             if tools or setup:
                 out.append(Command(doc, start + first, text, drop_install(code), comment, marker_of(comment),
                                    tools, setup))
+        if start in shown and len(out) > block_start:
+            out[-1].shows = shown[start]
     return out
 
 

@@ -44,8 +44,9 @@ def test_unknown_timm_name_is_one_line_with_the_closest_names(tmp_path):
 
 def test_unknown_key_added_with_plus_is_one_line(tmp_path):
     line = _one_line_error(_cli("dfd-train", ["+optim.lrr=1"], tmp_path))
-    assert line == ("error: '+optim.lrr=1': 'lrr' is not a key of optim; valid keys: cycle_epochs, decay_start, lr, "
-                    "min_lr_ratio, optimizer, sam, scheduler, warmup, warmup_epochs, weight_decay")
+    assert line == ("error: '+optim.lrr=1': 'lrr' is not a key of optim (did you mean optim.lr?); valid keys: "
+                    "cycle_epochs, decay_start, lr, min_lr_ratio, optimizer, sam, scheduler, warmup, warmup_epochs, "
+                    "weight_decay")
 
 
 @pytest.mark.slow

@@ -174,14 +174,18 @@ def _addition_error(*overrides: str, searchpath: str | None = None) -> str | Non
 
 
 @pytest.mark.parametrize(("overrides", "expected"), [
-    (["+optim.lrr=1"], "'+optim.lrr=1': 'lrr' is not a key of optim; valid keys: cycle_epochs, decay_start, lr, "
-                       "min_lr_ratio, optimizer, sam, scheduler, warmup, warmup_epochs, weight_decay"),
+    (["+optim.lrr=1"], "'+optim.lrr=1': 'lrr' is not a key of optim (did you mean optim.lr?); valid keys: "
+                       "cycle_epochs, decay_start, lr, min_lr_ratio, optimizer, sam, scheduler, warmup, warmup_epochs, "
+                       "weight_decay"),
     (["++optim.lrr=1"], "'lrr' is not a key of optim"),
     (["+optim.extra.lr=1"], "'extra' is not a key of optim"),
-    (["+data.batchsize=8"], "'batchsize' is not a key of data; valid keys: balance, batch_size,"),
-    (["+seeds=1"], "'seeds' is not a key of the config; valid keys:"),
-    (["+trainer.limitval=2"], "'limitval' is not an argument of pytorch_lightning.Trainer (trainer); valid:"),
-    (["+optim.optimizer.epss=1e-7"], "'epss' is not an argument of torch.optim.AdamW (optim.optimizer)"),
+    (["+data.batchsize=8"], "'batchsize' is not a key of data (did you mean data.batch_size?); valid keys: balance, "
+                            "batch_size,"),
+    (["+seeds=1"], "'seeds' is not a key of the config (did you mean seed?); valid keys:"),
+    (["+trainer.limitval=2"], "'limitval' is not an argument of pytorch_lightning.Trainer (trainer; did you mean "
+                              "trainer.limit_val_batches?); valid:"),
+    (["+optim.optimizer.epss=1e-7"], "'epss' is not an argument of torch.optim.AdamW (optim.optimizer; did you mean "
+                                     "optim.optimizer.eps?)"),
     (["+dataset@test_sets.cdf=celebdf_v2", "+test_sets.cdf.rooot=/d"], "'rooot' is not an argument of "
                                                                        "dfd.sources.celebdf.CelebDF"),
     (["finetune=lora", "+finetune.rnk=4"], "'rnk' is not an argument of dfd.models.finetune.LoRA"),

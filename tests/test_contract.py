@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -163,7 +164,7 @@ def test_predict_on_raw_video_equals_eval_on_its_cache(bundles: dict[str, Path],
     from dfd.engine.evaluate import load_module
     from dfd.engine.metrics import video_aggregate
     from dfd.inference.bundle import load_bundle
-    from dfd.inference.predict import Predictor
+    from dfd.inference.predict import Predictor, crops_root
     from dfd.store.cache import safe_relpath
 
     root = tmp_path / "videos"
@@ -197,13 +198,14 @@ def test_predict_on_raw_video_equals_eval_on_its_cache(bundles: dict[str, Path],
     evaluated = {arrays.video_names[v].decode(): float(p) for v, p in zip(torch.unique(video), vprob, strict=True)}
 
     saved = tmp_path / "saved"
-    results = Predictor(bundle, frames=6, save_crops=saved).predict([str(root / n) for n in names], progress=False)
+    inputs = [str(root / n) for n in names]
+    results = Predictor(bundle, frames=6, save_crops=saved).predict(inputs, progress=False)
     for res, name in zip(results, names, strict=True):
         vid = Path(name).stem
         assert res.status == "ok" and res.faces == res.frames == 6
         assert abs(res.prob_fake - evaluated[vid]) <= 1e-3, (res.prob_fake, evaluated[vid])
         cached = manifest[manifest.video_id == vid]
-        folder = saved / safe_relpath(str(root / name).lstrip("/"))
+        folder = saved / safe_relpath(os.path.relpath(root / name, crops_root(inputs)))  # below their common folder
         assert sorted(p.name for p in folder.iterdir()) == [f"{f:06d}.png" for f in cached["frame"]]
         for frame, rel in zip(cached["frame"], cached["crop_path"], strict=True):
             a = read_image(folder / f"{frame:06d}.png").astype(int)

@@ -209,11 +209,13 @@ def test_loading_refuses_pickles(bundles: dict[str, Path], tmp_path: Path) -> No
         load_bundle(tmp_path)
 
 
-def test_export_cli_errors_are_one_line(tmp_path: Path) -> None:
+def test_export_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from dfd.cli.export import main
 
-    with pytest.raises(SystemExit, match="checkpoint not found"):
+    with pytest.raises(SystemExit) as done:
         main([str(tmp_path / "nope.ckpt"), str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err.startswith("error: checkpoint not found") and err.count("\n") == 1
 
 
 # ----------------------------------------------------------------------------------------------- calibration

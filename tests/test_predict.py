@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -109,26 +110,34 @@ def test_predict_from_checkpoint_and_all_unreadable(checkpoints: dict[str, Path]
     assert rows["face.png"]["status"] == "ok" and rows["face.png"]["label"] == str(int(float(rows["face.png"]["prob_fake"]) >= 0.5))
 
     bad = tmp_path / "bad.csv"
+    capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
         main([str(checkpoints["plain"]), str(media["corrupt"]), str(tmp_path / "gone.png"), "--out", str(bad),
               "--no-progress", "--device", "cpu"])
-    assert exc.value.code != 0 and "none of the 2 inputs could be read" in str(exc.value.code)
-    assert "\n" not in str(exc.value.code)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith("error: none of the 2 inputs could be read") and err.count("\n") == 1
     _, rows = _read(bad)
     assert {r["status"] for r in rows.values()} == {"unreadable"}
 
 
-def test_predict_errors_before_work(tmp_path: Path) -> None:
+def test_predict_errors_before_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from dfd.cli.predict import main
 
     r = subprocess.run([str(BIN / "dfd-predict"), "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--batch-size" in r.stdout and "prob_fake" in r.stdout
 
-    with pytest.raises(SystemExit, match="no images or videos found"):
-        main([str(tmp_path / "nope"), str(tmp_path), "--out", str(tmp_path / "x.csv")])
+    def error(argv: list[str]) -> str:
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and err.count("\n") == 1, err
+        return err
+
+    assert error([str(tmp_path / "nope"), str(tmp_path), "--out", str(tmp_path / "x.csv")]).startswith(
+        "error: no images or videos found")
     (tmp_path / "a.png").write_bytes(b"x")
-    with pytest.raises(SystemExit, match="model .* not found"):
-        main([str(tmp_path / "nope"), str(tmp_path), "--out", str(tmp_path / "x.csv")])
+    assert re.match(r"error: model .* not found", error([str(tmp_path / "nope"), str(tmp_path), "--out",
+                                                          str(tmp_path / "x.csv")]))
     assert not (tmp_path / "x.csv").exists()
 
 

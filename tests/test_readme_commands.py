@@ -23,6 +23,11 @@ Conventions for whoever documents a command (README.md, experiments/*/README.md)
   dataset is synthetic): its size is its data, as the real datasets' fixtures are a handful of videos.
 * Anything that truly cannot run even to a one-line error goes into ``EXEMPT`` with the reason (none today: GPU,
   SLURM, hub and object-storage commands all end in dfd's one-line error).
+* **What a command prints**: a ```` ```text ```` block right after its ```` ```bash ```` block shows output lines
+  (``…`` for any text); each must be in what the command printed (tests/readme_commands.py ``shows``). The
+  "Your own videos" walk-through shows every step's, run here on ``./my_videos`` (face videos in ``real/`` and
+  ``fake/<method>/``) and ``./to_check``; ``outputs/train/<run>/checkpoints/<best>.ckpt`` there is the
+  checkpoint of the run its own ``dfd-train`` line made.
 
 Everything runs in ONE test (one fixture folder, one checkpoint reused by every command that needs one) so that
 pytest-xdist never builds it twice; every problem is collected and reported together, with a timing table.
@@ -60,7 +65,7 @@ from tests import layouts as L
 from tests import layouts_more as M
 from tests import layouts_wild as W
 from tests.media import write_face_png, write_face_video
-from tests.readme_commands import Command, all_commands
+from tests.readme_commands import Command, all_commands, missing_output
 
 pytestmark = pytest.mark.slow
 
@@ -118,6 +123,8 @@ class Workspace:
         self.root = root
         self.data = root / "data"
         self.trained: list[tuple[str, Path]] = []  # (dfd-train arguments, run folder) of successful runs
+        self.trained_at: dict[Path, tuple[str, int]] = {}  # run folder -> (document, line) of its dfd-train
+        self.current: Command | None = None  # the command whose placeholders are being mapped
         self.fixture_runs: dict[str, Path] = {}  # paths.cache_dir=... -> run folder trained for <ckpt>
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "DFD_", "HYDRA_"))}
         self.env.update(PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", HF_HUB_OFFLINE="1",
@@ -143,10 +150,17 @@ class Workspace:
                 W.make_deepspeak(self.data / f"DeepSpeak_{version}", version)
         L.make_wilddeepfake(self.data / "WildDeepfake", size=224)  # 224 px face crops, as distributed
         M.make_deepfakebench(self.data / "DeepfakeBench")  # its rgb/ crops and dataset_json/ JSONs
-        hidden = self.data / "hidden_videos"
-        write_face_video(hidden / "clip_a.mp4", n_frames=3, size=256, canvas=288)
-        write_face_video(hidden / "blank.mp4", n_frames=3, canvas=288, faceless=True)
-        write_face_png(self.data / "hidden_images" / "face.png", size=256)
+        # The walk-through's own videos (README "Your own videos"): real/ and fake/<method>/, 2-frame face videos
+        # (one per class and split once carved), and the files it predicts: a video, a photo, a faceless video.
+        mine = self.root / "my_videos"
+        for rel in ("real/interview_01", "real/interview_02", "real/street_03", "fake/faceswap/interview_01_swap",
+                    "fake/faceswap/street_03_swap", "fake/lipsync/interview_02_sync"):
+            (mine / rel).parent.mkdir(parents=True, exist_ok=True)
+            (mine / f"{rel}.mp4").write_bytes(clip.read_bytes())
+        check = self.root / "to_check"
+        write_face_video(check / "call.mp4", n_frames=3, size=256, canvas=288)
+        write_face_video(check / "screen" / "share.mp4", n_frames=3, canvas=288, faceless=True)
+        write_face_png(check / "photo.png", size=256)
         clip.unlink()
 
     # ------------------------------------------------------------------------------------------- placeholders
@@ -168,6 +182,18 @@ class Workspace:
     def best_checkpoint(self) -> Path:
         results = json.loads((self.checkpoint_run() / "results.json").read_text())
         return Path(results["checkpoint"])
+
+    def shown_checkpoint(self) -> Path:
+        """``outputs/train/<run>/checkpoints/<best>.ckpt``: the checkpoint selected by the run of the nearest
+        dfd-train line above the command in its document (the walk-through evaluates and exports the model it
+        has just trained), else :meth:`best_checkpoint`."""
+        cmd = self.current
+        above = [(line, run) for run, (doc, line) in self.trained_at.items()
+                 if cmd is not None and doc == cmd.doc and line < cmd.line]
+        if not above:
+            return self.best_checkpoint()
+        run = max(above, key=lambda lr: lr[0])[1]
+        return Path(json.loads((run / "results.json").read_text())["checkpoint"])
 
     def checkpoint_for(self, code: str) -> Path:
         """``<ckpt>``: a checkpoint trained on the crops the command scores, i.e. from its ``paths.cache_dir``.
@@ -197,8 +223,9 @@ class Workspace:
         assert folders, "no multirun with results finished before dfd-report needed one"
         return folders[-1]
 
-    def substitute(self, code: str) -> str:
+    def substitute(self, code: str, cmd: Command | None = None) -> str:
         """The command with every placeholder mapped to the fixture it stands for (see PLACEHOLDERS)."""
+        self.current = cmd
         for pattern, value in PLACEHOLDERS:
             if pattern in code:
                 code = code.replace(pattern, str(value(self, code)))
@@ -219,7 +246,7 @@ def dfd_args(code: str) -> list[str]:
 
 #: (text in a documented command, what it stands for here), most specific first.
 PLACEHOLDERS = [
-    ("outputs/train/<run>/checkpoints/<best>.ckpt", lambda ws, code: ws.best_checkpoint()),
+    ("outputs/train/<run>/checkpoints/<best>.ckpt", lambda ws, code: ws.shown_checkpoint()),
     ("outputs/train/<run>/checkpoints/last.ckpt",
      lambda ws, code: ws.resumed_run(code) / "checkpoints" / "last.ckpt"),
     ("<ckpt>", lambda ws, code: ws.checkpoint_for(code)),
@@ -422,6 +449,10 @@ def promise_eval(ws: Workspace, run: Run) -> list[str]:
                 got = {k: len(v) for k, v in ((res.get("robustness") or {}).get(name) or {}).items()}
                 if got != {k: len(v) for k, v in wanted.items()}:
                     problems.append(f"{folder}: robustness of '{name}' in results.json is {got}, asked {wanted}")
+            # The console table: a row per test set and kind x level (README: "prints ... the robustness table").
+            rows = [ln for ln in run.out.splitlines() if re.search(r"│\s*(" + "|".join(wanted) + r")\s*│", ln)]
+            if "robustness (" not in run.out or len(rows) != len(res["test"]) * sum(map(len, wanted.values())):
+                problems.append(f"no robustness table with {sum(map(len, wanted.values()))} rows per test set printed")
     return problems
 
 
@@ -448,13 +479,22 @@ def promise_predict(ws: Workspace, run: Run) -> list[str]:
         return [f"no {out}"]
     df = pd.read_csv(out)
     want = ["path", "prob_fake", "label", "faces", "frames", "status", "reason", "threshold", "threshold_level", "inputs"]
-    inputs = [Path(a) for a in args[1:] if not a.startswith("-") and a != args[args.index("--out") + 1]]
+    # The inputs: the positional arguments after the model (an option's value is not one), from the user's folder.
+    values = {i + 1 for i, a in enumerate(args) if a.startswith("--") and a != "--no-progress"}
+    inputs = [ws.root / a for i, a in enumerate(args[1:], 1) if not a.startswith("-") and i not in values]
     n_media = sum(len([p for p in i.rglob("*") if p.is_file()]) if i.is_dir() else 1 for i in inputs)
     problems = [] if list(df.columns) == want else [f"{out} columns {list(df.columns)}, documented {want}"]
     if len(df) != n_media:
         problems.append(f"{out}: {len(df)} rows for {n_media} inputs")
     if not set(df["status"]) <= {"ok", "no_face", "unreadable"} or "ok" not in set(df["status"]):
         problems.append(f"{out}: statuses {sorted(set(df['status']))}")
+    if "--save-crops" in args:  # README: crops mirror the inputs below their common folder
+        saved = ws.root / args[args.index("--save-crops") + 1]
+        common = os.path.commonpath([os.path.dirname(os.path.abspath(ws.root / p)) for p in df["path"]])
+        for path in df.loc[df["status"] == "ok", "path"]:
+            folder = saved / os.path.relpath(ws.root / path, common)
+            if not list(folder.glob("[0-9]*.png")):
+                problems.append(f"--save-crops: no crops in {folder} for {path}")
     return problems
 
 
@@ -467,7 +507,16 @@ def promise_report(ws: Workspace, run: Run) -> list[str]:
     missing = [n for n in names if not (out / n).is_file()]
     if not list((out / "figures").glob("*.png")):
         missing.append("figures/*.png")
-    return [f"report {out}: missing {missing}"] if missing else []
+    if missing:
+        return [f"report {out}: missing {missing}"]
+    # README: an evaluation of a training run's checkpoint joins that run's row, never a repeat.
+    found = [json.loads(f.read_text()) for a in args if not a.startswith("-") and (ws.root / a).is_dir()
+             for f in (ws.root / a).rglob("results.json") if "wandb" not in f.parts]
+    trained = {r.get("run_id") for r in found if r.get("kind") == "train"}
+    attached = any(r.get("kind") == "eval" and r.get("run_id") in trained for r in found)
+    if attached and "| eval of `" not in (out / "report.md").read_text():
+        return [f"report {out}: an evaluation of a training run it collected is not attached to that run"]
+    return []
 
 
 def promise_weights(ws: Workspace, run: Run) -> list[str]:
@@ -490,7 +539,7 @@ def _folders(ws: Workspace) -> set[Path]:
 
 def prepare(ws: Workspace, cmd: Command) -> Run:
     """The command as it will run: placeholders mapped, the synthetic set at fixture size."""
-    code = ws.substitute(cmd.code)
+    code = ws.substitute(cmd.code, cmd)
     if cmd.tools and cmd.tools[0] in ("dfd-train", "dfd-eval") and is_synthetic(code):
         code += " " + " ".join(shlex.quote(a) for a in SYNTHETIC_FIXTURE)
     return Run(cmd, code)
@@ -577,6 +626,9 @@ def judge(ws: Workspace, run: Run) -> list[str]:
     for t in dict.fromkeys(cmd.tools):
         if t in PROMISES:
             problems += PROMISES[t](ws, run)
+    unseen = missing_output(cmd.shows, run.out + "\n" + run.err)
+    if unseen:
+        problems.append(f"the README shows it printing {unseen}, not in its output:\n{(run.out + run.err)[-3000:]}")
     if problems:
         run.outcome = "FAILED"
     return problems
@@ -617,6 +669,14 @@ def test_marker_and_placeholder_rules():
     assert "\\" not in multi.code and "seed=1,2,3" in multi.code  # continuation lines joined
     for pattern in EXEMPT:
         assert any(re.search(pattern, c.code) for c in cmds.values()), f"stale EXEMPT entry {pattern!r}"
+    # What a command prints (a ```text block after its ```bash block): every step of the walk-through shows some.
+    walk = [c for c in cmds.values() if c.doc == "README.md" and "dataset.root=my_videos" in c.code
+            or "<best>.ckpt" in c.code or c.code.startswith(("dfd-report outputs ", "dfd-predict bundle/ to_check/"))]
+    assert [c.tools[0] for c in walk] == ["dfd-index", "dfd-extract", "dfd-train", "dfd-eval", "dfd-report",
+                                          "dfd-export", "dfd-predict"] and all(c.shows for c in walk), walk
+    table = "│ folder   │ none (clean) │       │         … │"
+    assert missing_output([table, "wrote … videos"], "│ folder │ none (clean) │  │   0.5 │\nwrote 6 videos") == []
+    assert missing_output(["wrote … videos"], "wrote 6 frames") == ["wrote … videos"]
 
 
 def test_every_documented_command_runs_as_written(tmp_path_factory):
@@ -637,6 +697,7 @@ def test_every_documented_command_runs_as_written(tmp_path_factory):
         problems = judge(ws, run)
         if run.outcome == "ok" and run.command.tools and run.command.tools[0] == "dfd-train":
             ws.trained += [(" ".join(a for a in dfd_args(run.code) if a not in SYNTHETIC_FIXTURE), f) for f in run.runs]
+            ws.trained_at.update({f: (run.command.doc, run.command.line) for f in run.runs})
         if problems:
             failures.append(f"{run.command}\n    ran: {run.code}\n    " + "\n    ".join(problems))
 

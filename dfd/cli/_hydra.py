@@ -1,5 +1,10 @@
 """Shared plumbing for dfd's Hydra entry points: where the configs are, and one-line errors for user mistakes.
 
+One concern: how a dfd command meets Hydra — the config folders, the command line checked against them before
+any work (choices, keys with or without ``+``, mandatory values, GPUs, SLURM), Hydra's own composition errors
+turned into dfd's one line (exit 2), and the run folder a command that stops on a user error leaves behind
+(none).
+
 The configs ship inside the package (``dfd/conf`` in a wheel, the checkout's top-level ``conf/`` for editable
 installs). Users add or override config groups from their own folders with Hydra's search path
 (``hydra.searchpath=[file://my_conf]`` or ``--config-dir my_conf``); every pre-check here sees those too.
@@ -7,15 +12,18 @@ installs). Users add or override config groups from their own folders with Hydra
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from dfd.errors import one_line, user_error
+from dfd.errors import UserError, one_line, user_error
 
 
 # ----------------------------------------------------------------------------------------------- config folders
@@ -107,7 +115,8 @@ def check_overrides(args: list[str], conf: Path | Iterable[Path]) -> str | None:
         key, value = arg.split("=", 1)
         key = key.lstrip("+~")
         group = key.split("@", 1)[0]
-        if "." in group or not is_group(dirs, group) or value in ("", "null") or value.lstrip().startswith("{"):
+        if ("." in group or not is_group(dirs, group) or value == "null" or (value == "" and arg.startswith("~"))
+                or value.lstrip().startswith("{")):
             continue  # {...}: a value for the node itself (robustness='{jpeg: [50]}'), not a group option
         for choice in value.split(",") if "," in value and not value.startswith("[") else [value]:
             choice = choice.strip()
@@ -119,19 +128,35 @@ def check_overrides(args: list[str], conf: Path | Iterable[Path]) -> str | None:
     return None
 
 
-def missing_groups(args: list[str], conf: Path, config_name: str) -> str | None:
-    """One-line error when a mandatory group (``dataset: ???`` in the root config) is not given."""
+def _unchosen_groups(args: Sequence[str], conf: Path, config_name: str) -> list[str]:
+    """Mandatory groups (``dataset: ???`` in the root config) the command line does not choose."""
     import yaml
 
     root = yaml.safe_load((conf / f"{config_name}.yaml").read_text()) or {}
     given = {a.split("=", 1)[0].lstrip("+~").split("@", 1)[0] for a in args if "=" in a}
-    for entry in root.get("defaults", []):
-        if isinstance(entry, dict):
-            for group, choice in entry.items():
-                if choice == "???" and group not in given:
-                    valid = ", ".join(group_choices([conf, *user_config_dirs(args)], group))
-                    return f"error: choose a {group}: add '{group}=<name>' to the command; valid choices: {valid}"
+    return [group for entry in root.get("defaults", []) if isinstance(entry, dict)
+            for group, choice in entry.items() if choice == "???" and group not in given]
+
+
+def missing_groups(args: list[str], conf: Path, config_name: str) -> str | None:
+    """One-line error when a mandatory group (``dataset: ???`` in the root config) is not given."""
+    for group in _unchosen_groups(args, conf, config_name):
+        valid = ", ".join(group_choices([conf, *user_config_dirs(args)], group))
+        return f"error: choose a {group}: add '{group}=<name>' to the command; valid choices: {valid}"
     return None
+
+
+#: The option ``--help`` shows a mandatory group with when the command line chooses none (Hydra cannot compose
+#: the config to print without one).
+HELP_EXAMPLES = {"dataset": "synthetic"}
+
+
+def help_choices(args: list[str], conf: Path, config_name: str) -> list[str]:
+    """``group=option`` for each mandatory group ``--help`` must be shown with (announced on stdout)."""
+    picks = [f"{g}={HELP_EXAMPLES.get(g) or group_choices(conf, g)[0]}" for g in _unchosen_groups(args, conf, config_name)]
+    if picks:
+        print(f"(the config below is shown with {' '.join(picks)}: choose yours on the command line)")
+    return picks
 
 
 # ----------------------------------------------------------------------------------------------- run checks
@@ -242,6 +267,14 @@ def _is_open(node: DictConfig) -> bool:
     return not values or all(isinstance(v, DictConfig) and "_target_" in v for v in values)
 
 
+def _closest(parts: Sequence[str], i: int, names: Iterable[str]) -> str | None:
+    """The key with its ``i``-th part replaced by the closest valid name (``optim.lr`` for ``optim.lrr``)."""
+    import difflib
+
+    close = difflib.get_close_matches(parts[i], [str(n) for n in names], n=1, cutoff=0.6)
+    return ".".join([*parts[:i], close[0], *parts[i + 1:]]) if close else None
+
+
 def addition_problem(before: DictConfig, key: str) -> str | None:
     """Why adding ``key`` (``+optim.lrr=1``) to the composed config ``before`` is a typo, or None if it is fine.
 
@@ -259,13 +292,17 @@ def addition_problem(before: DictConfig, key: str) -> str | None:
             special |= EXTRA_KEYS.get(".".join(parts[:i - 1]), set()) if i >= 2 else set()
             if params is None or part in params or part in special:
                 return None
-            valid = ", ".join(sorted((params | set(node.keys())) - {"self"}))
-            return f"'{part}' is not an argument of {node._target_} ({where}); valid: {valid}"
+            names = sorted((params | set(node.keys())) - {"self"})
+            fix = _closest(parts, i, names)
+            return (f"'{part}' is not an argument of {node._target_} ({where}{f'; did you mean {fix}?' if fix else ''})"
+                    f"; valid: {', '.join(names)}")
         if part not in node:
             if _is_open(node):
                 return None
-            valid = ", ".join(sorted(str(k) for k in node))
-            return f"'{part}' is not a key of {where}; valid keys: {valid}"
+            names = sorted(str(k) for k in node)
+            fix = _closest(parts, i, names)
+            return (f"'{part}' is not a key of {where}{f' (did you mean {fix}?)' if fix else ''}; "
+                    f"valid keys: {', '.join(names)}")
         child = node._get_node(part)
         if not isinstance(child, DictConfig) or child._is_none() or child._is_missing():
             return None  # `++` on an existing value: an ordinary override
@@ -304,6 +341,175 @@ def check_additions(config_name: str, task_overrides: Sequence[str], groups: Ite
     return None
 
 
+# ----------------------------------------------------------------------------------------------- Hydra's own errors
+GRAMMAR = "https://hydra.cc/docs/advanced/override_grammar/basic/"
+
+
+def override_problem(before: DictConfig, key: str, line: str) -> str:
+    """Why the plain override ``line`` (``optim.lrr=1``) of a key missing from the composed config ``before``
+    failed. Hydra's advice ("To append to your config use +optim.lrr=1") would lead a typo to a second error."""
+    parts = key.split(".")
+    node: DictConfig = before
+    for i, part in enumerate(parts[:-1]):
+        if part not in node:
+            break
+        child = node._get_node(part)
+        if not isinstance(child, DictConfig):
+            return f"'{'.'.join(parts[:i + 1])}' is a value ({child._value()!r}), not a group of keys"
+        if child._is_none() or child._is_missing():
+            break
+        node = child
+    return addition_problem(before, key) or f"{key} is not in the config yet: add it with '+{line}'"
+
+
+def _compose_first_job(config_name: str, overrides: Sequence) -> DictConfig | None:
+    """The config that ``overrides`` (Hydra ``Override`` objects) compose, sweeps taken at their first value."""
+    from hydra import compose
+
+    lines = []
+    for o in overrides:
+        if o.is_sweep_override():
+            first = next(iter(o.sweep_string_iterator()), None)
+            if first is None:
+                continue
+            lines.append(f"{o.get_key_element()}={first}")
+        else:
+            lines.append(o.input_line)
+    try:
+        return compose(config_name, overrides=lines)
+    except Exception:
+        return None
+
+
+def composition_error(exc: BaseException, config_name: str, argv: Sequence[str]) -> str | None:
+    """dfd's one line for an error Hydra raised while composing the config (an unknown key without ``+``, an
+    override it cannot parse, a missing config folder), or None when ``exc`` is not one (a bug in the run)."""
+    from hydra.errors import CompactHydraException, InstantiationException, OverrideParseException
+
+    if not isinstance(exc, CompactHydraException) or isinstance(exc, InstantiationException):
+        return None
+    if isinstance(exc, OverrideParseException):
+        reason = next((ln.strip() for ln in exc.message.splitlines() if ln.strip()), "bad syntax")
+        return f"error: cannot read the override '{exc.override}': {reason} (syntax: {GRAMMAR})"
+    cause = exc.__cause__
+    key = getattr(cause, "full_key", None)
+    if key and str(exc).startswith("Could not override"):  # ConfigAttributeError: not in struct
+        from hydra._internal.utils import get_args_parser
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        given = OverridesParser.create().parse_overrides(get_args_parser().parse_known_args(list(argv))[0].overrides)
+        bad = next((o for o in given if o.key_or_group == key and not (o.is_add() or o.is_force_add())), None)
+        if bad is not None:
+            before = _compose_first_job(config_name, [o for o in given if o is not bad])
+            if before is None:  # another override fails too: compose from the group choices alone
+                before = _compose_first_job(config_name, [o for o in given if o is not bad and "." not in o.key_or_group])
+            problem = override_problem(before, key, bad.input_line) if before is not None else None
+            return f"error: '{bad.input_line}': {problem or f'{key} is not a key of the config'}"
+    text = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+    reason = str(cause).strip().splitlines()[0] if isinstance(cause, Exception) and str(cause).strip() else ""
+    return one_line(UserError(f"{text}: {reason}" if reason and reason not in text else text))
+
+
+@contextlib.contextmanager
+def one_line_composition_errors(config_name: str) -> Iterator[None]:
+    """Hydra prints its composition errors in up to six lines and exits 1; dfd's commands print one line and exit 2.
+
+    Hydra reports them through ``hydra._internal.utils.run_and_report`` (no public hook); it is wrapped while the
+    command runs. Anything that is not a composition error goes on to Hydra's own reporting unchanged.
+    """
+    try:
+        from hydra._internal import utils as hydra_utils
+
+        original = hydra_utils.run_and_report
+    except (ImportError, AttributeError):  # another Hydra: its own messages
+        yield
+        return
+
+    def reraise(exc: BaseException) -> None:
+        raise exc
+
+    def run_and_report(func: Callable[[], object]) -> object:
+        try:
+            return func()
+        except Exception as exc:
+            try:
+                line = composition_error(exc, config_name, sys.argv[1:])
+            except Exception:  # never hide Hydra's message behind a failure of this one
+                line = None
+            if line is None:
+                return original(functools.partial(reraise, exc))
+            print(line, file=sys.stderr)
+            raise SystemExit(2) from None
+
+    hydra_utils.run_and_report = run_and_report
+    try:
+        yield
+    finally:
+        hydra_utils.run_and_report = original
+
+
+# ----------------------------------------------------------------------------------------------- run folders
+#: Folders of this process's run (its output folder and those above it) that did not exist when it started.
+_NEW_DIRS: list[Path] = []
+#: What a run folder holds before the command's work starts: Hydra's config copies and multirun record, and the
+#: resolved config.yaml dfd-train/dfd-eval write first (and the job's ``*.log``, while it holds a few lines only:
+#: the log of a run that did work before failing is kept).
+BOOKKEEPING = (".hydra", "multirun.yaml", "config.yaml")
+SHORT_LOG_BYTES = 2048
+
+
+def _note_new_dirs(run_dir: object) -> None:
+    try:
+        d = Path(str(run_dir)).absolute()
+    except Exception:  # an output dir that does not resolve: Hydra reports it
+        return
+    _NEW_DIRS[:] = [p for p in (d, *d.parents) if not p.exists()]
+
+
+class RunDirs(Callback):
+    """Hydra callback (``hydra.callbacks`` of every root config): notes which folders the run is about to create,
+    so that a run that fails before it starts can leave none of them behind (:func:`discard_unstarted_run`)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: object) -> None:
+        _note_new_dirs(OmegaConf.select(config, "hydra.run.dir"))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
+        _note_new_dirs(OmegaConf.select(config, "hydra.sweep.dir"))
+
+
+def _only_bookkeeping(folder: Path) -> bool:
+    return folder.is_dir() and all(
+        p.name in BOOKKEEPING or (p.suffix == ".log" and p.is_file() and p.stat().st_size <= SHORT_LOG_BYTES)
+        for p in folder.iterdir())
+
+
+def discard_unstarted_run() -> None:
+    """Remove the run's output folder when it holds nothing but Hydra's bookkeeping (config copies, a log of a
+    few lines), and the folders above it that this run created and left empty: a command that stops on a user
+    error before its work starts writes nothing (a failed ``dfd-extract`` left ``<cache>/logs/<time>/``)."""
+    import logging
+    import shutil
+
+    from hydra.core.hydra_config import HydraConfig
+
+    if not _NEW_DIRS or not HydraConfig.initialized():
+        return
+    new = set(_NEW_DIRS)
+    out = Path(HydraConfig.get().runtime.output_dir).absolute()
+    if not (out in new or out.parent in new) or not _only_bookkeeping(out):
+        return
+    for handler in list(logging.root.handlers):  # Hydra's job log file, opened in that folder
+        if Path(getattr(handler, "baseFilename", "/")).parent == out:
+            logging.root.removeHandler(handler)
+            handler.close()
+    shutil.rmtree(out, ignore_errors=True)
+    if out.parent in new and _only_bookkeeping(out.parent):  # a multirun's folder: its multirun.yaml only
+        shutil.rmtree(out.parent, ignore_errors=True)
+    for folder in sorted(new, key=lambda p: len(p.parts), reverse=True):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
 # ----------------------------------------------------------------------------------------------- user errors
 def missing_values(cfg: DictConfig) -> str | None:
     """One line naming every mandatory value (``???``) the command left unset (``model=timm`` needs an arch)."""
@@ -316,7 +522,6 @@ def missing_values(cfg: DictConfig) -> str | None:
 
 def _friendly(fn: Callable[[DictConfig], object], config_name: str | None = None) -> Callable[[DictConfig], object]:
     """Bad input (unset value, unknown key, wrong root, missing weights or manifest) -> one line, exit 2."""
-    import functools
 
     @functools.wraps(fn)
     def run(cfg: DictConfig) -> object:
@@ -333,6 +538,7 @@ def _friendly(fn: Callable[[DictConfig], object], config_name: str | None = None
             preset = HydraConfig.get().runtime.choices.get("trainer") if HydraConfig.initialized() else None
             problem = accelerator_problem(cfg, preset)
         if problem:
+            discard_unstarted_run()
             print(problem, file=sys.stderr)
             raise SystemExit(2)
         try:
@@ -341,6 +547,7 @@ def _friendly(fn: Callable[[DictConfig], object], config_name: str | None = None
             user = user_error(exc)
             if user is None:
                 raise
+            discard_unstarted_run()
             print(one_line(user), file=sys.stderr)
             raise SystemExit(2) from None
 
@@ -355,14 +562,19 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], object]], 
             import hydra
 
             conf = config_dir()
-            error = (check_overrides(sys.argv[1:], conf) or missing_groups(sys.argv[1:], conf, config_name)
+            helping = any(a in ("--help", "-h", "--hydra-help") for a in sys.argv[1:])
+            error = (check_overrides(sys.argv[1:], conf)
+                     or (None if helping else missing_groups(sys.argv[1:], conf, config_name))
                      or launcher_problem(sys.argv[1:], conf))
             if error:
                 print(error, file=sys.stderr)
                 raise SystemExit(2)
+            if helping:
+                sys.argv += help_choices(sys.argv[1:], conf, config_name)
             register_resolvers()
             task = _friendly(fn, config_name)
-            return hydra.main(version_base="1.3", config_path=str(conf), config_name=config_name)(task)()
+            with one_line_composition_errors(config_name):
+                return hydra.main(version_base="1.3", config_path=str(conf), config_name=config_name)(task)()
 
         main.__doc__ = fn.__doc__
         return main

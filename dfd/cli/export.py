@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
+
+from dfd.cli._args import ArgumentParser, fail, user_errors
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -12,7 +13,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from dfd.inference.calibrate import METHODS
     from dfd.inference.export import DEFAULT_OPSET
 
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="dfd-export",
         description="Write model.torchscript.pt, model.onnx, model.safetensors, preprocess.json and README.md "
                     "for a training checkpoint (LoRA merged; labels 0 = real, 1 = fake).",
@@ -32,17 +33,12 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from pathlib import Path
 
-    from dfd.errors import user_error
     from dfd.inference.export import export_bundle
 
     if not Path(args.checkpoint).is_file():
-        sys.exit(f"dfd-export: checkpoint not found: {args.checkpoint} (pass <run dir>/checkpoints/<file>.ckpt)")
-    try:
+        fail(f"checkpoint not found: {args.checkpoint} (pass <run dir>/checkpoints/<file>.ckpt)")
+    with user_errors():
         cfg = export_bundle(args.checkpoint, args.out_dir, calibrate=args.calibrate, opset=args.opset)
-    except Exception as e:
-        if user_error(e) is None:
-            raise
-        sys.exit(f"dfd-export: {user_error(e)}")
     files = [f for f in cfg["files"].values() if f]
     print(f"bundle written to {args.out_dir}: {', '.join(files)}, preprocess.json, README.md")
     for level, thr in cfg["thresholds"].items():

@@ -10,26 +10,16 @@ from dfd.cli._hydra import hydra_entry
 @hydra_entry("index")
 def main(cfg: DictConfig) -> None:
     """Index a dataset as downloaded so extraction and training agree on videos, labels and splits."""
-    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
     from rich.console import Console
     from rich.table import Table
 
-    from dfd.errors import DatasetError
     from dfd.sources.base import index_counts, split_class_warnings
     from dfd.sources.report import index_report
-    from dfd.store.schema import SchemaError
 
-    try:
-        source = instantiate(cfg.dataset)
-        df = source.write_index(cfg.index_path)
-    except InstantiationException as e:
-        cause = e.__cause__
-        if isinstance(cause, DatasetError | SchemaError):
-            raise SystemExit(f"error: {cause}") from None
-        raise
-    except (DatasetError, SchemaError) as e:
-        raise SystemExit(f"error: {e}") from None
+    # A wrong root or layout raises a UserError: hydra_entry prints its one line and exits 2, like every command.
+    source = instantiate(cfg.dataset)
+    df = source.write_index(cfg.index_path)
 
     table = Table(title=f"{source.name}: videos by split, label and method")
     for col in ("split", "label", "method", "videos"):

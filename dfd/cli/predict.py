@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dfd.cli._args import ArgumentParser, fail, user_errors
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments (argparse: an organiser's server should not need Hydra)."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="dfd-predict",
         description="Detect faces (MTCNN), crop and score them exactly as the training crops were made (the "
                     "bundle's crop contract); one CSV row per file with path, prob_fake, label (0 real, 1 fake), "
@@ -28,8 +30,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "auto (default): as the model was trained (crops for models trained on datasets shipped as "
                         "face crops, e.g. WildDeepfake)")
     p.add_argument("--save-crops", metavar="DIR", default=None,
-                   help="also write every face crop scored, as DIR/<input path>/<frame:06d>.png (the extra faces of "
-                        "a frame as <frame:06d>_<track>.png)")
+                   help="also write every face crop scored, as DIR/<input path>/<frame:06d>.png, the input's path "
+                        "relative to the inputs' common folder (the extra faces of a frame as "
+                        "<frame:06d>_<track>.png)")
     p.add_argument("--video-score", default=None, choices=("max_face_mean", "mean", "largest_face"),
                    help="how a video's face probabilities make its probability (default: the bundle's video_score): "
                         "max_face_mean = mean over frames of the max over each frame's faces; mean = of the mean; "
@@ -46,7 +49,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Write predictions.csv; exit non-zero only when no model, no input, or not one file could be read."""
     args = parse_args(argv)
-    from dfd.errors import user_error
     from dfd.inference.predict import (
         PredictError,
         Predictor,
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         write_csv,
     )
 
-    try:
+    with user_errors():
         device = resolve_device(args.device)
         detect_device = resolve_device(args.detect_device, "--detect-device")
         paths = collect_inputs(args.inputs)
@@ -71,10 +73,6 @@ def main(argv: list[str] | None = None) -> None:
         if predictor.detect_notice:
             print(f"dfd-predict: warning: {predictor.detect_notice}", file=sys.stderr)
         results = predictor.predict(paths, progress=not args.no_progress)
-    except Exception as e:
-        if user_error(e) is None:
-            raise
-        sys.exit(f"dfd-predict: {user_error(e)}")
     out = write_csv(results, args.out)
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "no_face", "unreadable")}
     thr = bundle.thresholds
@@ -82,7 +80,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{counts['unreadable']} unreadable (thresholds: videos {thr['video']:.4f}, images {thr['frame']:.4f})")
     if counts["unreadable"] == len(results):
         first = results[0]
-        sys.exit(f"dfd-predict: none of the {len(results)} inputs could be read (e.g. {first.path}: {first.reason})")
+        fail(f"none of the {len(results)} inputs could be read (e.g. {first.path}: {first.reason}); every row of "
+             f"{out} says why")
 
 
 if __name__ == "__main__":

@@ -12,12 +12,13 @@ import sys
 import warnings
 from pathlib import Path
 
+from dfd.cli._args import ArgumentParser, user_errors
 from dfd.report import collect as collect_mod
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (exposed for docs and tests)."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="dfd-report",
         description="Collect results.json files (recursively; Hydra multirun trees work) and W&B runs into a "
         "cross-dataset report: matrix.csv, gap.csv, results_long.csv, report.md and PNG figures.",
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         parse_metric(args.metric)
-        with warnings.catch_warnings():
+        # Unreadable results get their own hint below; any other user error (an unwritable --out): one line.
+        with warnings.catch_warnings(), user_errors(but=collect_mod.ResultsError):
             warnings.simplefilter("ignore")  # superseded runs are listed in report.md and below
             result = build_report(args.runs, args.out, metric=args.metric, wandb_offline=args.wandb_offline,
                                   wandb_project=args.wandb_project, group_by=args.group_by,

@@ -9,7 +9,6 @@ found by MTCNN. ``--wandb`` also logs the grid to Weights & Biases (offline unle
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import sys
@@ -18,7 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dfd.cli._args import ArgumentParser, fail, user_errors
 from dfd.data.sbi import SelfBlend
+from dfd.errors import UserError
 from dfd.store.media import IMAGE_EXTENSIONS, MediaError, read_image
 
 
@@ -53,7 +54,7 @@ def _astronaut_face() -> tuple[np.ndarray, np.ndarray]:
 
     boxes, _, points = MTCNN(device="cpu").detect(astronaut(), landmarks=True)
     if boxes is None:
-        raise SystemExit("error: MTCNN found no face in the astronaut demo image; pass --images instead")
+        raise UserError("MTCNN found no face in the astronaut demo image; pass --images instead")
     return np.asarray(boxes[0], dtype=np.float32), np.asarray(points[0], dtype=np.float32)
 
 
@@ -108,7 +109,7 @@ def load_faces(source: str | None, n: int, seed: int) -> list[tuple[np.ndarray, 
             print(f"warning: skipped {len(bad)} unreadable images: {bad[:5]}", file=sys.stderr)
         images = [im for _, im in images if im is not None]
         return list(zip(images, _detect_landmarks(images), strict=True))
-    raise SystemExit(f"error: --images {source}: not a folder or a .parquet frame manifest")
+    raise UserError(f"--images {source}: not a folder or a .parquet frame manifest")
 
 
 def make_grid(
@@ -129,7 +130,7 @@ def make_grid(
 
 def main(argv: list[str] | None = None) -> int:
     """Console script: write (and optionally log) a grid of reals, masks and self-blended fakes."""
-    ap = argparse.ArgumentParser(prog="dfd-sbi-grid", description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(prog="dfd-sbi-grid", description=__doc__.split("\n\n")[0])
     ap.add_argument(
         "--images", help="folder of face images or a frame manifest .parquet (default: demo face)"
     )
@@ -143,18 +144,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.n < 1 or args.tile < 8:
         ap.error("--n must be >= 1 and --tile >= 8")
 
-    faces = load_faces(args.images, args.n, args.seed)
+    with user_errors():
+        faces = load_faces(args.images, args.n, args.seed)
     if not faces:
-        print(f"error: no readable faces in {args.images}", file=sys.stderr)
-        return 1
+        fail(f"no readable faces in {args.images}")
     grid = make_grid(faces, SelfBlend(), args.seed, args.tile)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    with user_errors():
+        out.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(out), grid[..., ::-1]):
-        print(
-            f"error: could not write {out} (is the extension .png and the folder writable?)", file=sys.stderr
-        )
-        return 1
+        fail(f"could not write {out} (is the extension .png and the folder writable?)")
     print(f"wrote {out} ({grid.shape[1]}x{grid.shape[0]}): rows = real, mask, self-blend; {len(faces)} faces")
     if args.wandb:
         import wandb

@@ -32,7 +32,9 @@ class Entry:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    from dfd.cli._args import ArgumentParser
+
+    p = ArgumentParser(
         prog="dfd-weights",
         description="Fetch the pretrained weights of model presets into the local caches (or --out DIR), or "
                     "--check which are present, without touching the network.",
@@ -151,8 +153,13 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``dfd-weights``."""
+    from dfd.cli._args import user_errors
+
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    sys.exit(run(parse_args(argv)))
+    args = parse_args(argv)
+    with user_errors():
+        status = run(args)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

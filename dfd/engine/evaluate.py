@@ -7,6 +7,7 @@ degrades the test sets' source frames before face detection and re-extracts them
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -72,10 +73,15 @@ def load_module(ckpt_path: str | Path) -> DetectorModule:
     path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path} (pass ckpt_path=<run dir>/checkpoints/<file>.ckpt)")
-    hparams = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    hparams = ckpt.get("hyper_parameters", {})
     # The checkpoint holds all weights: never look for the backbone's pretrained file again.
     model_cfg = {**hparams.get("model", {}), "pretrained": False, "weights": None}
-    return DetectorModule.load_from_checkpoint(str(path), map_location="cpu", weights_only=True, model=model_cfg)
+    module = DetectorModule.load_from_checkpoint(str(path), map_location="cpu", weights_only=True, model=model_cfg)
+    # The id of the training run that wrote the checkpoint (results.json `run_id`: dfd-report attaches an
+    # evaluation to its training run by it).
+    module.run_id = (ckpt.get("dfd") or {}).get("run_id") or module.run_id
+    return module
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -89,11 +95,11 @@ def evaluate(cfg: DictConfig) -> dict:
         # Every DDP rank runs this function: each would extract the same distorted caches at once.
         raise ConfigError("robustness.at=frame re-extracts the test sets in this process; run it without DDP "
                           "(one device), or use robustness.at=crop")
+    module = load_module(cfg.ckpt_path)  # a missing checkpoint too
     set_threads(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = run_dir_of(cfg)
     save_config(cfg, run_dir)
-    module = load_module(cfg.ckpt_path)
     module.set_video_score(cfg.data.get("video_score"))  # null: the rule the checkpoint was trained with
     meta = dict(module.hparams.get("meta") or {})
     skipped: list[str] = []
@@ -122,7 +128,8 @@ def evaluate(cfg: DictConfig) -> dict:
                                   "crops), or evaluate it in a run of its own")
     spec = module.model.input_spec
     run = dict(meta.get("run") or {})
-    trainer = build_trainer(cfg, run_dir, module.run_id + "-eval", f"eval-{run.get('dataset', '')}", "eval")
+    # A W&B run of its own per evaluation (two evaluations of one checkpoint must not resume each other's).
+    trainer = build_trainer(cfg, run_dir, f"{uuid.uuid4().hex[:12]}-eval", f"eval-{run.get('dataset', '')}", "eval")
 
     def evaluate_once(extra: list | None = None, suffix: str = "", tables: list | None = None,
                       sources: dict | None = None) -> dict:
@@ -158,6 +165,7 @@ def evaluate(cfg: DictConfig) -> dict:
     results = make_results(
         "eval", run_dir, run, reports, checkpoint=str(cfg.ckpt_path),
         in_domain=train_src.name if train_src else None, robustness=robustness or None, weights=meta.get("weights"),
+        run_id=module.run_id,
         invocation=provenance.invocation("dfd-eval", overrides, provenance.wandb_sweep()), notes=[*skipped, *notes],
         video_score=video_score_record(module.video_score),
         # The evaluation-time settings reports compare runs by (a training run records them in its config).

@@ -45,6 +45,10 @@ from dfd.engine.video_score import DEFAULT_VIDEO_SCORE, check_video_score, score
 ROC_POINTS = 201
 #: ACC is reported at this fixed threshold (an uncalibrated model's; ``dfd-export --calibrate`` picks one).
 ACC_THRESHOLD = 0.5
+#: When the run says ACC is off (dfd.engine.summary.run_notes): video ACC at ACC_THRESHOLD more than this below
+#: 1 - video EER, the accuracy the EER threshold reaches on the same videos (there FPR = FNR = EER, whatever the
+#: class ratio). Below that line the ranking (AUC) is fine and the threshold is what is off: calibrate it.
+ACC_NOTE_MARGIN = 0.05
 #: Bootstrap of the video-level AUC: resamples, interval level, seed (identical intervals run to run).
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_LEVEL = 0.95

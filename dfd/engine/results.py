@@ -4,6 +4,7 @@ W&B offline keeps no readable summary, so every run (training or ``dfd-eval``) w
 directory. Schema (``schema_version`` 1)::
 
     {"schema_version": 1, "kind": "train" | "eval", "run_dir": ..., "created": ISO time,
+     "run_id": the training run's id (its checkpoints' `dfd.run_id`; dfd-eval: the evaluated checkpoint's run),
      "train": {"dataset", "model", "finetune", "seed", "experiment",
                "overrides": {key: value}},          # what defines the trained model (dfd.engine.provenance)
      "checkpoint": path, "params": {"trainable", "total"},

@@ -21,6 +21,7 @@ from dfd.engine.figures import (
     slug,
 )
 from dfd.engine.metrics import (
+    ACC_NOTE_MARGIN,
     ACC_THRESHOLD,
     BOOTSTRAP_LEVEL,
     BOOTSTRAP_RESAMPLES,
@@ -138,14 +139,53 @@ def _faces(block: Mapping) -> str:
     return ", ".join(parts)
 
 
+def print_robustness(reports: Mapping[str, dict], robustness: Mapping[str, dict]) -> None:
+    """The robustness sweep of ``dfd-eval``: per test set, video and frame AUC (and video ACC) per perturbation
+    kind and level, with the change of video AUC against the clean crops."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="robustness (the stored crops perturbed before the model's resize)",
+                  caption="change: video AUC minus the clean crops'", caption_justify="left")
+    for col in ("test set", "perturbation", "level", "video AUC", "change", "video ACC", "frame AUC"):
+        table.add_column(col, justify="left" if col in ("test set", "perturbation") else "right")
+    for name, kinds in robustness.items():
+        rep = reports.get(name) or {}
+        clean = rep.get("video", {}).get("auc")
+        table.add_row(name, "none (clean)", "", _fmt(clean), "", _fmt(rep.get("video", {}).get("acc")),
+                      _fmt(rep.get("frame", {}).get("auc")))
+        for kind, points in kinds.items():
+            for point in points:
+                auc = point["video"].get("auc")
+                change = f"{auc - clean:+.4f}" if _defined(auc) and _defined(clean) else "n/a"
+                table.add_row("", kind, f"{point['level']:g}", _fmt(auc), change, _fmt(point["video"].get("acc")),
+                              _fmt(point["frame"].get("auc")))
+        table.add_section()
+    Console(width=max(Console().width, 120)).print(table)
+
+
+def _defined(x: object) -> bool:
+    return isinstance(x, int | float) and x == x
+
+
+def acc_note(reports: Mapping[str, dict]) -> str | None:
+    """The note that ACC is off, only where it is: video ACC at the fixed threshold more than ``ACC_NOTE_MARGIN``
+    below 1 - EER (what the EER threshold reaches on the same videos; dfd.engine.metrics)."""
+    low = [f"{name} {r['video']['acc']:.3f} vs {1 - r['video']['eer']:.3f}" for name, r in reports.items()
+           if _defined(r["video"].get("acc")) and _defined(r["video"].get("eer"))
+           and r["video"]["acc"] < 1 - r["video"]["eer"] - ACC_NOTE_MARGIN]
+    if not low:
+        return None
+    return (f"video ACC at the fixed threshold {ACC_THRESHOLD} is well below the 1 - EER its EER threshold reaches "
+            f"({'; '.join(low)}): the ranking (AUC) is better than ACC says, the threshold is off; compare AUC, or "
+            "choose the thresholds on validation with `dfd-export <ckpt> <bundle> --calibrate eer`")
+
+
 def run_notes(reports: Mapping[str, dict], calibrated: bool = False) -> list[str]:
-    """One-line cautions about the numbers of a run (small test sets, uncalibrated accuracy)."""
+    """One-line cautions about the numbers of a run (small test sets; ACC well below what the EER implies)."""
     notes = [n for name, rep in reports.items() for n in small_sample_notes(name, rep)]
-    if not calibrated and any(r["video"].get("acc") is not None for r in reports.values()):
-        notes.append(f"ACC is measured at the fixed threshold {ACC_THRESHOLD} of an uncalibrated model, so it can be "
-                     "low while AUC is high; compare AUC, or calibrate a threshold on validation "
-                     "(dfd-export <ckpt> <bundle> --calibrate eer)")
-    return notes
+    note = None if calibrated else acc_note(reports)
+    return [*notes, note] if note else notes
 
 
 def bootstrap_method() -> dict:
@@ -185,6 +225,8 @@ def finish_run(trainer: pl.Trainer, results: dict, run_dir: Path, title: str, ta
             lg.log_table(key="test/predictions", dataframe=videos)
         lg.experiment.summary["results_json"] = str(path)
     print_table(results["test"], title)
+    if results.get("robustness"):
+        print_robustness(results["test"], results["robustness"])
     for note in notes:
         log.warning(note)
     log.info("results: %s", path)

@@ -184,10 +184,12 @@ def train(cfg: DictConfig) -> dict:
         "train", run_dir, run, reports, val=module.val_report, checkpoint=best, in_domain=[train_src.name, *mix],
         params=module.param_counts, global_step=int(trainer.global_step), selection=chosen,
         invocation=provenance.invocation("dfd-train", overrides, sweep), config=resolved, notes=notes,
-        weights=module.model.weights_source, video_score=video_score_record(module.video_score),
+        weights=module.model.weights_source, video_score=video_score_record(module.video_score), run_id=module.run_id,
         **({"features": store_record} if store_record else {}),
     )
     finish_run(trainer, results, run_dir, f"test metrics ({name})", tables)
+    if best and trainer.is_global_zero:
+        log.info("checkpoint: %s (selected on %s val; dfd-eval and dfd-export take it)", best, train_src.name)
     return results
 
 

@@ -128,10 +128,15 @@ class ExtractConfig:
         return {"format": self.format, "jpeg_quality": int(self.jpeg_quality) if self.format == "jpg" else None}
 
 
+#: The ConfigStore name of the ``extract:`` defaults. Stored outside any group: a group would be listed among the
+#: user's choices in every command's ``--help`` (it is no choice: there is one set of defaults).
+CONFIG_NAME = "dfd_extract_defaults"
+
+
 def register_configs() -> None:
-    """Register the ``extract:`` defaults with Hydra's ConfigStore (``dfd/extract`` in conf/extract.yaml's
-    defaults list), so the YAML holds no second copy of them."""
+    """Register the ``extract:`` defaults with Hydra's ConfigStore (``dfd_extract_defaults@extract`` in
+    conf/extract.yaml's defaults list), so the YAML holds no second copy of them."""
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
-    ConfigStore.instance().store(group="dfd", name="extract", node=OmegaConf.create(ExtractConfig.defaults()))
+    ConfigStore.instance().store(name=CONFIG_NAME, node=OmegaConf.create(ExtractConfig.defaults()))

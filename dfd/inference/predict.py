@@ -27,6 +27,7 @@ torch, numpy, OpenCV, decord and facenet-pytorch only.
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +112,13 @@ def collect_inputs(inputs: Iterable[str | Path]) -> list[str]:
         else:
             out.append(str(p))  # a missing file still gets its row ("unreadable: missing")
     return list(dict.fromkeys(out))
+
+
+def crops_root(paths: Sequence[str | Path]) -> str:
+    """The folder ``--save-crops`` mirrors: the inputs' deepest common folder (``/data/videos/a.mp4`` and
+    ``/data/videos/b/c.mp4`` save under ``DIR/a.mp4/`` and ``DIR/b/c.mp4/``)."""
+    folders = [os.path.dirname(os.path.abspath(p)) for p in paths]
+    return os.path.commonpath(folders) if folders else os.getcwd()
 
 
 def read_media(path: str | Path, frames: int) -> tuple[str, np.ndarray, list[np.ndarray]]:
@@ -200,8 +208,8 @@ class Predictor:
             model without a PASS record of ``gpu_checks.sh extract``, :attr:`detect_notice` says so).
         inputs: ``auto`` (as the model was trained: frames, or face crops for crop-trained models), ``frames``
             (detect and crop) or ``crops`` (inputs are face crops).
-        save_crops: folder to write every scored crop to (``<folder>/<file path>/<frame:06d>.png``; the extra
-            faces of a frame as ``<frame:06d>_<track>.png``).
+        save_crops: folder to write every scored crop to (``<folder>/<file path>/<frame:06d>.png``, the file's
+            path relative to the inputs' common folder; the extra faces of a frame as ``<frame:06d>_<track>.png``).
         detect_batch: frames per MTCNN call (dfd-extract's default, so both see identical batches).
         video_score: the video-score rule (default: the bundle's ``video_score``).
     """
@@ -220,6 +228,7 @@ class Predictor:
                          else None)
         self.detect_notice = detection_warning(detect_device) if needs_detector else None
         self.save_crops = Path(save_crops) if save_crops else None
+        self._crop_root = os.getcwd()  # set per predict() call: the inputs' common folder
         self.video_score = check_video_score(video_score or bundle.video_score, "--video-score")
 
     def predict(self, paths: Sequence[str], progress: bool = True) -> list[FileResult]:
@@ -227,6 +236,7 @@ class Predictor:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         results: list[FileResult] = [FileResult(str(p), inputs=self.contract.inputs) for p in paths]
+        self._crop_root = crops_root(paths)
         columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, disable=not progress, transient=False) as bar:
             task = bar.add_task("files", total=len(paths))
@@ -279,7 +289,8 @@ class Predictor:
         return out
 
     def _save(self, p: _Pending, crops: list[np.ndarray], numbers: list[int], tracks: list[int]) -> None:
-        folder = self.save_crops / safe_relpath(Path(p.result.path).as_posix().lstrip("/"))
+        rel = os.path.relpath(os.path.abspath(p.result.path), self._crop_root)
+        folder = self.save_crops / safe_relpath(Path(rel).as_posix())
         folder.mkdir(parents=True, exist_ok=True)
         for crop, number, track in zip(crops, numbers, tracks, strict=True):
             cv2.imwrite(str(folder / f"{crop_stem(number, track)}.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from dfd.report import mixes, plots
-from dfd.report.collect import DEFAULT_GROUP_BY, collect
+from dfd.report.collect import DEFAULT_GROUP_BY, collect, run_counts
 from dfd.report.markdown import write_report
 from dfd.report.matrix import build_matrix, parse_metric, write_csvs
 from dfd.report.results import ResultsError
@@ -50,7 +50,7 @@ def build_report(runs: Sequence[str | Path], out: str | Path, metric: str = "vid
     if coll.long.empty:
         raise ResultsError("error: no results found (looked for results.json under "
                            f"{[str(r) for r in runs]}{' and W&B runs' if wandb_offline or wandb_project else ''})")
-    n_runs = pd.Series([r["config"] for r in coll.runs], dtype=object).value_counts() if coll.runs else None
+    n_runs = run_counts(coll.runs) if coll.runs else None
     m = build_matrix(coll.long, metric, n_runs)
     if m.empty:
         available = sorted({f"{lv}_{mt}" for lv, mt in coll.long[["level", "metric"]].drop_duplicates()

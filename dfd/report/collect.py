@@ -55,7 +55,9 @@ class Collection:
     skipped: list[str] = field(default_factory=list)  # one-line reasons, each naming its file
     sources: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
-    # One entry per loaded run: source, config (row name), seed, created, predictions (path or None).
+    # One entry per loaded results file: source, config (row name), seed, created, predictions (path or None),
+    # kind (train | eval), attached_to (the training run's source an evaluation belongs to, else None) and run_key
+    # (what counts as one run: evaluations of one checkpoint are one).
     runs: list[dict[str, Any]] = field(default_factory=list)
     # --select-on-val: one line per configuration naming the sweep value chosen on validation.
     choices: list[str] = field(default_factory=list)
@@ -195,8 +197,9 @@ def results_to_rows(data: dict[str, Any], source: str, group_by: Sequence[str] =
 
 
 def _dedupe(long: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Exact repeats (same configuration, same seed: a re-run, a dfd-eval of the same checkpoint) report the
-    newest file's value per metric; each repeat is named in a note, and ``n_runs`` counts the files."""
+    """Exact repeats (same configuration, same seed: a re-run) report the newest file's value per metric; each
+    repeat is named in a note. Evaluations attached to their training run (:func:`attach_evaluations`) hold no
+    test set of that run by now: what they still share is a test set evaluated twice, named as such."""
     if long.empty:
         return long, []
     key = ["config", "seed", "section", "test_set", "method", "perturbation", "severity", "level", "metric"]
@@ -204,13 +207,75 @@ def _dedupe(long: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     dup = long.duplicated(key, keep="last")
     notes: list[str] = []
     if dup.any():
-        pairs = long.loc[dup, ["config", "seed", "source"]].drop_duplicates()
+        pairs = long.loc[dup, ["config", "seed", "source", "kind"]].drop_duplicates()
         for (config, seed), grp in pairs.groupby(["config", "seed"], sort=True):
-            newest = long.loc[(long["config"] == config) & (long["seed"] == seed), "source"].iloc[-1]
-            notes.append(f"{config} seed {seed}: exact repeat — {len(grp) + 1} runs with the same configuration and "
-                         f"seed; the newest ({newest}) is reported, {len(grp)} older superseded "
-                         f"({', '.join(grp['source'])})")
+            mine = long[(long["config"] == config) & (long["seed"] == seed)]
+            newest = mine["source"].iloc[-1]
+            trained = mine.loc[mine["kind"] == "train", "source"].nunique()
+            if trained > 1:
+                notes.append(f"{config} seed {seed}: exact repeat — {trained} training runs with the same "
+                             f"configuration and seed; the newest ({newest}) is reported, {len(grp)} older superseded "
+                             f"({', '.join(grp['source'])})")
+            else:
+                sets = sorted(set(long.loc[dup & (long["config"] == config) & (long["seed"] == seed), "test_set"]))
+                notes.append(f"{config} seed {seed}: {', '.join(s or 'val' for s in sets)} evaluated "
+                             f"{len(grp) + 1} times (dfd-eval of one checkpoint, or a run and an evaluation not "
+                             f"linked to it); the newest ({newest}) is reported, older superseded "
+                             f"({', '.join(grp['source'])})")
     return long.loc[~dup].reset_index(drop=True), notes
+
+
+def _absolute(path: Any) -> Path | None:
+    """An absolute path from a results field (relative ones name the folder of whoever ran it: unknown here)."""
+    if not isinstance(path, str) or not path or path.startswith("wandb:"):
+        return None
+    p = Path(path)
+    return p.resolve() if p.is_absolute() else None
+
+
+def _checkpoint_runs(data: dict[str, Any], source: str) -> list[Path]:
+    """The training-run folders an evaluation's checkpoint may lie in (``<run>/checkpoints/<file>.ckpt``): the
+    path as recorded, made absolute against the folders the evaluation could have been run from."""
+    ckpt = data.get("checkpoint")
+    if not isinstance(ckpt, str) or not ckpt:
+        return []
+    p = Path(ckpt)
+    if p.is_absolute():
+        return [p.resolve().parent.parent]
+    bases = [Path.cwd()]
+    for where in (_absolute(data.get("run_dir")), Path(source).resolve() if not source.startswith("wandb:") else None):
+        bases += list(where.parents) if where is not None else []
+    return [(b / p).resolve().parent.parent for b in dict.fromkeys(bases)]
+
+
+def attach_evaluations(loaded: Sequence[tuple[str, dict[str, Any]]]) -> dict[int, int]:
+    """Which training run each ``dfd-eval`` result evaluated: ``{eval index: training-run index}``.
+
+    An evaluation belongs to the training run whose checkpoint it tested: the same ``run_id`` (recorded by both
+    since it existed), else the checkpoint's path inside that run's folder. It is no repeat of that run (not a
+    second seed): its extra test sets and robustness curves join the run's row, and the run's own numbers stay.
+    """
+    run_ids: dict[str, int] = {}
+    folders: dict[Path, int] = {}
+    for i, (source, data) in enumerate(loaded):
+        if data.get("kind", "train") != "train":
+            continue
+        if data.get("run_id"):
+            run_ids.setdefault(str(data["run_id"]), i)
+        for folder in (_absolute(data.get("run_dir")),
+                       Path(source).resolve().parent if source.endswith(".json") else None):
+            if folder is not None:
+                folders.setdefault(folder, i)
+    attached: dict[int, int] = {}
+    for j, (source, data) in enumerate(loaded):
+        if data.get("kind") != "eval":
+            continue
+        i = run_ids.get(str(data.get("run_id"))) if data.get("run_id") else None
+        if i is None:
+            i = next((folders[f] for f in _checkpoint_runs(data, source) if f in folders), None)
+        if i is not None:
+            attached[j] = i
+    return attached
 
 
 def collect(run_dirs: Sequence[str | Path] = (), wandb_offline: Sequence[str | Path] = (),
@@ -258,8 +323,13 @@ def collect(run_dirs: Sequence[str | Path] = (), wandb_offline: Sequence[str | P
     rocs: list[dict[str, Any]] = []
     bins: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
+    attached = attach_evaluations(loaded)
     labels = config_labels([data for _, data in loaded], group_by)
-    for (source, data), label in zip(loaded, labels, strict=True):
+    for j, i in attached.items():
+        labels[j] = labels[i]  # the row of the run it evaluated, whatever its own record says
+    notes: list[str] = []
+    for k, ((source, data), label) in enumerate(zip(loaded, labels, strict=True)):
+        owner = loaded[attached[k]] if k in attached else None
         try:
             own: list[dict[str, Any]] = []
             r, c = results_to_rows(data, source, group_by, label, own)
@@ -268,12 +338,19 @@ def collect(run_dirs: Sequence[str | Path] = (), wandb_offline: Sequence[str | P
                 raise
             skipped.append(str(e))
             continue
+        if owner is not None:
+            r, c, note = _join_run(r, c, source, data, owner)
+            notes += [note] if note else []
         rows += r
         rocs += c
         bins += own
         runs.append({"source": source, "config": label[0], "seed": (data["train"].get("seed")),
                      "created": str(data.get("created", "")), "experiment": data["train"].get("experiment") or "",
-                     "predictions": _predictions_path(source, data)})
+                     "predictions": _predictions_path(source, data), "kind": data.get("kind", "train"),
+                     "attached_to": owner[0] if owner is not None else None,
+                     # the training run a file stands for: evaluations of one checkpoint count as one run
+                     "run_key": (f"run_id:{data['run_id']}" if data.get("kind") == "eval" and data.get("run_id")
+                                 else source)})
     long = pd.DataFrame(rows, columns=LONG_COLUMNS)
     studies = set(long["experiment"]) - {""}  # runs that name no study do not split anything
     if "experiment" not in group_by and len(studies) > 1:
@@ -285,7 +362,8 @@ def collect(run_dirs: Sequence[str | Path] = (), wandb_offline: Sequence[str | P
             c["config"] = prefix[c["experiment"]] + c["config"]
         for r in runs:
             r["config"] = prefix.get(r["experiment"], "") + r["config"]
-    long, notes = _dedupe(long)
+    long, repeats = _dedupe(long)
+    notes += repeats
     # Same rule for curves: the newest file wins for one (config, seed, test set, level).
     rocs = list({(c["config"], c["seed"], c["test_set"], c["level"]): c
                  for c in sorted(rocs, key=lambda c: (c["created"], c["source"]))}.values())
@@ -295,6 +373,28 @@ def collect(run_dirs: Sequence[str | Path] = (), wandb_offline: Sequence[str | P
         warnings.warn(note, stacklevel=2)
     return Collection(long=long, roc=rocs, calibration=bins, skipped=skipped, sources=[s for s, _ in loaded],
                       duplicates=notes, runs=runs, choices=chosen)
+
+
+def run_counts(runs: Sequence[dict[str, Any]]) -> pd.Series:
+    """Training runs per row (``n_runs``): repeats included, evaluations never (they belong to a run)."""
+    keys = {(r["config"], r.get("run_key") or r["source"]) for r in runs if not r.get("attached_to")}
+    return pd.Series([config for config, _ in keys], dtype=object).value_counts()
+
+
+def _join_run(rows: list[dict[str, Any]], rocs: list[dict[str, Any]], source: str, data: dict[str, Any],
+              owner: tuple[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str | None]:
+    """An attached evaluation's rows, less the test sets its training run reports itself (the run's numbers
+    stay), with a note when it measured one of those differently (other settings, e.g. ``data.video_score``)."""
+    own = owner[1].get("test") or {}
+    differ = []
+    for name in sorted(set(own) & set(data.get("test") or {})):
+        mine, theirs = (data["test"][name].get("video") or {}).get("auc"), (own[name].get("video") or {}).get("auc")
+        if _is_number(mine) and _is_number(theirs) and abs(mine - theirs) > 1e-6:
+            differ.append(f"{name} {mine:.4f} vs the run's {theirs:.4f}")
+    keep = [r for r in rows if not (r["section"] in ("test", "per_method") and r["test_set"] in own)]
+    note = (f"{source}: evaluation of {owner[0]}'s checkpoint measured video AUC on {', '.join(differ)}; the "
+            "training run's numbers are reported for its own test sets") if differ else None
+    return keep, [c for c in rocs if c["test_set"] not in own], note
 
 
 def _predictions_path(source: str, data: dict[str, Any]) -> str | None:

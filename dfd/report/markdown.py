@@ -235,12 +235,16 @@ def write_report(coll: Collection, m: Matrix, figures: dict[str, dict[str, Path]
                   "averaged over the configuration's runs): confident mistakes first. All of them are in "
                   "`worst_videos.csv`; every run's per-video scores are in its `predictions.parquet`.", "",
                   worst_table(worst), ""]
-    lines += ["## Runs", "", table(["training configuration", "seed", "kind", "results"],
-                                   [[r.config, str(r.seed), r.kind, f"`{r.source}`"]
-                                    for r in runs.sort_values(["config", "seed"]).itertuples()]), ""]
+    of = {r["source"]: r.get("attached_to") for r in coll.runs}
+    kinds = [r.kind if not of.get(r.source) else f"eval of `{of[r.source]}`" for r in runs.itertuples()]
+    listed = runs.assign(kind=kinds).sort_values(["config", "seed", "source"])
+    lines += ["## Runs", "", "An evaluation (`dfd-eval`) of a training run's checkpoint belongs to that run: its "
+              "extra test sets and robustness curves join the run's row; it is no repeat of it.", "",
+              table(["training configuration", "seed", "kind", "results"],
+                    [[r.config, str(r.seed), r.kind, f"`{r.source}`"] for r in listed.itertuples()]), ""]
     if coll.duplicates:
-        lines += ["## Exact repeats", "", "Runs with the same configuration and seed: the newest is reported.", "",
-                  *[f"- {d}" for d in coll.duplicates], ""]
+        lines += ["## Exact repeats", "", "Runs with the same configuration and seed, and test sets evaluated more "
+                  "than once: the newest is reported.", "", *[f"- {d}" for d in coll.duplicates], ""]
     if coll.skipped:
         lines += ["## Skipped (unreadable) results", "", *[f"- {s}" for s in coll.skipped], ""]
     lines += ["## Files", "", "- `matrix.csv` / `matrix_std.csv`: the matrix above (means / std), one row per "

@@ -35,7 +35,7 @@ class Matrix:
     in_domain: pd.DataFrame  # bool, same shape as mean
     gap: pd.DataFrame  # in_domain, cross_domain, gap and their std, per config
     meta: pd.DataFrame  # dataset, model, finetune, variant per config
-    n_runs: pd.Series | None = None  # result files per config (exact repeats included)
+    n_runs: pd.Series | None = None  # training runs per config (exact repeats included, evaluations not)
     # Bootstrap interval bounds (metrics that have them: video AUC): one seed's interval, or with several
     # seeds the per-seed bounds averaged (the test-sampling uncertainty of one run); None otherwise.
     ci_lo: pd.DataFrame | None = None
@@ -74,7 +74,8 @@ def _bounds(long: pd.DataFrame, level: str, name: str, configs: list[str], test_
 def build_matrix(long: pd.DataFrame, metric: str = "video_auc", n_runs: pd.Series | None = None) -> Matrix:
     """Pivot the long table into the cross-dataset matrix of ``metric`` with mean ± std over seeds.
 
-    ``n_runs``: result files per configuration (exact repeats included), for matrix.csv's ``n_runs``.
+    ``n_runs``: training runs per configuration (exact repeats included; an evaluation of a run's checkpoint
+    belongs to that run), for matrix.csv's ``n_runs``.
     """
     level, name = parse_metric(metric)
     sel = long[(long["section"] == "test") & (long["level"] == level) & (long["metric"] == name)]

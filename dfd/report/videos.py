@@ -20,14 +20,19 @@ def worst_videos(runs: Sequence[dict[str, Any]], n: int) -> pd.DataFrame:
     """The ``n`` videos per (configuration, test set) furthest from their label; empty without predictions."""
     from dfd.engine.predictions import read_predictions
 
-    newest: dict[tuple[str, Any], dict[str, Any]] = {}
-    for run in sorted(runs, key=lambda r: (r["created"], r["source"])):
-        if run.get("predictions"):
-            newest[(run["config"], run["seed"])] = run
-    frames = []
-    for run in newest.values():
+    # Per (configuration, seed, test set) one run's scores: the training run's for its own test sets (an
+    # evaluation of its checkpoint adds the others), else the newest file's.
+    chosen: dict[tuple[str, Any, str], tuple[tuple, pd.DataFrame]] = {}
+    for run in runs:
+        if not run.get("predictions"):
+            continue
         df = read_predictions(run["predictions"])[["test_set", "video_id", "label", "method", "prob_fake"]]
-        frames.append(df.assign(config=run["config"]))
+        rank = (run.get("kind", "train") == "train", run["created"], run["source"])
+        for test_set, part in df.groupby("test_set", sort=False):
+            key = (run["config"], run["seed"], str(test_set))
+            if key not in chosen or rank > chosen[key][0]:
+                chosen[key] = (rank, part.assign(config=run["config"]))
+    frames = [part for _, part in chosen.values()]
     if not frames or n <= 0:
         return pd.DataFrame(columns=WORST_COLUMNS)
     videos = (pd.concat(frames, ignore_index=True)
