@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run or multirun directories (or results.json files)")
     p.add_argument("--out", type=Path, required=True, help="folder to write the report into (created)")
     p.add_argument("--metric", default="video_auc",
-                   help="matrix metric, <frame|video>_<auc|acc|ap|eer> (default: video_auc)")
+                   help="matrix metric, <frame|video|image|item>_<auc|acc|ap|eer> (default: video_auc; a test set of still "
+                        "images shows its image level there)")
     p.add_argument("--wandb-offline", nargs="+", type=Path, default=[], metavar="DIR",
                    help="W&B folders holding offline-run-*/run-*.wandb logs")
     p.add_argument("--wandb-project", metavar="ENTITY/PROJECT",

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from dfd.data.transforms import Pipeline
 from dfd.faces.contract import sample_indices, uniform_positions
-from dfd.store.media import MediaError, read_image
+from dfd.store.media import IMAGE_EXTENSIONS, MediaError, read_image
 from dfd.store.schema import SchemaError
 
 __all__ = ["ClipDataset", "FrameDataset", "ManifestArrays", "read_rgb"]
@@ -99,6 +99,27 @@ def _landmarks(col: pa.Array, where: Path) -> np.ndarray:
     return flat.reshape(-1, 5, 2)
 
 
+# A source file with one of these extensions is a still image (manifests written before the ``kind`` column).
+_IMAGE_PATH = "(" + "|".join(e.replace(".", r"\.") for e in IMAGE_EXTENSIONS) + ")$"
+
+
+def _image_rows(batch: pa.RecordBatch) -> np.ndarray:
+    """Per row: the item is a single still image (``kind == "image"``; without a kind, by the source file's
+    extension, as :func:`dfd.store.schema.item_is_image` decides)."""
+    n = batch.num_rows
+    names = batch.schema.names
+    image, known = np.zeros(n, bool), np.zeros(n, bool)
+    if "kind" in names:
+        kind = batch.column("kind").cast(pa.string())
+        image = pc.fill_null(pc.equal(kind, "image"), False).to_numpy(zero_copy_only=False)
+        known = pc.fill_null(pc.not_equal(kind, ""), False).to_numpy(zero_copy_only=False)
+    if "source_path" in names and not known.all():
+        src = batch.column("source_path").cast(pa.string())
+        by_ext = pc.fill_null(pc.match_substring_regex(src, _IMAGE_PATH, ignore_case=True), False)
+        image = np.where(known, image, by_ext.to_numpy(zero_copy_only=False))
+    return np.asarray(image, bool)
+
+
 def _read_columns(manifest: Path, splits: str | list[str] | None) -> dict:
     """The manifest columns ManifestArrays keeps, as NumPy arrays sorted by (video, frame, track)."""
     pf = pq.ParquetFile(manifest)
@@ -109,8 +130,9 @@ def _read_columns(manifest: Path, splits: str | list[str] | None) -> dict:
     wanted = None if splits is None else pa.array([splits] if isinstance(splits, str) else list(splits),
                                                  pa.string())
     videos, methods = _Codes(), _Codes()
-    frame, track, label, paths, lms = [], [], [], [], []
-    columns = [*_COLUMNS, "track"] if has_track else _COLUMNS
+    frame, track, label, paths, lms, image = [], [], [], [], [], []
+    columns = [*_COLUMNS, "track"] if has_track else list(_COLUMNS)
+    columns += [c for c in ("kind", "source_path") if c in pf.schema_arrow.names]  # which items are images
     # Threads and the dataset API cost tens of MB of arena memory for no gain on a 7-column read.
     for batch in pf.iter_batches(batch_size=_BATCH_ROWS, columns=columns, use_threads=False):
         if wanted is not None:
@@ -125,6 +147,7 @@ def _read_columns(manifest: Path, splits: str | list[str] | None) -> dict:
         label.append(batch.column("label").to_numpy(zero_copy_only=False).astype(np.int8))
         paths.append(_as_fixed_bytes(batch.column("crop_path")))
         lms.append(_landmarks(batch.column("landmarks"), manifest))
+        image.append(_image_rows(batch))
         del batch
     del pf
     # Arrow keeps freed batch memory in its allocator; hand it back so RSS is the arrays alone.
@@ -152,6 +175,7 @@ def _read_columns(manifest: Path, splits: str | list[str] | None) -> dict:
         "method": (method if ident else method[order]).astype(np.int16),
         "paths": _concat_bytes(paths) if ident else _concat_bytes(paths)[order],
         "landmarks": take(lms, np.zeros((0, 5, 2), np.float32)),
+        "image": take(image, np.zeros(0, bool)),
     }
 
 
@@ -159,6 +183,8 @@ class ManifestArrays:
     """The columns of one split of a manifest, as flat arrays, sorted by (video, frame, track).
 
     ``track`` tells the faces of one frame apart (``extract.choice=all``); all 0 with one face per frame.
+    ``image`` marks the rows of items that are single still images (index kind ``image``): evaluation reports
+    them at the image level (:attr:`video_is_image` per item).
 
     ``video_names`` are sorted; ``video`` indexes them. The manifest is decoded in batches straight into
     NumPy (no Python object per row), so the memory held is about the arrays themselves: ~90 bytes/frame.
@@ -183,6 +209,7 @@ class ManifestArrays:
         self.method: np.ndarray = cols["method"]  # int16 index into method_names
         self.paths: np.ndarray = cols["paths"]  # fixed-width bytes, relative to root
         self.landmarks: np.ndarray = cols["landmarks"]  # (n, 5, 2) float32 crop pixels, NaN when unknown
+        self.image: np.ndarray = cols["image"]  # bool: the row's item is a still image, not a video
         # CSR offsets: frames of video v are rows starts[v]:starts[v+1].
         self.starts = np.searchsorted(self.video, np.arange(len(self.video_names) + 1)).astype(np.int64)
 
@@ -215,7 +242,7 @@ class ManifestArrays:
         """Keep these rows (sorted row numbers, or a boolean mask), in place; videos left without a row are
         dropped from ``video_names`` (the codes are renumbered, the order stays sorted)."""
         rows = np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows, np.int64)
-        for name in ("video", "frame", "track", "label", "method", "paths", "landmarks"):
+        for name in ("video", "frame", "track", "label", "method", "paths", "landmarks", "image"):
             setattr(self, name, getattr(self, name)[rows])
         used = np.unique(self.video)
         if len(used) < len(self.video_names):
@@ -239,6 +266,11 @@ class ManifestArrays:
     def path(self, i: int) -> Path:
         """The crop file of row ``i``."""
         return self.root / self.paths[i].decode()
+
+    @property
+    def video_is_image(self) -> np.ndarray:
+        """Per item (``video_names`` order): True for a still image, False for a video (or frame sequence)."""
+        return self.image[self.starts[:-1]] if len(self.image) else np.zeros(0, bool)
 
     @property
     def video_labels(self) -> np.ndarray:

@@ -21,6 +21,7 @@ from dfd.engine.build import (
 )
 from dfd.engine.checks import check_crop_contracts, check_robustness
 from dfd.engine.hardware import set_threads
+from dfd.engine.metrics import LEVELS
 from dfd.engine.module import DetectorModule
 from dfd.engine.predictions import video_table
 from dfd.engine.quiet import quiet_dependencies
@@ -37,14 +38,17 @@ def test_model(trainer: pl.Trainer, module: DetectorModule, dm: DeepfakeDataModu
     ``tables``: when given, the per-video predictions of every test set are appended to it (DataFrames).
     """
     dm.setup("test")
-    module.set_test_sets([n + suffix for n in dm.test_names], [dm.eval_info(n)["method_names"] for n in dm.test_names])
+    infos = [dm.eval_info(n) for n in dm.test_names]
+    module.set_test_sets([n + suffix for n in dm.test_names], [i["method_names"] for i in infos],
+                         [i.get("image_videos") for i in infos])
     trainer.test(module, datamodule=dm, ckpt_path=ckpt_path, verbose=False)
     if tables is not None:
         for n in dm.test_names:
             ds = dm.test_ds[n]
             frames = None if dm.spec.clip_len else ds.arrays.frame
             tables.append(video_table(n, module.test_predictions[n + suffix], ds.arrays.video_names,
-                                      ds.arrays.method_names, frames, module.video_score))
+                                      ds.arrays.method_names, frames, module.video_score,
+                                      ds.arrays.video_is_image))
     return {n: module.test_reports[n + suffix] for n in dm.test_names}
 
 
@@ -100,7 +104,7 @@ def evaluate(cfg: DictConfig) -> dict:
         perturbed = evaluate_once([perturbation(kind, level)], suffix=f"@{kind}{level:g}")
         for name, rep in perturbed.items():
             robustness.setdefault(name, {}).setdefault(kind, []).append(
-                {"level": level, "frame": rep["frame"], "video": rep["video"]}
+                {"level": level, **{lv: rep[lv] for lv in LEVELS if lv in rep}}
             )
     overrides = provenance.task_overrides()
     results = make_results(

@@ -17,6 +17,8 @@ from dfd.engine.metrics import (
     BOOTSTRAP_LEVEL,
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
+    ITEM_WORDS,
+    headline,
     small_sample_notes,
 )
 from dfd.engine.module import SELECT_KEY, DetectorModule
@@ -32,16 +34,22 @@ def wandb_loggers(trainer: pl.Trainer) -> list:
 
 
 def save_roc_figure(reports: Mapping[str, dict], path: Path) -> Path | None:
-    """One figure: frame- and video-level ROC curves of every test set (None when no test set has a curve)."""
+    """One figure: frame-level ROC curves (sets of videos) and each test set's headline-level curve (video,
+    image, or every item of a mixed set) of every test set (None when no test set has a curve)."""
     fig = figure(11, 4.8)
     drawn = False
-    for ax, level in zip(fig.subplots(1, 2), ("frame", "video"), strict=True):
+    for ax, panel in zip(fig.subplots(1, 2), ("frame", "headline"), strict=True):
+        levels = set()
         for name, rep in reports.items():
+            level = headline(rep) if panel == "headline" else "frame"
             roc = rep.get("roc", {}).get(level)
             if roc:
-                plot_roc(ax, roc["fpr"], roc["tpr"], f"{name} (AUC {rep[level]['auc']:.3f})")
+                label = f"{name} (AUC {rep[level]['auc']:.3f})" if panel == "frame" or level == "video" else (
+                    f"{name} ({level} AUC {rep[level]['auc']:.3f})")
+                plot_roc(ax, roc["fpr"], roc["tpr"], label)
                 drawn = True
-        finish_roc_axes(ax, f"{level}-level ROC")
+                levels.add(level)
+        finish_roc_axes(ax, f"{'/'.join(sorted(levels)) or ('frame' if panel == 'frame' else 'video')}-level ROC")
     if drawn:
         fig.savefig(path)
     return path if drawn else None
@@ -57,7 +65,8 @@ def _fmt(v: float | None, digits: int = 4) -> str:
 
 
 def auc_with_ci(video: Mapping) -> str:
-    """``0.9412 [0.901, 0.972]``: the video AUC and its bootstrap interval (n/a where undefined)."""
+    """``0.9412 [0.901, 0.972]``: an AUC (video, image or item level) and its bootstrap interval (n/a where
+    undefined)."""
     text = _fmt(video.get("auc"))
     lo, hi = video.get("auc_lo"), video.get("auc_hi")
     if text != "n/a" and lo is not None and lo == lo:
@@ -66,26 +75,29 @@ def auc_with_ci(video: Mapping) -> str:
 
 
 def print_table(reports: Mapping[str, dict], title: str) -> None:
-    """A rich table of test metrics, one row per test set (video AUC with its 95 % bootstrap interval)."""
+    """A rich table of test metrics, one row per test set at its headline level (``level``: video for videos,
+    image for still images, item for sets holding both), AUC with its 95 % bootstrap interval; frames and frame
+    AUC are those of the set's videos."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, caption=f"[ ]: {BOOTSTRAP_LEVEL:.0%} bootstrap interval over videos; "
+    levels = [headline(r) for r in reports.values()]
+    over = " / ".join(ITEM_WORDS[lv] for lv in dict.fromkeys(levels)) or "videos"
+    table = Table(title=title, caption=f"[ ]: {BOOTSTRAP_LEVEL:.0%} bootstrap interval over {over}; "
                   f"ACC at threshold {ACC_THRESHOLD}", caption_justify="left")
-    for col in ("test set", "real/fake videos", "frames", "frame AUC", "video AUC [95% CI]", "video ACC",
-                "video AP", "video EER"):
-        table.add_column(col, justify="right" if col != "test set" else "left")
-    for name, r in reports.items():
-        v = r["video"]
-        table.add_row(name, f"{v['n_real']}/{v['n_fake']}", str(r["frame"]["n"]), _fmt(r["frame"]["auc"]),
-                      auc_with_ci(v), _fmt(v["acc"]), _fmt(v["ap"]), _fmt(v["eer"]))
+    for col in ("test set", "level", "real/fake", "frames", "frame AUC", "AUC [95% CI]", "ACC", "AP", "EER"):
+        table.add_column(col, justify="right" if col not in ("test set", "level") else "left")
+    for (name, r), level in zip(reports.items(), levels, strict=True):
+        v, f = r[level], r.get("frame") or {}
+        table.add_row(name, level, f"{v['n_real']}/{v['n_fake']}", str(f["n"]) if f else "-",
+                      _fmt(f.get("auc")) if f else "-", auc_with_ci(v), _fmt(v["acc"]), _fmt(v["ap"]), _fmt(v["eer"]))
     Console(width=max(Console().width, 120)).print(table)
 
 
 def run_notes(reports: Mapping[str, dict], calibrated: bool = False) -> list[str]:
     """One-line cautions about the numbers of a run (small test sets, uncalibrated accuracy)."""
     notes = [n for name, rep in reports.items() for n in small_sample_notes(name, rep)]
-    if not calibrated and any(r["video"].get("acc") is not None for r in reports.values()):
+    if not calibrated and any(r[headline(r)].get("acc") is not None for r in reports.values()):
         notes.append(f"ACC is measured at the fixed threshold {ACC_THRESHOLD} of an uncalibrated model, so it can be "
                      "low while AUC is high; compare AUC, or calibrate a threshold on validation "
                      "(dfd-export <ckpt> <bundle> --calibrate eer)")
@@ -96,7 +108,10 @@ def bootstrap_method() -> dict:
     """How results.json's ``video.auc_lo`` / ``auc_hi`` were computed."""
     return {"metric": "video auc", "method": "percentile bootstrap", "resamples": BOOTSTRAP_RESAMPLES,
             "level": BOOTSTRAP_LEVEL, "resample": "videos, within each class (class counts fixed)",
-            "seed": BOOTSTRAP_SEED}
+            "seed": BOOTSTRAP_SEED,
+            # Sets of still images: the same interval of the image AUC over images; sets of both: of the item
+            # AUC over every item, and of the video and image AUCs over their own items.
+            "levels": {"video": "videos", "image": "images", "item": "every video and image of a mixed set"}}
 
 
 def finish_run(trainer: pl.Trainer, results: dict, run_dir: Path, title: str, tables: list | None = None) -> None:
@@ -142,8 +157,10 @@ def selection_record(module: DetectorModule, trainer: pl.Trainer, split: str) ->
     record = {"split": split, "monitor": monitor, "mode": mode, "checkpoint": best, "epoch": None, "step": None,
               "value": None, "history": history}
     if monitor == SELECT_KEY:
-        record["criterion"] = ("video AUC on the validation split; ties broken by the lower frame log loss "
-                               "(val/select = val/video_auc - 0.001 * min(val/frame_logloss, 10))")
+        level = headline(module.val_report or {})
+        loss = "frame" if level == "video" else level
+        record["criterion"] = (f"{level} AUC on the validation split; ties broken by the lower {loss} log loss "
+                               f"(val/select = val/{level}_auc - 0.001 * min(val/{loss}_logloss, 10))")
     if best:
         ckpt = torch.load(best, map_location="cpu", weights_only=True, mmap=True)
         record.update(epoch=int(ckpt["epoch"]), step=int(ckpt["global_step"]))

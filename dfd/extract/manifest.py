@@ -129,6 +129,7 @@ def assemble(index: pd.DataFrame, cache_dir: Path, record: dict[str, Any]) -> Ex
             for c in ("frame", "crop_path", "bbox", "landmarks", "score"):
                 cols[c].append(r[c])
             cols["track"].append(int(r.get("track", 0)))  # parts written before tracks: one face per frame
+            cols["kind"].append(row["kind"])  # images are reported at the image level, never as videos
             for c in ("video_id", "label", "split", "method", "identity"):
                 cols[c].append(row[c])
             cols["source_path"].append(row["path"])

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from dfd.report.results import ResultsError, _is_number, _levels, find_results, load_results
+from dfd.report.results import ResultsError, _is_number, _levels, find_results, headline_level, load_results
 
 # The fields that name a training configuration's row (several seeds of it are averaged). Runs that share them
 # but differ in any other recorded override (results.json train.overrides, e.g. optim.lr in a sweep) are still
@@ -31,8 +31,9 @@ LONG_COLUMNS = [
     "config", "dataset", "model", "finetune", "variant", "experiment", "seed", "kind", "created", "source",
     "section",  # val | test | per_method | robustness
     "test_set", "in_domain", "method", "perturbation", "severity",
-    "level",  # frame | video
+    "level",  # frame | video (videos), image (still images), item (every item of a set holding both)
     "metric", "value",
+    "headline",  # the row's level is its test set's headline level (video, image or item: results.json)
 ]
 
 
@@ -130,21 +131,22 @@ def results_to_rows(data: dict[str, Any], source: str, group_by: Sequence[str] =
     rows: list[dict[str, Any]] = []
     where = source
 
-    def add(section: str, levels: dict[str, dict[str, float]], **extra: Any) -> None:
+    def add(section: str, levels: dict[str, dict[str, float]], top: str = "video", **extra: Any) -> None:
         for level, metrics in levels.items():
             for metric, value in metrics.items():
                 rows.append({**base, "section": section, "test_set": "", "in_domain": False, "method": "",
                              "perturbation": "", "severity": math.nan, **extra, "level": level,
-                             "metric": metric, "value": value})
+                             "metric": metric, "value": value, "headline": level == top})
 
     if isinstance(data.get("val"), dict) and data["val"]:
         add("val", _levels(data["val"], f"{where}: val"))
     roc: list[dict[str, Any]] = []
     for name, entry in data.get("test", {}).items():
         in_domain = bool(entry.get("in_domain", False))
-        add("test", _levels(entry, f"{where}: test.{name}"), test_set=name, in_domain=in_domain)
+        top = headline_level(entry) if isinstance(entry, dict) else "video"
+        add("test", _levels(entry, f"{where}: test.{name}"), top, test_set=name, in_domain=in_domain)
         for method, m_entry in (entry.get("per_method") or {}).items():
-            add("per_method", _levels(m_entry, f"{where}: test.{name}.per_method.{method}"),
+            add("per_method", _levels(m_entry, f"{where}: test.{name}.per_method.{method}"), top,
                 test_set=name, in_domain=in_domain, method=str(method))
         for level, curve in (entry.get("roc") or {}).items():
             if isinstance(curve, dict) and curve.get("fpr") and curve.get("tpr"):
@@ -154,13 +156,14 @@ def results_to_rows(data: dict[str, Any], source: str, group_by: Sequence[str] =
                             "fpr": [float(x) for x in curve["fpr"]], "tpr": [float(x) for x in curve["tpr"]]})
     for name, perturbations in (data.get("robustness") or {}).items():
         in_domain = bool(data.get("test", {}).get(name, {}).get("in_domain", False))
+        top = headline_level(data.get("test", {}).get(name) or {})
         for pert, points in (perturbations or {}).items():
             if not isinstance(points, list):
                 raise ResultsError(f"{where}: robustness.{name}.{pert} must be a list of levels")
             for i, point in enumerate(points):
                 if not isinstance(point, dict) or not _is_number(point.get("level")):
                     raise ResultsError(f"{where}: robustness.{name}.{pert}[{i}] needs a numeric 'level'")
-                add("robustness", _levels(point, f"{where}: robustness.{name}.{pert}[{i}]"), test_set=name,
+                add("robustness", _levels(point, f"{where}: robustness.{name}.{pert}[{i}]"), top, test_set=name,
                     in_domain=in_domain, perturbation=str(pert), severity=float(point["level"]))
     return rows, roc
 

@@ -59,8 +59,10 @@ MANIFEST_COLUMNS: dict[str, str] = {
 
 # Optional manifest columns, defaulted by readers when absent. ``track``: the face's id within its video when a
 # frame can give several crops (``extract.choice=all``; 0 = the video's main face, and the only face otherwise).
-# A manifest's rows are unique per (video_id, frame, track).
-MANIFEST_OPTIONAL_COLUMNS: dict[str, str] = {"track": "int16"}
+# A manifest's rows are unique per (video_id, frame, track). ``kind``: the index row's kind (video | frames |
+# image | archive); an item of kind ``image`` is one still image, scored and reported at the image level
+# (:func:`item_is_image`), never as a one-frame video.
+MANIFEST_OPTIONAL_COLUMNS: dict[str, str] = {"track": "int16", "kind": "string"}
 
 # Where each crop came from (dfd.store.cache binds a cache to its sources with them); in-place crop datasets
 # know only the path.
@@ -91,6 +93,19 @@ def manifest_table(cols: dict[str, Any]):
         else:
             arrays[name] = pa.array(values, pa.string() if kind == "string" else pa.from_numpy_dtype(np.dtype(kind)))
     return pa.table(arrays)
+
+
+def item_is_image(kind: Any, source_path: Any = None) -> bool:
+    """Whether a manifest item is a single still image: its ``kind`` says so; manifests written before the
+    column existed tell by the source file's extension (every source indexes loose images as kind ``image``,
+    frame folders and archives have no image extension)."""
+    if kind is not None and kind == kind and str(kind):
+        return str(kind) == "image"
+    if source_path is None or source_path != source_path:
+        return False
+    from dfd.store.media import media_kind
+
+    return media_kind(str(source_path)) == "image"
 
 
 class SchemaError(UserError, ValueError):
