@@ -201,8 +201,10 @@ def register_resolvers() -> None:
         # ${dfd.path_key:${.root}}: a short key per dataset root, so default crop caches never mix two roots.
         OmegaConf.register_new_resolver("dfd.path_key", path_key)
     from dfd.extract.config import register_configs
+    from dfd.sources.audit import register_configs as register_audit
 
     register_configs()  # conf/extract.yaml's `extract:` block: the crop contract's defaults, one home
+    register_audit()  # the `audit:` block of conf/index.yaml and conf/train.yaml
 
 
 # ----------------------------------------------------------------------------------------------- strict configs
