@@ -190,8 +190,11 @@ def _cfg_job(command: str) -> dict:
 @pytest.mark.slow
 def test_resolved_configs_are_those_before_the_layout_change():
     """``--cfg job`` of dfd-train/eval/extract/index/pack, recorded before the move (tests/golden/cfg_job), equals
-    today's once module paths are renamed as dfd.compat renames them for old checkpoints; the one addition is the
-    crop-contract fields that name former constants, at the values those constants had."""
+    today's once module paths are renamed as dfd.compat renames them for old checkpoints; the additions are the
+    crop-contract fields that name former constants, at the values those constants had, and the shortcut audit's
+    ``audit:`` block (dfd-index, dfd-train) at its defaults."""
+    from dfd.sources.audit import AuditSettings
+
     rows = [line.split("\t") for line in (GOLDEN / "commands.tsv").read_text().splitlines() if line.strip()]
     assert len(rows) >= 10
     for file, command in rows:
@@ -200,4 +203,6 @@ def test_resolved_configs_are_those_before_the_layout_change():
         if "extract" in now:
             added = {k: now["extract"].pop(k) for k in HEURISTIC_VALUES}
             assert added == HEURISTIC_VALUES, command
+        if command.split()[0] in ("dfd-index", "dfd-train"):
+            assert now.pop("audit") == AuditSettings.defaults(), command
         assert now == before, command

@@ -62,7 +62,11 @@ def _audit(cfg: DictConfig, source, df, console) -> None:
     from dfd.store.probe import cache_path
 
     settings = AuditSettings.from_mapping(OmegaConf.to_container(cfg.audit, resolve=True))
-    res = audit_index(df, source.root, cache_path(cfg.index_path), settings)
+    root = source.media_root()
+    if root is None:
+        console.print("shortcut audit: no media folder to read (dataset.root is not set)", soft_wrap=True)
+        return
+    res = audit_index(df, root, cache_path(cfg.index_path), settings)
     if res is None:
         return
     line = res.line(settings.warn_auc)

@@ -139,7 +139,7 @@ def results_to_rows(data: dict[str, Any], source: str, group_by: Sequence[str] =
                              "metric": metric, "value": value, "headline": level == top})
 
     if isinstance(data.get("val"), dict) and data["val"]:
-        add("val", _levels(data["val"], f"{where}: val"))
+        add("val", _levels(data["val"], f"{where}: val"), headline_level(data["val"]))
     roc: list[dict[str, Any]] = []
     for name, entry in data.get("test", {}).items():
         in_domain = bool(entry.get("in_domain", False))

@@ -56,7 +56,7 @@ def worst_table(worst: pd.DataFrame) -> str:
 def gap_table(m: Matrix, long: pd.DataFrame) -> str:
     """Validation, in-domain, mean cross-domain and their difference per configuration."""
     level, name = parse_metric(m.metric)
-    val = long[(long["section"] == "val") & (long["level"] == level) & (long["metric"] == name)]
+    val, _ = level_rows(long, "val", level, name)
     val = val.groupby("config")["value"].agg(["mean", "std"])
     rows = [[c, str(int(m.n_seeds[c])), _cell(*val.loc[c]) if c in val.index else "–",
              _cell(g.in_domain, g.in_domain_std), _cell(g.cross_domain, g.cross_domain_std), _cell(g.gap, g.gap_std)]

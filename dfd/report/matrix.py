@@ -40,8 +40,9 @@ def level_rows(long: pd.DataFrame, section: str, level: str, metric: str) -> tup
     if level not in STAND_IN_FOR or "headline" not in base.columns:
         return sel, {}
     top = base["headline"].fillna(False).astype(bool)
-    extra = base[top & base["level"].isin(ITEM_LEVELS) & (base["level"] != level)
-                 & ~base["test_set"].isin(set(sel["test_set"]))]
+    have = pd.MultiIndex.from_frame(sel[["config", "test_set"]])  # (configuration, test set) pairs at the level
+    lacking = ~pd.MultiIndex.from_frame(base[["config", "test_set"]]).isin(have)
+    extra = base[top & base["level"].isin(ITEM_LEVELS) & (base["level"] != level) & lacking]
     if extra.empty:
         return sel, {}
     shown = dict(extra[["test_set", "level"]].drop_duplicates("test_set").itertuples(index=False))

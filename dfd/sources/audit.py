@@ -351,13 +351,15 @@ def source_items(source: Any, settings: AuditSettings, split: str | None = "trai
     from dfd.store.cache import manifest_record, normalize_root
     from dfd.store.schema import read_index
 
-    root = Path(source.root) if getattr(source, "root", None) is not None else None
+    media = source.media_root() if hasattr(source, "media_root") else getattr(source, "root", None)
+    root = Path(media) if media is not None else None
     index_path = Path(source.cache_dir) / "index.parquet"
     have_root = root is not None and root.is_dir()
     index = None
-    if index_path.is_file():
+    if index_path.is_file():  # dfd-index's, unless it describes another dataset root than this one
         recorded = (manifest_record(index_path) or {}).get("root")
-        if recorded is None or root is None or recorded == normalize_root(root) or not have_root:
+        ds_root = getattr(source, "root", None)
+        if recorded is None or ds_root is None or recorded == normalize_root(ds_root) or not have_root:
             index = read_index(index_path)
     if index is None and have_root:
         try:
