@@ -66,7 +66,12 @@ def _audit(cfg: DictConfig, source, df, console) -> None:
     if root is None:
         console.print("shortcut audit: no media folder to read (dataset.root is not set)", soft_wrap=True)
         return
-    res = audit_index(df, root, cache_path(cfg.index_path), settings)
+    try:
+        res = audit_index(df, root, cache_path(cfg.index_path), settings)
+    except Exception as e:  # the index is written: a failing diagnostic must not turn that into an error
+        console.print(f"warning: shortcut audit failed ({type(e).__name__}: {str(e).strip()[:200]})", soft_wrap=True,
+                      markup=False)
+        return
     if res is None:
         return
     line = res.line(settings.warn_auc)

@@ -140,7 +140,13 @@ def mix_audit(cfg: DictConfig, train_src, mix: dict, notes: list[str]) -> dict |
     if not mix or not settings.mix or settings.max_files <= 0 or rank_zero_only.rank != 0:
         return None
     sources = {train_src.name: train_src, **{name: src for name, (src, _) in mix.items()}}
-    result = audit_mix(sources, settings)
+    try:
+        result = audit_mix(sources, settings)
+    except Exception as e:  # a diagnostic must never cost the run it diagnoses
+        line = f"shortcut audit of the training mix failed ({type(e).__name__}: {str(e).strip()[:200]}); training goes on"
+        log.warning("%s", line)
+        notes.append(line)
+        return None
     info, warn = mix_lines(result, settings.warn_auc)
     for line in info:
         log.info("%s", line)

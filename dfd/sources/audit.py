@@ -101,34 +101,28 @@ def feature_table(meta: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _rank_auc(score: np.ndarray, y: np.ndarray) -> float:
-    """Mann-Whitney AUC, ties counted half."""
-    y = y.astype(bool)
-    n1, n0 = int(y.sum()), int((~y).sum())
-    if n1 == 0 or n0 == 0:
-        return math.nan
-    ranks = pd.Series(score).rank(method="average").to_numpy()
-    return float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
 def feature_aucs(features: pd.DataFrame, y: np.ndarray) -> dict[str, float]:
     """Each feature's AUC on its own, direction-free (max(AUC, 1 - AUC)), strongest first: a missing value
     ranks lowest (that a class lacks a fact, a frame rate, is a signal too); a categorical feature scores each
     file by its category's share of fakes."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y).astype(int)
+    if len(np.unique(y)) < 2:
+        return {}
     out = {}
     for c in features.columns:
         col = features[c]
         if c in CATEGORICAL_FEATURES:
-            share = pd.Series(y, index=col.index).groupby(col).transform("mean").to_numpy(float)
-            score = share
+            score = pd.Series(y, index=col.index).groupby(col).transform("mean").to_numpy(float)
         else:
             score = col.to_numpy(float).copy()
-            score[np.isnan(score)] = -np.inf
+            known = ~np.isnan(score)
+            score[~known] = (score[known].min() - 1.0) if known.any() else 0.0
         if len(np.unique(score)) < 2:
             continue
-        a = _rank_auc(score, y)
-        if a == a:
-            out[c] = max(a, 1.0 - a)
+        a = float(roc_auc_score(y, score))
+        out[c] = max(a, 1.0 - a)
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
