@@ -25,9 +25,9 @@ def make_shortcut_images(root: Path, n: int = 6, methods: tuple[str, ...] = ("m1
 
 def make_shortcut_splits(root: Path) -> Path:
     """The shortcut of :func:`make_shortcut_images` in split folders (``<split>/real``, ``<split>/fake/<method>``):
-    train 4 real + 2 + 2 fake (enough for a cross-validated audit of the training split), val 1 + 1, test 1 + 1 + 1
-    (both methods: a per-method breakdown)."""
-    counts = {"train": (4, {"m1": 2, "m2": 2}), "val": (1, {"m1": 1}), "test": (1, {"m1": 1, "m2": 1})}
+    train 3 real + 2 + 1 fake (enough for a 3-fold audit of the training split), val 1 + 1, test 1 + 1 + 1 (both
+    methods: a per-method breakdown)."""
+    counts = {"train": (3, {"m1": 2, "m2": 1}), "val": (1, {"m1": 1}), "test": (1, {"m1": 1, "m2": 1})}
     seed = 0
     for split, (reals, fakes) in counts.items():
         for i in range(reals):

@@ -115,13 +115,15 @@ def test_wandb_and_the_console_table_use_the_same_levels(run, capsys) -> None:
 def test_the_training_mix_audit_warns_of_the_resolution_shortcut(run) -> None:
     audit = run["results"]["audit"]
     assert audit["pairs"]["shots"]["shots"] >= 0.95  # shots' own reals (1280x720) vs its fakes (640x480)
-    assert audit["mix"]["n_real"] == 4 + 1 and audit["mix"]["n_fake"] == 4 + 1  # the train splits of both sets
+    assert audit["mix"]["n_real"] == 3 + 1 and audit["mix"]["n_fake"] == 3 + 1  # the train splits of both sets
     warned = [n for n in run["results"]["notes"] if "shortcut audit" in n]
     assert warned and any("shots reals / shots fakes" in n for n in warned)
 
 
 def test_dfd_report_shows_image_sets_in_the_default_matrix(run, tmp_path) -> None:
     from dfd.report.build import build_report
+    from dfd.report.collect import collect
+    from dfd.report.matrix import build_matrix
 
     out = build_report([run["run_dir"]], tmp_path / "report")
     matrix = pd.read_csv(tmp_path / "report" / "matrix.csv")
@@ -130,9 +132,11 @@ def test_dfd_report_shows_image_sets_in_the_default_matrix(run, tmp_path) -> Non
     assert matrix.loc[0, "shots"] == pytest.approx(res["shots"]["image"]["auc"])
     assert matrix.loc[0, "mixed"] == pytest.approx(res["mixed"]["video"]["auc"])
     assert "shots: image_auc, over its images" in out.report.read_text()
-    item = build_report([run["run_dir"]], tmp_path / "item", metric="item_auc")
-    assert item.n_test_sets == 2 and pd.read_csv(tmp_path / "item" / "matrix.csv").loc[0, "mixed"] == pytest.approx(
-        res["mixed"]["item"]["auc"])
+    # item_auc: every test set over all its items (the mixed set's item level, the image set's images).
+    item = build_matrix(collect([run["run_dir"]]).long, "item_auc")
+    assert item.mean.loc[:, "mixed"].iloc[0] == pytest.approx(res["mixed"]["item"]["auc"])
+    assert item.mean.loc[:, "shots"].iloc[0] == pytest.approx(res["shots"]["image"]["auc"])
+    assert item.shown_levels == {"shots": "image"}
 
 
 def test_image_thresholds_come_from_validation_images(run) -> None:
