@@ -73,6 +73,23 @@ def write_face_png(path: str | Path, size: int = 256) -> Path:
     return path
 
 
+def write_face_jpeg(path: str | Path, frame: tuple[int, int] = (640, 480), face: int = 200, quality: int = 90,
+                    seed: int = 0) -> Path:
+    """Write the astronaut (``face`` px photo) at a seeded place on a ``frame`` (w, h) grey canvas as a JPEG of
+    ``quality``: a still image MTCNN finds one face in, of a chosen resolution and JPEG quantisation."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w, h = frame
+    rng = np.random.default_rng(seed)
+    canvas = np.full((h, w, 3), 110, np.uint8)
+    x, y = int(rng.integers(0, w - face + 1)), int(rng.integers(0, h - face + 1))
+    canvas[y : y + face, x : x + face] = face_image(face)
+    Image.fromarray(canvas).save(path, quality=quality)
+    return path
+
+
 def write_corrupt_video(path: str | Path) -> Path:
     """Write a file with an .mp4 name and garbage bytes."""
     path = Path(path)

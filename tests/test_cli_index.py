@@ -61,8 +61,11 @@ def test_dfd_index_writes_the_index_and_prints_counts(ffpp_root, tmp_path):
     assert len(df) == 20 + 2 * 20
     assert df.groupby("split").size().to_dict() == {"train": 36, "val": 12, "test": 12}
     assert "Deepfakes" in proc.stdout and "FaceSwap" in proc.stdout and f"wrote 60 videos to {out}" in proc.stdout
-    # Hydra leaves one empty run folder at most: no config copies, no log files.
-    assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()] == ["idx/ffpp.parquet"]
+    # Hydra leaves one empty run folder at most: no config copies, no log files. Beside the index: the shortcut
+    # audit's per-file metadata cache, and the audit's line (every fixture video is one clip: metadata says nothing).
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
+        "idx/ffpp.parquet", "idx/ffpp_media.parquet"]
+    assert "shortcut audit: metadata alone tells real from fake with AUC 0.50 (5-fold CV over 60 files" in proc.stdout
 
 
 def test_dfd_index_missing_splits_is_one_line_without_traceback(ffpp_root, tmp_path):

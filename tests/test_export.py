@@ -108,6 +108,10 @@ def test_bundle_files_and_preprocess_json(bundles: dict[str, Path]) -> None:
         assert video["split"] == frame["split"] == "val" and video["dataset"] == "synthetic_a"
         assert video["n"] == 8 and frame["n"] == 16 and frame["videos"] == 8  # 8 val videos of 2 frames
         assert video["level"] == "video" and frame["level"] == "frame"
+        assert (video["on"], frame["on"]) == ("videos", "frames")
+        # No still images in this val split: single images get the frame threshold, and the bundle says so.
+        image = cfg["thresholds"]["image"]
+        assert image["value"] == frame["value"] and image["level"] == "image" and "no still images" in image["note"]
         for thr in (video, frame):
             assert 0.0 < thr["value"] < 1.0, kind
             # 4 real / 4 fake validation videos: the threshold says it rests on too few (one line).
@@ -246,6 +250,6 @@ def test_format_1_bundles_still_load(bundles: dict[str, Path], tmp_path: Path) -
                video={"frames": 16})
     (old / "preprocess.json").write_text(json.dumps(cfg))
     b = load_bundle(old)
-    assert b.thresholds == {"video": 0.42, "frame": 0.42}
+    assert b.thresholds == {"video": 0.42, "frame": 0.42, "image": 0.42} and b.image_level == "frame"
     assert b.contract == CropContract(margin=1.25, size=96, min_score=0.95, min_face_size=20, frames=16,
                                       detect_size=None, face_px=0)  # how dfd-predict cropped for them

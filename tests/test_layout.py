@@ -193,7 +193,10 @@ def test_resolved_configs_are_those_before_the_layout_change():
     """``--cfg job`` of dfd-train/eval/extract/index/pack, recorded before the move (tests/golden/cfg_job), equals
     today's once module paths are renamed as dfd.compat renames them for old checkpoints; the one addition is the
     crop-contract fields that name former constants, at the values those constants had, and the keys added since
-    (issue 25: the no-face rule, ``eval``, and the crops a preset needs, ``data.require_crop``) at their defaults."""
+    (issue 25: the no-face rule, ``eval``, and the crops a preset needs, ``data.require_crop``; issue 24: the
+    shortcut audit's ``audit:`` block of dfd-index and dfd-train) at their defaults."""
+    from dfd.sources.audit import AuditSettings
+
     rows = [line.split("\t") for line in (GOLDEN / "commands.tsv").read_text().splitlines() if line.strip()]
     assert len(rows) >= 10
     arcface = {"align": "arcface", "size": 256, "margin": 1.3}
@@ -216,4 +219,6 @@ def test_resolved_configs_are_those_before_the_layout_change():
         if command.startswith("dfd-train"):  # added since: the feature-store keys, at their defaults (issue 27)
             assert now["data"].pop("features") == "none", command
             assert now.pop("embed") == FEATURE_STORE_DEFAULTS, command
+        if command.split()[0] in ("dfd-index", "dfd-train"):
+            assert now.pop("audit") == AuditSettings.defaults(), command
         assert now == before, command

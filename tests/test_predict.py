@@ -60,7 +60,7 @@ def test_predict_cli_mixed_inputs(bundles: dict[str, Path], media: dict[str, Pat
     assert tuple(header) == (*COLUMNS, *EXTRA_COLUMNS)  # the seven contract columns first, in order
     assert set(rows) == {"face.mp4", "face.png", "blank.png", "corrupt.mp4", "not_there.jpg"}  # face.png once
     thresholds = json.loads((bundles["plain"] / "preprocess.json").read_text())["thresholds"]
-    for name, frames, level in (("face.mp4", 3, "video"), ("face.png", 1, "frame")):
+    for name, frames, level in (("face.mp4", 3, "video"), ("face.png", 1, "image")):
         row = rows[name]
         assert row["status"] == "ok" and row["reason"] == ""
         assert int(row["frames"]) == frames and int(row["faces"]) == frames
@@ -247,20 +247,27 @@ def _edited(bundle: Path, folder: Path, **changes) -> Path:
     return folder
 
 
-def test_images_use_the_frame_threshold_and_videos_the_video_one(bundles: dict[str, Path],  # noqa: F811
+def test_images_use_the_image_threshold_and_videos_the_video_one(bundles: dict[str, Path],  # noqa: F811
                                                                   media: dict[str, Path], tmp_path: Path) -> None:
     from dfd.inference.bundle import load_bundle
     from dfd.inference.predict import Predictor
 
     cfg = json.loads((bundles["plain"] / "preprocess.json").read_text())
     video_thr = {**cfg["thresholds"]["video"], "value": 1e-9}  # every video fake
-    frame_thr = {**cfg["thresholds"]["frame"], "value": 1 - 1e-9}  # every image real
-    folder = _edited(bundles["plain"], tmp_path / "b", thresholds__video=video_thr, thresholds__frame=frame_thr)
+    image_thr = {**cfg["thresholds"]["image"], "value": 1 - 1e-9}  # every image real
+    folder = _edited(bundles["plain"], tmp_path / "b", thresholds__video=video_thr, thresholds__image=image_thr)
     video, image = Predictor(load_bundle(folder), frames=3).predict([str(media["video"]), str(media["image"])],
                                                                     progress=False)
     assert (video.threshold_level, video.threshold, video.label) == ("video", 1e-9, 1)
-    assert (image.threshold_level, image.threshold, image.label) == ("frame", 1 - 1e-9, 0)
+    assert (image.threshold_level, image.threshold, image.label) == ("image", 1 - 1e-9, 0)
     assert 0 < video.prob_fake < 1 - 1e-9 and image.prob_fake > 1e-9
+    # A bundle exported before image thresholds applies its frame threshold to images, and says which.
+    old = json.loads((folder / "preprocess.json").read_text())
+    old["thresholds"].pop("image")
+    old["thresholds"]["frame"]["value"] = 1 - 1e-9
+    (folder / "preprocess.json").write_text(json.dumps(old))
+    (image,) = Predictor(load_bundle(folder), frames=3).predict([str(media["image"])], progress=False)
+    assert (image.threshold_level, image.threshold, image.label) == ("frame", 1 - 1e-9, 0)
 
 
 def test_crop_trained_bundle_takes_crops_as_they_are(bundles: dict[str, Path], media: dict[str, Path],  # noqa: F811

@@ -467,8 +467,8 @@ def promise_export(ws: Workspace, run: Run) -> list[str]:
             problems.append(f"bundle {out}: {name} is not readable by others (0644)")
     if (out / "preprocess.json").is_file():
         pre = json.loads((out / "preprocess.json").read_text())
-        if not pre.get("crop") or set(pre.get("thresholds") or {}) != {"video", "frame"} or "weights" not in pre:
-            problems.append(f"bundle {out}: preprocess.json lacks crop / thresholds.video+frame / weights")
+        if not pre.get("crop") or set(pre.get("thresholds") or {}) != {"video", "frame", "image"} or "weights" not in pre:
+            problems.append(f"bundle {out}: preprocess.json lacks crop / thresholds.video+frame+image / weights")
     return problems
 
 

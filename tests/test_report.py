@@ -189,7 +189,7 @@ def test_malformed_results_json_is_one_line_error(runs, tmp_path: Path, capsys) 
         (lambda r: r.update(schema_version=7), "schema_version 7 is not supported"),
         (lambda r: r["test"]["synthetic_b"]["video"].update(auc="high"), "test.synthetic_b.video: metric(s) ['auc']"),
         (lambda r: r["test"]["synthetic_c"].pop("video") and r["test"]["synthetic_c"].pop("frame"),
-         "neither 'frame' nor 'video'"),
+         "has no 'frame', 'video', 'image' or 'item' metrics"),
     ],
 )
 def test_schema_violations_name_the_file(tmp_path: Path, mutate, message: str) -> None:

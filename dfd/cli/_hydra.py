@@ -237,8 +237,10 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("dfd.unless", lambda value, default, text: "" if str(value) == str(default)
                                         else str(text))
     from dfd.extract.config import register_configs
+    from dfd.sources.audit import register_configs as register_audit
 
     register_configs()  # conf/extract.yaml's `extract:` block: the crop contract's defaults, one home
+    register_audit()  # the `audit:` block of conf/index.yaml and conf/train.yaml
 
 
 # ----------------------------------------------------------------------------------------------- strict configs

@@ -21,7 +21,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("checkpoint", help="a dfd-train checkpoint (.ckpt)")
     p.add_argument("out_dir", help="folder to write the bundle into (created if missing)")
     p.add_argument("--calibrate", choices=METHODS, default="eer",
-                   help="choose the thresholds (video-level for videos, frame-level for single images) on the "
+                   help="choose the thresholds (video-level for videos, image-level for single images) on the "
                         "training dataset's val split: EER point, best accuracy, or none (0.5); default eer")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     return p.parse_args(argv)
@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     files = [f for f in cfg["files"].values() if f]
     print(f"bundle written to {args.out_dir}: {', '.join(files)}, preprocess.json, README.md")
     for level, thr in cfg["thresholds"].items():
-        where = (f" on {thr.get('dataset')} val: {thr['n']} {'videos' if level == 'video' else 'frames'}, "
+        unit = thr.get("on") or ("videos" if level == "video" else "frames")
+        where = (f" on {thr.get('dataset')} val: {thr['n']} {unit}, "
                  f"accuracy {thr['val_accuracy']:.3f}") if "split" in thr else ""
         print(f"{level}-level threshold {thr['value']:.4f} ({thr['method']}{where})")
     print(f"crops: {cfg['crop_source']}; TorchScript matches the checkpoint within {cfg['verify_max_abs_diff']:.1e}")

@@ -1,14 +1,21 @@
-"""``dfd-index``: a dataset's official layout -> its video index (Parquet) and a table of counts."""
+"""``dfd-index``: a dataset's official layout -> its video index (Parquet) and a table of counts.
+
+Every summary ends with the shortcut audit's line (dfd.sources.audit: how well metadata alone tells real from
+fake); ``dfd-index dataset=<name> ... --audit`` (or ``audit.full=true``) adds its per-feature and per-method
+tables. The files' metadata is cached beside the index (``<index>_media.parquet``): a re-run reads no file.
+"""
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+import sys
+
+from omegaconf import DictConfig, OmegaConf
 
 from dfd.cli._hydra import hydra_entry
 
 
 @hydra_entry("index")
-def main(cfg: DictConfig) -> None:
+def _run(cfg: DictConfig) -> None:
     """Index a dataset as downloaded so extraction and training agree on videos, labels and splits."""
     from hydra.utils import instantiate
     from rich.console import Console
@@ -40,4 +47,39 @@ def main(cfg: DictConfig) -> None:
         console.print(f"note: {note}", soft_wrap=True, markup=False)
     for line in [*warnings, *split_class_warnings(df, source.name)]:
         console.print(f"warning: {line}", soft_wrap=True, markup=False)
+    _audit(cfg, source, df, console)
     console.print(f"wrote {len(df)} videos to {cfg.index_path}", soft_wrap=True)
+
+
+def _audit(cfg: DictConfig, source, df, console) -> None:
+    """The shortcut audit's line (a warning above audit.warn_auc), and with --audit its tables."""
+    from dfd.sources.audit import AuditSettings, audit_index, details
+    from dfd.store.probe import cache_path
+
+    settings = AuditSettings.from_mapping(OmegaConf.to_container(cfg.audit, resolve=True))
+    root = source.media_root()
+    if root is None:
+        console.print("shortcut audit: no media folder to read (dataset.root is not set)", soft_wrap=True)
+        return
+    try:
+        res = audit_index(df, root, cache_path(cfg.index_path), settings)
+    except Exception as e:  # the index is written: a failing diagnostic must not turn that into an error
+        console.print(f"warning: shortcut audit failed ({type(e).__name__}: {str(e).strip()[:200]})", soft_wrap=True,
+                      markup=False)
+        return
+    if res is None:
+        return
+    line = res.line(settings.warn_auc)
+    console.print(f"warning: {line}" if res.warns(settings.warn_auc) else line, soft_wrap=True, markup=False)
+    if settings.full and res.n_real and res.n_fake:
+        for row in details(res):
+            console.print(f"  {row}", soft_wrap=True, markup=False)
+
+
+def main() -> object:
+    """Console script: ``--audit`` is accepted as a flag beside Hydra's ``key=value`` overrides."""
+    sys.argv = ["audit.full=true" if a == "--audit" else a for a in sys.argv]
+    return _run()
+
+
+main.__doc__ = _run.__doc__

@@ -18,7 +18,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="dfd-predict",
         description="Detect faces (MTCNN), crop and score them exactly as the training crops were made (the "
                     "bundle's crop contract); one CSV row per file with path, prob_fake, label (0 real, 1 fake), "
-                    "faces, frames, status, reason, threshold, threshold_level (video | frame), inputs.",
+                    "faces, frames, status, reason, threshold, threshold_level (video | image), inputs.",
     )
     p.add_argument("model", help="a bundle folder from dfd-export, or a dfd-train checkpoint (.ckpt)")
     p.add_argument("inputs", nargs="+",
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "no_face", "unreadable")}
     thr = bundle.thresholds
     print(f"{len(results)} files -> {out}: {counts['ok']} ok, {counts['no_face']} without a face, "
-          f"{counts['unreadable']} unreadable (thresholds: videos {thr['video']:.4f}, images {thr['frame']:.4f})")
+          f"{counts['unreadable']} unreadable (thresholds: videos {thr['video']:.4f}, images {thr['image']:.4f})")
     if counts["unreadable"] == len(results):
         first = results[0]
         fail(f"none of the {len(results)} inputs could be read (e.g. {first.path}: {first.reason}); every row of "

@@ -27,8 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run or multirun directories (or results.json files)")
     p.add_argument("--out", type=Path, required=True, help="folder to write the report into (created)")
     p.add_argument("--metric", default="video_auc",
-                   help="matrix metric, <frame|video>_<auc|acc|ap|eer|tpr@fpr1|tpr@fpr5|ece|brier|logloss> "
-                   "(default: video_auc); every metric is in results_long.csv")
+                   help="matrix metric, <frame|video|image|item>_<auc|acc|ap|eer|tpr@fpr1|tpr@fpr5|ece|brier|logloss> "
+                   "(default: video_auc; a test set of still images shows its image level there); every metric is "
+                   "in results_long.csv")
     p.add_argument("--wandb-offline", nargs="+", type=Path, default=[], metavar="DIR",
                    help="W&B folders holding offline-run-*/run-*.wandb logs")
     p.add_argument("--wandb-project", metavar="ENTITY/PROJECT",

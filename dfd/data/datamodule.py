@@ -487,6 +487,8 @@ class DeepfakeDataModule(pl.LightningDataModule):
                 ds.set_epoch(epoch)
 
     def eval_info(self, name: str | None = None) -> dict:
-        """Video names and method names of a test set (or the val set), for per-method results."""
+        """Video names and method names of a test set (or the val set), for per-method results, and which of
+        its items are still images (``image_videos``, per video code: reported at the image level)."""
         ds = self.val_ds if name is None else self.test_ds[name]
-        return {"video_names": ds.arrays.video_names, "method_names": ds.arrays.method_names}
+        return {"video_names": ds.arrays.video_names, "method_names": ds.arrays.method_names,
+                "image_videos": ds.arrays.video_is_image}

@@ -29,7 +29,7 @@ from dfd.data.transforms import Pipeline
 from dfd.errors import DatasetError
 from dfd.faces.contract import sample_indices, uniform_positions
 from dfd.store import cache
-from dfd.store.media import MediaError, read_image
+from dfd.store.media import IMAGE_EXTENSIONS, MediaError, read_image
 from dfd.store.roots import CROP_ROOT_COLUMN, Roots, crop_roots, join
 from dfd.store.schema import SchemaError
 
@@ -107,6 +107,27 @@ def _landmarks(col: pa.Array, where: Path) -> np.ndarray:
     return flat.reshape(-1, 5, 2)
 
 
+# A source file with one of these extensions is a still image (manifests written before the ``kind`` column).
+_IMAGE_PATH = "(" + "|".join(e.replace(".", r"\.") for e in IMAGE_EXTENSIONS) + ")$"
+
+
+def _image_rows(batch: pa.RecordBatch) -> np.ndarray:
+    """Per row: the item is a single still image (``kind == "image"``; without a kind, by the source file's
+    extension, as :func:`dfd.store.schema.item_is_image` decides)."""
+    n = batch.num_rows
+    names = batch.schema.names
+    image, known = np.zeros(n, bool), np.zeros(n, bool)
+    if "kind" in names:
+        kind = batch.column("kind").cast(pa.string())
+        image = pc.fill_null(pc.equal(kind, "image"), False).to_numpy(zero_copy_only=False)
+        known = pc.fill_null(pc.not_equal(kind, ""), False).to_numpy(zero_copy_only=False)
+    if "source_path" in names and not known.all():
+        src = batch.column("source_path").cast(pa.string())
+        by_ext = pc.fill_null(pc.match_substring_regex(src, _IMAGE_PATH, ignore_case=True), False)
+        image = np.where(known, image, by_ext.to_numpy(zero_copy_only=False))
+    return np.asarray(image, bool)
+
+
 def _read_columns(manifest: Path, splits: str | list[str] | None) -> dict:
     """The manifest columns ManifestArrays keeps, as NumPy arrays sorted by (video, frame, track)."""
     pf = pq.ParquetFile(manifest)
@@ -120,9 +141,10 @@ def _read_columns(manifest: Path, splits: str | list[str] | None) -> dict:
     wanted = None if splits is None else pa.array([splits] if isinstance(splits, str) else list(splits),
                                                  pa.string())
     videos, methods, crop_roots = _Codes(), _Codes(), _Codes()
-    frame, track, label, frame_label, paths, lms = [], [], [], [], [], []
+    frame, track, label, frame_label, paths, lms, image = [], [], [], [], [], [], []
     columns = [*_COLUMNS, *(["track"] if has_track else []), *(["frame_label"] if has_frame_label else []),
                *([CROP_ROOT_COLUMN] if has_root else [])]
+    columns += [c for c in ("kind", "source_path") if c in pf.schema_arrow.names]  # which items are images
     # Threads and the dataset API cost tens of MB of arena memory for no gain on a 7-column read.
     for batch in pf.iter_batches(batch_size=_BATCH_ROWS, columns=columns, use_threads=False):
         if wanted is not None:
@@ -141,6 +163,7 @@ def _read_columns(manifest: Path, splits: str | list[str] | None) -> dict:
             frame_label.append(batch.column("frame_label").fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int8))
         paths.append(_as_fixed_bytes(batch.column("crop_path")))
         lms.append(_landmarks(batch.column("landmarks"), manifest))
+        image.append(_image_rows(batch))
         del batch
     del pf
     # Arrow keeps freed batch memory in its allocator; hand it back so RSS is the arrays alone.
@@ -172,6 +195,7 @@ def _read_columns(manifest: Path, splits: str | list[str] | None) -> dict:
         "landmarks": take(lms, np.zeros((0, 5, 2), np.float32)),
         "root_names": [r.decode() for r in root_names],
         "root": None if root_code is None else (root_code if ident else root_code[order]).astype(np.int8),
+        "image": take(image, np.zeros(0, bool)),
     }
 
 
@@ -179,6 +203,8 @@ class ManifestArrays:
     """The columns of one split of a manifest, as flat arrays, sorted by (video, frame, track).
 
     ``track`` tells the faces of one frame apart (``extract.choice=all``); all 0 with one face per frame.
+    ``image`` marks the rows of items that are single still images (index kind ``image``): evaluation reports
+    them at the image level (:attr:`video_is_image` per item).
 
     ``video_names`` are sorted; ``video`` indexes them. The manifest is decoded in batches straight into
     NumPy (no Python object per row), so the memory held is about the arrays themselves: ~90 bytes/frame.
@@ -217,6 +243,7 @@ class ManifestArrays:
             recorded = (cache.manifest_record(self.manifest) or {}).get("roots")
             where = crop_roots(self.manifest, roots, recorded)
             self.crop_dirs = [_root_dir(where, name) for name in cols["root_names"]]
+        self.image: np.ndarray = cols["image"]  # bool: the row's item is a still image, not a video
         # CSR offsets: frames of video v are rows starts[v]:starts[v+1].
         self.starts = np.searchsorted(self.video, np.arange(len(self.video_names) + 1)).astype(np.int64)
 
@@ -249,7 +276,7 @@ class ManifestArrays:
         """Keep these rows (sorted row numbers, or a boolean mask), in place; videos left without a row are
         dropped from ``video_names`` (the codes are renumbered, the order stays sorted)."""
         rows = np.flatnonzero(rows) if rows.dtype == bool else np.asarray(rows, np.int64)
-        for name in ("video", "frame", "track", "label", "method", "paths", "landmarks", "rows"):
+        for name in ("video", "frame", "track", "label", "method", "paths", "landmarks", "rows", "image"):
             setattr(self, name, getattr(self, name)[rows])
         for name in ("frame_label", "_video_label_rows"):
             if getattr(self, name, None) is not None:
@@ -294,6 +321,11 @@ class ManifestArrays:
         return join(base, self.paths[i].decode())
 
     @property
+    def video_is_image(self) -> np.ndarray:
+        """Per item (``video_names`` order): True for a still image, False for a video (or frame sequence)."""
+        return self.image[self.starts[:-1]] if len(self.image) else np.zeros(0, bool)
+
+    @property
     def video_labels(self) -> np.ndarray:
         """Label of each video (the label of its first frame; the video's own label also after
         :meth:`train_on_frame_labels`)."""
@@ -328,6 +360,7 @@ def concat_arrays(parts: list[tuple[str, ManifestArrays]]) -> ManifestArrays:
     out.label = np.concatenate([a.label for _, a in parts])[rows]
     out.landmarks = np.concatenate([a.landmarks for _, a in parts])[rows]
     out.frame_label = None
+    out.image = np.concatenate([a.image for _, a in parts])[rows]
     out.crop_root, out.crop_dirs = None, [out.root]
     out.rows = np.arange(len(out.label), dtype=np.int64)
     out.starts = np.searchsorted(out.video, np.arange(len(out.video_names) + 1)).astype(np.int64)

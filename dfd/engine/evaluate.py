@@ -26,6 +26,7 @@ from dfd.engine.build import (
 )
 from dfd.engine.checks import check_crop_contracts, robustness_plan
 from dfd.engine.hardware import set_threads
+from dfd.engine.metrics import ITEM_WORDS, LEVELS, headline
 from dfd.engine.module import DetectorModule
 from dfd.engine.no_face import NoFaceRule
 from dfd.engine.predictions import no_face_table, video_table
@@ -49,17 +50,20 @@ def test_model(trainer: pl.Trainer, module: DetectorModule, dm: DeepfakeDataModu
     dm.setup("test")
     names = dm.test_names
     srcs = [dm.test_sources[n] for n in names]
+    infos = [dm.eval_info(n) for n in names]
     found = [rule.faces(src, n) for n, src in zip(names, srcs, strict=True)]
     kinds = [method_types(src.manifest_path, "test") if src.manifest_path.is_file() else {} for src in srcs]
-    module.set_test_sets([n + suffix for n in names], [dm.eval_info(n)["method_names"] for n in names], kinds,
-                         [rule.unscored(f, frames=not dm.spec.clip_len) for f in found])
+    module.set_test_sets([n + suffix for n in names], [i["method_names"] for i in infos], kinds,
+                         [rule.unscored(f, frames=not dm.spec.clip_len) for f in found],
+                         [i.get("image_videos") for i in infos])
     trainer.test(module, datamodule=dm, ckpt_path=ckpt_path, verbose=False)
     if tables is not None:
         for n, f in zip(names, found, strict=True):
             ds = dm.test_ds[n]
             frames = None if dm.spec.clip_len else ds.arrays.frame
             tables.append(video_table(n, module.test_predictions[n + suffix], ds.arrays.video_names,
-                                      ds.arrays.method_names, frames, module.video_score))
+                                      ds.arrays.method_names, frames, module.video_score,
+                                      ds.arrays.video_is_image))
             if rule.scores and f is not None and f.videos:
                 tables.append(no_face_table(n, f.videos, rule.score))
     reports = {n: module.test_reports[n + suffix] for n in names}
@@ -151,12 +155,13 @@ def evaluate(cfg: DictConfig) -> dict:
         else:
             perturbed = evaluate_once([perturbation(kind, level)], suffix=f"@{kind}{level:g}")
         for name, rep in perturbed.items():
-            point = {"level": level, "at": plan.at, "frame": rep["frame"], "video": rep["video"]}
-            lost = int(reports[name]["video"].get("n", 0)) - int(rep["video"].get("n", 0))
+            point = {"level": level, "at": plan.at, **{lv: rep[lv] for lv in LEVELS if lv in rep}}
+            top = headline(reports[name])  # videos, images, or both
+            lost = int(reports[name][top].get("n", 0)) - int(rep.get(top, {}).get("n", 0))
             if plan.at == "frame" and lost > 0:
                 point["videos_lost"] = lost
                 notes.append(f"robustness {kind} {level:g} (at=frame) on '{name}': {lost} of "
-                             f"{reports[name]['video'].get('n')} test videos kept no face and are not scored")
+                             f"{reports[name][top].get('n')} test {ITEM_WORDS[top]} kept no face and are not scored")
             robustness.setdefault(name, {}).setdefault(kind, []).append(point)
     overrides = provenance.task_overrides()
     if no_face.scores:  # an evaluation-time choice that changes every number: report rows must not merge it

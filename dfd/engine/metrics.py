@@ -21,6 +21,13 @@ precision: a sigmoid evaluated in bf16 rounds every logit above ~6 to exactly 1.
 
 Uncertainty: video-level AUC carries a 95 % percentile-bootstrap interval over videos (``bootstrap_auc_ci``),
 resampled within each class; the settings and the small-sample thresholds live here, once.
+
+Images are items of their own (index kind ``image``), never one-frame videos. A set of still images reports the
+``image`` level only (an image's score: its faces by the frame step of the video-score rule; the interval over
+images); a set holding both reports ``frame``/``video`` over its videos, ``image`` over its images and ``item``
+over every item (each video's and each image's score: the set as a whole). Every report names its ``unit``
+(video | image | mixed) and its ``headline`` level (video | image | item), the one a single number stands for:
+selection, the console table, the report's matrix where a set lacks the asked level (:data:`UNIT_HEADLINE`).
 """
 
 from __future__ import annotations
@@ -62,6 +69,16 @@ TPR_AT_FPR = {"tpr@fpr1": 0.01, "tpr@fpr5": 0.05}
 ECE_BINS = 15
 #: Every scalar a level (frame, video) reports, in the order loggers and tables list them.
 SCALARS = ("auc", "acc", "ap", "eer", *TPR_AT_FPR, "ece", "brier", "logloss")
+#: Every level a report can hold, and the headline level of each unit of evaluation (see the module docstring).
+LEVELS = ("frame", "video", "image", "item")
+UNIT_HEADLINE = {"video": "video", "image": "image", "mixed": "item"}
+#: What one scored item of a level is, in words (console table, notes).
+ITEM_WORDS = {"frame": "frames", "video": "videos", "image": "images", "item": "items"}
+
+
+def headline(report: dict) -> str:
+    """The level a report's one number stands for (reports written before units: ``video``)."""
+    return str(report.get("headline") or "video")
 
 
 def probabilities(logits: torch.Tensor) -> torch.Tensor:
@@ -259,9 +276,77 @@ def bootstrap_auc_ci(prob: np.ndarray | torch.Tensor, target: np.ndarray | torch
 def detection_report(prob: torch.Tensor, target: torch.Tensor, video: torch.Tensor, method: torch.Tensor,
                      method_names: Sequence[str] | None = None, ci: bool = False, frame: torch.Tensor | None = None,
                      track: torch.Tensor | None = None, video_score: str = DEFAULT_VIDEO_SCORE,
-                     method_types: Mapping[str, str] | None = None, unscored: Unscored | None = None) -> dict:
+                     method_types: Mapping[str, str] | None = None, unscored: Unscored | None = None,
+                     image_videos: np.ndarray | torch.Tensor | None = None) -> dict:
+    """Metrics, ROC curves and breakdowns of one evaluation set, at the levels its items have.
+
+    ``image_videos``: per video code, whether that item is a still image (None: all videos). Videos only: the
+    ``frame`` and ``video`` levels (unit ``video``); images only: the ``image`` level (unit ``image``); both:
+    ``frame``/``video`` over the videos, ``image`` over the images, ``item`` over all (unit ``mixed``). Other
+    arguments as :func:`_video_report`, which computes each part; in a mixed set the items without a face
+    (``unscored``) count at the ``item`` level only (the counts do not say which were images).
+    """
+    args = (method_names, ci)
+    kw = {"video_score": video_score, "method_types": method_types}
+    is_img = (torch.as_tensor(np.asarray(image_videos, bool))[video.long()] if image_videos is not None and len(video)
+              else torch.zeros(len(video), dtype=torch.bool))
+    if not bool(is_img.any()):
+        return {"unit": "video", "headline": "video",
+                **_video_report(prob, target, video, method, *args, frame=frame, track=track, unscored=unscored,
+                                **kw)}
+
+    def part(rows: torch.Tensor, faceless: Unscored | None = None) -> dict:
+        return _video_report(prob[rows], target[rows], video[rows], method[rows], *args,
+                             frame=None if frame is None else frame[rows], track=None if track is None else track[rows],
+                             unscored=faceless, **kw)
+
+    # An image is a one-frame item: its "video" score is the image's score (its faces by the rule's frame step).
+    images = _relevel(part(is_img, unscored if bool(is_img.all()) else None), "image")
+    if bool(is_img.all()):
+        return {"unit": "image", "headline": "image", **images}
+    videos = part(~is_img)
+    items = _relevel(_video_report(prob, target, video, method, *args, frame=frame, track=track, unscored=unscored,
+                                   **kw), "item")
+    out: dict = {"unit": "mixed", "headline": "item", "frame": videos["frame"], "video": videos["video"],
+                 "image": images["image"], "item": items["item"],
+                 **{curve: {**videos.get(curve, {}), **images.get(curve, {}), **items.get(curve, {})}
+                    for curve in _CURVES}}
+    for rep in (videos, images, items):
+        for key, section in rep.items():
+            if key in LEVELS or key in _CURVES or not isinstance(section, dict):
+                continue
+            merged = out.setdefault(key, {})
+            for name, levels in section.items():
+                merged.setdefault(name, {}).update(levels)
+    return out
+
+
+#: Per-level curves of a report (not breakdowns by method): ROC points and reliability bins.
+_CURVES = ("roc", "calibration")
+
+
+def _relevel(report: dict, level: str) -> dict:
+    """A report of one-frame items (``_video_report``'s ``video`` level) as the ``level`` level alone: its
+    ``frame`` level would repeat the same scores (plus the crop count when items have several faces)."""
+    out: dict = {level: dict(report["video"])}
+    if "crops" in report["frame"]:
+        out[level]["crops"] = report["frame"]["crops"]
+    for curve in _CURVES:
+        if "video" in report.get(curve, {}):
+            out[curve] = {level: report[curve]["video"]}
+    for key, section in report.items():
+        if key in LEVELS or key in _CURVES or not isinstance(section, dict):
+            continue
+        out[key] = {name: {level: levels["video"]} for name, levels in section.items() if "video" in levels}
+    return out
+
+
+def _video_report(prob: torch.Tensor, target: torch.Tensor, video: torch.Tensor, method: torch.Tensor,
+                  method_names: Sequence[str] | None = None, ci: bool = False, frame: torch.Tensor | None = None,
+                  track: torch.Tensor | None = None, video_score: str = DEFAULT_VIDEO_SCORE,
+                  method_types: Mapping[str, str] | None = None, unscored: Unscored | None = None) -> dict:
     """Frame and video metrics, ROC curves, reliability bins and the per-method (and per kind of fake) breakdowns
-    of one evaluation set.
+    of one evaluation set (of videos, or of one-frame items).
 
     ``frame``/``track`` (per crop) and ``video_score`` (the rule) decide the frame and video scores (see
     dfd.engine.video_score); without them every crop is a frame. ``ci``: add the video AUC's bootstrap interval
@@ -340,6 +425,7 @@ class DetectionMetrics(Metric):
         self.method_names: Sequence[str] | None = None
         self.method_types: Mapping[str, str] | None = None  # method name -> kind of fake (per_method_type)
         self.unscored: Unscored | None = None  # test items without a face, counted at a score (eval.no_face)
+        self.image_videos: np.ndarray | None = None  # per video code: a still image (image-level metrics)
         self.ci = bool(ci)
         self.video_score = check_video_score(video_score)
         self.predictions: dict[str, torch.Tensor] | None = None
@@ -377,13 +463,14 @@ class DetectionMetrics(Metric):
         self.predictions = g
         return detection_report(g["prob"], g["target"], g["video"], g["method"], self.method_names, ci=self.ci,
                                 frame=g["frame"], track=g["track"], video_score=self.video_score,
-                                method_types=self.method_types, unscored=self.unscored)
+                                method_types=self.method_types, unscored=self.unscored,
+                                image_videos=self.image_videos)
 
 
 def flat_metrics(report: dict, prefix: str) -> dict[str, float]:
     """``{prefix}/frame_auc``-style scalars for loggers (counts and curves left out; CI bounds when present)."""
     out = {}
-    for level in ("frame", "video"):
+    for level in (lv for lv in LEVELS if lv in report):
         for k in (*SCALARS, "auc_lo", "auc_hi"):
             if k in report[level]:
                 out[f"{prefix}/{level}_{k}"] = float(report[level][k])
@@ -391,18 +478,21 @@ def flat_metrics(report: dict, prefix: str) -> dict[str, float]:
 
 
 def small_sample_notes(name: str, report: dict) -> list[str]:
-    """One-line warnings for an evaluation set too small for its numbers to be trusted to the second decimal."""
-    v = report.get("video") or {}
+    """One-line warnings for an evaluation set too small for its numbers to be trusted to the second decimal
+    (counted at its headline level: videos, images, or every item of a mixed set)."""
+    level = headline(report)
+    v = report.get(level) or {}
+    what = ITEM_WORDS.get(level, "videos")
     n_real, n_fake = int(v.get("n_real") or 0), int(v.get("n_fake") or 0)
     if min(n_real, n_fake) >= MIN_VIDEOS_PER_CLASS:
         return []
     if min(n_real, n_fake) == 0:
         missing = "real" if n_real == 0 else "fake"
-        return [f"test set '{name}' has {n_real} real / {n_fake} fake videos (no {missing}): AUC, AP and EER are "
+        return [f"test set '{name}' has {n_real} real / {n_fake} fake {what} (no {missing}): AUC, AP and EER are "
                 "undefined (n/a) and only ACC is reported; test on a split holding both classes"]
     ci = ""
     if v.get("auc_lo") is not None and v.get("auc_lo") == v.get("auc_lo"):
-        ci = f" (video AUC 95% CI [{v['auc_lo']:.3f}, {v['auc_hi']:.3f}])"
-    return [f"test set '{name}' has {n_real} real / {n_fake} fake videos, fewer than {MIN_VIDEOS_PER_CLASS} per "
-            f"class: its metrics are noisy{ci}; test on more videos (the dataset's test split) for numbers to "
+        ci = f" ({level} AUC 95% CI [{v['auc_lo']:.3f}, {v['auc_hi']:.3f}])"
+    return [f"test set '{name}' has {n_real} real / {n_fake} fake {what}, fewer than {MIN_VIDEOS_PER_CLASS} per "
+            f"class: its metrics are noisy{ci}; test on more {what} (the dataset's test split) for numbers to "
             "compare (threshold: dfd.engine.metrics.MIN_VIDEOS_PER_CLASS)"]

@@ -20,7 +20,7 @@ from torch import nn
 from dfd import __version__
 from dfd.data.bad_crops import empty
 from dfd.engine.losses import DetectionLoss
-from dfd.engine.metrics import DetectionMetrics, Unscored, flat_metrics, probabilities
+from dfd.engine.metrics import DetectionMetrics, Unscored, flat_metrics, headline, probabilities
 from dfd.engine.optim import build_optimizer, lr_factor, need, warmup_cosine  # noqa: F401  (warmup_cosine: public)
 from dfd.engine.video_score import check_video_score
 
@@ -170,6 +170,12 @@ class DetectorModule(pl.LightningModule):
         self.val_metrics.update(probabilities(logits), batch["label"], batch["video"], batch["index"], batch["method"],
                                 batch.get("frame"), batch.get("track"))
 
+    def on_validation_epoch_start(self) -> None:
+        # Which validation items are still images (image-level metrics), as the test sets are told.
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and hasattr(dm, "eval_info") and getattr(dm, "val_ds", None) is not None:
+            self.val_metrics.image_videos = dm.eval_info().get("image_videos")
+
     def on_validation_epoch_end(self) -> None:
         report = self.val_metrics.compute()
         self.val_metrics.reset()
@@ -177,15 +183,19 @@ class DetectorModule(pl.LightningModule):
         metrics = flat_metrics(report, "val")
         # Checkpoint selection must never see NaN (a one-class validation split): treat it as the worst score.
         metrics = {k: (v if not math.isnan(v) else (1.0 if k.endswith("eer") else 0.0)) for k, v in metrics.items()}
-        # Checkpoint criterion: video AUC, ties (common on easy data: AUC 1.0 from epoch 0) broken by the lower
-        # log loss, i.e. the better-calibrated epoch. 1e-3 x loss is below any AUC difference that matters.
-        # With one class in validation AUC is 0 every epoch, so the lowest log loss decides.
-        metrics[SELECT_KEY] = metrics["val/video_auc"] - 1e-3 * min(metrics["val/frame_logloss"], 10.0)
+        # Checkpoint criterion: AUC at the validation set's headline level (videos: video AUC; images: image AUC;
+        # both: every item's), ties (common on easy data: AUC 1.0 from epoch 0) broken by the lower log loss
+        # (videos: per frame, as always; otherwise the headline level's), i.e. the better-calibrated epoch.
+        # 1e-3 x loss is below any AUC difference that matters. With one class in validation AUC is 0 every
+        # epoch, so the lowest log loss decides.
+        level = headline(report)
+        loss = metrics["val/frame_logloss" if level == "video" else f"val/{level}_logloss"]
+        metrics[SELECT_KEY] = metrics[f"val/{level}_auc"] - 1e-3 * min(loss, 10.0)
         if self._fitting():
             self._record_epoch(metrics)
-        auc = metrics.pop("val/video_auc")
+        auc = metrics.pop(f"val/{level}_auc")
         self.log_dict(metrics, prog_bar=False)
-        self.log("val/video_auc", auc, prog_bar=True)
+        self.log(f"val/{level}_auc", auc, prog_bar=True)
 
     def _fitting(self) -> bool:
         trainer = self._trainer
@@ -200,9 +210,11 @@ class DetectorModule(pl.LightningModule):
     # ------------------------------------------------------------------------------------------- testing
     def set_test_sets(self, names: Sequence[str], method_names: Sequence[Sequence[str]] | None = None,
                       method_types: Sequence[Mapping[str, str] | None] | None = None,
-                      unscored: Sequence[Unscored | None] | None = None) -> None:
+                      unscored: Sequence[Unscored | None] | None = None,
+                      image_videos: Sequence | None = None) -> None:
         """Declare the test dataloaders (in order) before ``trainer.test``; per test set optionally its kinds of
-        fake (method -> method_type) and its items without a face to count at a score (``eval.no_face=score``)."""
+        fake (method -> method_type), its items without a face to count at a score (``eval.no_face=score``) and
+        which of its items (video codes) are still images (reported at the image level)."""
         self.test_names = list(names)
         self.test_metrics = nn.ModuleList([DetectionMetrics(ci=True, video_score=self.video_score)
                                            for _ in names]).to(self.device)
@@ -210,6 +222,7 @@ class DetectorModule(pl.LightningModule):
             m.method_names = list(method_names[i]) if method_names else None
             m.method_types = method_types[i] if method_types else None
             m.unscored = unscored[i] if unscored else None
+            m.image_videos = image_videos[i] if image_videos else None
         self.test_reports = {}
         self.test_predictions = {}
 

@@ -13,10 +13,12 @@ One row per (test set, video)::
     frame_probs   list<f32>  the crop (clip) probabilities, in (frame, track) order
     frame_index   list<i32>  the crops' frame numbers in the video (empty for clip models)
     frame_track   list<i16>  the crops' face ids (track, 0 = main face; all 0 with one face per frame)
+    kind          str        ``video`` or ``image`` (a still image: ``prob_fake`` is the image's score, the one
+                             results.json's image level uses; a mixed set's item level uses every row)
 
 The rows come from the metric's gathered state (every process's predictions, each dataset row once), so the
 file is the same on 1 or N GPUs, and ``dfd.engine.video_score.score`` on its lists gives ``prob_fake``, which
-reproduces results.json's video AUC exactly.
+reproduces results.json's video AUC exactly (image AUC on the ``image`` rows; a mixed set's item AUC on all).
 """
 
 from __future__ import annotations
@@ -35,17 +37,18 @@ from dfd.engine.video_score import DEFAULT_VIDEO_SCORE
 
 PREDICTIONS_FILE = "predictions.parquet"
 COLUMNS = ["test_set", "video_id", "label", "method", "frames", "prob_fake", "frame_probs", "frame_index",
-           "frame_track"]
+           "frame_track", "kind"]
 
 
 def video_table(name: str, rows: Mapping[str, torch.Tensor], video_names: np.ndarray, method_names: list[str],
-                frame_numbers: np.ndarray | None = None, video_score: str = DEFAULT_VIDEO_SCORE) -> pd.DataFrame:
+                frame_numbers: np.ndarray | None = None, video_score: str = DEFAULT_VIDEO_SCORE,
+                image_videos: np.ndarray | None = None) -> pd.DataFrame:
     """Per-video rows of one test set from its gathered predictions (see the module docstring).
 
     ``rows``: the metric's gathered ``index, prob, target, video, method`` (+ ``frame, track``), in row order;
     ``video_names`` and ``method_names``: the dataset's code tables; ``frame_numbers``: the manifest frame number
     of each dataset row (frame models), None for clip models (a row is a whole video there); ``video_score``:
-    the rule the metrics used.
+    the rule the metrics used; ``image_videos``: per video code, whether the item is a still image.
     """
     prob, target, video, method = rows["prob"], rows["target"], rows["video"], rows["method"]
     if len(prob) == 0:
@@ -78,13 +81,15 @@ def video_table(name: str, rows: Mapping[str, torch.Tensor], video_names: np.nda
         "frame_probs": frame_probs,
         "frame_index": frame_index,
         "frame_track": frame_track,
+        "kind": np.where(np.asarray(image_videos, bool)[vids.numpy()], "image", "video")
+        if image_videos is not None else "video",
     }, columns=COLUMNS)
 
 
 _SCHEMA = pa.schema([
     ("test_set", pa.string()), ("video_id", pa.string()), ("label", pa.int8()), ("method", pa.string()),
     ("frames", pa.int32()), ("prob_fake", pa.float64()), ("frame_probs", pa.list_(pa.float32())),
-    ("frame_index", pa.list_(pa.int32())), ("frame_track", pa.list_(pa.int16())),
+    ("frame_index", pa.list_(pa.int32())), ("frame_track", pa.list_(pa.int16())), ("kind", pa.string()),
 ])
 
 

@@ -12,18 +12,21 @@ directory. Schema (``schema_version`` 1)::
                    "history": [{"epoch", "step", "value", <val metrics>}]},        # dfd-train
      "invocation": {"command", "overrides": [as typed], "multirun_job", "sweep": {"id", "run_id", "parameters"}},
      "config": {resolved config},                  # dfd-train; dfd-eval: its "eval" block (the no-face rule)
-     "val": {"frame": {...}, "video": {...}},
+     "val": {"unit", "headline", "frame": {...}, "video": {...}},    # the levels of its unit, as a test entry
      "test": {<name>: {"in_domain": bool,
+                       "unit": "video" | "image" | "mixed",       # what its items are (dfd.engine.metrics)
+                       "headline": "video" | "image" | "item",    # the level one number stands for
                        "frame": {auc, acc, ap, eer, tpr@fpr1, tpr@fpr5, ece, brier, logloss, n, n_real, n_fake},
-                       "video": {..., auc_lo, auc_hi},
-                       "per_method": {<method>: {"frame": {...}, "video": {...}}},
-                       "per_method_type": {<kind of fake>: {"frame": {...}, "video": {...}}},  # reals + its fakes
+                       "video": {..., auc_lo, auc_hi},            # videos: the video score
+                       "image": {..., auc_lo, auc_hi},            # still images (no frame/video level for them)
+                       "item": {..., auc_lo, auc_hi},             # mixed sets only: every video and image
+                       "per_method": {<method>: {<level>: {...}}},
+                       "per_method_type": {<kind of fake>: {<level>: {...}}},  # reals + its fakes
                        "no_face": {"rule": "drop" | "score", "score", "videos": {"real", "fake"},
                                    "frames": {"real", "fake"}, "unreadable_videos": {"real", "fake"}},
-                       "roc": {"frame": {"fpr": [...], "tpr": [...]}, "video": {...}},
-                       "calibration": {"frame": {"bins", "count": [...], "mean_prob": [...],
-                                                 "frac_fake": [...]}, "video": {...}}}},
-     "robustness": {<name>: {<perturbation>: [{"level": x, "at": "crop" | "frame", "frame": {...}, "video": {...},
+                       "roc": {<level>: {"fpr": [...], "tpr": [...]}},
+                       "calibration": {<level>: {"bins", "count": [...], "mean_prob": [...], "frac_fake": [...]}}}},
+     "robustness": {<name>: {<perturbation>: [{"level": x, "at": "crop" | "frame", <level>: {...},
                                                "videos_lost": n}]}},   # videos_lost: at=frame, faces lost
      "bootstrap": {how auc_lo/auc_hi were computed}, "notes": [one-line warnings, skipped optional test sets],
      "video_score": {"rule", "description"},       # how crops made frame and video scores (dfd.engine.video_score)
@@ -42,6 +45,9 @@ from datetime import datetime
 from pathlib import Path
 
 SCHEMA_VERSION = 1
+#: The metric levels of a test entry (dfd.engine.metrics: ``frame``/``video`` for videos, ``image`` for still
+#: images, ``item`` for every item of a set holding both).
+LEVELS = ("frame", "video", "image", "item")
 
 
 def _clean(obj):
@@ -69,7 +75,7 @@ def make_results(kind: str, run_dir: str | Path, train: dict, test: dict, val: d
         "created": datetime.now().isoformat(timespec="seconds"),
         "train": train,
         "checkpoint": checkpoint,
-        "val": {k: val[k] for k in ("frame", "video")} if val else None,
+        "val": {k: v for k, v in val.items() if k in (*LEVELS, "unit", "headline")} if val else None,
         "test": tests,
         **extra,
     }

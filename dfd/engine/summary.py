@@ -27,6 +27,8 @@ from dfd.engine.metrics import (
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
     ECE_BINS,
+    ITEM_WORDS,
+    headline,
     small_sample_notes,
 )
 from dfd.engine.module import SELECT_KEY, DetectorModule
@@ -44,16 +46,22 @@ def wandb_loggers(trainer: pl.Trainer) -> list:
 
 
 def save_roc_figure(reports: Mapping[str, dict], path: Path) -> Path | None:
-    """One figure: frame- and video-level ROC curves of every test set (None when no test set has a curve)."""
+    """One figure: frame-level ROC curves (sets of videos) and each test set's headline-level curve (video,
+    image, or every item of a mixed set) of every test set (None when no test set has a curve)."""
     fig = figure(11, 4.8)
     drawn = False
-    for ax, level in zip(fig.subplots(1, 2), ("frame", "video"), strict=True):
+    for ax, panel in zip(fig.subplots(1, 2), ("frame", "headline"), strict=True):
+        levels = set()
         for name, rep in reports.items():
+            level = headline(rep) if panel == "headline" else "frame"
             roc = rep.get("roc", {}).get(level)
             if roc:
-                plot_roc(ax, roc["fpr"], roc["tpr"], f"{name} (AUC {rep[level]['auc']:.3f})")
+                label = f"{name} (AUC {rep[level]['auc']:.3f})" if panel == "frame" or level == "video" else (
+                    f"{name} ({level} AUC {rep[level]['auc']:.3f})")
+                plot_roc(ax, roc["fpr"], roc["tpr"], label)
                 drawn = True
-        finish_roc_axes(ax, f"{level}-level ROC")
+                levels.add(level)
+        finish_roc_axes(ax, f"{'/'.join(sorted(levels)) or ('frame' if panel == 'frame' else 'video')}-level ROC")
     if drawn:
         fig.savefig(path)
     return path if drawn else None
@@ -88,7 +96,8 @@ def _fmt(v: float | None, digits: int = 4) -> str:
 
 
 def auc_with_ci(video: Mapping) -> str:
-    """``0.9412 [0.901, 0.972]``: the video AUC and its bootstrap interval (n/a where undefined)."""
+    """``0.9412 [0.901, 0.972]``: an AUC (video, image or item level) and its bootstrap interval (n/a where
+    undefined)."""
     text = _fmt(video.get("auc"))
     lo, hi = video.get("auc_lo"), video.get("auc_hi")
     if text != "n/a" and lo is not None and lo == lo:
@@ -97,22 +106,25 @@ def auc_with_ci(video: Mapping) -> str:
 
 
 def print_table(reports: Mapping[str, dict], title: str) -> None:
-    """A rich table of test metrics, one row per test set (video AUC with its 95 % bootstrap interval; TPR at 1 %
-    and 5 % FPR, ECE and Brier at video level)."""
+    """A rich table of test metrics, one row per test set at its headline level (``level``: video for videos,
+    image for still images, item for sets holding both): AUC with its 95 % bootstrap interval, TPR at 1 % and
+    5 % FPR, ECE and Brier; frames and frame AUC are those of the set's videos."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, caption=f"[ ]: {BOOTSTRAP_LEVEL:.0%} bootstrap interval over videos; "
-                  f"ACC at threshold {ACC_THRESHOLD}; TPR@FPR, ECE ({ECE_BINS} bins), Brier: video level",
+    levels = [headline(r) for r in reports.values()]
+    over = " / ".join(ITEM_WORDS[lv] for lv in dict.fromkeys(levels)) or "videos"
+    table = Table(title=title, caption=f"[ ]: {BOOTSTRAP_LEVEL:.0%} bootstrap interval over {over}; "
+                  f"ACC at threshold {ACC_THRESHOLD}; TPR@FPR, ECE ({ECE_BINS} bins), Brier: at the row's level",
                   caption_justify="left")
-    for col in ("test set", "real/fake videos", "frames", "frame AUC", "video AUC [95% CI]", "video ACC",
-                "video AP", "video EER", "TPR@FPR 1%", "TPR@FPR 5%", "ECE", "Brier"):
-        table.add_column(col, justify="right" if col != "test set" else "left")
-    for name, r in reports.items():
-        v = r["video"]
-        table.add_row(name, f"{v['n_real']}/{v['n_fake']}", str(r["frame"]["n"]), _fmt(r["frame"]["auc"]),
-                      auc_with_ci(v), _fmt(v["acc"]), _fmt(v["ap"]), _fmt(v["eer"]), _fmt(v.get("tpr@fpr1")),
-                      _fmt(v.get("tpr@fpr5")), _fmt(v.get("ece")), _fmt(v.get("brier")))
+    for col in ("test set", "level", "real/fake", "frames", "frame AUC", "AUC [95% CI]", "ACC", "AP", "EER",
+                "TPR@FPR 1%", "TPR@FPR 5%", "ECE", "Brier"):
+        table.add_column(col, justify="right" if col not in ("test set", "level") else "left")
+    for (name, r), level in zip(reports.items(), levels, strict=True):
+        v, f = r[level], r.get("frame") or {}
+        table.add_row(name, level, f"{v['n_real']}/{v['n_fake']}", str(f["n"]) if f else "-",
+                      _fmt(f.get("auc")) if f else "-", auc_with_ci(v), _fmt(v["acc"]), _fmt(v["ap"]), _fmt(v["eer"]),
+                      _fmt(v.get("tpr@fpr1")), _fmt(v.get("tpr@fpr5")), _fmt(v.get("ece")), _fmt(v.get("brier")))
     Console(width=max(Console().width, 150)).print(table)
     blocks = {name: r["no_face"] for name, r in reports.items() if r.get("no_face")}
     faceless = [f"{name}: {_faces(b)}" for name, b in blocks.items()
@@ -151,15 +163,16 @@ def print_robustness(reports: Mapping[str, dict], robustness: Mapping[str, dict]
         table.add_column(col, justify="left" if col in ("test set", "perturbation") else "right")
     for name, kinds in robustness.items():
         rep = reports.get(name) or {}
-        clean = rep.get("video", {}).get("auc")
-        table.add_row(name, "none (clean)", "", _fmt(clean), "", _fmt(rep.get("video", {}).get("acc")),
+        top = headline(rep) if rep else "video"  # a set of still images: its image level
+        clean = rep.get(top, {}).get("auc")
+        table.add_row(name, "none (clean)", "", _fmt(clean), "", _fmt(rep.get(top, {}).get("acc")),
                       _fmt(rep.get("frame", {}).get("auc")))
         for kind, points in kinds.items():
             for point in points:
-                auc = point["video"].get("auc")
+                auc = point.get(top, {}).get("auc")
                 change = f"{auc - clean:+.4f}" if _defined(auc) and _defined(clean) else "n/a"
-                table.add_row("", kind, f"{point['level']:g}", _fmt(auc), change, _fmt(point["video"].get("acc")),
-                              _fmt(point["frame"].get("auc")))
+                table.add_row("", kind, f"{point['level']:g}", _fmt(auc), change, _fmt(point.get(top, {}).get("acc")),
+                              _fmt(point.get("frame", {}).get("auc")))
         table.add_section()
     Console(width=max(Console().width, 120)).print(table)
 
@@ -169,14 +182,14 @@ def _defined(x: object) -> bool:
 
 
 def acc_note(reports: Mapping[str, dict]) -> str | None:
-    """The note that ACC is off, only where it is: video ACC at the fixed threshold more than ``ACC_NOTE_MARGIN``
-    below 1 - EER (what the EER threshold reaches on the same videos; dfd.engine.metrics)."""
-    low = [f"{name} {r['video']['acc']:.3f} vs {1 - r['video']['eer']:.3f}" for name, r in reports.items()
-           if _defined(r["video"].get("acc")) and _defined(r["video"].get("eer"))
-           and r["video"]["acc"] < 1 - r["video"]["eer"] - ACC_NOTE_MARGIN]
+    """The note that ACC is off, only where it is: ACC at the fixed threshold (the set's headline level) more than
+    ``ACC_NOTE_MARGIN`` below 1 - EER (what the EER threshold reaches on the same items; dfd.engine.metrics)."""
+    heads = {name: r[headline(r)] for name, r in reports.items()}  # video, image or item level
+    low = [f"{name} {v['acc']:.3f} vs {1 - v['eer']:.3f}" for name, v in heads.items()
+           if _defined(v.get("acc")) and _defined(v.get("eer")) and v["acc"] < 1 - v["eer"] - ACC_NOTE_MARGIN]
     if not low:
         return None
-    return (f"video ACC at the fixed threshold {ACC_THRESHOLD} is well below the 1 - EER its EER threshold reaches "
+    return (f"ACC at the fixed threshold {ACC_THRESHOLD} is well below the 1 - EER its EER threshold reaches "
             f"({'; '.join(low)}): the ranking (AUC) is better than ACC says, the threshold is off; compare AUC, or "
             "choose the thresholds on validation with `dfd-export <ckpt> <bundle> --calibrate eer`")
 
@@ -192,7 +205,10 @@ def bootstrap_method() -> dict:
     """How results.json's ``video.auc_lo`` / ``auc_hi`` were computed."""
     return {"metric": "video auc", "method": "percentile bootstrap", "resamples": BOOTSTRAP_RESAMPLES,
             "level": BOOTSTRAP_LEVEL, "resample": "videos, within each class (class counts fixed)",
-            "seed": BOOTSTRAP_SEED}
+            "seed": BOOTSTRAP_SEED,
+            # Sets of still images: the same interval of the image AUC over images; sets of both: of the item
+            # AUC over every item, and of the video and image AUCs over their own items.
+            "levels": {"video": "videos", "image": "images", "item": "every video and image of a mixed set"}}
 
 
 def finish_run(trainer: pl.Trainer, results: dict, run_dir: Path, title: str, tables: list | None = None) -> None:
@@ -249,8 +265,10 @@ def selection_record(module: DetectorModule, trainer: pl.Trainer, split: str) ->
     record = {"split": split, "monitor": monitor, "mode": mode, "checkpoint": best, "epoch": None, "step": None,
               "value": None, "history": history}
     if monitor == SELECT_KEY:
-        record["criterion"] = ("video AUC on the validation split; ties broken by the lower frame log loss "
-                               "(val/select = val/video_auc - 0.001 * min(val/frame_logloss, 10))")
+        level = headline(module.val_report or {})
+        loss = "frame" if level == "video" else level
+        record["criterion"] = (f"{level} AUC on the validation split; ties broken by the lower {loss} log loss "
+                               f"(val/select = val/{level}_auc - 0.001 * min(val/{loss}_logloss, 10))")
     if best:
         ckpt = torch.load(best, map_location="cpu", weights_only=True, mmap=True)
         record.update(epoch=int(ckpt["epoch"]), step=int(ckpt["global_step"]))

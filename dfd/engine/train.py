@@ -127,6 +127,7 @@ def train(cfg: DictConfig) -> dict:
     notes += check_crop_contracts(contract, {n: s for n, (s, _) in mix.items()}, "training mix set", against, policy)
     notes += check_crop_contracts(contract, tests, "test set", against, policy)
     notes = [*skipped, *notes]
+    audit = mix_audit(cfg, train_src, mix, notes)
 
     run_id = None
     if cfg.get("ckpt_path"):
@@ -186,11 +187,42 @@ def train(cfg: DictConfig) -> dict:
         invocation=provenance.invocation("dfd-train", overrides, sweep), config=resolved, notes=notes,
         weights=module.model.weights_source, video_score=video_score_record(module.video_score), run_id=module.run_id,
         **({"features": store_record} if store_record else {}),
+        **({"audit": audit} if audit else {}),
     )
     finish_run(trainer, results, run_dir, f"test metrics ({name})", tables)
     if best and trainer.is_global_zero:
         log.info("checkpoint: %s (selected on %s val; dfd-eval and dfd-export take it)", best, train_src.name)
     return results
+
+
+def mix_audit(cfg: DictConfig, train_src, mix: dict, notes: list[str]) -> dict | None:
+    """The shortcut audit of a training mix (``train_mix`` with ``audit.mix``), once, on the first process:
+    logged, its warnings appended to ``notes``; results.json's ``audit`` record (None without a mix)."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    from dfd.sources.audit import AuditSettings, audit_mix, mix_lines
+
+    settings = AuditSettings.from_mapping(OmegaConf.to_container(cfg.audit, resolve=True) if cfg.get("audit") else {})
+    if not mix or not settings.mix or settings.max_files <= 0 or rank_zero_only.rank != 0:
+        return None
+    sources = {train_src.name: train_src, **{name: src for name, (src, _) in mix.items()}}
+    try:
+        result = audit_mix(sources, settings)
+    except Exception as e:  # a diagnostic must never cost the run it diagnoses
+        line = f"shortcut audit of the training mix failed ({type(e).__name__}: {str(e).strip()[:200]}); training goes on"
+        log.warning("%s", line)
+        notes.append(line)
+        return None
+    info, warn = mix_lines(result, settings.warn_auc)
+    for line in info:
+        log.info("%s", line)
+    for line in warn:
+        log.warning("%s", line)
+    notes += warn
+    record = {"warn_auc": settings.warn_auc, "split": "train", "seconds": round(result["seconds"], 3),
+              "mix": result["mix"].to_dict() if result["mix"] is not None else None,
+              "pairs": result["pairs"], "skipped": result["skipped"]}
+    return record
 
 
 # ----------------------------------------------------------------------------------------------- eval

@@ -138,6 +138,7 @@ def assemble(index: pd.DataFrame, cache_dir: Path, record: dict[str, Any]) -> Ex
             for c in ("frame", "crop_path", "bbox", "landmarks", "score"):
                 cols[c].append(r[c])
             cols["track"].append(int(r.get("track", 0)))  # parts written before tracks: one face per frame
+            cols["kind"].append(row["kind"])  # images are reported at the image level, never as videos
             if partial:  # a frame outside the video's fake segments is real (dfd.faces.contract.segment_labels)
                 cols["frame_label"].append(int(r.get("frame_label", row["label"])))
             for c in ("video_id", "label", "split", "method", "identity"):

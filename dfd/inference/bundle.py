@@ -9,8 +9,8 @@ A bundle is a folder::
     preprocess.json        everything needed to turn a video or image into the model's input: the input spec,
                            the crop contract the training crops were made with (dfd.faces.contract), the
                            video-score rule (``video_score``: how a video's face probabilities make its
-                           probability, dfd.engine.video_score) and two thresholds (video-level for videos,
-                           frame-level for single images)
+                           probability, dfd.engine.video_score) and thresholds (video-level for videos,
+                           image-level for single images; frame-level kept for older readers)
     README.md              how to load it with torch only
 
 Why this module imports nothing beyond torch/numpy/opencv: a LoRA checkpoint once failed to load on an
@@ -42,7 +42,8 @@ TORCHSCRIPT = "model.torchscript.pt"
 ONNX = "model.onnx"
 SAFETENSORS = "model.safetensors"
 FORMAT = "dfd-bundle"
-# 2: the crop contract ("crop") and two thresholds ("thresholds": video, frame); 1: "face"/"video"/"threshold".
+# 2: the crop contract ("crop") and thresholds ("thresholds": video, frame, and since image thresholds image;
+# readers fall back to frame for single images without it); 1: "face"/"video"/"threshold".
 FORMAT_VERSION = 2
 BACKENDS = ("torchscript", "safetensors")
 # Every file of a bundle is readable by others: the organiser's server often runs as another user.
@@ -128,11 +129,19 @@ def bundle_contract(cfg: dict) -> CropContract:
 
 
 def bundle_thresholds(cfg: dict) -> dict[str, float]:
-    """``{"video": t, "frame": t}`` (format 1 bundles have one threshold: used for both)."""
+    """``{"video": t, "frame": t, "image": t}`` (bundles exported before image thresholds: ``image`` is their
+    ``frame`` threshold, the one they applied to single images; format 1 bundles have one threshold for all)."""
     if "thresholds" in cfg:
-        return {level: float(cfg["thresholds"][level]["value"]) for level in ("video", "frame")}
+        out = {level: float(cfg["thresholds"][level]["value"]) for level in ("video", "frame")}
+        return {**out, "image": float(cfg["thresholds"].get("image", cfg["thresholds"]["frame"])["value"])}
     t = float(cfg["threshold"]["value"])
-    return {"video": t, "frame": t}
+    return {"video": t, "frame": t, "image": t}
+
+
+def image_threshold_level(cfg: dict) -> str:
+    """Which threshold a bundle applies to single images: ``image`` (calibrated on still images, or said why
+    not), or ``frame`` for bundles exported before image thresholds."""
+    return "image" if "image" in (cfg.get("thresholds") or {}) else "frame"
 
 
 def check_torchscript(path: Path) -> None:
@@ -186,7 +195,8 @@ class Bundle:
         self.needs_landmarks = "landmarks" in config.get("inputs", ["images"])
         self.contract = bundle_contract(config)
         self.thresholds = bundle_thresholds(config)
-        self.threshold = self.thresholds["video"]  # videos; single images use thresholds["frame"]
+        self.threshold = self.thresholds["video"]  # videos; single images use thresholds[image_level]
+        self.image_level = image_threshold_level(config)
         # Bundles older than the rule hold one face per frame, where every rule is the plain mean.
         self.video_score = check_video_score(config.get("video_score"), "preprocess.json video_score")
         self.device = torch.device("cpu")

@@ -1,9 +1,10 @@
 """Decision thresholds chosen on a validation split: the EER point or the best accuracy.
 
 Why: a detector's 0.5 is rarely the right cut-off on another dataset's score distribution, and an organiser
-scoring hard labels needs one number fixed before the hidden test set is seen. Two are chosen: one on per-video
-mean probabilities (applied to videos) and one on per-frame probabilities (applied to single images, whose
-scores spread wider than a 32-frame mean).
+scoring hard labels needs one number fixed before the hidden test set is seen. Three are chosen: one on per-video
+scores (applied to videos), one on the validation split's still images (applied to single images) and one on
+per-frame probabilities of its videos (what single images got before image thresholds: frames spread wider than a
+32-frame mean); see :func:`dfd.inference.export.calibrate_thresholds` for splits holding one kind only.
 
 The EER is the engine's (:func:`dfd.engine.metrics.equal_error_rate`, the number results.json reports); this
 module only picks the threshold that realises it.
@@ -19,7 +20,7 @@ import torch
 from dfd.engine.metrics import MIN_VIDEOS_PER_CLASS, equal_error_rate
 
 METHODS = ("eer", "accuracy", "none")
-LEVELS = ("video", "frame")
+LEVELS = ("video", "frame", "image")
 # A threshold calibrated on fewer validation videos than this per class gets a one-line warning. Same figure as
 # the test-set warning of the evaluation engine (dfd.engine.metrics.MIN_VIDEOS_PER_CLASS once merged).
 
@@ -91,11 +92,13 @@ def choose_threshold(scores: np.ndarray, labels: np.ndarray, method: str, videos
     return out
 
 
-def small_sample_warning(level: str, n_real_videos: int, n_fake_videos: int, method: str) -> str | None:
-    """One line when a threshold rests on fewer than ``MIN_VIDEOS_PER_CLASS`` validation videos per class."""
+def small_sample_warning(level: str, n_real_videos: int, n_fake_videos: int, method: str,
+                         items: str = "videos") -> str | None:
+    """One line when a threshold rests on fewer than ``MIN_VIDEOS_PER_CLASS`` validation videos (``items``:
+    or images) per class."""
     if method == "none" or min(n_real_videos, n_fake_videos) >= MIN_VIDEOS_PER_CLASS:
         return None
     return (f"the {level}-level threshold is calibrated on {n_real_videos} real / {n_fake_videos} fake validation "
-            f"videos (fewer than {MIN_VIDEOS_PER_CLASS} per class): it may not carry over to new data; extract "
+            f"{items} (fewer than {MIN_VIDEOS_PER_CLASS} per class): it may not carry over to new data; extract "
             "a larger val split, or export with --calibrate none (threshold 0.5) "
             "(limit: dfd.engine.metrics.MIN_VIDEOS_PER_CLASS)")

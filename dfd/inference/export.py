@@ -80,9 +80,10 @@ def training_contract(meta: dict, source: object | None) -> tuple[CropContract, 
 @torch.inference_mode()
 def validation_scores(model: ProbabilityModel, source: object, spec: dict, batch_size: int = 64,
                       video_score: str = DEFAULT_VIDEO_SCORE) -> dict:
-    """Scores on the source's val split as predict computes them: per face crop (single images) and per video
-    by the video-score rule (videos). ``{"video": (probs, labels), "frame": (probs, labels) | None,
-    "videos": (real, fake)}``; clip models score whole videos only (``frame`` None)."""
+    """Scores on the source's val split as predict computes them, per kind of item: ``video`` (per video by the
+    video-score rule), ``frame`` (per face crop of the videos; None for clip models) and ``image`` (per still
+    image: its faces by the rule's frame step, as evaluation's image level and dfd-predict score an image), each
+    ``(probs, labels)`` or None when the split has no such item; ``videos`` and ``images``: (real, fake) counts."""
     from torch.utils.data import DataLoader
 
     from dfd.data.bad_crops import collate, empty
@@ -109,45 +110,74 @@ def validation_scores(model: ProbabilityModel, source: object, spec: dict, batch
         frames.append(batch["frame"])
         tracks.append(batch["track"])
     prob, label, video = torch.cat(probs), torch.cat(labels), torch.cat(videos)
-    vprob, vlabel, _ = video_aggregate(prob, label, video, torch.zeros_like(video), torch.cat(frames),
-                                       torch.cat(tracks), video_score)
-    vlabel = vlabel.long().numpy()
-    return {
-        "video": (vprob.double().numpy(), vlabel),
-        "frame": None if spec.get("clip_len") else (prob.double().numpy(), label.long().numpy()),
-        "videos": (int((vlabel == 0).sum()), int((vlabel == 1).sum())),
-    }
+    frame, track = torch.cat(frames), torch.cat(tracks)
+    is_image = torch.as_tensor(arrays.video_is_image, dtype=torch.bool)[video]
+    out: dict = {"video": None, "frame": None, "image": None, "videos": (0, 0), "images": (0, 0)}
+    for kind, rows in (("video", ~is_image), ("image", is_image)):
+        if not bool(rows.any()):
+            continue
+        iprob, ilabel, _ = video_aggregate(prob[rows], label[rows], video[rows], torch.zeros_like(video[rows]),
+                                           frame[rows], track[rows], video_score)
+        ilabel = ilabel.long().numpy()
+        out[kind] = (iprob.double().numpy(), ilabel)
+        out[f"{kind}s"] = (int((ilabel == 0).sum()), int((ilabel == 1).sum()))
+        if kind == "video" and not spec.get("clip_len"):
+            out["frame"] = (prob[rows].double().numpy(), label[rows].long().numpy())
+    return out
+
+
+#: What each threshold applies to in dfd-predict (preprocess.json ``applies_to``).
+_APPLIES_TO = {"frame": "single images in bundles without an 'image' threshold (dfd-predict before image "
+                        "thresholds); per-frame probabilities of videos",
+               "image": "single images"}
 
 
 def calibrate_thresholds(model: ProbabilityModel, source: object | None, spec: dict, method: str,
                          video_score: str = DEFAULT_VIDEO_SCORE) -> dict:
-    """``{"video": {...}, "frame": {...}}`` thresholds on the training dataset's val split (0.5 for ``none``);
-    video thresholds on video scores made by ``video_score`` (the rule dfd-predict applies)."""
+    """``{"video", "frame", "image"}`` thresholds on the training dataset's val split (0.5 for ``none``).
+
+    ``video`` on video scores made by ``video_score`` (the rule dfd-predict applies to videos); ``image`` on the
+    val split's still images (their scores as dfd-predict scores an image), applied to single images; ``frame``
+    on per-frame probabilities of the val videos (what single images got before image thresholds existed). A
+    split without videos calibrates ``video`` and ``frame`` on its images, one without images takes ``image``
+    from ``frame``; each says so in a ``note``.
+    """
     if method == "none":
         none = choose_threshold(np.zeros(0), np.zeros(0), "none")
-        return {"video": {**none, "level": "video"}, "frame": {**none, "level": "frame"}}
+        return {level: {**none, "level": level} for level in ("video", "frame", "image")}
     if source is None:
         raise ExportError("the checkpoint records no training dataset (hparams meta.dataset) to calibrate on; "
                           "pass --calibrate none to export with thresholds 0.5")
     scores = validation_scores(model, source, spec, video_score=video_score)
-    n_real, n_fake = scores["videos"]
     name = getattr(source, "name", None)
-    out = {}
-    for level in ("video", "frame"):
-        data = scores[level]
-        if data is None:  # clip model: an image is scored as a clip of one repeated face, like a video
+    out: dict = {}
+    for level in ("video", "frame", "image"):
+        data, note, unit = scores[level], None, "videos" if level != "image" else "images"
+        if data is None and level == "frame" and scores["video"] is not None:
+            # Clip model: an image is scored as a clip of one repeated face, like a video.
             out[level] = {**out["video"], "level": level,
                           "note": "clip model: images are scored as clips of one repeated face; video threshold"}
             continue
-        thr = choose_threshold(*data, method, videos=n_real + n_fake)
-        thr.update(split="val", dataset=name, level=level,
-                   applies_to=f"videos ({DESCRIPTIONS[video_score]})" if level == "video" else "single images")
-        warning = small_sample_warning(level, n_real, n_fake, method)
+        if data is None and level == "image":
+            out[level] = {**out["frame"], "level": level, "applies_to": _APPLIES_TO["image"],
+                          "note": "no still images in the validation split: the frame threshold (per-frame "
+                                  "probabilities of its videos)"}
+            continue
+        if data is None:  # no validation videos: the images are the only evidence
+            data, unit = scores["image"], "images"
+            note = f"no videos in the validation split: calibrated on its {scores['images'][0] + scores['images'][1]} images"
+        n_real, n_fake = scores[unit]
+        thr = choose_threshold(*data, method, videos=n_real + n_fake if level == "frame" else None)
+        thr.update(split="val", dataset=name, level=level, on="frames" if level == "frame" and unit == "videos" else unit,
+                   applies_to=f"videos ({DESCRIPTIONS[video_score]})" if level == "video" else _APPLIES_TO[level])
+        if note:
+            thr["note"] = note
+        warning = small_sample_warning(level, n_real, n_fake, method, unit)
         if warning:
             thr["warning"] = warning
             log.warning("%s", warning)
         log.info("%s-level threshold %.4f (%s on %s val, %d %s)", level, thr["value"], thr["method"], name, thr["n"],
-                 "videos" if level == "video" else "frames")
+                 thr["on"])
         out[level] = thr
     return out
 
@@ -334,6 +364,9 @@ def _weights_line(weights: dict | None) -> str:
 def bundle_readme(cfg: dict) -> str:
     """The bundle's README: what the files are and how to run the model with torch only."""
     inp, thr = cfg["input"], cfg["thresholds"]
+    image = thr.get("image") or thr["frame"]
+    image_basis = ("on the validation images' probabilities" if "image" in thr and not image.get("note") else
+                   "on per-frame probabilities of the validation videos, which spread wider")
     contract = CropContract.from_mapping(cfg["crop"])
     lm = "landmarks" in cfg["inputs"]
     call = "model(x, landmarks)" if lm else "model(x)"
@@ -362,8 +395,8 @@ A video's probability: {DESCRIPTIONS[check_video_score(cfg.get("video_score"))]}
 Fine-tuned from: {_weights_line(cfg.get("weights"))}.
 
 Thresholds (chosen on the training set's validation split): **videos** {thr['video']['value']:.6g}
-({thr['video']['method']}, on per-video probabilities), **single images** {thr['frame']['value']:.6g}
-({thr['frame']['method']}, on per-frame probabilities, which spread wider).
+({thr['video']['method']}, on per-video probabilities), **single images** {image['value']:.6g}
+({image['method']}, {image_basis}).
 
 ## Load with torch only
 
@@ -374,7 +407,7 @@ model = torch.jit.load("model.torchscript.pt", map_location="cpu").eval()
 x = torch.zeros({shape.replace('B', '1').replace('L', str(inp.get('clip_len'))).replace('S', str(inp['size']))})  # normalised face crops
 {"landmarks = torch.full((*x.shape[:-3], 5, 2), float('nan'))  # MTCNN points in model pixels; NaN = unknown" + chr(10) if lm else ""}with torch.no_grad():
     prob_fake = {call}                    # (B,)
-label = (prob_fake >= cfg["thresholds"]["frame"]["value"]).long()   # one image: 0 real, 1 fake (videos: "video")
+label = (prob_fake >= cfg["thresholds"]["image"]["value"]).long()   # one image: 0 real, 1 fake (videos: "video")
 ```
 
 Or with dfd installed: `dfd-predict <this folder> video.mp4 images/ --out predictions.csv`

@@ -6,7 +6,8 @@ per-video detection scale and full-resolution fallback, same face choice, same b
 resized and normalised as in training. A file's probability comes from its faces' by the bundle's video-score
 rule (``video_score``; dfd.engine.video_score, the function evaluation uses: by default the mean over frames of
 the max over each frame's faces); videos are labelled with the video-level threshold, single images with the
-frame-level one. A file that cannot be decoded or shows
+image-level one (calibrated on the validation split's images; bundles exported before it: the frame-level one).
+A file that cannot be decoded or shows
 no face becomes a row with a status and a reason; it never stops the run.
 
 Inputs are treated as ``dfd-extract`` treats the same files in a dataset: a video is one video; an image is
@@ -71,7 +72,7 @@ class FileResult:
     status: str = "ok"
     reason: str = ""
     threshold: float | None = None
-    threshold_level: str = ""  # video (videos) | frame (single images)
+    threshold_level: str = ""  # video (videos) | image (single images; frame: bundles before image thresholds)
     inputs: str = ""  # frames (faces detected and cropped) | crops (taken as face crops)
 
     def row(self) -> list:
@@ -264,7 +265,7 @@ class Predictor:
                 yield [_Pending(i, "", np.zeros(0, np.int64), [], res)]
                 continue
             res.frames = len(images)
-            level = "frame" if kind == "image" else "video"
+            level = "video" if kind == "video" else self.bundle.image_level
             res.threshold_level, res.threshold = level, self.bundle.thresholds[level]
             chunk.append(_Pending(i, kind, numbers, images, res))
             n += len(images)

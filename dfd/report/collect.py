@@ -24,6 +24,7 @@ from dfd.report.results import (
     _is_number,
     _levels,
     find_results,
+    headline_level,
     identity_keys,
     load_results,
     run_value,
@@ -39,8 +40,9 @@ LONG_COLUMNS = [
     "section",  # val | test | per_method | per_method_type | no_face | robustness
     "test_set", "in_domain", "method",  # method: the method (per_method) or kind of fake (per_method_type)
     "perturbation", "severity",
-    "level",  # frame | video
+    "level",  # frame | video (videos), image (still images), item (every item of a set holding both)
     "metric", "value",
+    "headline",  # the row's level is its test set's headline level (video, image or item: results.json)
 ]
 
 
@@ -149,24 +151,25 @@ def results_to_rows(data: dict[str, Any], source: str, group_by: Sequence[str] =
     rows: list[dict[str, Any]] = []
     where = source
 
-    def add(section: str, levels: dict[str, dict[str, float]], **extra: Any) -> None:
+    def add(section: str, levels: dict[str, dict[str, float]], top: str = "video", **extra: Any) -> None:
         for level, metrics in levels.items():
             for metric, value in metrics.items():
                 rows.append({**base, "section": section, "test_set": "", "in_domain": False, "method": "",
                              "perturbation": "", "severity": math.nan, **extra, "level": level,
-                             "metric": metric, "value": value})
+                             "metric": metric, "value": value, "headline": level == top})
 
     if isinstance(data.get("val"), dict) and data["val"]:
-        add("val", _levels(data["val"], f"{where}: val"))
+        add("val", _levels(data["val"], f"{where}: val"), headline_level(data["val"]))
     roc: list[dict[str, Any]] = []
     for name, entry in data.get("test", {}).items():
         in_domain = bool(entry.get("in_domain", False))
-        add("test", _levels(entry, f"{where}: test.{name}"), test_set=name, in_domain=in_domain)
+        top = headline_level(entry) if isinstance(entry, dict) else "video"
+        add("test", _levels(entry, f"{where}: test.{name}"), top, test_set=name, in_domain=in_domain)
         for method, m_entry in (entry.get("per_method") or {}).items():
-            add("per_method", _levels(m_entry, f"{where}: test.{name}.per_method.{method}"),
+            add("per_method", _levels(m_entry, f"{where}: test.{name}.per_method.{method}"), top,
                 test_set=name, in_domain=in_domain, method=str(method))
         for kind, k_entry in (entry.get("per_method_type") or {}).items():
-            add("per_method_type", _levels(k_entry, f"{where}: test.{name}.per_method_type.{kind}"),
+            add("per_method_type", _levels(k_entry, f"{where}: test.{name}.per_method_type.{kind}"), top,
                 test_set=name, in_domain=in_domain, method=str(kind))
         if entry.get("no_face"):
             add("no_face", _no_face_levels(entry["no_face"]), test_set=name, in_domain=in_domain)
@@ -182,6 +185,7 @@ def results_to_rows(data: dict[str, Any], source: str, group_by: Sequence[str] =
                             "fpr": [float(x) for x in curve["fpr"]], "tpr": [float(x) for x in curve["tpr"]]})
     for name, perturbations in (data.get("robustness") or {}).items():
         in_domain = bool(data.get("test", {}).get(name, {}).get("in_domain", False))
+        top = headline_level(data.get("test", {}).get(name) or {})
         for pert, points in (perturbations or {}).items():
             if not isinstance(points, list):
                 raise ResultsError(f"{where}: robustness.{name}.{pert} must be a list of levels")
@@ -190,7 +194,7 @@ def results_to_rows(data: dict[str, Any], source: str, group_by: Sequence[str] =
                     raise ResultsError(f"{where}: robustness.{name}.{pert}[{i}] needs a numeric 'level'")
                 # A frame-level sweep (robustness.at=frame) is another perturbation than the crop-level one.
                 at = point.get("at") or "crop"
-                add("robustness", _levels(point, f"{where}: robustness.{name}.{pert}[{i}]"), test_set=name,
+                add("robustness", _levels(point, f"{where}: robustness.{name}.{pert}[{i}]"), top, test_set=name,
                     in_domain=in_domain, perturbation=str(pert) if at == "crop" else f"{pert}@{at}",
                     severity=float(point["level"]))
     return rows, roc

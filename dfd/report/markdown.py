@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from dfd.report.collect import Collection
-from dfd.report.matrix import Matrix, build_matrix, parse_metric
+from dfd.report.matrix import Matrix, build_matrix, level_rows, parse_metric
 
 
 def _cell(mean: float, std: float, bold: bool = False, lo: float = np.nan, hi: float = np.nan) -> str:
@@ -56,7 +56,7 @@ def worst_table(worst: pd.DataFrame) -> str:
 def gap_table(m: Matrix, long: pd.DataFrame) -> str:
     """Validation, in-domain, mean cross-domain and their difference per configuration."""
     level, name = parse_metric(m.metric)
-    val = long[(long["section"] == "val") & (long["level"] == level) & (long["metric"] == name)]
+    val, _ = level_rows(long, "val", level, name)
     val = val.groupby("config")["value"].agg(["mean", "std"])
     rows = [[c, str(int(m.n_seeds[c])), _cell(*val.loc[c]) if c in val.index else "–",
              _cell(g.in_domain, g.in_domain_std), _cell(g.cross_domain, g.cross_domain_std), _cell(g.gap, g.gap_std)]
@@ -68,7 +68,7 @@ def gap_table(m: Matrix, long: pd.DataFrame) -> str:
 def per_method_tables(long: pd.DataFrame, metric: str) -> list[tuple[str, str]]:
     """One table per test set that reports per-method results: configurations × manipulation methods."""
     level, name = parse_metric(metric)
-    sel = long[(long["section"] == "per_method") & (long["level"] == level) & (long["metric"] == name)]
+    sel, _ = level_rows(long, "per_method", level, name)
     out = []
     for test_set in dict.fromkeys(sel["test_set"]):
         s = sel[sel["test_set"] == test_set].groupby(["config", "method"])["value"].agg(["mean", "std"])
@@ -160,6 +160,10 @@ def write_report(coll: Collection, m: Matrix, figures: dict[str, dict[str, Path]
             "per-seed bounds are averaged.", "",
         ]
     lines += [f"## Cross-dataset matrix ({m.metric})", "", matrix_table(m), ""]
+    if m.shown_levels:
+        lines += ["Test sets without this level show their own (" + ", ".join(
+            f"{t}: {lv}_{parse_metric(m.metric)[1]}, over its {lv}s" for t, lv in m.shown_levels.items())
+                  + "): a set of still images has no video level.", ""]
     if "heatmap" in figures:
         lines += [f"![{m.metric} heatmap]({_rel(figures['heatmap']['main'], out)})", ""]
     reading = (" A large gap means the model learned its training set's artefacts." if m.higher_is_better

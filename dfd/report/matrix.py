@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +15,38 @@ META_COLUMNS = ["config", "dataset", "model", "finetune", "variant", "n_seeds", 
 LOWER_IS_BETTER = {"eer", "loss", "logloss", "brier", "ece"}
 
 
+#: Levels that stand for a test set's items (videos, images, every item of a mixed set). Where a set lacks the
+#: asked ``video`` or ``item`` level (``video_auc`` on a set of still images), its headline level stands in and
+#: the report says so; ``image_*`` matrices hold image levels only.
+ITEM_LEVELS = ("video", "image", "item")
+STAND_IN_FOR = ("video", "item")
+
+
 def parse_metric(name: str) -> tuple[str, str]:
     """Split ``video_auc`` into (``video``, ``auc``) so a CLI metric name addresses the long table."""
     level, _, metric = name.partition("_")
     if level not in LEVELS or not metric:
-        raise ValueError(f"metric '{name}' must look like <frame|video>_<metric>, e.g. video_auc or frame_eer")
+        raise ValueError(f"metric '{name}' must look like <{'|'.join(LEVELS)}>_<metric>, e.g. video_auc, "
+                         "image_auc or frame_eer")
     return level, metric
+
+
+def level_rows(long: pd.DataFrame, section: str, level: str, metric: str) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Rows of ``section`` reporting ``metric`` at ``level``; for ``video``/``item``, test sets without it add
+    their headline level's rows (a set of still images in a ``video_auc`` matrix shows its image AUC). Returns the
+    rows and ``{test set: level shown}`` for the sets shown at another level."""
+    base = long[(long["section"] == section) & (long["metric"] == metric)]
+    sel = base[base["level"] == level]
+    if level not in STAND_IN_FOR or "headline" not in base.columns:
+        return sel, {}
+    top = base["headline"].fillna(False).astype(bool)
+    have = pd.MultiIndex.from_frame(sel[["config", "test_set"]])  # (configuration, test set) pairs at the level
+    lacking = ~pd.MultiIndex.from_frame(base[["config", "test_set"]]).isin(have)
+    extra = base[top & base["level"].isin(ITEM_LEVELS) & (base["level"] != level) & lacking]
+    if extra.empty:
+        return sel, {}
+    shown = dict(extra[["test_set", "level"]].drop_duplicates("test_set").itertuples(index=False))
+    return pd.concat([sel, extra]), shown
 
 
 @dataclass
@@ -40,6 +66,8 @@ class Matrix:
     # seeds the per-seed bounds averaged (the test-sampling uncertainty of one run); None otherwise.
     ci_lo: pd.DataFrame | None = None
     ci_hi: pd.DataFrame | None = None
+    # Test sets shown at their own headline level because they lack the metric's (image sets in video_auc).
+    shown_levels: dict[str, str] = field(default_factory=dict)
 
     @property
     def higher_is_better(self) -> bool:
@@ -60,7 +88,7 @@ def _bounds(long: pd.DataFrame, level: str, name: str, configs: list[str], test_
             ) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     out = []
     for suffix in ("lo", "hi"):
-        sel = long[(long["section"] == "test") & (long["level"] == level) & (long["metric"] == f"{name}_{suffix}")]
+        sel, _ = level_rows(long, "test", level, f"{name}_{suffix}")
         if sel.empty:
             return None, None
         per_seed = (sel.drop_duplicates(["config", "seed", "test_set"], keep="last")
@@ -78,7 +106,7 @@ def build_matrix(long: pd.DataFrame, metric: str = "video_auc", n_runs: pd.Serie
     belongs to that run), for matrix.csv's ``n_runs``.
     """
     level, name = parse_metric(metric)
-    sel = long[(long["section"] == "test") & (long["level"] == level) & (long["metric"] == name)]
+    sel, shown = level_rows(long, "test", level, name)
     # Test sets keep the order runs listed them (the experiment's order); configurations sort by name.
     test_sets = _ordered_unique(sel.sort_values("source", kind="stable")["test_set"])
     clash = set(test_sets) & set(META_COLUMNS)
@@ -117,7 +145,7 @@ def build_matrix(long: pd.DataFrame, metric: str = "video_auc", n_runs: pd.Serie
     runs = (n_runs.reindex(configs).fillna(n_seeds) if n_runs is not None else n_seeds).astype(int).rename("n_runs")
     ci_lo, ci_hi = _bounds(long, level, name, configs, test_sets)
     return Matrix(metric=metric, per_seed=per_seed, mean=mean, std=std, n_seeds=n_seeds, in_domain=in_domain,
-                  gap=gap, meta=meta, n_runs=runs, ci_lo=ci_lo, ci_hi=ci_hi)
+                  gap=gap, meta=meta, n_runs=runs, ci_lo=ci_lo, ci_hi=ci_hi, shown_levels=shown)
 
 
 def write_csvs(m: Matrix, long: pd.DataFrame, out: Path) -> dict[str, Path]:

@@ -23,7 +23,7 @@ from dfd.engine.figures import (
     plot_roc,
     slug,
 )
-from dfd.report.matrix import LOWER_IS_BETTER, Matrix, parse_metric
+from dfd.report.matrix import LOWER_IS_BETTER, Matrix, level_rows, parse_metric
 
 GRID = np.linspace(0.0, 1.0, 201)  # common FPR grid for averaging ROC curves over seeds
 
@@ -168,7 +168,7 @@ def reliability_diagrams(bins: list[dict[str, Any]], long: pd.DataFrame, level: 
 def robustness_curves(long: pd.DataFrame, metric: str, out: Path) -> dict[str, Path]:
     """One PNG per perturbation: metric vs perturbation level, a panel per test set, a line per config."""
     level, name = parse_metric(metric)
-    sel = long[(long["section"] == "robustness") & (long["level"] == level) & (long["metric"] == name)]
+    sel, _ = level_rows(long, "robustness", level, name)
     paths: dict[str, Path] = {}
     for pert, psel in sel.groupby("perturbation", sort=True):
         test_sets = list(dict.fromkeys(psel["test_set"]))

@@ -17,7 +17,18 @@ from dfd.errors import UserError
 SCHEMA_VERSION = 1
 
 
-LEVELS = ("frame", "video")
+# frame/video: sets of videos; image: sets of still images; item: every item of a set holding both (results.json
+# names the set's ``unit`` and its ``headline`` level, see dfd.engine.results).
+LEVELS = ("frame", "video", "image", "item")
+
+
+def headline_level(entry: dict) -> str:
+    """The level a test entry's one number stands for: its ``headline`` (results written before units, and W&B
+    runs: ``item`` when there is one, else ``video``, else ``image``)."""
+    named = entry.get("headline")
+    if named in LEVELS and entry.get(named) is not None:
+        return str(named)
+    return next((lv for lv in ("item", "video", "image", "frame") if entry.get(lv) is not None), "video")
 
 
 RESULTS_FILE = "results.json"
@@ -56,10 +67,10 @@ def _check_metrics(block: Any, where: str) -> dict[str, float]:
 
 def _levels(entry: Any, where: str) -> dict[str, dict[str, float]]:
     if not isinstance(entry, dict):
-        raise ResultsError(f"{where}: expected a dict with 'frame'/'video' metrics, got {type(entry).__name__}")
+        raise ResultsError(f"{where}: expected a dict with 'frame'/'video'/'image' metrics, got {type(entry).__name__}")
     out = {lvl: _check_metrics(entry[lvl], f"{where}.{lvl}") for lvl in LEVELS if entry.get(lvl) is not None}
     if not out:
-        raise ResultsError(f"{where}: has neither 'frame' nor 'video' metrics")
+        raise ResultsError(f"{where}: has no 'frame', 'video', 'image' or 'item' metrics")
     return out
 
 

@@ -118,6 +118,11 @@ class DatasetSource(abc.ABC):
                          manifest=self.manifest_path)
         return self.manifest_path
 
+    def media_root(self) -> Path | None:
+        """The folder the index's ``path`` column is relative to (the dataset root; the synthetic set: its
+        generated crops), where the shortcut audit reads the files' metadata."""
+        return self.root
+
     def data_paths(self) -> list[Path]:
         """The files or folders whose presence means this dataset is on this machine (its root by default;
         sources reading part of a shared tree or a named file list those)."""

@@ -70,8 +70,9 @@ MANIFEST_COLUMNS: dict[str, str] = {
 # A manifest's rows are unique per (video_id, frame, track). ``frame_label``: the frame's own label where it
 # can differ from its video's (``label``, the label the dataset publishes for the video): written when the
 # index has ``fake_segments`` (partial fakes: a frame is fake only inside a fake segment); absent, it is
-# ``label``.
-MANIFEST_OPTIONAL_COLUMNS: dict[str, str] = {"track": "int16", "frame_label": "int8"}
+# ``label``. ``kind``: the index row's kind (video | frames | image | archive); an item of kind ``image`` is one
+# still image, scored and reported at the image level (:func:`item_is_image`), never as a one-frame video.
+MANIFEST_OPTIONAL_COLUMNS: dict[str, str] = {"track": "int16", "frame_label": "int8", "kind": "string"}
 
 # Where each crop came from (dfd.store.cache binds a cache to its sources with them); in-place crop datasets
 # know only the path.
@@ -104,6 +105,19 @@ def manifest_table(cols: dict[str, Any]):
         else:
             arrays[name] = pa.array(values, pa.string() if kind == "string" else pa.from_numpy_dtype(np.dtype(kind)))
     return pa.table(arrays)
+
+
+def item_is_image(kind: Any, source_path: Any = None) -> bool:
+    """Whether a manifest item is a single still image: its ``kind`` says so; manifests written before the
+    column existed tell by the source file's extension (every source indexes loose images as kind ``image``,
+    frame folders and archives have no image extension)."""
+    if kind is not None and kind == kind and str(kind):
+        return str(kind) == "image"
+    if source_path is None or source_path != source_path:
+        return False
+    from dfd.store.media import media_kind
+
+    return media_kind(str(source_path)) == "image"
 
 
 class SchemaError(UserError, ValueError):

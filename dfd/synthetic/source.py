@@ -87,6 +87,10 @@ class SyntheticSource(DatasetSource):
             ["video_id", "label", "split", "method", "identity", "path", "kind", "source_video"]
         ].reset_index(drop=True)
 
+    def media_root(self) -> Path:
+        """The index's paths (one folder of generated crops per video) are relative to ``crops/``."""
+        return self.data_dir / "crops"
+
     def _index_rows(self) -> pd.DataFrame:  # pragma: no cover - build_index is overridden
         return self.build_index()
 
