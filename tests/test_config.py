@@ -179,8 +179,8 @@ def _addition_error(*overrides: str, searchpath: str | None = None) -> str | Non
                        "weight_decay"),
     (["++optim.lrr=1"], "'lrr' is not a key of optim"),
     (["+optim.extra.lr=1"], "'extra' is not a key of optim"),
-    (["+data.batchsize=8"], "'batchsize' is not a key of data (did you mean data.batch_size?); valid keys: balance, "
-                            "batch_size,"),
+    (["+data.batchsize=8"], "'batchsize' is not a key of data (did you mean data.batch_size?); valid keys: bad_crops, "
+                            "balance, batch_size,"),
     (["+seeds=1"], "'seeds' is not a key of the config (did you mean seed?); valid keys:"),
     (["+trainer.limitval=2"], "'limitval' is not an argument of pytorch_lightning.Trainer (trainer; did you mean "
                               "trainer.limit_val_batches?); valid:"),

@@ -68,13 +68,18 @@ class AuditSettings:
         return asdict(cls())
 
 
+#: The ConfigStore name of the ``audit:`` defaults, outside any group (a group would be listed among the user's
+#: choices in every command's ``--help``), as dfd.extract.config.CONFIG_NAME.
+CONFIG_NAME = "dfd_audit_defaults"
+
+
 def register_configs() -> None:
-    """Register the ``audit:`` defaults with Hydra's ConfigStore (``dfd/audit`` in conf/index.yaml's and
-    conf/train.yaml's defaults lists): one home for them."""
+    """Register the ``audit:`` defaults with Hydra's ConfigStore (``dfd_audit_defaults@audit`` in conf/index.yaml's
+    and conf/train.yaml's defaults lists): one home for them."""
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
-    ConfigStore.instance().store(group="dfd", name="audit", node=OmegaConf.create(AuditSettings.defaults()))
+    ConfigStore.instance().store(name=CONFIG_NAME, node=OmegaConf.create(AuditSettings.defaults()))
 
 
 # ----------------------------------------------------------------------------------------------- features
