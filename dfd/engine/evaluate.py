@@ -20,6 +20,7 @@ from dfd.engine.build import (
     save_config,
 )
 from dfd.engine.checks import check_crop_contracts, check_robustness
+from dfd.engine.gallery import EXPLAIN_DIR, TABLE_ROWS, crop_manifests, explain_rows, gallery_rows
 from dfd.engine.hardware import set_threads
 from dfd.engine.module import DetectorModule
 from dfd.engine.predictions import video_table
@@ -89,15 +90,18 @@ def evaluate(cfg: DictConfig) -> dict:
     run = dict(meta.get("run") or {})
     trainer = build_trainer(cfg, run_dir, module.run_id + "-eval", f"eval-{run.get('dataset', '')}", "eval")
 
-    def evaluate_once(extra: list | None = None, suffix: str = "", tables: list | None = None) -> dict:
+    def evaluate_once(extra: list | None = None, suffix: str = "", tables: list | None = None) -> tuple:
         dm = build_datamodule(cfg, spec, None, name_test_sets(train_src, tests), {}, eval_extra=extra)
-        return test_model(trainer, module, dm, None, suffix, tables)
+        return test_model(trainer, module, dm, None, suffix, tables), dm
 
     tables: list = []
-    reports = evaluate_once(tables=tables)
+    reports, dm = evaluate_once(tables=tables)
+    explain = int(cfg.get("explain") or 0)
+    gallery = gallery_rows(dm, tables, max(explain, TABLE_ROWS)) if trainer.is_global_zero else []
+    explained = explain_rows(module, dm, gallery, run_dir, explain) if explain > 0 and gallery else {}
     robustness: dict = {}
     for kind, level in sweep_levels:
-        perturbed = evaluate_once([perturbation(kind, level)], suffix=f"@{kind}{level:g}")
+        perturbed, _ = evaluate_once([perturbation(kind, level)], suffix=f"@{kind}{level:g}")
         for name, rep in perturbed.items():
             robustness.setdefault(name, {}).setdefault(kind, []).append(
                 {"level": level, "frame": rep["frame"], "video": rep["video"]}
@@ -109,5 +113,9 @@ def evaluate(cfg: DictConfig) -> dict:
         invocation=provenance.invocation("dfd-eval", overrides, provenance.wandb_sweep()), notes=[*skipped, *notes],
         video_score=video_score_record(module.video_score),
     )
-    finish_run(trainer, results, run_dir, f"evaluation of {cfg.ckpt_path}", tables)
+    results["crop_manifests"] = crop_manifests(dm)
+    if explain > 0:
+        results["explain"] = {"dir": EXPLAIN_DIR, "n": explain, "method": "grad-cam (dfd.models.explain)",
+                              "videos": explained}
+    finish_run(trainer, results, run_dir, f"evaluation of {cfg.ckpt_path}", tables, gallery)
     return results

@@ -23,6 +23,7 @@ from dfd.engine.build import (
 )
 from dfd.engine.checks import check_crop_contracts, check_sbi_keys, validation_class_note
 from dfd.engine.evaluate import test_model
+from dfd.engine.gallery import TABLE_ROWS, crop_manifests, gallery_rows
 from dfd.engine.hardware import set_threads
 from dfd.engine.module import SELECT_KEY, DetectorModule
 from dfd.engine.quiet import quiet_dependencies
@@ -123,7 +124,9 @@ def train(cfg: DictConfig) -> dict:
         invocation=provenance.invocation("dfd-train", overrides, sweep), config=resolved, notes=notes,
         weights=module.model.weights_source, video_score=video_score_record(module.video_score),
     )
-    finish_run(trainer, results, run_dir, f"test metrics ({name})", tables)
+    results["crop_manifests"] = crop_manifests(dm)
+    gallery = gallery_rows(dm, tables, TABLE_ROWS) if trainer.is_global_zero else []
+    finish_run(trainer, results, run_dir, f"test metrics ({name})", tables, gallery)
     return results
 
 

@@ -12,7 +12,9 @@ no face becomes a row with a status and a reason; it never stops the run.
 Models trained on face crops as a dataset ships them (WildDeepfake) take crops as they are (``inputs=crops``).
 
 Imports nothing of the training stack (Lightning, Hydra, albumentations, timm): an organiser's server needs
-torch, numpy, OpenCV, decord and facenet-pytorch only.
+torch, numpy, OpenCV, decord and facenet-pytorch only. ``explain`` (``--explain DIR``: Grad-CAM heatmaps,
+:mod:`dfd.models.explain`) is the exception: TorchScript has no hooks, so it rebuilds the bundle's eager
+network from its safetensors weights, which needs dfd's models, timm and grad-cam.
 """
 
 from __future__ import annotations
@@ -173,6 +175,7 @@ class _Pending:
     probs: list[float] = field(default_factory=list)
     frames: list[int] = field(default_factory=list)  # per scored input (crop or clip): its frame number
     tracks: list[int] = field(default_factory=list)  # and its face id
+    explained: list = field(default_factory=list)  # --explain: (crop, frame image, frame->crop affine, stem) per map
 
 
 class Predictor:
@@ -187,13 +190,16 @@ class Predictor:
             (detect and crop) or ``crops`` (inputs are face crops).
         save_crops: folder to write every scored crop to (``<folder>/<file path>/<frame:06d>.png``; the extra
             faces of a frame as ``<frame:06d>_<track>.png``).
+        explain: folder to write Grad-CAM heatmaps to, per file ``<folder>/<file path>/``: ``<stem>.png`` (the
+            crop with its heatmap), ``<stem>_frame.png`` (the heatmap laid back onto the frame) and ``cam.npz``
+            (``maps`` (N,S,S) float32 in 0-1, clips (1,L,S,S); ``frames``, ``tracks``, ``probs``).
         detect_batch: frames per MTCNN call (dfd-extract's default, so both see identical batches).
         video_score: the video-score rule (default: the bundle's ``video_score``).
     """
 
     def __init__(self, bundle: Bundle, frames: int | None = None, batch_size: int = 32, device: str = "cpu",
                  inputs: str = "auto", save_crops: str | Path | None = None, detect_batch: int = DETECT_BATCH,
-                 video_score: str | None = None) -> None:
+                 video_score: str | None = None, explain: str | Path | None = None) -> None:
         self.bundle = bundle.to(device)
         contract = bundle.contract if frames is None else bundle.contract.replace(frames=int(frames))
         if contract.frames <= 0:
@@ -204,6 +210,12 @@ class Predictor:
         self.detector = FaceDetector(self.contract, batch_size=detect_batch, device=device) if needs_detector else None
         self.save_crops = Path(save_crops) if save_crops else None
         self.video_score = check_video_score(video_score or bundle.video_score, "--video-score")
+        self.explain = Path(explain) if explain else None
+        self.explainer = None
+        if self.explain is not None:
+            from dfd.models.explain import Explainer
+
+            self.explainer = Explainer(eager_model(self.bundle).to(device))
 
     def predict(self, paths: Sequence[str], progress: bool = True) -> list[FileResult]:
         """One result per path, in input order."""
@@ -247,8 +259,10 @@ class Predictor:
         if chunk:
             yield chunk
 
-    def _faces(self, todo: list[_Pending]) -> list[tuple[list[np.ndarray], list[np.ndarray], list[int], list[int]]]:
-        """(crops, landmarks in crop pixels, frame numbers, track ids) per file, by the one extraction path.
+    def _faces(self, todo: list[_Pending]) -> list[tuple[list[np.ndarray], list[np.ndarray], list[int], list[int],
+                                                         list[tuple[int, np.ndarray]]]]:
+        """(crops, landmarks in crop pixels, frame numbers, track ids, (input frame, frame->crop affine)) per file,
+        by the one extraction path.
 
         Each video is one ``crop_faces`` call (its own detection scale, its faces tracked), exactly as
         dfd-extract makes it; the images of a chunk are detected together (batched; independent frames, no
@@ -260,17 +274,19 @@ class Predictor:
         for k, p in enumerate(todo):
             if p.kind == "video":
                 f = crop_faces(p.images, self.contract, self.detector, video=True, landmarks=lm)
-                out[k] = (f.crops, f.landmarks, [int(p.numbers[i]) for i in f.keep], f.tracks)
+                out[k] = (f.crops, f.landmarks, [int(p.numbers[i]) for i in f.keep], f.tracks,
+                          list(zip(f.keep, f.matrices, strict=True)))
         if images:
             f = crop_faces([todo[k].images[0] for k in images], self.contract, self.detector, video=False, landmarks=lm)
             for k in images:
-                out[k] = ([], [], [], [])
+                out[k] = ([], [], [], [], [])
             for j, i in enumerate(f.keep):  # several faces of one image with choice=all
-                crops, marks, numbers, tracks = out[images[i]]
+                crops, marks, numbers, tracks, where = out[images[i]]
                 crops.append(f.crops[j])
                 marks.append(f.landmarks[j])
                 numbers.append(0)
                 tracks.append(f.tracks[j])
+                where.append((0, f.matrices[j]))
         return out
 
     def _save(self, p: _Pending, crops: list[np.ndarray], numbers: list[int], tracks: list[int]) -> None:
@@ -279,6 +295,18 @@ class Predictor:
         for crop, number, track in zip(crops, numbers, tracks, strict=True):
             cv2.imwrite(str(folder / f"{crop_stem(number, track)}.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
 
+    def _write_explained(self, p: _Pending, heat: np.ndarray) -> None:
+        """One file's heatmaps ((N,S,S), a clip's (1,L,S,S)): crop and frame overlays, the raw maps (``cam.npz``)."""
+        from dfd.models.explain import MAPS_FILE, frame_overlay, overlay, write_png
+
+        folder = self.explain / safe_relpath(Path(p.result.path).as_posix().lstrip("/"))
+        per_crop = heat[0] if heat.ndim == 4 else heat  # a clip's (1,L,S,S) maps are one per frame
+        for (crop, frame, matrix, stem), h in zip(p.explained, per_crop, strict=True):
+            write_png(folder / f"{stem}.png", overlay(crop, h))
+            write_png(folder / f"{stem}_frame.png", frame_overlay(frame, h, matrix, crop.shape[0]))
+        np.savez(folder / MAPS_FILE, maps=heat, frames=np.asarray(p.frames, np.int64),
+                 tracks=np.asarray(p.tracks, np.int64), probs=np.asarray(p.probs, np.float32))
+
     def _score(self, chunk: list[_Pending]) -> None:
         """Detect, crop, run the model and fill each file's result."""
         todo = [p for p in chunk if p.images]
@@ -286,8 +314,8 @@ class Predictor:
             return
         inputs, lms, owners = [], [], []
         size = self.contract.size
-        for p, (crops, marks, numbers, tracks) in zip(todo, self._faces(todo), strict=True):
-            p.images = []  # free the frames: only crops are needed from here on
+        for p, (crops, marks, numbers, tracks, where) in zip(todo, self._faces(todo), strict=True):
+            frames, p.images = p.images, []  # free the frames: only crops are needed from here on
             p.result.faces = len(crops)
             if not crops:
                 p.result.status = "no_face"
@@ -305,9 +333,14 @@ class Predictor:
                 x, lm = x[pos][None], lm[pos][None]
                 p.frames.append(numbers[int(pos[0])])
                 p.tracks.append(tracks[int(pos[0])])
+                keep = pos.tolist()
             else:
                 p.frames += numbers
                 p.tracks += tracks
+                keep = list(range(len(crops)))
+            if self.explainer is not None:
+                p.explained = [(crops[i], frames[where[i][0]], where[i][1], crop_stem(numbers[i], tracks[i]))
+                               for i in keep]
             inputs.append(x)
             lms.append(lm)
             owners += [p] * len(x)
@@ -320,6 +353,14 @@ class Predictor:
         ]).tolist()
         for p, prob in zip(owners, probs, strict=True):
             p.probs.append(prob)
+        if self.explainer is not None:
+            maps = self.explainer(x_all, lm_all if self.bundle.needs_landmarks else None, self.batch_size)
+            per_file: dict[int, list[np.ndarray]] = {}
+            for p, heat in zip(owners, maps, strict=True):
+                per_file.setdefault(id(p), []).append(heat)
+            for p in todo:
+                if id(p) in per_file:
+                    self._write_explained(p, np.stack(per_file[id(p)]))
         for p in todo:
             if p.probs:
                 # The rule evaluation applies (dfd.engine.video_score): same crops, same number.
@@ -327,6 +368,18 @@ class Predictor:
                           torch.tensor(p.frames), torch.tensor(p.tracks), self.video_score)
                 p.result.prob_fake = float(s.video_prob[0])
                 p.result.label = int(p.result.prob_fake >= p.result.threshold)
+
+
+def eager_model(bundle: Bundle) -> torch.nn.Module:
+    """The bundle's network as an eager module (hooks work): itself when built from a checkpoint, else rebuilt
+    from the bundle's safetensors weights (TorchScript modules have no hooks)."""
+    if not isinstance(bundle.model, torch.jit.ScriptModule):
+        return bundle.model
+    from dfd.inference.bundle import rebuild_from_safetensors
+
+    if bundle.path is None:
+        raise PredictError("--explain needs the bundle folder (its model.safetensors)")
+    return rebuild_from_safetensors(bundle.path, bundle.config).eval()
 
 
 def write_csv(results: Sequence[FileResult], path: str | Path) -> Path:

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from dfd.report.collect import Collection
+from dfd.report.figures import find_figures
 from dfd.report.matrix import Matrix, build_matrix, parse_metric
 
 
@@ -81,12 +82,34 @@ def per_method_tables(long: pd.DataFrame, metric: str) -> list[tuple[str, str]]:
     return out
 
 
+def other_metrics(long: pd.DataFrame, metric: str) -> list[str]:
+    """The test metrics besides ``metric`` that runs report (sample counts and interval bounds excluded)."""
+    counts = {"n", "n_real", "n_fake"}  # sample counts, not scores
+    return sorted({f"{lv}_{mt}" for lv, mt in long.loc[long["section"] == "test", ["level", "metric"]]
+                   .drop_duplicates().itertuples(index=False)
+                   if mt not in counts and not mt.endswith(("_lo", "_hi"))} - {metric})
+
+
+def gallery_markdown(gallery: pd.DataFrame) -> list[str]:
+    """The failure galleries as Markdown: per configuration and test set, a table of entries with thumbnails."""
+    lines = []
+    for (config, test_set), grp in gallery.groupby(["config", "test_set"], sort=False):
+        lines += [f"### {config} on {test_set}", ""]
+        rows = [["false positive" if r.kind == "false_positive" else "false negative", str(r.rank),
+                 f"`{r.video_id}`", str(r.method), f"{r.prob_fake:.4f}",
+                 f"![crops]({r.thumbnail})" if r.thumbnail else "(crops not on this machine)",
+                 f"![heatmaps]({r.heatmap})" if r.heatmap else ""] for r in grp.itertuples(index=False)]
+        lines += [table(["kind", "rank", "video", "method", "P(fake)", "crops", "heatmaps"], rows), ""]
+    return lines
+
+
 def _rel(path: Path, out: Path) -> str:
     return Path(os.path.relpath(path, out)).as_posix()
 
 
 def write_report(coll: Collection, m: Matrix, figures: dict[str, dict[str, Path]], out: Path,
-                 title: str = "Cross-dataset generalization report", worst: pd.DataFrame | None = None) -> Path:
+                 title: str = "Cross-dataset generalization report", worst: pd.DataFrame | None = None,
+                 gallery: pd.DataFrame | None = None) -> Path:
     """Write ``report.md`` into ``out`` and return its path."""
     long = coll.long
     runs = long.drop_duplicates(["config", "seed", "source"])[["config", "seed", "kind", "source"]]
@@ -131,10 +154,7 @@ def write_report(coll: Collection, m: Matrix, figures: dict[str, dict[str, Path]
     if figures.get("robustness"):
         lines += ["## Robustness", "", f"{m.metric} under test-time perturbations (mean ± std over seeds).", ""]
         lines += [f"### {p}\n\n![robustness to {p}]({_rel(f, out)})\n" for p, f in figures["robustness"].items()]
-    counts = {"n", "n_real", "n_fake"}  # sample counts, not scores
-    others = sorted({f"{lv}_{mt}" for lv, mt in long.loc[long["section"] == "test", ["level", "metric"]]
-                     .drop_duplicates().itertuples(index=False)
-                     if mt not in counts and not mt.endswith(("_lo", "_hi"))} - {m.metric})
+    others = other_metrics(long, m.metric)
     if others:
         lines += ["## Other metrics", ""]
         for name in others:
@@ -145,6 +165,21 @@ def write_report(coll: Collection, m: Matrix, figures: dict[str, dict[str, Path]
                   "averaged over the configuration's runs): confident mistakes first. All of them are in "
                   "`worst_videos.csv`; every run's per-video scores are in its `predictions.parquet`.", "",
                   worst_table(worst), ""]
+    if gallery is not None and not gallery.empty:
+        lines += ["## Failure galleries", "",
+                  "Per configuration and test set, the worst false positives (real videos scored most fake) and "
+                  "false negatives (fake videos scored most real), P(fake) averaged over the configuration's runs: "
+                  "crops from the cache, Grad-CAM heatmaps of the fake score where `dfd-eval ... explain=N` ran. "
+                  "All entries: `gallery.csv`.", "", *gallery_markdown(gallery)]
+    rendered = ("heatmap", "gap", "roc", "robustness")  # drawn in their sections above
+    shown = {p.resolve() for kind in rendered for p in figures.get(kind, {}).values()}
+    extra = {s: [p for p in paths if p.resolve() not in shown] for s, paths in find_figures(out).items()}
+    extra = {s: paths for s, paths in extra.items() if paths}
+    if extra:
+        lines += ["## More figures", "", "Every other figure the runs and this folder hold, by kind "
+                  "(`dfd.report.figures`).", ""]
+        for section, paths in extra.items():
+            lines += [f"### {section}", "", *[f"![{p.stem}]({_rel(p, out)})" for p in paths], ""]
     lines += ["## Runs", "", table(["training configuration", "seed", "kind", "results"],
                                    [[r.config, str(r.seed), r.kind, f"`{r.source}`"]
                                     for r in runs.sort_values(["config", "seed"]).itertuples()]), ""]
@@ -160,6 +195,9 @@ def write_report(coll: Collection, m: Matrix, figures: dict[str, dict[str, Path]
         lines.insert(-1, "- `matrix_ci.csv`: the matrix with its bootstrap intervals (`<test set>_lo`, `_hi`)")
     if worst is not None and not worst.empty:
         lines.insert(-1, "- `worst_videos.csv`: the worst-scored videos per configuration and test set")
+    if gallery is not None and not gallery.empty:
+        lines.insert(-1, "- `gallery.csv` and `gallery/`: the failure galleries (thumbnails, heatmaps)")
+    lines.insert(-1, "- `report.html`: this report as one self-contained page (images inlined, sortable tables)")
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
