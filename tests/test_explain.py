@@ -50,24 +50,24 @@ def test_blend_masks_regenerate_from_the_seed(shared_cache: Path) -> None:
     np.testing.assert_array_equal(images[1], cached)
     # Where the fake differs from its source real is inside the mask (the swap), not outside it.
     real_img = cv2.imread(str(src.data_dir / "crops" / real / "000001.png"))[..., ::-1].astype(float)
-    diff = np.abs(cached.astype(float) - real_img).mean(-1)
-    assert (diff * mf[1]).sum() / diff.sum() > 3 * mf[1].mean()
+    diff, m = np.abs(cached.astype(float) - real_img).mean(-1), mf[1]
+    assert (diff * m).sum() / m.sum() > 2 * (diff * (1 - m)).sum() / (1 - m).sum()  # camera noise is everywhere
     with pytest.raises(Exception, match="not a video of this set"):
         src.video_masks("c/test/fake/0003")
 
 
 # ----------------------------------------------------------------------------------------------- maps
-def test_explainer_shapes_frozen_weights_lora_and_clips() -> None:
-    """CNN and ViT maps at the input size in 0-1; frozen (linear-probe) and LoRA models; clips per frame."""
+def test_explainer_shapes_frozen_weights_and_clips() -> None:
+    """CNN and ViT maps at the input size in 0-1; a frozen (linear-probe) model; clips per frame. (LoRA: the
+    bundle test explains a LoRA checkpoint.)"""
     from dfd.models import create_model
-    from dfd.models.finetune import LinearProbe, LoRA
+    from dfd.models.finetune import LinearProbe
 
     torch.manual_seed(0)
     x = torch.randn(3, 3, 64, 64)
     cnn = create_model(name="timm", arch="resnet10t", img_size=64)
     vit = create_model(name="timm", arch="test_vit", img_size=64)
     LinearProbe().apply(cnn, 1e-3, 0.0)  # everything before the head frozen: the map must still exist
-    LoRA(rank=2).apply(vit, 1e-3, 0.0)
     for model in (cnn, vit):
         maps = Explainer(model)(x)
         assert maps.shape == (3, 64, 64) and maps.dtype == np.float32
@@ -249,7 +249,6 @@ def test_bundle_explain_equals_checkpoint_explain(bundles, checkpoints, tmp_path
     cache = base / "cache"
     evaluate(compose("eval", overrides=[f"ckpt_path={checkpoints['lora']}", f"paths.run_dir={tmp_path / 'eval'}",
                                         f"paths.cache_dir={cache}", "logger=none", "data.num_workers=0",
-                                        "dataset.videos={train:16,val:8,test:8}", "dataset.frames_per_video=2",
                                         "explain=2"]))
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     manifest = Path(results["crop_manifests"]["synthetic_a"])
