@@ -84,8 +84,9 @@ def _train_and_explain(base: Path, cache: Path, model: list[str], explain: int =
     from dfd.engine.train import train
 
     common = [f"paths.cache_dir={cache}", "data.num_workers=0", "data.batch_size=16"]
-    res = train(compose("train", runtime=True, overrides=[f"paths.run_dir={base / 'train'}", *common, *model,
-                                                          f"dataset.videos={VIDEOS_ARG}", "trainer.max_epochs=3"]))
+    res = train(compose("train", runtime=True, overrides=[f"paths.run_dir={base / 'train'}", *common,
+                                                          f"dataset.videos={VIDEOS_ARG}", "trainer.max_epochs=3",
+                                                          *model]))
     ckpt = res["selection"]["checkpoint"]
     evaluate(compose("eval", overrides=[f"ckpt_path={ckpt}", f"paths.run_dir={base / 'eval'}", *common,
                                         "logger=none", f"explain={explain}"]))
@@ -97,7 +98,7 @@ MODELS = {
     # A ViT from scratch (the 0.3 M-parameter `tiny`, CLS pooling) does not find domain a's trace (a blurrier
     # pasted face: a quadratic, texture-energy cue) in a few epochs (AUC 0.5 after 100 steps); domain b's
     # sharpened face with an up-sampling checkerboard is linear in its patches: AUC 1.0 after 100 steps.
-    "vit": ["model=tiny", "dataset.domain=b"],
+    "vit": ["model=tiny", "dataset.domain=b", "data.batch_size=8", "trainer.max_epochs=4"],
 }
 DOMAIN = {"cnn": "a", "vit": "b"}
 

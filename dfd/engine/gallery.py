@@ -93,8 +93,10 @@ def explain_rows(module: torch.nn.Module, dm: Any, rows: list[dict], run_dir: Pa
         items = [ds[int(row["code"])]] if hasattr(ds, "frame_rows") else [ds[int(i)] for i in row["rows"]]
         x = torch.stack([it["image"] for it in items])
         lm = torch.stack([it["landmarks"] for it in items]) if explainer.needs_landmarks else None
+        device = next(module.model.parameters()).device
         with torch.no_grad():
-            probs = torch.sigmoid(module.model.eval()(x, lm).float()).numpy()
+            logits = module.model.eval()(x.to(device), lm.to(device) if lm is not None else None)
+            probs = torch.sigmoid(logits.float()).cpu().numpy()
         maps = explainer(x, lm)
         per_crop = maps[0] if maps.ndim == 4 else maps
         folder = run_dir / EXPLAIN_DIR / safe_relpath(row["test_set"]) / safe_relpath(row["video_id"])

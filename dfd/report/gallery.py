@@ -63,13 +63,17 @@ def failure_gallery(runs: Sequence[dict[str, Any]], n: int, out: Path) -> pd.Dat
     ``out``, empty where none could be made)."""
     from dfd.engine.predictions import read_predictions, worst_videos
 
-    frames, sources = [], {}
+    frames = []
     for run in _newest(runs):
-        data = json.loads(Path(run["source"]).read_text())
         df = read_predictions(run["predictions"])[["test_set", "video_id", "label", "method", "prob_fake"]]
         frames.append(df.assign(config=run["config"]))
-        for test_set, manifest in (data.get("crop_manifests") or {}).items():
-            sources.setdefault((run["config"], test_set), []).append((manifest, Path(run["source"]).parent))
+    # Crops and heatmaps from any run of the configuration (a dfd-eval with explain=N beside its training run).
+    sources: dict[tuple[str, str], list[tuple[str, Path]]] = {}
+    for run in sorted(runs, key=lambda r: (r["created"], r["source"]), reverse=True):
+        if str(run["source"]).endswith(".json") and Path(run["source"]).is_file():
+            data = json.loads(Path(run["source"]).read_text())
+            for test_set, manifest in (data.get("crop_manifests") or {}).items():
+                sources.setdefault((run["config"], test_set), []).append((manifest, Path(run["source"]).parent))
     if not frames or n <= 0:
         return pd.DataFrame(columns=GALLERY_COLUMNS)
     videos = (pd.concat(frames, ignore_index=True)
