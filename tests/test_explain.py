@@ -153,7 +153,7 @@ def test_eval_explain_w_and_b_table_and_report_html(study, tmp_path: Path) -> No
     worst-video table with its images; dfd-report's report.html holds every matrix cell, gallery and figure,
     inlined and decodable, with no external URL (and, with Chromium on the machine, renders the matrix)."""
     from dfd.cli.report import main as report_main
-    from dfd.report.wandb_runs import iter_records
+    from dfd.report.wandb_runs import iter_records, offline_tables
 
     run = study("cnn")
     results = json.loads((run["eval"] / "results.json").read_text())
@@ -163,23 +163,24 @@ def test_eval_explain_w_and_b_table_and_report_html(study, tmp_path: Path) -> No
         cam = np.load(folder / MAPS_FILE)
         assert cam["maps"].shape == (4, 64, 64) and len(list(folder.glob("0000*.png"))) == 4
 
-    # W&B: the table record in the offline log, its table file and every image it names.
+    # W&B: the table in the offline log (a run artifact: its manifest names the table and every image in it).
     log = next(run["train"].rglob("offline-run-*/run-*.wandb"))
-    table_ref = None
+    logged: dict[str, dict] = {}
     for record in iter_records(log):
         if record.WhichOneof("record_type") == "history":
             for item in record.history.item:
-                if (list(item.nested_key) or [item.key])[0] == "test/worst_videos":
-                    table_ref = json.loads(item.value_json)
-    assert table_ref is not None and table_ref["_type"] == "table-file"
-    files = log.parent / "files"
-    table = json.loads((files / table_ref["path"]).read_text())
+                key = list(item.nested_key) or [item.key]
+                if len(key) == 2:
+                    logged.setdefault(key[0], {})[key[1]] = json.loads(item.value_json)
+    assert logged["test/worst_videos"]["_type"] == "table-file"
+    assert logged["test/roc_curves_table"]["_type"] == "table-file"  # the ROC line plot's data
+    table = offline_tables(log)["test/worst_videos"]
     assert table["columns"][:6] == ["test_set", "rank", "video_id", "label", "method", "prob_fake"]
     assert len(table["data"]) == 8
     crops = table["columns"].index("crops")
     for row in table["data"]:
-        image = cv2.imread(str(files / row[crops]["path"]))
-        assert image is not None and image.shape[0] == 96
+        image = cv2.imread(table["files"][row[crops]["path"]])
+        assert image is not None and image.shape[0] == 96 and image.shape[1] == 4 * 96
 
     out = tmp_path / "report"
     assert report_main([str(run["train"]), str(run["eval"]), "--out", str(out), "--gallery", "2"]) == 0

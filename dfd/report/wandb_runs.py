@@ -144,6 +144,27 @@ def read_offline_run(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], 
     return config, summary, created
 
 
+def offline_tables(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The W&B Tables an offline run logged, by key: ``{"columns", "data", "files"}``.
+
+    wandb 0.31 logs a table as a run artifact: the ``.wandb`` log holds its manifest (the table's JSON and every
+    image it shows, each with the staged file that holds its bytes until ``wandb sync``, in W&B's artifact
+    staging folder); ``files`` maps each entry's path (``media/images/...png``, as the table cells name them) to
+    that file.
+    """
+    tables: dict[str, dict[str, Any]] = {}
+    for record in iter_records(path):
+        if record.WhichOneof("record_type") != "artifact" or record.artifact.type != "run_table":
+            continue
+        files = {e.path: e.local_path for e in record.artifact.manifest.contents}
+        for entry, local in files.items():
+            if entry.endswith(".table.json") and Path(local).is_file():
+                table = json.loads(Path(local).read_text())
+                tables[entry.removesuffix(".table.json")] = {"columns": table["columns"], "data": table["data"],
+                                                             "files": files}
+    return tables
+
+
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in tree.items():
