@@ -196,7 +196,7 @@ def test_eval_explain_w_and_b_table_and_report_html(study, tmp_path: Path) -> No
             assert row[t] in parser.values, (row["config"], t, row[t])
     assert len(parser.images) >= 6
     for src in parser.images:
-        assert src.startswith("data:image/png;base64,")
+        assert src.startswith(("data:image/png;base64,", "data:image/jpeg;base64,"))
         img = cv2.imdecode(np.frombuffer(base64.b64decode(src.split(",", 1)[1]), np.uint8), cv2.IMREAD_COLOR)
         assert img is not None and img.size > 0
     gallery = list(csv.DictReader((out / "gallery.csv").open()))

@@ -103,7 +103,8 @@ def frame_html(df: pd.DataFrame, numeric: tuple[str, ...] = ()) -> str:
         cells = []
         for c, v in zip(df.columns, row, strict=True):
             if c in numeric and isinstance(v, int | float | np.number):
-                cells.append(f'<td data-value="{_num(float(v))}">{_e(f"{float(v):.4f}")}</td>')
+                text = f"{float(v):.4f}" if np.isfinite(v) else "–"
+                cells.append(f'<td data-value="{_num(float(v))}">{_e(text)}</td>')
             else:
                 cells.append(f"<td>{_e(v)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
@@ -143,8 +144,6 @@ def write_html(out: Path, m: Matrix, gap: pd.DataFrame, others: list[Matrix], ti
             "<h2>Generalization gap</h2>",
             frame_html(gap.reset_index().rename(columns={"index": "config"}),
                        numeric=tuple(c for c in gap.columns))]
-    for other in others:
-        body += [f"<h3>{_e(other.metric)}</h3>", matrix_html(other)]
     if gallery is not None and not gallery.empty:
         body += ["<h2>Failure galleries</h2>", '<p class="note">Per configuration and test set, the videos whose '
                  "score is furthest from their label (P(fake) averaged over the configuration's runs): crops from "
@@ -156,6 +155,10 @@ def write_html(out: Path, m: Matrix, gap: pd.DataFrame, others: list[Matrix], ti
         body.append(f"<h2>{_e(section)}</h2>")
         body += [f'<figure><img alt="{_e(p.stem)}" src="{data_uri(p)}"><figcaption>{_e(p.relative_to(out))}'
                  "</figcaption></figure>" for p in paths]
+    if others:  # after the pictures: the page is for looking first
+        body.append("<h2>Other metrics</h2>")
+    for other in others:
+        body += [f"<h3>{_e(other.metric)}</h3>", matrix_html(other)]
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
             f"<style>{_STYLE}</style></head><body>{''.join(body)}<script>{_SCRIPT}</script></body></html>")
     path = out / "report.html"
