@@ -70,7 +70,8 @@ def test_explainer_shapes_frozen_weights_and_clips() -> None:
     for model in (cnn, vit):
         maps = Explainer(model)(x)
         assert maps.shape == (3, 64, 64) and maps.dtype == np.float32
-        assert maps.min() >= 0 and maps.max() <= 1 + 1e-6 and (maps.max(axis=(1, 2)) > 0.99).all()
+        peaks = maps.max(axis=(1, 2))  # each map scaled to 0-1, or empty (no evidence for "fake" anywhere)
+        assert maps.min() >= 0 and ((peaks > 0.99) | (peaks == 0)).all() and (peaks > 0.99).any()
     assert Explainer(cnn).layer is cnn.backbone.layer3  # layer4 is 2x2 at 64 px: the 4x4 stage localises
     clips = Explainer(vit)(x[None])  # (1, L=3, 3, 64, 64): one map per frame
     assert clips.shape == (1, 3, 64, 64)
@@ -141,9 +142,10 @@ def test_heatmaps_look_at_the_blend_region(study, shared_cache: Path, name: str)
     share = []
     for i, heat in enumerate(maps):
         mask = masks[names[arrays.video[i]]][arrays.frame[i]]
-        inside[int(arrays.label[i])].append(mass_inside(heat, mask))
+        mass = mass_inside(heat, mask)  # NaN: an empty map (no evidence for "fake" anywhere), nothing inside
+        inside[int(arrays.label[i])].append(0.0 if np.isnan(mass) else mass)
         share.append(float(mask.mean()))
-    fake, real, area = np.nanmean(inside[1]), np.nanmean(inside[0]), float(np.mean(share))
+    fake, real, area = float(np.mean(inside[1])), float(np.mean(inside[0])), float(np.mean(share))
     print(f"{name}: heatmap mass inside the blend region: fakes {fake:.3f}, reals {real:.3f}, region share {area:.3f}")
     assert fake > area and fake > real
 

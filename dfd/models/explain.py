@@ -11,10 +11,13 @@ Which layer (:func:`target_layer`):
 
 * convolutional backbones (timm CNNs, Xception, ADDNet-2D): the last feature stage (timm's ``feature_info``),
   the classic Grad-CAM layer, or the deepest one still ``MIN_CAM_SIDE`` cells wide at small inputs;
-* ViT-style backbones (timm ViT, CLIP, DINOv2/v3, PE, ``tiny``): the input of the last block's attention
-  (``blocks[-1].norm1``), patch tokens laid back on their grid (prefix tokens dropped). With CLS-token pooling
-  the last block's *output* patch tokens never reach the logit (zero gradient), their attention input does:
-  this is the token-level Grad-CAM;
+* ViT-style backbones (timm ViT, CLIP, DINOv2/v3, PE, ``tiny``): a token-level Grad-CAM at the attention input
+  of the *second-to-last* block (``blocks[-2].norm1``), patch tokens laid back on their grid (prefix tokens
+  dropped). With CLS-token pooling the last block's *output* patch tokens never reach the logit (zero
+  gradient); its attention input only carries what the CLS query reads in one step. Measured on the `tiny` ViT
+  trained on synthetic domain b (AUC 1.0): fake crops' heatmap mass inside the blend region (28.5 % of the
+  crop) is 0.17 at ``blocks[-1].norm1`` (reals 0.28), 0.69 at ``blocks[-2].norm1`` (reals: empty maps, no
+  evidence for "fake" anywhere), 0.74 at ``blocks[-3].norm1``;
 * clip models (ADDNet-3D): the per-frame entry-flow output, so every frame of a clip gets its own map.
 
 A map is the ReLU of the gradient-weighted activation sum, resized to the model's input and scaled to 0-1 per
@@ -62,7 +65,7 @@ def target_layer(detector: nn.Module) -> tuple[nn.Module, int | None]:
     backbone = getattr(detector, "backbone", detector)
     blocks = getattr(backbone, "blocks", None)
     if blocks is not None and hasattr(backbone, "num_prefix_tokens") and hasattr(blocks[-1], "norm1"):
-        return blocks[-1].norm1, int(backbone.num_prefix_tokens)
+        return blocks[-2 if len(blocks) > 1 else -1].norm1, int(backbone.num_prefix_tokens)
     info = getattr(backbone, "feature_info", None)
     if info:
         size = getattr(getattr(detector, "input_spec", None), "size", None) or 224
