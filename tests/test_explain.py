@@ -57,10 +57,10 @@ def test_blend_masks_regenerate_from_the_seed(shared_cache: Path) -> None:
 
 # ----------------------------------------------------------------------------------------------- maps
 def test_explainer_shapes_frozen_weights_and_clips() -> None:
-    """CNN and ViT maps at the input size in 0-1; a frozen (linear-probe) model; clips per frame. (LoRA: the
-    bundle test explains a LoRA checkpoint.)"""
+    """CNN and ViT maps at the input size in 0-1; frozen (linear-probe), SVD-residual and norm-only models; clips
+    per frame, ADDNet-3D's too. (LoRA: the bundle test explains a LoRA checkpoint.)"""
     from dfd.models import create_model
-    from dfd.models.finetune import LinearProbe
+    from dfd.models.finetune import LinearProbe, NormOnly, SVDResidual
 
     torch.manual_seed(0)
     x = torch.randn(3, 3, 64, 64)
@@ -76,6 +76,16 @@ def test_explainer_shapes_frozen_weights_and_clips() -> None:
     clips = Explainer(vit)(x[None])  # (1, L=3, 3, 64, 64): one map per frame
     assert clips.shape == (1, 3, 64, 64)
     np.testing.assert_allclose(clips[0], Explainer(vit)(x), atol=1e-5)  # a frame model scores frames alone
+    # Effort's SVD-residual and GenD's norm-only ViTs, and ADDNet-3D (a clip model with landmark masks: one map
+    # per frame from its shared entry flow).
+    for strategy in (SVDResidual(k=1), NormOnly()):
+        tuned = create_model(name="timm", arch="test_vit", img_size=64)
+        strategy.apply(tuned, 1e-3, 0.0)
+        assert Explainer(tuned)(x[:1]).shape == (1, 64, 64)
+    addnet = create_model(name="addnet3d", clip_len=2, img_size=64, head_channels=[8, 8])
+    explainer = Explainer(addnet)
+    assert explainer.layer is addnet.backbone.block3
+    assert explainer(x[None, :2]).shape == (1, 2, 64, 64)
 
 
 # ----------------------------------------------------------------------------------------------- the study
