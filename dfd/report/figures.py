@@ -33,8 +33,8 @@ FIGURE_KINDS: tuple[tuple[str, str], ...] = (
     ("mix*.png", "Training mixes"),
 )
 OTHER = "Other figures"
-#: Folders of a report that hold pictures but not figures (the failure galleries).
-NOT_FIGURES = ("gallery",)
+#: Folders of a report that hold pictures but not figures (the failure galleries, a report run's W&B files).
+NOT_FIGURES = ("gallery", "wandb")
 RUN_FIGURES = "figures/runs"
 
 
