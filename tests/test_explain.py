@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -195,7 +196,18 @@ def test_eval_explain_w_and_b_table_and_report_html(study, tmp_path: Path) -> No
         assert image is not None and image.shape[0] == 96 and image.shape[1] == 4 * 96
 
     out = tmp_path / "report"
-    assert report_main([str(run["train"]), str(run["eval"]), "--out", str(out), "--gallery", "2"]) == 0
+    assert report_main([str(run["train"]), str(run["eval"]), "--out", str(out), "--gallery", "2",
+                        "--wandb-project", "me/dfd-reports"]) == 0
+    # The report run (offline here) holds the matrix and the gap as Tables. W&B's service writes the log behind
+    # the run's finish(), so give it a moment.
+    report_log = next(out.glob("wandb/offline-run-*/run-*.wandb"))
+    for _ in range(60):
+        logged_report = offline_tables(report_log)
+        if {"report/matrix", "report/gap"} <= set(logged_report):
+            break
+        time.sleep(0.5)
+    assert {"report/matrix", "report/gap"} <= set(logged_report)
+    assert len(logged_report["report/matrix"]["data"]) == 1 and "gap" in logged_report["report/gap"]["columns"]
     page = (out / "report.html").read_text()
     assert not re.search(r"(https?:|ftp:)//|src=\"//|url\(", page), "report.html must not reference anything outside"
     parser = _Page()
