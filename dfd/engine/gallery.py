@@ -41,9 +41,8 @@ def _rows_of(ds: Any, video: int) -> np.ndarray:
     return rows[np.lexsort((a.track[rows], a.frame[rows]))]
 
 
-def _video_code(ds: Any, video_id: str) -> int | None:
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in ds.arrays.video_names]
-    return names.index(video_id) if video_id in names else None
+def _video_codes(ds: Any) -> dict[str, int]:
+    return {(n.decode() if isinstance(n, bytes) else str(n)): i for i, n in enumerate(ds.arrays.video_names)}
 
 
 def crop_manifests(dm: Any) -> dict[str, str]:
@@ -62,10 +61,11 @@ def gallery_rows(dm: Any, tables: list[pd.DataFrame], n: int) -> list[dict]:
     if not tables or n <= 0:
         return []
     worst = worst_videos(pd.concat(tables, ignore_index=True), n, by=["test_set"])
+    codes = {name: _video_codes(ds) for name, ds in dm.test_ds.items() if hasattr(ds, "arrays")}
     out = []
     for r in worst.itertuples(index=False):
         ds = dm.test_ds.get(r.test_set)
-        code = _video_code(ds, r.video_id) if ds is not None and hasattr(ds, "arrays") else None
+        code = codes.get(r.test_set, {}).get(r.video_id)
         crops: list[str] = []
         rows = np.zeros(0, np.int64)
         if code is not None and hasattr(ds.arrays, "path"):
