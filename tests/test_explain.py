@@ -90,8 +90,8 @@ def test_explainer_shapes_frozen_weights_and_clips() -> None:
 
 
 # ----------------------------------------------------------------------------------------------- the study
-def _train_and_explain(base: Path, cache: Path, model: list[str], explain: int = 3) -> dict[str, Path]:
-    """Train on synthetic domain a (W&B offline), then dfd-eval the checkpoint with explain=N."""
+def _train_and_explain(base: Path, cache: Path, model: list[str], explain: int = 3) -> dict:
+    """Train on a synthetic domain (W&B offline), then dfd-eval the checkpoint with explain=N."""
     from dfd.engine.evaluate import evaluate
     from dfd.engine.train import train
 
