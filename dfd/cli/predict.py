@@ -33,6 +33,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also write every face crop scored, as DIR/<input path>/<frame:06d>.png, the input's path "
                         "relative to the inputs' common folder (the extra faces of a frame as "
                         "<frame:06d>_<track>.png)")
+    p.add_argument("--explain", metavar="DIR", default=None,
+                   help="also write Grad-CAM heatmaps of the fake score per file: DIR/<input path>/<frame:06d>.png, the "
+                        "input's path as --save-crops writes it "
+                        "(the crop with its heatmap), <frame:06d>_frame.png (laid back onto the frame) and cam.npz "
+                        "(the maps); a bundle's network is rebuilt from its model.safetensors (needs dfd's models)")
     p.add_argument("--video-score", default=None, choices=("max_face_mean", "mean", "largest_face"),
                    help="how a video's face probabilities make its probability (default: the bundle's video_score): "
                         "max_face_mean = mean over frames of the max over each frame's faces; mean = of the mean; "
@@ -67,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         bundle = open_model(args.model, device)
         predictor = Predictor(bundle, frames=args.frames, batch_size=args.batch_size, device=device,
                               inputs=args.input_mode, save_crops=args.save_crops, video_score=args.video_score,
-                              detect_device=detect_device)
+                              detect_device=detect_device, explain=args.explain)
         if predictor.notice:
             print(f"dfd-predict: note: {predictor.notice}", file=sys.stderr)
         if predictor.detect_notice:

@@ -1,8 +1,9 @@
 """``dfd-report``: cross-dataset matrix, generalization gap, heatmaps, ROC curves, reliability diagrams, per-kind
 and no-face tables and robustness curves from runs.
 
-Usage: ``dfd-report RUNS_DIR... --out DIR [--metric video_auc] [--group-by KEY...] [--worst N]
-[--wandb-offline DIR...] [--wandb-project entity/project]``. Plain argparse (not Hydra): it reads finished runs, it configures nothing.
+Usage: ``dfd-report RUNS_DIR... --out DIR [--metric video_auc] [--group-by KEY...] [--worst N] [--gallery N]
+[--wandb-offline DIR...] [--wandb-project entity/project]``. Writes report.md and report.html (one
+self-contained page). Plain argparse (not Hydra): it reads finished runs, it configures nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(
         prog="dfd-report",
         description="Collect results.json files (recursively; Hydra multirun trees work) and W&B runs into a "
-        "cross-dataset report: matrix.csv, gap.csv, results_long.csv, report.md and PNG figures.",
+        "cross-dataset report: matrix.csv, gap.csv, results_long.csv, report.md, report.html (self-contained: "
+        "images inlined, sortable tables), failure galleries and PNG figures.",
     )
     p.add_argument("runs", nargs="*", type=Path, metavar="RUNS_DIR",
                    help="run or multirun directories (or results.json files)")
@@ -33,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wandb-offline", nargs="+", type=Path, default=[], metavar="DIR",
                    help="W&B folders holding offline-run-*/run-*.wandb logs")
     p.add_argument("--wandb-project", metavar="ENTITY/PROJECT",
-                   help="read finished runs of a W&B project online (needs `wandb login`)")
+                   help="read finished runs of a W&B project online (needs `wandb login`; skipped when W&B is "
+                   "offline), and log the matrix and gap as W&B Tables to a report run of it (offline: kept "
+                   "under OUT/wandb/ for `wandb sync`)")
     p.add_argument("--group-by", nargs="+", default=list(collect_mod.DEFAULT_GROUP_BY), metavar="KEY",
                    help="what names a row: fields of results.json's 'train' section (dataset model finetune seed "
                    "experiment) or any config key a run recorded (e.g. optim.lr, finetune.rank) (default: dataset "
@@ -43,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worst", type=int, default=0, metavar="N",
                    help="list the N worst-scored videos per configuration and test set (from each run's "
                    "predictions.parquet) in worst_videos.csv, report.md and here")
+    p.add_argument("--gallery", type=int, default=4, metavar="N",
+                   help="failure galleries: the N worst false positives and false negatives per configuration and "
+                   "test set, with crop thumbnails from the cache and Grad-CAM heatmaps where dfd-eval explain=N "
+                   "ran (default 4; 0: none)")
     p.add_argument("--skip-invalid", action="store_true",
                    help="skip unreadable results files (listed in report.md) instead of stopping")
     p.add_argument("--title", default="Cross-dataset generalization report", help="report.md title")
@@ -71,9 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.runs and not args.wandb_offline and not args.wandb_project:
         print("error: give at least one RUNS_DIR, --wandb-offline DIR or --wandb-project", file=sys.stderr)
         return 2
-    if args.worst < 0:
-        print(f"error: --worst {args.worst}: give a number of videos >= 1", file=sys.stderr)
-        return 2
+    for flag in ("worst", "gallery"):
+        if getattr(args, flag) < 0:
+            print(f"error: --{flag} {getattr(args, flag)}: give a number of videos >= 1", file=sys.stderr)
+            return 2
     from dfd.report.build import build_report
     from dfd.report.matrix import parse_metric
 
@@ -85,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             result = build_report(args.runs, args.out, metric=args.metric, wandb_offline=args.wandb_offline,
                                   wandb_project=args.wandb_project, group_by=args.group_by,
                                   skip_invalid=args.skip_invalid, title=args.title, worst=args.worst,
-                                  feature_maps=not args.no_feature_maps, select_on_val=args.select_on_val)
+                                  feature_maps=not args.no_feature_maps, select_on_val=args.select_on_val,
+                                  gallery=args.gallery)
     except collect_mod.ResultsError as e:
         msg = str(e)
         hint = "" if msg.startswith("error:") or args.skip_invalid else " (fix or remove it, or pass --skip-invalid)"
@@ -108,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mix rank {r.rank} ({r.model} {r.finetune}): {r.dataset}  mean held-out {args.metric} {mean} "
                   f"over {r.n_sets} set(s)")
     print(f"{result.n_files} result file(s), {result.n_configs} configuration(s), {result.n_test_sets} test set(s) "
-          f"-> {result.report}")
+          f"-> {result.report}, {result.html}")
+    if result.wandb_run:
+        print(f"matrix and gap logged to W&B: {result.wandb_run}")
     return 0
 
 

@@ -25,6 +25,7 @@ from dfd.engine.build import (
     save_config,
 )
 from dfd.engine.checks import check_crop_contracts, robustness_plan
+from dfd.engine.gallery import EXPLAIN_DIR, TABLE_ROWS, crop_manifests, explain_rows, gallery_rows
 from dfd.engine.hardware import set_threads
 from dfd.engine.metrics import ITEM_WORDS, LEVELS, headline
 from dfd.engine.module import DetectorModule
@@ -136,13 +137,16 @@ def evaluate(cfg: DictConfig) -> dict:
     trainer = build_trainer(cfg, run_dir, f"{uuid.uuid4().hex[:12]}-eval", f"eval-{run.get('dataset', '')}", "eval")
 
     def evaluate_once(extra: list | None = None, suffix: str = "", tables: list | None = None,
-                      sources: dict | None = None) -> dict:
+                      sources: dict | None = None) -> tuple:
         tests_now = name_test_sets(train_src, tests) if sources is None else sources
         dm = build_datamodule(cfg, spec, None, tests_now, {}, eval_extra=extra)
-        return test_model(trainer, module, dm, None, suffix, tables, no_face)
+        return test_model(trainer, module, dm, None, suffix, tables, no_face), dm
 
     tables: list = []
-    reports = evaluate_once(tables=tables)
+    reports, dm = evaluate_once(tables=tables)
+    explain = int(cfg.get("explain") or 0)
+    gallery = gallery_rows(dm, tables, max(explain, TABLE_ROWS)) if trainer.is_global_zero else []
+    explained = explain_rows(module, dm, gallery, run_dir, explain) if explain > 0 and gallery else {}
     robustness: dict = {}
     indexes: dict = {}  # at=frame: each test set's video index, built once for the whole sweep
     for kind, level in plan.pairs:
@@ -151,9 +155,9 @@ def evaluate(cfg: DictConfig) -> dict:
             notes += [f"robustness {kind} {level:g} (at=frame) on '{name}': no test video kept a face; not scored"
                       for name in empty]
             # Its own metric keys: a frame-level and a crop-level point of one kind and level are different numbers.
-            perturbed = evaluate_once(suffix=f"@frame_{kind}{level:g}", sources=distorted) if distorted else {}
+            perturbed = evaluate_once(suffix=f"@frame_{kind}{level:g}", sources=distorted)[0] if distorted else {}
         else:
-            perturbed = evaluate_once([perturbation(kind, level)], suffix=f"@{kind}{level:g}")
+            perturbed, _ = evaluate_once([perturbation(kind, level)], suffix=f"@{kind}{level:g}")
         for name, rep in perturbed.items():
             point = {"level": level, "at": plan.at, **{lv: rep[lv] for lv in LEVELS if lv in rep}}
             top = headline(reports[name])  # videos, images, or both
@@ -176,7 +180,11 @@ def evaluate(cfg: DictConfig) -> dict:
         # The evaluation-time settings reports compare runs by (a training run records them in its config).
         config={"eval": {"no_face": no_face.rule, "no_face_score": no_face.score}},
     )
-    finish_run(trainer, results, run_dir, f"evaluation of {cfg.ckpt_path}", tables)
+    results["crop_manifests"] = crop_manifests(dm)
+    if explain > 0:
+        results["explain"] = {"dir": EXPLAIN_DIR, "n": explain, "method": "grad-cam (dfd.models.explain)",
+                              "videos": explained}
+    finish_run(trainer, results, run_dir, f"evaluation of {cfg.ckpt_path}", tables, gallery)
     return results
 
 

@@ -117,6 +117,18 @@ def write_predictions(tables: list[pd.DataFrame], run_dir: str | Path) -> Path:
     return atomic.write_table(table, path)
 
 
+def worst_videos(videos: pd.DataFrame, n: int, by: list[str]) -> pd.DataFrame:
+    """The ``n`` videos per ``by`` group (e.g. test set) whose ``prob_fake`` is furthest from their ``label``:
+    confident mistakes first (ties by video id), with ``error`` and ``rank`` (1 = worst) added. The one ranking
+    rule of run galleries, explain=N and ``dfd-report --worst``."""
+    v = videos.copy()
+    v["error"] = np.where(v["label"] == 1, 1.0 - v["prob_fake"], v["prob_fake"])
+    v = v.sort_values([*by, "error", "video_id"], ascending=[*([True] * len(by)), False, True], kind="stable")
+    worst = v.groupby(by, sort=False).head(n).copy()
+    worst["rank"] = worst.groupby(by, sort=False).cumcount() + 1
+    return worst.reset_index(drop=True)
+
+
 def read_predictions(path: str | Path) -> pd.DataFrame:
     """Read a run's predictions (the file, or the run directory holding it)."""
     path = Path(path)

@@ -211,7 +211,10 @@ def bootstrap_method() -> dict:
             "levels": {"video": "videos", "image": "images", "item": "every video and image of a mixed set"}}
 
 
-def finish_run(trainer: pl.Trainer, results: dict, run_dir: Path, title: str, tables: list | None = None) -> None:
+def finish_run(trainer: pl.Trainer, results: dict, run_dir: Path, title: str, tables: list | None = None,
+               gallery: list[dict] | None = None) -> None:
+    """Write results.json (+ predictions.parquet, roc.png) and log them; ``gallery``: the worst videos per test
+    set (:func:`dfd.engine.gallery.gallery_rows`), logged to W&B as a table with their crops and heatmaps."""
     if not trainer.is_global_zero:
         return
     results["bootstrap"] = bootstrap_method()
@@ -240,6 +243,9 @@ def finish_run(trainer: pl.Trainer, results: dict, run_dir: Path, title: str, ta
             videos = pd.concat(tables, ignore_index=True).drop(columns=["frame_probs", "frame_index", "frame_track"])
             lg.log_table(key="test/predictions", dataframe=videos)
         lg.experiment.summary["results_json"] = str(path)
+    from dfd.engine.gallery import log_wandb
+
+    log_wandb(wandb_loggers(trainer), gallery or [], results["test"])
     print_table(results["test"], title)
     if results.get("robustness"):
         print_robustness(results["test"], results["robustness"])

@@ -23,6 +23,7 @@ from dfd.engine.build import (
 )
 from dfd.engine.checks import check_crop_contracts, check_required_crop, check_sbi_keys, validation_class_note
 from dfd.engine.evaluate import test_model
+from dfd.engine.gallery import TABLE_ROWS, crop_manifests, gallery_rows
 from dfd.engine.hardware import set_threads
 from dfd.engine.module import SELECT_KEY, DetectorModule
 from dfd.engine.no_face import NoFaceRule
@@ -189,7 +190,9 @@ def train(cfg: DictConfig) -> dict:
         **({"features": store_record} if store_record else {}),
         **({"audit": audit} if audit else {}),
     )
-    finish_run(trainer, results, run_dir, f"test metrics ({name})", tables)
+    results["crop_manifests"] = crop_manifests(dm)
+    gallery = gallery_rows(dm, tables, TABLE_ROWS) if trainer.is_global_zero else []
+    finish_run(trainer, results, run_dir, f"test metrics ({name})", tables, gallery)
     if best and trainer.is_global_zero:
         log.info("checkpoint: %s (selected on %s val; dfd-eval and dfd-export take it)", best, train_src.name)
     return results

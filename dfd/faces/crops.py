@@ -15,7 +15,7 @@ import numpy as np
 from dfd.faces.boxes import Detections
 from dfd.faces.contract import CropContract
 from dfd.faces.detect import FaceDetector
-from dfd.faces.geometry import align_face, crop_face, resize_crop
+from dfd.faces.geometry import align_face, crop_face, frame_to_crop, resize_crop
 from dfd.faces.track import choose_face, choose_faces, track_faces
 
 
@@ -25,7 +25,8 @@ class FaceCrops:
 
     ``keep`` indexes the input frame of each crop (repeated when a frame gave several faces, ``choice=all``);
     ``tracks`` is each crop's face id within the video (always 0 with one face per frame); ``crops``,
-    ``landmarks`` (5 points in crop pixels, NaN unknown), ``boxes`` (source pixels) and ``scores`` follow it.
+    ``landmarks`` (5 points in crop pixels, NaN unknown), ``boxes`` (source pixels), ``scores`` and
+    ``matrices`` (each crop's 2 x 3 frame -> crop affine, :func:`~dfd.faces.geometry.frame_to_crop`) follow it.
     ``full_res`` counts kept frames whose faces only the full-resolution fallback found.
     """
 
@@ -35,6 +36,7 @@ class FaceCrops:
     boxes: list[np.ndarray] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     tracks: list[int] = field(default_factory=list)
+    matrices: list[np.ndarray] = field(default_factory=list)
     full_res: int = 0
 
     def __len__(self) -> int:
@@ -70,6 +72,7 @@ def crop_faces(images: Sequence[np.ndarray], contract: CropContract, detector: F
             out.scores.append(1.0)
             out.tracks.append(0)
             out.landmarks.append(nan)
+            out.matrices.append(frame_to_crop(None, None, contract, (img.shape[1], img.shape[0])))
         if landmarks and contract.landmarks_for_crops and detector is not None and len(images):
             for i, det in enumerate(detector.for_crops().detect(images)):
                 k = choose_face(det, contract.choice, contract.min_score)
@@ -112,5 +115,6 @@ def faces_from_detections(images: Sequence[np.ndarray], dets: Sequence[Detection
             out.boxes.append(det.boxes[k])
             out.scores.append(float(det.probs[k]))
             out.tracks.append(int(t))
+            out.matrices.append(frame_to_crop(det.boxes[k], det.landmarks[k], contract))
         out.full_res += int(det.fallback and len(ks) > 0)
     return out

@@ -63,6 +63,23 @@ def crop_face(
     return crop, lm
 
 
+def frame_to_crop(box: np.ndarray | None, landmarks: np.ndarray | None, contract: CropContract,
+                  frame_size: tuple[int, int] | None = None) -> np.ndarray:
+    """The 2 x 3 affine that maps a frame's pixels into its face crop as :func:`crop_face` / :func:`align_face`
+    cut it (``inputs=crops``: the resize of the whole image, ``frame_size`` = (w, h)); used to lay anything
+    computed on a crop (a heatmap) back onto the frame."""
+    size = contract.size
+    if contract.inputs == "crops":
+        w, h = frame_size or (size, size)
+        return np.array([[size / w, 0, 0], [0, size / h, 0]], np.float64)
+    if contract.align == "arcface":
+        return similarity_transform(np.asarray(landmarks, np.float32).reshape(5, 2),
+                                    arcface_template(size, contract.margin))
+    x0, y0, side = crop_box(box, contract.margin)
+    s = size / side
+    return np.array([[s, 0, -x0 * s], [0, s, -y0 * s]], np.float64)
+
+
 def resize_crop(image: np.ndarray, size: int, interpolation: str = CropContract.interpolation) -> np.ndarray:
     """Resize an already-cropped face to the cache's ``size`` (datasets distributed as crops)."""
     h, w = image.shape[:2]

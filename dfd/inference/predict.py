@@ -22,7 +22,9 @@ Faces are detected on the CPU by default, as training caches are extracted (``de
 Models trained on face crops as a dataset ships them (WildDeepfake) take crops as they are (``inputs=crops``).
 
 Imports nothing of the training stack (Lightning, Hydra, albumentations, timm): an organiser's server needs
-torch, numpy, OpenCV, decord and facenet-pytorch only.
+torch, numpy, OpenCV, decord and facenet-pytorch only. ``explain`` (``--explain DIR``: Grad-CAM heatmaps,
+:mod:`dfd.models.explain`) is the exception: TorchScript has no hooks, so it rebuilds the bundle's eager
+network from its safetensors weights, which needs dfd's models, timm and grad-cam.
 """
 
 from __future__ import annotations
@@ -195,6 +197,7 @@ class _Pending:
     probs: list[float] = field(default_factory=list)
     frames: list[int] = field(default_factory=list)  # per scored input (crop or clip): its frame number
     tracks: list[int] = field(default_factory=list)  # and its face id
+    explained: list = field(default_factory=list)  # --explain: (crop, frame image, frame->crop affine, stem) per map
 
 
 class Predictor:
@@ -211,13 +214,17 @@ class Predictor:
             (detect and crop) or ``crops`` (inputs are face crops).
         save_crops: folder to write every scored crop to (``<folder>/<file path>/<frame:06d>.png``, the file's
             path relative to the inputs' common folder; the extra faces of a frame as ``<frame:06d>_<track>.png``).
+        explain: folder to write Grad-CAM heatmaps to, per file ``<folder>/<file path>/``: ``<stem>.png`` (the
+            crop with its heatmap), ``<stem>_frame.png`` (the heatmap laid back onto the frame) and ``cam.npz``
+            (``maps`` (N,S,S) float32 in 0-1, clips (1,L,S,S); ``frames``, ``tracks``, ``probs``).
         detect_batch: frames per MTCNN call (dfd-extract's default, so both see identical batches).
         video_score: the video-score rule (default: the bundle's ``video_score``).
     """
 
     def __init__(self, bundle: Bundle, frames: int | None = None, batch_size: int = 32, device: str = "cpu",
                  inputs: str = "auto", save_crops: str | Path | None = None, detect_batch: int = DETECT_BATCH,
-                 video_score: str | None = None, detect_device: str = "cpu") -> None:
+                 video_score: str | None = None, detect_device: str = "cpu",
+                 explain: str | Path | None = None) -> None:
         self.bundle = bundle.to(device)
         contract = bundle.contract if frames is None else bundle.contract.replace(frames=int(frames))
         if contract.frames <= 0:
@@ -231,6 +238,12 @@ class Predictor:
         self.save_crops = Path(save_crops) if save_crops else None
         self._crop_root = os.getcwd()  # set per predict() call: the inputs' common folder
         self.video_score = check_video_score(video_score or bundle.video_score, "--video-score")
+        self.explain = Path(explain) if explain else None
+        self.explainer = None
+        if self.explain is not None:
+            from dfd.models.explain import Explainer
+
+            self.explainer = Explainer(eager_model(self.bundle).to(device))
 
     def predict(self, paths: Sequence[str], progress: bool = True) -> list[FileResult]:
         """One result per path, in input order."""
@@ -275,8 +288,10 @@ class Predictor:
         if chunk:
             yield chunk
 
-    def _faces(self, todo: list[_Pending]) -> list[tuple[list[np.ndarray], list[np.ndarray], list[int], list[int]]]:
-        """(crops, landmarks in crop pixels, frame numbers, track ids) per input, by the one extraction path.
+    def _faces(self, todo: list[_Pending]) -> list[tuple[list[np.ndarray], list[np.ndarray], list[int], list[int],
+                                                         list[tuple[int, np.ndarray]]]]:
+        """(crops, landmarks in crop pixels, frame numbers, track ids, (input frame, frame->crop affine)) per input,
+        by the one extraction path.
 
         Each input is one ``crop_faces`` call, exactly as dfd-extract makes its crops: a video or a folder of
         frames with its own detection scale and tracked faces; an image on its own (MTCNN's floats depend on the
@@ -286,15 +301,32 @@ class Predictor:
         out = []
         for p in todo:
             f = crop_faces(p.images, self.contract, self.detector, video=True, landmarks=lm)
-            out.append((f.crops, f.landmarks, [int(p.numbers[i]) for i in f.keep], f.tracks))
+            out.append((f.crops, f.landmarks, [int(p.numbers[i]) for i in f.keep], f.tracks,
+                        list(zip(f.keep, f.matrices, strict=True))))
         return out
 
-    def _save(self, p: _Pending, crops: list[np.ndarray], numbers: list[int], tracks: list[int]) -> None:
+    def _mirror(self, base: Path, p: _Pending) -> Path:
+        """``base/<input path>``: the input's path relative to the inputs' common folder (--save-crops, --explain)."""
         rel = os.path.relpath(os.path.abspath(p.result.path), self._crop_root)
-        folder = self.save_crops / safe_relpath(Path(rel).as_posix())
+        return base / safe_relpath(Path(rel).as_posix())
+
+    def _save(self, p: _Pending, crops: list[np.ndarray], numbers: list[int], tracks: list[int]) -> None:
+        folder = self._mirror(self.save_crops, p)
         folder.mkdir(parents=True, exist_ok=True)
         for crop, number, track in zip(crops, numbers, tracks, strict=True):
             cv2.imwrite(str(folder / f"{crop_stem(number, track)}.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+
+    def _write_explained(self, p: _Pending, heat: np.ndarray) -> None:
+        """One file's heatmaps ((N,S,S), a clip's (1,L,S,S)): crop and frame overlays, the raw maps (``cam.npz``)."""
+        from dfd.models.explain import MAPS_FILE, frame_overlay, overlay, write_png
+
+        folder = self._mirror(self.explain, p)
+        per_crop = heat[0] if heat.ndim == 4 else heat  # a clip's (1,L,S,S) maps are one per frame
+        for (crop, frame, matrix, stem), h in zip(p.explained, per_crop, strict=True):
+            write_png(folder / f"{stem}.png", overlay(crop, h))
+            write_png(folder / f"{stem}_frame.png", frame_overlay(frame, h, matrix, crop.shape[0]))
+        np.savez(folder / MAPS_FILE, maps=heat, frames=np.asarray(p.frames, np.int64),
+                 tracks=np.asarray(p.tracks, np.int64), probs=np.asarray(p.probs, np.float32))
 
     def _score(self, chunk: list[_Pending]) -> None:
         """Detect, crop, run the model and fill each file's result."""
@@ -303,8 +335,8 @@ class Predictor:
             return
         inputs, lms, owners = [], [], []
         size = self.contract.size
-        for p, (crops, marks, numbers, tracks) in zip(todo, self._faces(todo), strict=True):
-            p.images = []  # free the frames: only crops are needed from here on
+        for p, (crops, marks, numbers, tracks, where) in zip(todo, self._faces(todo), strict=True):
+            frames, p.images = p.images, []  # free the frames: only crops are needed from here on
             p.result.faces = len(crops)
             if not crops:
                 p.result.status = "no_face"
@@ -322,9 +354,14 @@ class Predictor:
                 x, lm = x[pos][None], lm[pos][None]
                 p.frames.append(numbers[int(pos[0])])
                 p.tracks.append(tracks[int(pos[0])])
+                keep = pos.tolist()
             else:
                 p.frames += numbers
                 p.tracks += tracks
+                keep = list(range(len(crops)))
+            if self.explainer is not None:
+                p.explained = [(crops[i], frames[where[i][0]], where[i][1], crop_stem(numbers[i], tracks[i]))
+                               for i in keep]
             inputs.append(x)
             lms.append(lm)
             owners += [p] * len(x)
@@ -337,6 +374,14 @@ class Predictor:
         ]).tolist()
         for p, prob in zip(owners, probs, strict=True):
             p.probs.append(prob)
+        if self.explainer is not None:
+            maps = self.explainer(x_all, lm_all if self.bundle.needs_landmarks else None, self.batch_size)
+            per_file: dict[int, list[np.ndarray]] = {}
+            for p, heat in zip(owners, maps, strict=True):
+                per_file.setdefault(id(p), []).append(heat)
+            for p in todo:
+                if id(p) in per_file:
+                    self._write_explained(p, np.stack(per_file[id(p)]))
         for p in todo:
             if p.probs:
                 # The rule evaluation applies (dfd.engine.video_score): same crops, same number.
@@ -344,6 +389,18 @@ class Predictor:
                           torch.tensor(p.frames), torch.tensor(p.tracks), self.video_score)
                 p.result.prob_fake = float(s.video_prob[0])
                 p.result.label = int(p.result.prob_fake >= p.result.threshold)
+
+
+def eager_model(bundle: Bundle) -> torch.nn.Module:
+    """The bundle's network as an eager module (hooks work): itself when built from a checkpoint, else rebuilt
+    from the bundle's safetensors weights (TorchScript modules have no hooks)."""
+    if not isinstance(bundle.model, torch.jit.ScriptModule):
+        return bundle.model
+    from dfd.inference.bundle import rebuild_from_safetensors
+
+    if bundle.path is None:
+        raise PredictError("--explain needs the bundle folder (its model.safetensors)")
+    return rebuild_from_safetensors(bundle.path, bundle.config).eval()
 
 
 def write_csv(results: Sequence[FileResult], path: str | Path) -> Path:

@@ -143,6 +143,10 @@ class ADDNet3D(_ADDNetBase):
         x = self.head3d(vol).mean(dim=(2, 3, 4))
         return self.fc(self.drop(x)).squeeze(-1)
 
+    def cam_layer(self) -> tuple[nn.Module, None]:
+        """Grad-CAM's layer (dfd.models.explain): the shared entry flow's last block, one map per frame."""
+        return self.backbone.block3, None
+
     def layer_groups(self) -> list[list[str]]:
         """Stem, block1..3, each 3D stage, head."""
         groups = [g for g in timm_layer_groups(self.backbone, "backbone.") if g]

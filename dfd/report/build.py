@@ -10,7 +10,9 @@ import pandas as pd
 
 from dfd.report import mixes, plots
 from dfd.report.collect import DEFAULT_GROUP_BY, collect, run_counts
-from dfd.report.markdown import write_report
+from dfd.report.figures import copy_run_figures
+from dfd.report.html import write_html
+from dfd.report.markdown import other_metrics, write_report
 from dfd.report.matrix import build_matrix, parse_metric, write_csvs
 from dfd.report.results import ResultsError
 
@@ -30,19 +32,26 @@ class ReportResult:
     # Training mixes ranked by mean held-out score (dfd.report.mixes), when runs differ in training data.
     mix_ranking: pd.DataFrame | None = None
     choices: list[str] = field(default_factory=list)  # --select-on-val: the value chosen per configuration
+    gallery: pd.DataFrame | None = None  # failure galleries (also in gallery.csv)
+    html: Path | None = None
+    wandb_run: str | None = None  # the W&B run the matrix and gap were logged to (--wandb-project)
 
 
 def build_report(runs: Sequence[str | Path], out: str | Path, metric: str = "video_auc",
                  wandb_offline: Sequence[str | Path] = (), wandb_project: str | None = None,
                  group_by: Sequence[str] = DEFAULT_GROUP_BY, skip_invalid: bool = False,
-                 title: str = "Cross-dataset generalization report", worst: int = 0,
-                 feature_maps: bool = True, select_on_val: Sequence[str] = ()) -> ReportResult:
-    """Collect runs, then write CSVs, figures and ``report.md`` into ``out``.
+                 title: str = "Cross-dataset generalization report", worst: int = 0, gallery: int = 4,
+                 log_wandb: bool | None = None, feature_maps: bool = True,
+                 select_on_val: Sequence[str] = ()) -> ReportResult:
+    """Collect runs, then write CSVs, figures, ``report.md`` and ``report.html`` into ``out``.
 
     ``worst``: also list the N worst-scored videos per configuration and test set (from the runs'
-    ``predictions.parquet``) in ``worst_videos.csv`` and report.md. ``feature_maps``: runs trained on stored
-    features (``data.features=cached``) get 2-D maps of those features per backbone,
-    ``figures/feature_map_<backbone>_<label|dataset|method>.png`` (:mod:`dfd.report.feature_maps`).
+    ``predictions.parquet``) in ``worst_videos.csv`` and report.md. ``gallery``: the N worst false positives
+    and false negatives per configuration and test set, with crop thumbnails and heatmaps
+    (:mod:`dfd.report.gallery`; 0: none). ``log_wandb`` (default: when ``wandb_project`` is given): log the
+    matrix and gap as W&B Tables to a report run of that project (offline unless W&B is online).
+    ``feature_maps``: runs trained on stored features (``data.features=cached``) get 2-D maps of those features
+    per backbone, ``figures/feature_map_<backbone>_<label|dataset|method>.png`` (:mod:`dfd.report.feature_maps`).
     """
     level, _ = parse_metric(metric)
     coll = collect(runs, wandb_offline, wandb_project, group_by=group_by, skip_invalid=skip_invalid,
@@ -75,6 +84,9 @@ def build_report(runs: Sequence[str | Path], out: str | Path, metric: str = "vid
         for backbone, stores in run_feature_stores(coll.runs).items():
             for path in draw_feature_maps(stores, fig_dir, backbone=backbone):
                 files[f"feature_map:{path.stem.removeprefix('feature_map_')}"] = path
+    figures["roc_all"] = plots.roc_all_sets(coll.roc, coll.long, level, fig_dir)
+    figures["per_method"] = plots.per_method_bars(coll.long, metric, fig_dir)
+    copy_run_figures(coll.runs, out)
     for kind, paths in figures.items():
         files.update({f"{kind}:{k}": p for k, p in paths.items()})
     grid = plots.distortion_grid(coll.long, metric)
@@ -88,11 +100,26 @@ def build_report(runs: Sequence[str | Path], out: str | Path, metric: str = "vid
         worst_df = worst_videos(coll.runs, worst)
         files["worst"] = out / "worst_videos.csv"
         worst_df.to_csv(files["worst"], index=False, float_format="%.6g")
-    report = write_report(coll, m, figures, out, title=title, worst=worst_df, distortions=grid)
+    gallery_df = None
+    if gallery:
+        from dfd.report.gallery import failure_gallery
+
+        gallery_df = failure_gallery(coll.runs, gallery, out)
+        files["gallery"] = out / "gallery.csv"
+        gallery_df.to_csv(files["gallery"], index=False, float_format="%.6g")
+    report = write_report(coll, m, figures, out, title=title, worst=worst_df, distortions=grid, gallery=gallery_df)
     files["report"] = report
     ranking = mixes.rank_mixes(m)
     if not ranking.empty:
         files["mix_ranking"] = mixes.write(ranking, out, report, metric)
+    others = [build_matrix(coll.long, name, n_runs) for name in other_metrics(coll.long, metric)]
+    files["html"] = write_html(out, m, m.gap, others, title, gallery_df, worst_df, n_files=len(coll.sources))
+    run = None
+    if log_wandb if log_wandb is not None else bool(wandb_project):
+        from dfd.report.wandb_runs import log_report
+
+        run = log_report(wandb_project, m, out, title)
     return ReportResult(report=report, files=files, n_files=len(coll.sources), n_configs=len(m.mean),
                         n_test_sets=m.mean.shape[1], skipped=coll.skipped, duplicates=coll.duplicates,
-                        worst=worst_df, mix_ranking=None if ranking.empty else ranking, choices=coll.choices)
+                        worst=worst_df, gallery=gallery_df, html=files["html"], wandb_run=run,
+                        mix_ranking=None if ranking.empty else ranking, choices=coll.choices)

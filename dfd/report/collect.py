@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -314,7 +315,10 @@ def collect(run_dirs: Sequence[str | Path] = (), wandb_offline: Sequence[str | P
 
         for run_file in wandb_runs.find_offline_runs(wandb_offline):
             attempt(lambda f=run_file: wandb_runs.offline_results(f))
-        if wandb_project:
+        if wandb_project and wandb_runs.offline_mode():
+            skipped.append(f"wandb:{wandb_project}: not read (W&B is offline: WANDB_MODE="
+                           f"{os.environ.get('WANDB_MODE')}); the report run is logged offline")
+        elif wandb_project:
             for _source, loader in wandb_runs.online_runs(wandb_project):
                 attempt(loader)
 

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from dfd.report.collect import Collection
+from dfd.report.figures import find_figures
 from dfd.report.matrix import Matrix, build_matrix, level_rows, parse_metric
 
 
@@ -125,6 +126,27 @@ def faces_table(long: pd.DataFrame) -> str | None:
                   "frames real", "frames fake", "unreadable real", "unreadable fake"], rows)
 
 
+def other_metrics(long: pd.DataFrame, metric: str) -> list[str]:
+    """The test metrics besides ``metric`` that runs report (sample counts and interval bounds excluded)."""
+    counts = {"n", "n_real", "n_fake"}  # sample counts, not scores
+    return sorted({f"{lv}_{mt}" for lv, mt in long.loc[long["section"] == "test", ["level", "metric"]]
+                   .drop_duplicates().itertuples(index=False)
+                   if mt not in counts and not mt.endswith(("_lo", "_hi"))} - {metric})
+
+
+def gallery_markdown(gallery: pd.DataFrame) -> list[str]:
+    """The failure galleries as Markdown: per configuration and test set, a table of entries with thumbnails."""
+    lines = []
+    for (config, test_set), grp in gallery.groupby(["config", "test_set"], sort=False):
+        lines += [f"### {config} on {test_set}", ""]
+        rows = [["false positive" if r.kind == "false_positive" else "false negative", str(r.rank),
+                 f"`{r.video_id}`", str(r.method), f"{r.prob_fake:.4f}",
+                 f"![crops]({r.thumbnail})" if r.thumbnail else "(crops not on this machine)",
+                 f"![heatmaps]({r.heatmap})" if r.heatmap else ""] for r in grp.itertuples(index=False)]
+        lines += [table(["kind", "rank", "video", "method", "P(fake)", "crops", "heatmaps"], rows), ""]
+    return lines
+
+
 def _rel(path: Path, out: Path) -> str:
     return Path(os.path.relpath(path, out)).as_posix()
 
@@ -139,7 +161,7 @@ def distortion_table(grid: pd.DataFrame) -> str:
 
 def write_report(coll: Collection, m: Matrix, figures: dict[str, dict[str, Path]], out: Path,
                  title: str = "Cross-dataset generalization report", worst: pd.DataFrame | None = None,
-                 distortions: pd.DataFrame | None = None) -> Path:
+                 distortions: pd.DataFrame | None = None, gallery: pd.DataFrame | None = None) -> Path:
     """Write ``report.md`` into ``out`` and return its path."""
     long = coll.long
     runs = long.drop_duplicates(["config", "seed", "source"])[["config", "seed", "kind", "source"]]
@@ -225,10 +247,7 @@ def write_report(coll: Collection, m: Matrix, figures: dict[str, dict[str, Path]
                 lines += [f"### {test_set}, {where}: {config}", "", distortion_table(g), ""]
             if key in figures.get("distortions", {}):
                 lines += [f"![distortions on {key}]({_rel(figures['distortions'][key], out)})", ""]
-    counts = {"n", "n_real", "n_fake"}  # sample counts, not scores
-    others = sorted({f"{lv}_{mt}" for lv, mt in long.loc[long["section"] == "test", ["level", "metric"]]
-                     .drop_duplicates().itertuples(index=False)
-                     if mt not in counts and not mt.endswith(("_lo", "_hi"))} - {m.metric})
+    others = other_metrics(long, m.metric)
     if others:
         lines += ["## Other metrics", ""]
         for name in others:
@@ -239,6 +258,21 @@ def write_report(coll: Collection, m: Matrix, figures: dict[str, dict[str, Path]
                   "averaged over the configuration's runs): confident mistakes first. All of them are in "
                   "`worst_videos.csv`; every run's per-video scores are in its `predictions.parquet`.", "",
                   worst_table(worst), ""]
+    if gallery is not None and not gallery.empty:
+        lines += ["## Failure galleries", "",
+                  "Per configuration and test set, the worst false positives (real videos scored most fake) and "
+                  "false negatives (fake videos scored most real), P(fake) averaged over the configuration's runs: "
+                  "crops from the cache, Grad-CAM heatmaps of the fake score where `dfd-eval ... explain=N` ran. "
+                  "All entries: `gallery.csv`.", "", *gallery_markdown(gallery)]
+    rendered = ("heatmap", "gap", "roc", "reliability", "robustness", "distortions")  # drawn in their sections above
+    shown = {p.resolve() for kind in rendered for p in figures.get(kind, {}).values()}
+    extra = {s: [p for p in paths if p.resolve() not in shown] for s, paths in find_figures(out).items()}
+    extra = {s: paths for s, paths in extra.items() if paths}
+    if extra:
+        lines += ["## More figures", "", "Every other figure the runs and this folder hold, by kind "
+                  "(`dfd.report.figures`).", ""]
+        for section, paths in extra.items():
+            lines += [f"### {section}", "", *[f"![{p.stem}]({_rel(p, out)})" for p in paths], ""]
     of = {r["source"]: r.get("attached_to") for r in coll.runs}
     kinds = [r.kind if not of.get(r.source) else f"eval of `{of[r.source]}`" for r in runs.itertuples()]
     listed = runs.assign(kind=kinds).sort_values(["config", "seed", "source"])
@@ -260,6 +294,9 @@ def write_report(coll: Collection, m: Matrix, figures: dict[str, dict[str, Path]
         lines.insert(-1, "- `distortions.csv`: DeeperForensics' type x level grid per configuration and test set")
     if worst is not None and not worst.empty:
         lines.insert(-1, "- `worst_videos.csv`: the worst-scored videos per configuration and test set")
+    if gallery is not None and not gallery.empty:
+        lines.insert(-1, "- `gallery.csv` and `gallery/`: the failure galleries (thumbnails, heatmaps)")
+    lines.insert(-1, "- `report.html`: this report as one self-contained page (images inlined, sortable tables)")
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path

@@ -268,4 +268,57 @@ def distortion_heatmaps(long: pd.DataFrame, metric: str, out: Path) -> dict[str,
         path = out / f"distortions_{slug(key)}.png"
         fig.savefig(path)
         paths[key] = path
+
+
+def roc_all_sets(rocs: list[dict[str, Any]], long: pd.DataFrame, level: str, out: Path) -> dict[str, Path]:
+    """One PNG per training configuration with the ROC of every test set it was tested on (seeds averaged)."""
+    by_config: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for c in rocs:
+        if c["level"] == level:
+            by_config[c["config"]][c["test_set"]].append(c)
+    auc = long[(long["section"] == "test") & (long["metric"] == "auc") & (long["level"] == level)].groupby(
+        ["config", "test_set"])["value"].mean()
+    paths: dict[str, Path] = {}
+    for config, sets in sorted(by_config.items()):
+        fig = figure(5.6, 5.0)
+        ax = fig.add_subplot()
+        for test_set, curves in sets.items():
+            mean, std = _mean_curve(curves)
+            value = auc.get((config, test_set), np.nan)
+            label = f"{test_set} (AUC {value:.3f})" if np.isfinite(value) else test_set
+            plot_roc(ax, GRID, mean, label, std if len(curves) > 1 else None)
+        finish_roc_axes(ax, f"{config}: every test set ({level} level)")
+        paths[config] = out / f"roc_all_{slug(config)}.png"
+        fig.savefig(paths[config])
+    return paths
+
+
+def per_method_bars(long: pd.DataFrame, metric: str, out: Path) -> dict[str, Path]:
+    """One PNG per test set with per-method results: grouped bars, one group per method, a bar per configuration
+    (error bars: std over seeds)."""
+    level, name = parse_metric(metric)
+    sel = long[(long["section"] == "per_method") & (long["level"] == level) & (long["metric"] == name)]
+    paths: dict[str, Path] = {}
+    for test_set in dict.fromkeys(sel["test_set"]):
+        stats = sel[sel["test_set"] == test_set].groupby(["method", "config"])["value"].agg(["mean", "std"])
+        methods = sorted(stats.index.get_level_values("method").unique())
+        configs = sorted(stats.index.get_level_values("config").unique())
+        fig = figure(1.2 + 0.9 * len(methods) * max(1, len(configs)) ** 0.5, 3.8)
+        ax = fig.add_subplot()
+        width = 0.8 / max(len(configs), 1)
+        for k, config in enumerate(configs):
+            x = np.arange(len(methods)) + (k - (len(configs) - 1) / 2) * width
+            rows = [stats.loc[(m, config)] if (m, config) in stats.index else None for m in methods]
+            ax.bar(x, [r["mean"] if r is not None else np.nan for r in rows], width,
+                   yerr=[0.0 if r is None or np.isnan(r["std"]) else r["std"] for r in rows], capsize=2,
+                   label=config)
+        ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric} per method on {test_set}")
+        if name == "auc":
+            ax.axhline(0.5, color="grey", ls="--", lw=0.8)
+            ax.set_ylim(0, 1.02)
+        ax.legend(fontsize=7)
+        paths[test_set] = out / f"per_method_{slug(test_set)}.png"
+        fig.savefig(paths[test_set])
     return paths

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 WORST_COLUMNS = ["config", "test_set", "rank", "video_id", "label", "method", "prob_fake", "error", "n_runs"]
@@ -19,6 +18,7 @@ WORST_COLUMNS = ["config", "test_set", "rank", "video_id", "label", "method", "p
 def worst_videos(runs: Sequence[dict[str, Any]], n: int) -> pd.DataFrame:
     """The ``n`` videos per (configuration, test set) furthest from their label; empty without predictions."""
     from dfd.engine.predictions import read_predictions
+    from dfd.engine.predictions import worst_videos as worst_videos_of
 
     # Per (configuration, seed, test set) one run's scores: the training run's for its own test sets (an
     # evaluation of its checkpoint adds the others), else the newest file's.
@@ -39,9 +39,4 @@ def worst_videos(runs: Sequence[dict[str, Any]], n: int) -> pd.DataFrame:
               .groupby(["config", "test_set", "video_id"], sort=False)
               .agg(label=("label", "first"), method=("method", "first"), prob_fake=("prob_fake", "mean"),
                    n_runs=("prob_fake", "size")).reset_index())
-    videos["error"] = np.where(videos["label"] == 1, 1.0 - videos["prob_fake"], videos["prob_fake"])
-    videos = videos.sort_values(["config", "test_set", "error", "video_id"], ascending=[True, True, False, True],
-                                kind="stable")
-    worst = videos.groupby(["config", "test_set"], sort=False).head(n).copy()
-    worst["rank"] = worst.groupby(["config", "test_set"], sort=False).cumcount() + 1
-    return worst[WORST_COLUMNS].reset_index(drop=True)
+    return worst_videos_of(videos, n, by=["config", "test_set"])[WORST_COLUMNS]

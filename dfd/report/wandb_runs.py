@@ -8,7 +8,11 @@ Two paths:
   length 2 bytes, type 1 byte: full/first/middle/last) whose payloads are ``wandb_internal_pb2.Record``
   protobufs. wandb's Python package no longer ships a reader (the Go core writes it), so this module has a
   small one.
-* **Online projects** via ``wandb.Api()`` (needs a key; not exercised by the tests here).
+* **Online projects** via ``wandb.Api()`` (needs a key; not exercised by the tests here). Offline
+  (``WANDB_MODE=offline``/``disabled``) a project is not read: :func:`offline_mode` says so.
+
+:func:`log_report` goes the other way: it logs a finished report's matrix and gap as W&B Tables to a run of
+the project (``job_type=report``), offline unless W&B is online, to sync later.
 
 Metric keys follow dfd's logging: ``test/<set>/<level>_<metric>``, ``test/<set>/in_domain``,
 ``test/<set>@<perturbation><level>/...`` (dfd-eval robustness; ``@frame_<perturbation><level>`` at frame level), ``val/<level>_<metric>``. When the summary
@@ -141,6 +145,27 @@ def read_offline_run(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], 
     return config, summary, created
 
 
+def offline_tables(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The W&B Tables an offline run logged, by key: ``{"columns", "data", "files"}``.
+
+    wandb 0.31 logs a table as a run artifact: the ``.wandb`` log holds its manifest (the table's JSON and every
+    image it shows, each with the staged file that holds its bytes until ``wandb sync``, in W&B's artifact
+    staging folder); ``files`` maps each entry's path (``media/images/...png``, as the table cells name them) to
+    that file.
+    """
+    tables: dict[str, dict[str, Any]] = {}
+    for record in iter_records(path):
+        if record.WhichOneof("record_type") != "artifact" or record.artifact.type != "run_table":
+            continue
+        files = {e.path: e.local_path for e in record.artifact.manifest.contents}
+        for entry, local in files.items():
+            if entry.endswith(".table.json") and Path(local).is_file():
+                table = json.loads(Path(local).read_text())
+                tables[entry.removesuffix(".table.json")] = {"columns": table["columns"], "data": table["data"],
+                                                             "files": files}
+    return tables
+
+
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in tree.items():
@@ -269,3 +294,34 @@ def online_runs(project: str) -> list[tuple[str, Callable[[], tuple[str, dict[st
         out.append((source, lambda r=run, s=source, m=summary: (s, summary_to_results(
             dict(r.config), m, s, str(r.created_at or "")))))
     return out
+
+
+def offline_mode() -> bool:
+    """Whether W&B is set to run without the network (``WANDB_MODE=offline|disabled``, or ``wandb offline``)."""
+    import os
+
+    return os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun")
+
+
+def log_report(project: str | None, m: Any, out: Path, title: str) -> str:
+    """Log the matrix (mean, std, CI bounds per cell) and the gap as W&B Tables, and report.html, to a new run of
+    ``entity/project`` (``job_type=report``); returns the run's folder (offline) or URL."""
+    import pandas as pd
+    import wandb
+
+    entity, _, name = (project or "dfd").rpartition("/")
+    matrix = pd.read_csv(out / "matrix.csv")
+    gap = pd.read_csv(out / "gap.csv")
+    run = wandb.init(project=name or "dfd", entity=entity or None, job_type="report", name=title[:120],
+                     dir=str(out), config={"metric": m.metric, "report": str(out.resolve())}, reinit="create_new")
+    try:
+        tables = {"report/matrix": wandb.Table(dataframe=matrix), "report/gap": wandb.Table(dataframe=gap)}
+        if (out / "matrix_ci.csv").is_file():
+            tables["report/matrix_ci"] = wandb.Table(dataframe=pd.read_csv(out / "matrix_ci.csv"))
+        if (out / "report.html").is_file():
+            tables["report/html"] = wandb.Html(str(out / "report.html"))
+        run.log(tables)
+        where = run.url if run.settings.mode == "online" and run.url else str(Path(run.dir).parent)
+    finally:
+        run.finish()
+    return where

@@ -275,13 +275,18 @@ def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
 
 
 def make_video(domain: Domain, fake: bool, size: int, frames: int, rng: np.random.Generator,
-               source: np.random.Generator | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+               source: np.random.Generator | None = None, masks: list[np.ndarray] | None = None
+               ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """One synthetic video: ``frames`` RGB uint8 crops and their landmarks.
 
     ``source`` (fakes only): the generator of the real video this fake is made from. The fake is then that
     real video, frame for frame (its person, pose, background, lighting, motion), with the face swapped, as
     face-swap datasets are made; ``rng`` draws only the swap (the other face, colour mismatch) and the camera
     noise. Without it a fake is drawn on a scene of its own.
+
+    ``masks``: when given, each frame's blend mask (float32 size x size, 0-1) is appended to it: the mask the
+    swap was pasted through for a fake, and for a real the one a swap of that frame would use (same shape at
+    its own landmarks), so "where the forgery is" can be compared between the two (``dfd.models.explain``).
     """
     if fake and source is not None:
         _, background, scene = _scene(domain, size, frames, source)
@@ -289,6 +294,8 @@ def make_video(domain: Domain, fake: bool, size: int, frames: int, rng: np.rando
         self_warp = (rng.uniform(-0.04, 0.04, 2) * size, rng.uniform(0.94, 1.06), rng.uniform(-4, 4))
         images, lms = [], []
         for p, img, lm, aspect in scene:
+            if masks is not None:
+                masks.append(blend_mask(domain.mask, lm, p, aspect, size, domain.seam_blur))
             img = _swap_frame(img, lm, p, aspect, donor, self_warp, domain, size, rng, background)
             img = img + rng.normal(0, 2.0, img.shape).astype(np.float32)
             images.append(_jpeg(img, domain.jpeg))
@@ -304,6 +311,8 @@ def make_video(domain: Domain, fake: bool, size: int, frames: int, rng: np.rando
         p = _jitter(pose, rng, size)
         img, lm = render(target, p, background, rng)
         img = _soften(img, domain.camera_blur, size)
+        if masks is not None:
+            masks.append(blend_mask(domain.mask, lm, p, target["aspect"], size, domain.seam_blur))
         if fake:
             img = _swap_frame(img, lm, p, target["aspect"], donor, self_warp, domain, size, rng, background)
         # Camera: mild sensor noise, then JPEG for reals and fakes alike.

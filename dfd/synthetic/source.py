@@ -121,23 +121,50 @@ class SyntheticSource(DatasetSource):
             shutil.rmtree(tmp, ignore_errors=True)  # another process finished first: keep theirs
         return self.manifest_path
 
+    def _generators(self, split_idx: int, k: int) -> tuple[np.random.Generator, np.random.Generator | None,
+                                                            int | None]:
+        """(video generator, its source real's generator or None, that real's number) of video ``k`` of a split."""
+        dom_idx = sorted(DOMAINS).index(self.domain)
+        n = self.videos.get(("train", "val", "test")[split_idx], 0)
+        n_fake = int(round(n * self.fake_ratio))
+        n_real = n - n_fake
+        # One generator per video: the same video comes out the same whatever the other counts are.
+        rng = np.random.default_rng([self.seed, dom_idx, split_idx, k])
+        # Each fake is made from a real video of its split (reals share fakes round-robin when fakes
+        # outnumber them), as FF++'s are: same person, pose and background, the face swapped.
+        j = n_fake + k % n_real if k < n_fake and n_real else None
+        source = np.random.default_rng([self.seed, dom_idx, split_idx, j]) if j is not None else None
+        return rng, source, j
+
+    def video_masks(self, video_id: str) -> np.ndarray:
+        """The blend masks of one generated video, regenerated from its seed: (frames, size, size) float32 in
+        0-1, aligned with its crops. A fake's is the mask its swapped face was pasted through; a real's the
+        one a swap of it would use (see :func:`dfd.synthetic.draw.make_video`)."""
+        try:
+            domain, split, kind, number = video_id.split("/")
+            split_idx, k = ("train", "val", "test").index(split), int(number)
+        except ValueError:
+            raise DatasetError(f"synthetic: {video_id!r} is not a synthetic video id (<domain>/<split>/<real|fake>/"
+                               "<number>)") from None
+        if domain != self.domain or (kind == "fake") != (k < int(round(self.videos[split] * self.fake_ratio))):
+            raise DatasetError(f"synthetic: {video_id!r} is not a video of this set (domain {self.domain}, "
+                               f"{self.videos[split]} {split} videos)")
+        rng, source, _ = self._generators(split_idx, k)
+        masks: list[np.ndarray] = []
+        make_video(DOMAINS[self.domain], kind == "fake", self.image_size, self.frames_per_video, rng, source=source,
+                   masks=masks)
+        return np.stack(masks).astype(np.float32)
+
     def _generate(self, out: Path) -> list[dict]:
         dom = DOMAINS[self.domain]
-        dom_idx = sorted(DOMAINS).index(self.domain)
         rows = []
         method = f"{dom.source}_{dom.mask}"
         for split_idx, split in enumerate(("train", "val", "test")):
             n = self.videos.get(split, 0)
             n_fake = int(round(n * self.fake_ratio))
-            n_real = n - n_fake
             for k in range(n):
                 fake = k < n_fake
-                # One generator per video: the same video comes out the same whatever the other counts are.
-                rng = np.random.default_rng([self.seed, dom_idx, split_idx, k])
-                # Each fake is made from a real video of its split (reals share fakes round-robin when fakes
-                # outnumber them), as FF++'s are: same person, pose and background, the face swapped.
-                j = n_fake + k % n_real if fake and n_real else None
-                source = np.random.default_rng([self.seed, dom_idx, split_idx, j]) if j is not None else None
+                rng, source, j = self._generators(split_idx, k)
                 images, lms = make_video(dom, fake, self.image_size, self.frames_per_video, rng, source=source)
                 vid = f"{self.domain}/{split}/{'fake' if fake else 'real'}/{k:04d}"
                 source_vid = f"{self.domain}/{split}/real/{j:04d}" if j is not None else ""
