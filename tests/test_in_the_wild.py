@@ -56,9 +56,10 @@ def test_in_the_wild_trains_on_a_mix_tests_the_sets_present_and_skips_the_rest(t
     present = ["wilddeepfake", "diff", "fakeavceleb"]
     assert list(res["test"]) == ["celebdf_v2", *present]  # in-domain first, then the test bed's order
     assert {t for t, r in res["test"].items() if r["in_domain"]} == {"celebdf_v2", "wilddeepfake"}
-    for name in present:
-        video = res["test"][name]["video"]
-        assert video["n_real"] > 0 and video["n_fake"] > 0, name
+    for name in present:  # DiFF's stills are reported at the image level, the others' videos at the video level
+        top = res["test"][name]["headline"]
+        assert top == ("image" if name == "diff" else "video"), name
+        assert res["test"][name][top]["n_real"] > 0 and res["test"][name][top]["n_fake"] > 0, name
     skipped = [r.getMessage() for r in caplog.records if " skipped: " in r.getMessage()]
     assert [m.split("'")[1] for m in skipped] == [s for s in TESTBED if s not in present]
     assert all("\n" not in m and "dfd-extract" in m for m in skipped)

@@ -34,7 +34,9 @@ def _one_row_cache(root: Path, rel: str, kind: str, cache: Path, contract) -> pd
 
 
 def _saved(folder: Path, path: Path) -> Path:
-    return folder / safe_relpath(path.as_posix().lstrip("/"))
+    """Where --save-crops put an input's crops: its path below the inputs' common folder (all inputs of these
+    tests sit in one folder)."""
+    return folder / safe_relpath(path.name)
 
 
 def _aligned_bundle(folder: Path, out: Path) -> Path:
@@ -66,7 +68,7 @@ def test_images_get_dfd_extracts_crops_pixel_for_pixel(bundles, tmp_path):  # no
     results = Predictor(bundle, save_crops=saved).predict([str(p) for p in paths], progress=False)
     for p, res in zip(paths, results, strict=True):
         man = _one_row_cache(root, p.name, "image", tmp_path / f"cache_{p.stem}", bundle.contract)
-        assert len(man) == 1 and res.status == "ok" and res.faces == 1 and res.threshold_level == "frame"
+        assert len(man) == 1 and res.status == "ok" and res.faces == 1 and res.threshold_level == "image"
         want = read_image(tmp_path / f"cache_{p.stem}" / man.crop_path.iloc[0])
         got = read_image(_saved(saved, p) / "000000.png")
         assert np.array_equal(got, want), p.name
@@ -87,7 +89,7 @@ def test_a_folder_of_frames_is_one_video_as_dfd_extract_takes_it(bundles, tmp_pa
 
     saved = tmp_path / "saved"
     image, seq = Predictor(bundle, frames=4, save_crops=saved).predict(collect_inputs([inputs]), progress=False)
-    assert (image.threshold_level, image.frames) == ("frame", 1)
+    assert (image.threshold_level, image.frames) == ("image", 1)
     assert (seq.status, seq.threshold_level, seq.frames, seq.faces) == ("ok", "video", 4, 4)
     assert seq.threshold == pytest.approx(json.loads((bundles["plain"] / "preprocess.json").read_text())
                                           ["thresholds"]["video"]["value"])
@@ -98,7 +100,7 @@ def test_a_folder_of_frames_is_one_video_as_dfd_extract_takes_it(bundles, tmp_pa
         assert np.array_equal(got, read_image(tmp_path / "cache" / rel)), frame
 
 
-def test_detection_runs_on_the_cpu_unless_asked_and_gpu_models_need_a_pass(bundles, tmp_path, monkeypatch):  # noqa: F811
+def test_detection_runs_on_the_cpu_unless_asked_and_gpu_models_need_a_pass(bundles, tmp_path, monkeypatch, capsys):  # noqa: F811
     from dfd.cli.predict import main
     from dfd.inference.export import bundle_readme
 
@@ -109,8 +111,10 @@ def test_detection_runs_on_the_cpu_unless_asked_and_gpu_models_need_a_pass(bundl
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit) as e:
             main([str(bundles["plain"]), str(image), "--out", str(tmp_path / "p.csv"), "--detect-device", "cuda"])
-        assert str(e.value.code) == ("dfd-predict: --detect-device cuda asked for, but torch sees no GPU; use "
-                                     "--detect-device cpu (the default)")
+        # One line on stderr, exit 2 (every dfd command's user error).
+        assert e.value.code == 2
+        assert capsys.readouterr().err.strip() == ("error: --detect-device cuda asked for, but torch sees no GPU; use "
+                                                   "--detect-device cpu (the default)")
 
     gpu = "NVIDIA H100 80GB HBM3"
     warning = detection_warning("cuda:0", name=gpu, passes=[])

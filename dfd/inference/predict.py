@@ -278,7 +278,7 @@ class Predictor:
                 yield [_Pending(i, "", np.zeros(0, np.int64), [], res)]
                 continue
             res.frames = len(images)
-            level = "video" if kind == "video" else self.bundle.image_level
+            level = self.bundle.image_level if kind == "image" else "video"  # a folder of frames is a video
             res.threshold_level, res.threshold = level, self.bundle.thresholds[level]
             chunk.append(_Pending(i, kind, numbers, images, res))
             n += len(images)

@@ -268,6 +268,7 @@ def distortion_heatmaps(long: pd.DataFrame, metric: str, out: Path) -> dict[str,
         path = out / f"distortions_{slug(key)}.png"
         fig.savefig(path)
         paths[key] = path
+    return paths
 
 
 def roc_all_sets(rocs: list[dict[str, Any]], long: pd.DataFrame, level: str, out: Path) -> dict[str, Path]:
