@@ -108,11 +108,12 @@ def test_a_version_1_cache_is_refused_with_the_overrides_that_reuse_it(tmp_path)
     root = tmp_path / "root"
     write_face_video(root / "a.mp4", n_frames=8, size=160, canvas=192)
     index = _index([("a", 1, "a.mp4", "video")])
-    v1 = ExtractConfig.create(frames=3, size=64, workers=1, scale_steps=0, probes=1)
+    v1 = ExtractConfig.create(frames=3, size=64, workers=1, scale_steps=0, probes=1, search_roi=0)
     extract_faces(index, root, tmp_path / "cache", v1, progress=False)
     record = read_record(tmp_path / "cache")["contract"]
     assert record["version"] == 1 and "probes" not in record and "scale_steps" not in record
-    with pytest.raises(ExtractError, match=r"request its settings \(extract.probes=1 extract.scale_steps=0\)"):
+    with pytest.raises(ExtractError, match=r"request its settings \(extract.probes=1 extract.scale_steps=0 "
+                                           r"extract.search_roi=0.0\)"):
         extract_faces(index, root, tmp_path / "cache", ExtractConfig.create(frames=3, size=64, workers=1),
                       progress=False)
     again = extract_faces(index, root, tmp_path / "cache", v1, progress=False)

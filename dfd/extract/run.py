@@ -12,11 +12,12 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import pandas as pd
 
 from dfd import atomic
@@ -282,6 +283,30 @@ def _check_device(device: str) -> None:
                                "is False); use extract.device=cpu, or run on a GPU node")
 
 
+def _run_threads(tasks: list[list[dict[str, Any]]], root: Path, cache_dir: Path, contract: CropContract,
+                 cfg: ExtractConfig, workers: int) -> Iterator[dict[str, Any]]:
+    """The per-video path with ``workers`` threads of this process (``extract.parallel``): one thread per core,
+    so torch and OpenCV run single-threaded meanwhile; the threads share one detector (inference only)."""
+    import torch
+
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dfd-extract") as pool:
+            futures = [pool.submit(run_task, t, str(root), str(cache_dir), contract, cfg) for t in tasks]
+            try:
+                for fut in as_completed(futures):
+                    yield from fut.result()
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+    finally:
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
+
+
 def _execute(
     tasks: list[list[dict[str, Any]]],
     root: Path,
@@ -303,6 +328,9 @@ def _execute(
     if workers <= 1:
         for task in tasks:
             yield from run_task(task, str(root), str(cache_dir), contract, cfg)
+        return
+    if cfg.threads(workers):
+        yield from _run_threads(tasks, root, cache_dir, contract, cfg, workers)
         return
     import multiprocessing as mp
 

@@ -96,7 +96,7 @@ def run_task(
     root_p, cache_p = Path(root), Path(cache_dir)
     source = {row["video_id"]: row["source"] for row in task}
     results = []
-    for video_id, frames in _task_frames(task, root_p, contract.frames):
+    for video_id, frames in _task_frames(task, root_p, contract, cfg.device):
         clear_crops(cache_p, video_id)  # a killed or older run may have left crops this run will not keep
         try:
             if isinstance(frames, BaseException):
@@ -111,8 +111,9 @@ def run_task(
 
 
 def _task_frames(
-    task: list[dict[str, Any]], root: Path, n: int
+    task: list[dict[str, Any]], root: Path, contract: CropContract, device: str
 ) -> Iterator[tuple[str, Frames | BaseException]]:
+    n = contract.frames
     if task[0]["kind"] == "archive":
         ids = {row["member"]: row["video_id"] for row in task}
         for member, frames in iter_archive_sequences(root / task[0]["path"], list(ids), n):
@@ -120,6 +121,6 @@ def _task_frames(
         return
     for row in task:
         try:
-            yield row["video_id"], read_source(row["kind"], root / row["path"], n)
+            yield row["video_id"], read_source(row["kind"], root / row["path"], n, contract.decoder, device)
         except Exception as e:
             yield row["video_id"], e
