@@ -133,3 +133,18 @@ def test_tinted_and_blurred_fakes_keep_every_frame_the_whole_frame_search_keeps(
 def test_the_region_is_one_size_per_contract_so_gpus_batch_regions_of_many_videos():
     assert roi_side(NEAR) == roi_side(NEAR.replace(frames=8)) and roi_side(NEAR) % 8 == 0
     assert roi_side(NEAR) >= NEAR.search_roi * NEAR.face_px
+
+
+def test_extraction_counts_the_frames_found_near_the_last_face(tmp_path):
+    import pandas as pd
+
+    from dfd.extract.config import ExtractConfig
+    from dfd.extract.run import extract_faces
+
+    write_face_video(tmp_path / "root" / "a.mp4", n_frames=24, size=440, canvas=640)
+    index = pd.DataFrame({"video_id": ["a"], "label": [1], "split": "test", "method": "m", "identity": "",
+                          "path": ["a.mp4"], "kind": "video"})
+    s = extract_faces(index, tmp_path / "root", tmp_path / "cache", ExtractConfig.create(frames=8, size=64, workers=1),
+                      progress=False)
+    assert s.frames_kept == 8 and 8 - NEAR.probes >= s.frames_near >= 4, (s.frames_near, s.frames_kept)
+    assert f"faces found near the last face in {s.frames_near} of 8 kept frames" in str(s)

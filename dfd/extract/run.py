@@ -35,6 +35,7 @@ from dfd.store.cache import (
     make_record,
     read_record,
 )
+from dfd.store.media import nvdec_problem
 from dfd.store.schema import (
     validate_index,
 )
@@ -146,6 +147,7 @@ def extract_faces(
     contract = cfg.resolve(faces_are_cropped)
     if contract.needs_detector:
         _check_device(cfg.device)  # a device this machine lacks is refused up front, even with nothing left to do
+    _check_decoder(cfg)
     start = time.perf_counter()
     index = validate_index(index_df, where="extract index")
     root, cache_dir = Path(root), Path(cache_dir)
@@ -271,6 +273,14 @@ def _merge(index: pd.DataFrame, cache_dir: Path, record: dict[str, Any], folder:
                 "not processed; run them (extract.shard=<k>) and the last to finish merges again"
             )
     return summary, run, removed
+
+
+def _check_decoder(cfg: ExtractConfig) -> None:
+    """``extract.decoder=nvdec`` where NVIDIA's decoder cannot run: one line now, not one failure per video."""
+    if cfg.decoder == "nvdec":
+        problem = nvdec_problem(cfg.device)
+        if problem:
+            raise ExtractError(f"extract.decoder=nvdec cannot decode here: {problem}; use extract.decoder=cpu (or auto)")
 
 
 def _check_device(device: str) -> None:

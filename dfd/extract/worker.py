@@ -59,7 +59,7 @@ def process_video(
     det = detector_for(contract, cfg.batch_size, cfg.device) if needs else None
     faces = crop_faces(frames.images, contract, det, video=True)
     record: dict[str, Any] = {"video_id": video_id, "sampled": n, "dropped": n - faces.frames,
-                              "full_res": faces.full_res, "rows": []}
+                              "full_res": faces.full_res, "near": faces.near, "rows": []}
     if not len(faces):
         record["failure"] = (
             f"no face: no face with score >= {contract.min_score} in any of {n} sampled frames"

@@ -26,7 +26,8 @@ class FaceCrops:
     ``keep`` indexes the input frame of each crop (repeated when a frame gave several faces, ``choice=all``);
     ``tracks`` is each crop's face id within the video (always 0 with one face per frame); ``crops``,
     ``landmarks`` (5 points in crop pixels, NaN unknown), ``boxes`` (source pixels) and ``scores`` follow it.
-    ``full_res`` counts kept frames whose faces only the full-resolution fallback found.
+    ``full_res`` counts kept frames whose faces only the full-resolution fallback found; ``near`` the kept frames
+    whose faces the search near a neighbouring frame's face found (the rest were searched whole).
     """
 
     keep: list[int] = field(default_factory=list)
@@ -36,6 +37,7 @@ class FaceCrops:
     scores: list[float] = field(default_factory=list)
     tracks: list[int] = field(default_factory=list)
     full_res: int = 0
+    near: int = 0
 
     def __len__(self) -> int:
         return len(self.keep)
@@ -113,4 +115,5 @@ def faces_from_detections(images: Sequence[np.ndarray], dets: Sequence[Detection
             out.scores.append(float(det.probs[k]))
             out.tracks.append(int(t))
         out.full_res += int(det.fallback and len(ks) > 0)
+        out.near += int(det.near and len(ks) > 0)
     return out

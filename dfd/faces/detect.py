@@ -227,6 +227,7 @@ class FaceDetector:
                     i = todo[k][0]
                     d = within_size(_in_window(b, p, lm, windows[k], side, frames[k].shape, scale), limit)
                     if self.found(d):
+                        d.near = True
                         out[i] = d
                     elif abs(todo[k][1] - i) == 1:
                         whole.add(i)  # its neighbour's face did not find it: no nearer seed will

@@ -34,7 +34,7 @@ from dfd.faces.crops import crop_faces, crop_stem
 from dfd.faces.detect import DETECT_BATCH, FaceDetector
 from dfd.inference.bundle import Bundle, load_bundle
 from dfd.store.cache import safe_relpath
-from dfd.store.media import MediaError, MissingMedia, media_kind, read_image, read_video
+from dfd.store.media import MediaError, MissingMedia, media_kind, nvdec_problem, read_image, read_video
 
 # The first seven columns are a contract other tools read: never reorder them; new columns go at the end.
 COLUMNS = ("path", "prob_fake", "label", "faces", "frames", "status", "reason")
@@ -104,13 +104,14 @@ def collect_inputs(inputs: Iterable[str | Path]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def read_media(path: str | Path, frames: int) -> tuple[str, np.ndarray, list[np.ndarray]]:
+def read_media(path: str | Path, frames: int, decoder: str = "cpu", device: str = "cuda"
+               ) -> tuple[str, np.ndarray, list[np.ndarray]]:
     """``(kind, frame numbers, RGB frames)`` of one file: ``frames`` uniformly spaced frames of a video (the
-    contract's rule), or the image itself."""
+    contract's rule; decoded by ``decoder``), or the image itself."""
     p = Path(path)
     kind = _kind(p)
     if kind == "video":
-        f = read_video(p, frames)
+        f = read_video(p, frames, decoder, device)
         return "video", f.numbers, f.images
     if kind == "image":
         return "image", np.zeros(1, np.int64), [read_image(p)]
@@ -118,7 +119,7 @@ def read_media(path: str | Path, frames: int) -> tuple[str, np.ndarray, list[np.
     try:
         return "image", np.zeros(1, np.int64), [read_image(p)]
     except MediaError:
-        f = read_video(p, frames)
+        f = read_video(p, frames, decoder, device)
         return "video", f.numbers, f.images
 
 
@@ -199,6 +200,13 @@ class Predictor:
         if contract.frames <= 0:
             raise PredictError(f"--frames must be positive, got {contract.frames}")
         self.contract, self.notice = resolve_inputs(inputs, contract)
+        self.device = device
+        if self.contract.decoder == "nvdec" and nvdec_problem(device):
+            # Trained on NVDEC-decoded frames; decord's colour conversion may differ by a grey level or two.
+            self.contract = self.contract.replace(decoder="cpu")
+            self.notice = " ".join(filter(None, [self.notice, "the training crops' videos were decoded by NVDEC, "
+                                                 f"which cannot run here ({nvdec_problem(device)}): decoding on the "
+                                                 "CPU (colours may differ by a grey level or two)"]))
         self.batch_size = max(1, int(batch_size))
         needs_detector = self.contract.inputs == "frames" or bundle.needs_landmarks
         self.detector = FaceDetector(self.contract, batch_size=detect_batch, device=device) if needs_detector else None
@@ -225,7 +233,7 @@ class Predictor:
         for i, path in enumerate(paths):
             res = results[i]
             try:
-                kind, numbers, images = read_media(path, self.contract.frames)
+                kind, numbers, images = read_media(path, self.contract.frames, self.contract.decoder, self.device)
             except MediaError as e:
                 # dfd.store.media's "missing" hint speaks of dataset roots; here the path came from the user.
                 detail = "file not found" if isinstance(e, MissingMedia) else e.detail
