@@ -170,6 +170,7 @@ def write_faces_video(
     mirror: tuple[bool, ...] = (),
     gain: tuple[float, ...] = (),
     fps: int = 10,
+    enter: tuple[int, ...] = (),
 ) -> tuple[Path, list[list[tuple[float, float, float, float]]]]:
     """Several astronauts in one H.264 video (two people side by side, a bystander...); return the path and,
     per frame, each face's box (canvas pixels, in the order of ``faces``).
@@ -177,6 +178,8 @@ def write_faces_video(
     ``faces``: ``(photo size, x, y)`` of each astronaut photo in frame 0; every photo drifts by ``step`` pixels
     per frame. ``mirror[i]`` flips photo i left-right and ``gain[i]`` scales its brightness, so two faces of a
     frame are different images (a model scores them differently) while MTCNN finds both as well as the original.
+    ``enter[i]``: the frame at which face i appears (absent before it: a person entering mid-video; its boxes
+    are listed from that frame on).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -194,6 +197,8 @@ def write_faces_video(
             canvas = np.full((h, w, 3), 120, np.uint8)
             frame_boxes = []
             for i, ((size, x, y), img) in enumerate(zip(faces, photos, strict=True)):
+                if i < len(enter) and t < enter[i]:
+                    continue
                 px = min(max(x + step[0] * t, 0), w - size)
                 py = min(max(y + step[1] * t, 0), h - size)
                 canvas[py : py + size, px : px + size] = img

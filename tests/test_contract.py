@@ -48,16 +48,20 @@ def test_contract_has_one_home_and_round_trips(compose_cfg) -> None:
 def test_version_1_records_keep_their_rule_and_their_id() -> None:
     """Caches and bundles written before the per-video scale was rounded and probed three times were made with
     one probe and the raw scale: read back that way, under the id they were written with."""
-    v1 = CropContract(scale_steps=0, probes=1)
+    v1 = CropContract(scale_steps=0, probes=1, search_roi=0)
     record = v1.to_dict()
     assert record["version"] == 1 and "scale_steps" not in record and "probes" not in record  # older dfd reads it
     old = CropContract.from_mapping(record)
-    assert (old.scale_steps, old.probes) == (0, 1)
+    assert (old.scale_steps, old.probes, old.search_roi) == (0, 1, 0)
     # The id of the default contract of dfd before version 2 (pinned: caches made then must keep it).
     assert old.fingerprint() == "f8c7fc5c8bc2"
+    # ... and of versions 2 and 3 (three probes, rounded scale; whole-frame search), read back from their record.
+    v3 = CropContract.from_mapping({k: v for k, v in CropContract(search_roi=0).to_dict().items()})
+    assert v3.search_roi == 0 and v3.fingerprint() == "086a4e3de051"
     new = CropContract()
-    assert new.to_dict()["version"] == 2 and CropContract.from_mapping(new.to_dict()) == new
-    assert old.diff(new) == {"scale_steps": (0, 8), "probes": (1, 3)}
+    assert new.to_dict()["version"] == 4 and CropContract.from_mapping(new.to_dict()) == new
+    assert old.diff(new) == {"scale_steps": (0, 8), "probes": (1, 3), "search_roi": (0.0, 3.0)}
+    assert v3.diff(new) == {"search_roi": (0.0, 3.0)}
     # A config block (no version) takes today's defaults; without face_px the new fields do not matter.
     assert CropContract.from_mapping({"frames": 8}).probes == 3
     assert CropContract(face_px=0).fingerprint() == CropContract(face_px=0, scale_steps=0, probes=1).fingerprint()

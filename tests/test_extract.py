@@ -20,6 +20,7 @@ import torch
 
 from dfd.extract.config import ExtractConfig, ExtractError
 from dfd.extract.run import extract_faces
+from dfd.faces.contract import CropContract
 from dfd.sources.base import DatasetSource
 from dfd.store.schema import MANIFEST_COLUMNS, read_manifest
 from tests.media import box_iou, face_image, write_corrupt_video, write_face_png, write_face_video
@@ -108,11 +109,12 @@ def test_a_version_1_cache_is_refused_with_the_overrides_that_reuse_it(tmp_path)
     root = tmp_path / "root"
     write_face_video(root / "a.mp4", n_frames=8, size=160, canvas=192)
     index = _index([("a", 1, "a.mp4", "video")])
-    v1 = ExtractConfig.create(frames=3, size=64, workers=1, scale_steps=0, probes=1)
+    v1 = ExtractConfig.create(frames=3, size=64, workers=1, scale_steps=0, probes=1, search_roi=0)
     extract_faces(index, root, tmp_path / "cache", v1, progress=False)
     record = read_record(tmp_path / "cache")["contract"]
     assert record["version"] == 1 and "probes" not in record and "scale_steps" not in record
-    with pytest.raises(ExtractError, match=r"request its settings \(extract.probes=1 extract.scale_steps=0\)"):
+    with pytest.raises(ExtractError, match=r"request its settings \(extract.probes=1 extract.scale_steps=0 "
+                                           r"extract.search_roi=0.0\)"):
         extract_faces(index, root, tmp_path / "cache", ExtractConfig.create(frames=3, size=64, workers=1),
                       progress=False)
     again = extract_faces(index, root, tmp_path / "cache", v1, progress=False)
@@ -220,3 +222,21 @@ def test_cli_reports_bad_choice_in_one_line(tmp_path):
     r = subprocess.run([str(Path(sys.executable).parent / "dfd-extract"), "dataset=nope"], env=env,
                        cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 2 and "not a valid choice for 'dataset'" in r.stderr and "tiny" in r.stderr
+
+
+def test_nvdec_is_refused_in_one_line_where_it_cannot_run_and_auto_decodes_on_the_cpu(tmp_path):
+    from dfd.store.media import nvdec_problem
+
+    root = tmp_path / "root"
+    write_face_video(root / "a.mp4", n_frames=4, size=160, canvas=192)
+    index = _index([("a", 1, "a.mp4", "video")])
+    problem = nvdec_problem("cuda")
+    assert problem  # no GPU here (or no PyNvVideoCodec): auto stays on the CPU, nvdec is refused
+    with pytest.raises(ExtractError, match=r"extract.decoder=nvdec cannot decode here: .*use extract.decoder=cpu"):
+        extract_faces(index, root, tmp_path / "c", ExtractConfig.create(frames=2, size=64, decoder="nvdec"),
+                      progress=False)
+    auto = ExtractConfig.create(frames=2, size=64, device="cpu")
+    assert auto.resolve(False).decoder == "cpu" and auto.resolve(False).fingerprint() == CropContract(
+        frames=2, size=64).fingerprint()
+    with pytest.raises(ExtractError, match="extract.decoder='gpu' is not one of"):
+        ExtractConfig.create(decoder="gpu")

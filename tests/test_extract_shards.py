@@ -292,3 +292,37 @@ def test_launcher_presets_compose_with_the_shard_sweep(launcher, tmp_path):
     batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(sweep), max_batch_size=None)
     assert [[o[0] for o in b] for b in batches] == [[f"extract.shard={k}" for k in range(4)]]
     assert ExtractConfig.from_mapping(dict(cfg.extract)).shard == 0
+
+
+@pytest.mark.slow
+def test_threads_and_processes_write_what_one_process_writes(tmp_path):
+    root, index = _videos(tmp_path, n=3)
+    _single(index, root, tmp_path / "single")
+    for parallel in ("threads", "processes"):
+        cfg = ExtractConfig.create(**{**SETTINGS, "workers": 2}, parallel=parallel)
+        s = extract_faces(index, root, tmp_path / parallel, cfg, progress=False, dataset="tiny")
+        assert s.videos_ok == 3 and s.videos_failed == 2
+        _assert_same_cache(tmp_path / "single", tmp_path / parallel)
+
+
+def test_detection_loop_serves_window_searches_of_several_videos_in_one_call():
+    from dfd.extract.pipeline import DetectionLoop
+    from dfd.faces.detect import FaceDetector
+    from dfd.faces.windowed import detect_in_windows
+    from tests.media import face_image
+
+    det = FaceDetector(detect_size=None, face_px=0)
+    frame = np.full((240, 320, 3), 120, np.uint8)
+    frame[20:200, 60:240] = face_image(180)
+    a, b = np.stack([frame] * 2), np.stack([np.ascontiguousarray(frame[:, ::-1])])
+    requests: queue.Queue = queue.Queue()
+    replies = [queue.Queue() for _ in range(2)]
+    loop = DetectionLoop({"frames": det.mtcnn}, batch_size=8, requests=requests, replies=replies)
+    loop.run([(0, 1, "frames", a, (((10, 0), (20, 10)), 200)), (1, 3, "frames", b, (((100, 0),), 200))])
+    assert loop.stats["calls"] == 1 and loop.stats["frames"] == 3  # two videos' regions, one MTCNN call
+    for w, batch, windows in ((0, a, [(10, 0), (20, 10)]), (1, b, [(100, 0)])):
+        seq, (boxes, probs, points) = replies[w].get_nowait()
+        alone = detect_in_windows(det.mtcnn, batch, windows, 200)
+        assert seq == (1 if w == 0 else 3) and len(boxes) == len(batch)
+        for got, ref in zip(boxes, alone[0], strict=True):
+            np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(ref, np.float32), atol=1e-3)

@@ -84,7 +84,7 @@ def test_detect_video_shrinks_frames_to_the_face_and_finds_the_same_faces(monkey
         f = canvas.copy()
         f[100:612, dx : dx + 512][:, : min(512, 720 - dx)] = face_image(512)[:, : min(512, 720 - dx)]
         frames.append(f)
-    det = FaceDetector(min_face_size=40, detect_size=640)
+    det = FaceDetector(min_face_size=40, detect_size=640, search_roi=0)  # every frame searched whole
     seen_sizes = []
     original = det.mtcnn.detect
     monkeypatch.setattr(det.mtcnn, "detect", lambda batch, landmarks: (seen_sizes.append(batch.shape[1]),
@@ -127,7 +127,7 @@ def test_median_of_probes_sets_a_grid_scale(monkeypatch):
         frames.append(f)
 
     def sizes(probes: int, video: list[np.ndarray]) -> list[int]:
-        det = FaceDetector(min_face_size=40, detect_size=640, face_px=64, probes=probes)
+        det = FaceDetector(min_face_size=40, detect_size=640, face_px=64, probes=probes, search_roi=0)
         seen = _sizes_seen(det, monkeypatch)
         dets = det.detect_video(video)
         assert all(choose_face(d) is not None for d in dets)

@@ -11,11 +11,16 @@ from typing import Any
 from dfd.errors import UserError
 from dfd.faces.contract import ContractError, CropContract
 from dfd.faces.detect import DETECT_BATCH
+from dfd.store.media import nvdec_problem
 
 FORMATS = ("png", "jpg")
 
 
 INPUTS = ("auto", "frames", "crops")
+DECODERS = ("auto", "cpu", "nvdec")
+PARALLEL = ("auto", "threads", "processes")
+# Contract fields the run decides (``auto``): the extract block holds the run's setting, the contract its outcome.
+RESOLVED = ("inputs", "decoder")
 
 
 PIPELINES = ("auto", "video", "batched")
@@ -42,6 +47,13 @@ class ExtractConfig:
     # processes; None = min(4, cpus), or every CPU in the batched pipeline; 1 runs in this process (per video)
     workers: int | None = None
     device: str = "cpu"  # MTCNN's torch device: cpu | cuda | cuda:<n>
+    # Video decoding: cpu (decord) | nvdec (the GPU's hardware decoder, PyNvVideoCodec: pip install "dfd[gpu]")
+    # | auto = nvdec with a CUDA device when it works here, else cpu (resolved into contract.decoder).
+    decoder: str = "auto"
+    # The per-video CPU path runs its workers as `threads` of this process (MTCNN's and the decoder's heavy work
+    # releases the GIL; no start-up: each spawned process imports torch and torchvision, ~4 s of CPU) or as
+    # spawned `processes` (no shared interpreter: for many cores); auto = threads up to 4 workers, else processes.
+    parallel: str = "auto"
     # How videos meet the detector: `video` = each worker detects its own video's frames; `batched` = workers
     # decode and crop, one detection loop batches same-size frames of several videos (dfd/extract/pipeline.py);
     # `auto` = batched on a GPU, video on the CPU.
@@ -62,6 +74,10 @@ class ExtractConfig:
             raise ExtractError(f"extract.inputs={self.inputs!r} is not one of {INPUTS}")
         if self.pipeline not in PIPELINES:
             raise ExtractError(f"extract.pipeline={self.pipeline!r} is not one of {PIPELINES}")
+        if self.decoder not in DECODERS:
+            raise ExtractError(f"extract.decoder={self.decoder!r} is not one of {DECODERS}")
+        if self.parallel not in PARALLEL:
+            raise ExtractError(f"extract.parallel={self.parallel!r} is not one of {PARALLEL}")
         if not isinstance(self.num_shards, int) or self.num_shards < 1:
             raise ExtractError(f"extract.num_shards={self.num_shards!r} must be a whole number >= 1")
         if self.shard is not None and not (isinstance(self.shard, int) and 0 <= self.shard < self.num_shards):
@@ -94,7 +110,7 @@ class ExtractConfig:
     def from_mapping(cls, values: Mapping[str, Any] | None) -> ExtractConfig:
         """Build from the flat ``extract:`` block, naming unknown keys instead of ignoring a typo."""
         values = dict(values or {})
-        contract_keys = [k for k in CropContract.keys() if k != "inputs"]  # noqa: SIM118 (a classmethod)
+        contract_keys = [k for k in CropContract.keys() if k not in RESOLVED]  # noqa: SIM118 (a classmethod)
         valid = sorted([*contract_keys, *cls.run_keys()])
         unknown = sorted(set(values) - set(valid))
         if unknown:
@@ -113,15 +129,23 @@ class ExtractConfig:
     @classmethod
     def defaults(cls) -> dict[str, Any]:
         """The flat ``extract:`` block with every default (what conf/extract.yaml composes)."""
-        contract = {k: v for k, v in asdict(CropContract()).items() if k != "inputs"}
+        contract = {k: v for k, v in asdict(CropContract()).items() if k not in RESOLVED}
         contract["thresholds"] = list(contract["thresholds"])
         run = {f.name: getattr(cls(), f.name) for f in fields(cls) if f.name != "contract"}
         return {**contract, **run}
 
     def resolve(self, faces_are_cropped: bool) -> CropContract:
-        """The contract of this extraction, with ``inputs`` decided for a dataset."""
+        """The contract of this extraction, with ``inputs`` decided for a dataset and ``decoder`` for this machine
+        (``nvdec_problem`` says why ``auto`` stays on the CPU)."""
         inputs = self.inputs if self.inputs != "auto" else ("crops" if faces_are_cropped else "frames")
-        return self.contract.replace(inputs=inputs)
+        decoder = self.decoder
+        if decoder == "auto":
+            decoder = "nvdec" if str(self.device).startswith("cuda") and nvdec_problem(self.device) is None else "cpu"
+        return self.contract.replace(inputs=inputs, decoder=decoder)
+
+    def threads(self, workers: int) -> bool:
+        """Whether the per-video CPU path runs ``workers`` as threads of this process (``parallel``)."""
+        return self.parallel == "threads" or (self.parallel == "auto" and workers <= 4)
 
     def storage(self) -> dict[str, Any]:
         """How crops are stored (part of what a resumed cache must match)."""

@@ -50,6 +50,8 @@ def tally_parts(index: pd.DataFrame, cache_dir: Path) -> ExtractSummary:
         s.frames_saved += rows
         s.frames_dropped += int(rec.get("dropped", 0))
         s.frames_full_res += int(rec.get("full_res", 0))
+        s.frames_near += int(rec.get("near", 0))
+        s.frames_kept += len({r["frame"] for r in rec["rows"]})
     return s
 
 
@@ -131,6 +133,7 @@ def assemble(index: pd.DataFrame, cache_dir: Path, record: dict[str, Any]) -> Ex
         kept[int(row["label"])] += 1
         s.frames_dropped += rec["dropped"]
         s.frames_full_res += rec.get("full_res", 0)
+        s.frames_near += rec.get("near", 0)
         s.frames_kept += len({r["frame"] for r in rec["rows"]})
         s.tracks_max = max(s.tracks_max, len({r.get("track", 0) for r in rec["rows"]}))
         src = rec.get("source") or {}

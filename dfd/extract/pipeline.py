@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from dfd.faces.contract import CropContract
-from dfd.faces.detect import mtcnn_detect
+from dfd.faces.detect import mtcnn_detect, windows_detect
 
 POLL_S = 0.5
 
@@ -58,11 +58,19 @@ class RemoteMTCNN:
         self.seq = 0
 
     def detect(self, img: np.ndarray, landmarks: bool = False):
+        boxes, probs, points = self._ask(img, None)
+        return (boxes, probs, points) if landmarks else (boxes, probs)
+
+    def detect_windows(self, img: np.ndarray, windows: list[tuple[int, int]], side: int):
+        """The search near the face (:func:`dfd.faces.windowed.detect_in_windows`), done by the loop."""
+        return self._ask(img, (tuple(windows), int(side)))
+
+    def _ask(self, img: np.ndarray, windows: tuple | None):
         self.seq += 1
         batch = np.ascontiguousarray(img)
         if batch.ndim != 4:
             raise ValueError("the detection loop takes batches (n, h, w, 3)")
-        self.requests.put((self.worker, self.seq, self.kind, batch))
+        self.requests.put((self.worker, self.seq, self.kind, batch, windows))
         while True:
             try:
                 seq, out = self.reply.get(timeout=POLL_S)
@@ -72,8 +80,7 @@ class RemoteMTCNN:
                     raise DetectionStopped("the extraction process ended") from None
         if seq != self.seq or isinstance(out, str):
             raise DetectionStopped(out if isinstance(out, str) else f"reply {seq} to request {self.seq}")
-        boxes, probs, points = out
-        return (boxes, probs, points) if landmarks else (boxes, probs)
+        return out
 
 
 def _parent_alive() -> bool:
@@ -118,28 +125,35 @@ class DetectionLoop:
         finally:
             self.stats["wall_s"] += time.perf_counter() - t0
 
-    def run(self, waiting: list[tuple[int, int, str, np.ndarray]]) -> None:
+    def run(self, waiting: list[tuple]) -> None:
         """Answer these requests: same detector and frame size share calls of at most ``batch_size`` frames
         (a request is never split; one larger than the cap gets a call of its own)."""
-        groups: dict[tuple[str, tuple[int, ...]], list] = defaultdict(list)
+        groups: dict[tuple, list] = defaultdict(list)
+        # (worker, seq, kind, frames, windows): windows = (top-left corners, side) of a search near the face.
+        waiting = [req if len(req) == 5 else (*req, None) for req in waiting]
         for req in waiting:
-            groups[(req[2], req[3].shape[1:])].append(req)
-        for (kind, _), reqs in groups.items():
+            # Whole frames by size; window searches by frame size and window side (their P-Net inputs match).
+            groups[(req[2], req[3].shape[1:], None if req[4] is None else req[4][1])].append(req)
+        for (kind, _, side), reqs in groups.items():
             call: list = []
             for req in reqs:
                 if call and sum(len(r[3]) for r in call) + len(req[3]) > self.batch_size:
-                    self._call(kind, call)
+                    self._call(kind, call, side)
                     call = []
                 call.append(req)
-            self._call(kind, call)
+            self._call(kind, call, side)
 
-    def _call(self, kind: str, reqs: list[tuple[int, int, str, np.ndarray]]) -> None:
+    def _call(self, kind: str, reqs: list[tuple], side: int | None = None) -> None:
         t = time.perf_counter()
         try:
             batch = reqs[0][3] if len(reqs) == 1 else np.concatenate([r[3] for r in reqs])
-            boxes, probs, points = mtcnn_detect(self.detectors[kind], batch)
+            if side is None:
+                boxes, probs, points = mtcnn_detect(self.detectors[kind], batch)
+            else:
+                windows = [w for r in reqs for w in r[4][0]]
+                boxes, probs, points = windows_detect(self.detectors[kind], batch, windows, side)
         except Exception as e:
-            for worker, seq, _, _ in reqs:
+            for worker, seq, *_ in reqs:
                 self.replies[worker].put((seq, f"detection failed: {type(e).__name__}: {e}"))
             raise
         self.stats["busy_s"] += time.perf_counter() - t
@@ -148,7 +162,7 @@ class DetectionLoop:
         self.stats["requests"] += len(reqs)
         self.stats["multi_request_calls"] += int(len(reqs) > 1)
         at = 0
-        for worker, seq, _, frames in reqs:
+        for worker, seq, _, frames, _ in reqs:
             n = len(frames)
             self.replies[worker].put((seq, (boxes[at : at + n], probs[at : at + n], points[at : at + n])))
             at += n

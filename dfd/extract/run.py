@@ -12,11 +12,12 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import pandas as pd
 
 from dfd import atomic
@@ -47,6 +48,7 @@ from dfd.store.cache import (
     read_record,
     write_problem,
 )
+from dfd.store.media import nvdec_problem
 from dfd.store.roots import PATH_ROOT_COLUMN, Roots
 from dfd.store.schema import validate_index
 
@@ -164,6 +166,7 @@ def extract_faces(
     contract = cfg.resolve(faces_are_cropped)
     if contract.needs_detector:
         _check_device(cfg.device)  # a device this machine lacks is refused up front, even with nothing left to do
+    _check_decoder(cfg)
     start = time.perf_counter()
     index = validate_index(index_df, where="extract index")
     root, cache_dir = Roots.of(root), Path(cache_dir)
@@ -327,6 +330,14 @@ def _merge(index: pd.DataFrame, cache_dir: Path, record: dict[str, Any], folder:
     return summary, run, removed
 
 
+def _check_decoder(cfg: ExtractConfig) -> None:
+    """``extract.decoder=nvdec`` where NVIDIA's decoder cannot run: one line now, not one failure per video."""
+    if cfg.decoder == "nvdec":
+        problem = nvdec_problem(cfg.device)
+        if problem:
+            raise ExtractError(f"extract.decoder=nvdec cannot decode here: {problem}; use extract.decoder=cpu (or auto)")
+
+
 def _check_device(device: str) -> None:
     """One line instead of a CUDA traceback from inside MTCNN."""
     if str(device).startswith("cuda"):
@@ -335,6 +346,30 @@ def _check_device(device: str) -> None:
         if not torch.cuda.is_available():
             raise ExtractError(f"extract.device={device} but no CUDA GPU is visible here (torch.cuda.is_available() "
                                "is False); use extract.device=cpu, or run on a GPU node")
+
+
+def _run_threads(tasks: list[list[dict[str, Any]]], root: Path, cache_dir: Path, contract: CropContract,
+                 cfg: ExtractConfig, workers: int) -> Iterator[dict[str, Any]]:
+    """The per-video path with ``workers`` threads of this process (``extract.parallel``): one thread per core,
+    so torch and OpenCV run single-threaded meanwhile; the threads share one detector (inference only)."""
+    import torch
+
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dfd-extract") as pool:
+            futures = [pool.submit(run_task, t, str(root), str(cache_dir), contract, cfg) for t in tasks]
+            try:
+                for fut in as_completed(futures):
+                    yield from fut.result()
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+    finally:
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
 
 
 def _execute(
@@ -358,6 +393,9 @@ def _execute(
     if workers <= 1:
         for task in tasks:
             yield from run_task(task, root, str(cache_dir), contract, cfg)
+        return
+    if cfg.threads(workers):
+        yield from _run_threads(tasks, root, cache_dir, contract, cfg, workers)
         return
     import multiprocessing as mp
     import os

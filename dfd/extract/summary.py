@@ -27,6 +27,7 @@ class ExtractSummary:
     frames_saved: int = 0
     frames_dropped: int = 0  # sampled frames of kept videos where no face passed min_score
     frames_full_res: int = 0  # kept frames whose face only the full-resolution fallback found
+    frames_near: int = 0  # kept frames whose face the search near a neighbouring frame's face found
     frames_kept: int = 0  # sampled frames that gave at least one crop (< frames_saved with several faces each)
     tracks_max: int = 0  # most face tracks in one video (extract.choice=all)
     drops: dict = field(default_factory=dict)  # per label and per method (see drop_stats)
@@ -56,7 +57,10 @@ class ExtractSummary:
         lines = [
             head,
             f"  frames sampled {self.frames_sampled}, dropped without a face {self.frames_dropped}"
-            + (f", found only at full resolution {self.frames_full_res}" if self.frames_full_res else ""),
+            + (f", found only at full resolution {self.frames_full_res}" if self.frames_full_res else "")
+            + (f"; faces found near the last face in {self.frames_near} of {self.frames_kept} kept frames "
+               f"({100 * self.frames_near / max(self.frames_kept, 1):.0f} %; the rest searched whole)"
+               if self.frames_near else ""),
         ]
         if self.frames_saved > self.frames_kept:
             lines.append(f"  faces: {self.frames_saved} crops from {self.frames_kept} frames "

@@ -67,7 +67,7 @@ def process_video(
     det = detector_for(contract, cfg.batch_size, cfg.device) if needs else None
     faces = crop_faces(frames.images, contract, det, video=True)
     record: dict[str, Any] = {"video_id": video_id, "sampled": n, "dropped": n - faces.frames,
-                              "full_res": faces.full_res, "rows": []}
+                              "full_res": faces.full_res, "near": faces.near, "rows": []}
     if not len(faces):
         record["failure"] = (
             f"no face: no face with score >= {contract.min_score} in any of {n} sampled frames"
@@ -111,7 +111,7 @@ def run_task(
     segments = {row["video_id"]: row.get("fake_segments") for row in task}
     distortion = {row["video_id"]: chain_text(parse_chain(row.get("distortion"))) for row in task}
     results = []
-    for video_id, frames in _task_frames(task, root_p, contract.frames):
+    for video_id, frames in _task_frames(task, root_p, contract, cfg.device):
         clear_crops(cache_p, video_id)  # a killed or older run may have left crops this run will not keep
         try:
             if isinstance(frames, BaseException):
@@ -130,9 +130,10 @@ def run_task(
 
 
 def _task_frames(
-    task: list[dict[str, Any]], roots: Roots, n: int
+    task: list[dict[str, Any]], roots: Roots, contract: CropContract, device: str
 ) -> Iterator[tuple[str, Frames | BaseException]]:
     # A row's ``distortion`` (dfd.store.distort chain) degrades its source frames before detection.
+    n = contract.frames
     if task[0]["kind"] == "archive":
         ids = {row["member"]: row for row in task}
         for member, frames in iter_archive_sequences(resolve_row(roots, task[0]), list(ids), n):
@@ -152,6 +153,7 @@ def _task_frames(
             if chain:
                 yield row["video_id"], read_distorted(row["kind"], resolve_row(roots, row), n, chain, row["video_id"])
             else:
-                yield row["video_id"], read_source(row["kind"], resolve_row(roots, row), n, segments)
+                yield row["video_id"], read_source(row["kind"], resolve_row(roots, row), n, segments,
+                                                  decoder=contract.decoder, device=device)
         except Exception as e:
             yield row["video_id"], e

@@ -12,7 +12,8 @@ class Detections:
     """Faces found in one image: boxes (k, 4) x1 y1 x2 y2, probs (k,), landmarks (k, 5, 2); all float32.
 
     ``scale`` is the detection scale that produced them (1.0 = full resolution); ``fallback`` marks detections
-    made by the full-resolution fallback after the reduced scale found no face.
+    made by the full-resolution fallback after the reduced scale found no face; ``near`` marks detections made
+    by the search near a neighbouring frame's face (contract ``search_roi``).
     """
 
     boxes: np.ndarray
@@ -20,6 +21,7 @@ class Detections:
     landmarks: np.ndarray
     scale: float = 1.0
     fallback: bool = False
+    near: bool = False
 
     def __len__(self) -> int:
         return len(self.boxes)

@@ -32,23 +32,31 @@ MULTI_FACE_FIELDS = ("min_face_ratio", "track_max_shift", "track_max_scale")
 # without the field is read with that value (its crops were made that way), and a contract holding it leaves the
 # field out of its record and fingerprint, so version-1 caches and bundles keep their ids and older dfd reads them.
 # All of them refine the per-video detection scale, so they matter only with face_px.
-LEGACY_VALUES = {"scale_steps": 0, "probes": 1}
+LEGACY_VALUES = {"scale_steps": 0, "probes": 1, "search_roi": 0.0}
+# Fields that only matter when the search near the last face is on (search_roi > 0); roi_recheck only with
+# choice=all. Left out of the record and fingerprint otherwise.
+SEARCH_FIELDS = ("roi_recheck", "scene_cut")
 # Heuristics that were constants in the code before contract version 3, with the value every earlier cache and
 # bundle was made with. Each changes which faces or pixels end up in the crops, so each is a field, in the record
 # and the fingerprint when it differs from that value; at that value it is left out, so caches and bundles made
 # before keep their ids (and older dfd reads their records). Per-video-scale heuristics matter only with face_px,
 # tracking gates only with choice=all.
 HEURISTIC_VALUES: dict[str, Any] = {"probe_spacing": "even", "scale_cutoff": 0.9, "max_face_growth": 2.5,
-                                    "track_max_shift": 1.0, "track_max_scale": 1.6, "interpolation": "auto"}
+                                    "track_max_shift": 1.0, "track_max_scale": 1.6, "interpolation": "auto",
+                                    "decoder": "cpu"}
 SCALE_FIELDS = ("probe_spacing", "scale_cutoff", "max_face_growth")
 PROBE_SPACINGS = ("even",)
 # How a face region is resized to the crop size: auto = area averaging when shrinking, bilinear when enlarging
 # (the rule every dfd crop was made with); or one OpenCV filter for both.
 INTERPOLATIONS = ("auto", "linear", "area", "cubic", "lanczos")
+# Who turns the compressed video into RGB frames: FFmpeg on the CPU (decord; every cache before version 4) or
+# NVIDIA's hardware decoder (PyNvVideoCodec, extract.device=cuda). H.264 decoding itself is exact, but the colour
+# conversion to RGB may differ by a grey level or two, so crops of the two decoders are not mixed in one cache.
+DECODERS = ("cpu", "nvdec")
 ALIGNMENTS = ("box", "arcface")
 INPUTS = ("frames", "crops")
 SAMPLINGS = ("uniform",)
-VERSION = 3
+VERSION = 4
 DETECTOR = "mtcnn (facenet-pytorch, all faces kept)"
 SAMPLING_RULES = {"uniform": "numpy.linspace(0, n_frames - 1, frames).astype(int); every frame when n_frames <= frames"}
 #: Videos whose index row has ``fake_segments`` (partial fakes): the rule above applied separately to the frames
@@ -86,6 +94,15 @@ class CropContract:
         probes: frames (spread over the video, detected at ``detect_size``) whose median face size sets that
             scale; one odd probe (a turned head, a box moved by float noise) then cannot set it. 1: the middle
             frame alone (version-1 contracts).
+        search_roi: after the probes, each sampled frame is searched first only in a square region around the
+            face found in its neighbouring sampled frame (searched outward from the probes), ``search_roi``
+            face sides wide at the video's detection scale: MTCNN's pyramid then scans that region instead of the
+            whole frame. A frame whose region yields no face passing ``min_score`` (or a face cut by the region's
+            edge) is searched whole, as before. 0 = every frame searched whole (contracts before version 4).
+        roi_recheck: with ``choice=all``, every ``roi_recheck``-th sampled frame is searched whole, so a face
+            entering mid-video is found (and tracked) within that many frames.
+        scene_cut: a frame whose 32 x 32 grey thumbnail differs from its neighbour's by more than this mean
+            absolute difference (0-1) is a cut: searched whole.
         probe_spacing: where the probes sit: ``even`` = frame ``(k + 1) * n // (probes + 1)`` for k < probes.
         scale_cutoff: the per-video scale is used only when it shrinks frames below this fraction of the
             ``detect_size`` scale; closer to it, there is no saving worth the risk and frames are detected at
@@ -118,6 +135,7 @@ class CropContract:
     Frames:
         frames: frames sampled per video (<= 0: all).
         sampling: the sampling rule (``uniform``: evenly spaced over the whole video, first and last included).
+        decoder: ``cpu`` (FFmpeg through decord) or ``nvdec`` (NVIDIA's hardware decoder, PyNvVideoCodec).
     Inputs:
         inputs: ``frames`` (detect, choose, crop) or ``crops`` (the inputs are already face crops, distributed
             that way, e.g. WildDeepfake: only resized to ``size``).
@@ -131,6 +149,9 @@ class CropContract:
     face_px: int = 64
     scale_steps: int = 8
     probes: int = 3
+    search_roi: float = 3.0
+    roi_recheck: int = 8
+    scene_cut: float = 0.2
     probe_spacing: str = "even"
     scale_cutoff: float = 0.9
     max_face_growth: float = 2.5
@@ -145,6 +166,7 @@ class CropContract:
     interpolation: str = "auto"
     frames: int = 32
     sampling: str = "uniform"
+    decoder: str = "cpu"
     inputs: str = "frames"
     landmarks_for_crops: bool = True
 
@@ -155,9 +177,9 @@ class CropContract:
         # Normalise what YAML/JSON hands over (lists for tuples, ints for floats).
         object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
         for key in ("margin", "min_score", "min_face_ratio", "scale_cutoff", "max_face_growth", "track_max_shift",
-                    "track_max_scale"):
+                    "track_max_scale", "search_roi", "scene_cut"):
             object.__setattr__(self, key, float(getattr(self, key)))
-        for key in ("min_face_size", "face_px", "scale_steps", "probes", "size", "frames"):
+        for key in ("min_face_size", "face_px", "scale_steps", "probes", "size", "frames", "roi_recheck"):
             object.__setattr__(self, key, int(getattr(self, key)))
         if self.detect_size is not None:
             object.__setattr__(self, "detect_size", int(self.detect_size))
@@ -167,6 +189,8 @@ class CropContract:
             raise bad("align", self.align, f"choose one of {ALIGNMENTS}")
         if self.inputs not in INPUTS:
             raise bad("inputs", self.inputs, f"choose one of {INPUTS}")
+        if self.decoder not in DECODERS:
+            raise bad("decoder", self.decoder, f"choose one of {DECODERS}")
         if self.sampling not in SAMPLINGS:
             raise bad("sampling", self.sampling, f"choose one of {SAMPLINGS}")
         if len(self.thresholds) != 3 or not all(0 < t < 1 for t in self.thresholds):
@@ -189,6 +213,12 @@ class CropContract:
             raise bad("scale_steps", self.scale_steps, "use 0 (scale not rounded) or steps per octave, e.g. 8")
         if self.probes < 1:
             raise bad("probes", self.probes, "use 1 or more probe frames per video")
+        if self.search_roi != 0 and self.search_roi < 1.5:
+            raise bad("search_roi", self.search_roi, "use 0 (search whole frames) or a region of >= 1.5 face sides")
+        if self.roi_recheck < 1:
+            raise bad("roi_recheck", self.roi_recheck, "use 1 or more sampled frames")
+        if not 0 < self.scene_cut <= 1:
+            raise bad("scene_cut", self.scene_cut, "use a mean absolute grey difference in (0, 1]")
         if self.probe_spacing not in PROBE_SPACINGS:
             raise bad("probe_spacing", self.probe_spacing, f"choose one of {PROBE_SPACINGS}")
         if not 0 < self.scale_cutoff <= 1:
@@ -240,6 +270,9 @@ class CropContract:
         for key, legacy in LEGACY_VALUES.items():
             if self.face_px == 0 or d[key] == legacy:
                 d.pop(key)
+        for key in SEARCH_FIELDS:
+            if "search_roi" not in d or (key == "roi_recheck" and self.choice != "all"):
+                d.pop(key)
         for key, value in HEURISTIC_VALUES.items():
             if key in d and (d[key] == value or (key in SCALE_FIELDS and self.face_px == 0)):
                 d.pop(key)
@@ -259,7 +292,8 @@ class CropContract:
         """Plain JSON-ready dict (with the contract version, the detector and the sampling rule spelled out)."""
         d = self._fields()
         # The oldest version that can hold the record, so older dfd versions still read what they can.
-        version = 3 if set(HEURISTIC_VALUES) & set(d) else 2 if set(LEGACY_VALUES) & set(d) else 1
+        version = (4 if "search_roi" in d else 3 if set(HEURISTIC_VALUES) & set(d)
+                   else 2 if set(LEGACY_VALUES) & set(d) else 1)
         return {"version": version, "detector": DETECTOR, **d, "sampling_rule": SAMPLING_RULES[self.sampling]}
 
     def fingerprint(self) -> str:
@@ -304,7 +338,10 @@ class CropContract:
 
     def _scale_rule(self) -> str:
         probes = f"median of {self.probes} probes" if self.probes > 1 else "one probe"
-        return f"{probes}, " + (f"in 1/{self.scale_steps} octaves" if self.scale_steps else "not rounded")
+        rule = f"{probes}, " + (f"in 1/{self.scale_steps} octaves" if self.scale_steps else "not rounded")
+        if self.search_roi:
+            rule += f", searched near the last face ({self.search_roi:g} face sides)"
+        return rule
 
     @classmethod
     def from_legacy_bundle(cls, face: Mapping[str, Any], video: Mapping[str, Any]) -> CropContract:

@@ -27,7 +27,8 @@ class FaceCrops:
     ``tracks`` is each crop's face id within the video (always 0 with one face per frame); ``crops``,
     ``landmarks`` (5 points in crop pixels, NaN unknown), ``boxes`` (source pixels), ``scores`` and
     ``matrices`` (each crop's 2 x 3 frame -> crop affine, :func:`~dfd.faces.geometry.frame_to_crop`) follow it.
-    ``full_res`` counts kept frames whose faces only the full-resolution fallback found.
+    ``full_res`` counts kept frames whose faces only the full-resolution fallback found; ``near`` the kept frames
+    whose faces the search near a neighbouring frame's face found (the rest were searched whole).
     """
 
     keep: list[int] = field(default_factory=list)
@@ -38,6 +39,7 @@ class FaceCrops:
     tracks: list[int] = field(default_factory=list)
     matrices: list[np.ndarray] = field(default_factory=list)
     full_res: int = 0
+    near: int = 0
 
     def __len__(self) -> int:
         return len(self.keep)
@@ -117,4 +119,5 @@ def faces_from_detections(images: Sequence[np.ndarray], dets: Sequence[Detection
             out.tracks.append(int(t))
             out.matrices.append(frame_to_crop(det.boxes[k], det.landmarks[k], contract))
         out.full_res += int(det.fallback and len(ks) > 0)
+        out.near += int(det.near and len(ks) > 0)
     return out

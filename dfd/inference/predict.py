@@ -48,7 +48,15 @@ from dfd.faces.gpu_passes import detection_warning
 from dfd.inference.bundle import Bundle, load_bundle
 from dfd.sources.base import find_media
 from dfd.store.cache import safe_relpath
-from dfd.store.media import MediaError, MissingMedia, media_kind, read_frames_folder, read_image, read_video
+from dfd.store.media import (
+    MediaError,
+    MissingMedia,
+    media_kind,
+    nvdec_problem,
+    read_frames_folder,
+    read_image,
+    read_video,
+)
 
 # The first seven columns are a contract other tools read: never reorder them; new columns go at the end.
 COLUMNS = ("path", "prob_fake", "label", "faces", "frames", "status", "reason")
@@ -124,16 +132,17 @@ def crops_root(paths: Sequence[str | Path]) -> str:
     return os.path.commonpath(folders) if folders else os.getcwd()
 
 
-def read_media(path: str | Path, frames: int) -> tuple[str, np.ndarray, list[np.ndarray]]:
-    """``(kind, frame numbers, RGB frames)`` of one input: ``frames`` uniformly spaced frames of a video or of a
-    folder of frames (the contract's rule, as dfd-extract samples them), or the image itself."""
+def read_media(path: str | Path, frames: int, decoder: str = "cpu", device: str = "cuda"
+               ) -> tuple[str, np.ndarray, list[np.ndarray]]:
+    """``(kind, frame numbers, RGB frames)`` of one input: ``frames`` uniformly spaced frames of a video (decoded by
+    ``decoder``) or of a folder of frames (the contract's rule, as dfd-extract samples them), or the image itself."""
     p = Path(path)
     if p.is_dir():
         f = read_frames_folder(p, frames)
         return "frames", f.numbers, f.images
     kind = _kind(p)
     if kind == "video":
-        f = read_video(p, frames)
+        f = read_video(p, frames, decoder=decoder, device=device)
         return "video", f.numbers, f.images
     if kind == "image":
         return "image", np.zeros(1, np.int64), [read_image(p)]
@@ -141,7 +150,7 @@ def read_media(path: str | Path, frames: int) -> tuple[str, np.ndarray, list[np.
     try:
         return "image", np.zeros(1, np.int64), [read_image(p)]
     except MediaError:
-        f = read_video(p, frames)
+        f = read_video(p, frames, decoder=decoder, device=device)
         return "video", f.numbers, f.images
 
 
@@ -230,6 +239,13 @@ class Predictor:
         if contract.frames <= 0:
             raise PredictError(f"--frames must be positive, got {contract.frames}")
         self.contract, self.notice = resolve_inputs(inputs, contract)
+        self.device = device
+        if self.contract.decoder == "nvdec" and nvdec_problem(device):
+            # Trained on NVDEC-decoded frames; decord's colour conversion may differ by a grey level or two.
+            self.contract = self.contract.replace(decoder="cpu")
+            self.notice = " ".join(filter(None, [self.notice, "the training crops' videos were decoded by NVDEC, "
+                                                 f"which cannot run here ({nvdec_problem(device)}): decoding on the "
+                                                 "CPU (colours may differ by a grey level or two)"]))
         self.batch_size = max(1, int(batch_size))
         needs_detector = self.contract.inputs == "frames" or bundle.needs_landmarks
         self.detector = (FaceDetector(self.contract, batch_size=detect_batch, device=detect_device) if needs_detector
@@ -266,7 +282,7 @@ class Predictor:
         for i, path in enumerate(paths):
             res = results[i]
             try:
-                kind, numbers, images = read_media(path, self.contract.frames)
+                kind, numbers, images = read_media(path, self.contract.frames, self.contract.decoder, self.device)
             except MediaError as e:
                 # dfd.store.media's "missing" hint speaks of dataset roots; here the path came from the user.
                 detail = "file not found" if isinstance(e, MissingMedia) else e.detail

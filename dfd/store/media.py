@@ -123,8 +123,28 @@ def _reason(e: BaseException, captured: list[str]) -> str:
     return text[:300]
 
 
-def read_video(path: str | Path, n: int | None, segments: list[tuple[float, float]] | None = None) -> Frames:
-    """Decode ``n`` uniformly sampled frames of a video file with decord (only those frames).
+def nvdec_problem(device: str = "cuda") -> str | None:
+    """Why NVIDIA's hardware decoder cannot decode here (None when it can): PyNvVideoCodec missing, no CUDA
+    device, or no NVDEC driver library."""
+    import importlib.util
+
+    if importlib.util.find_spec("PyNvVideoCodec") is None:
+        return 'PyNvVideoCodec is not installed (pip install "dfd[gpu]")'
+    import torch
+
+    if not str(device).startswith("cuda") or not torch.cuda.is_available():
+        return f"no CUDA device ({device})"
+    try:
+        import PyNvVideoCodec  # noqa: F401  (loads libnvcuvid: fails without NVIDIA's driver)
+    except Exception as e:  # its loader raises OSError / RuntimeError with several lines
+        return f"PyNvVideoCodec cannot load: {_first_line(e)}"
+    return None
+
+
+def read_video(path: str | Path, n: int | None, segments: list[tuple[float, float]] | None = None, *,
+               decoder: str = "cpu", device: str = "cuda") -> Frames:
+    """Decode ``n`` uniformly sampled frames of a video file (only those frames): with decord on the CPU, or with
+    NVIDIA's hardware decoder (``decoder="nvdec"``, on ``device``; frames come back to host memory as RGB).
 
     ``segments`` (a partial fake's fake spans, seconds): sample inside and outside them instead
     (:func:`dfd.faces.contract.segment_indices`, at the video's own frame rate). The decoder's own messages on
@@ -132,6 +152,8 @@ def read_video(path: str | Path, n: int | None, segments: list[tuple[float, floa
     """
     path = Path(path)
     _check_file(path)
+    if decoder == "nvdec" and not segments:  # partial fakes are placed by the container's frame rate: decord's
+        return _read_video_nvdec(path, n, device)
     import decord
 
     with captured_stderr() as said:
@@ -160,6 +182,33 @@ def read_video(path: str | Path, n: int | None, segments: list[tuple[float, floa
     if err is not None:
         raise CorruptMedia(path, f"cannot decode frames ({_reason(err, said)})") from err
     return Frames(idx, list(batch), fps)
+
+
+def _read_video_nvdec(path: Path, n: int | None, device: str) -> Frames:
+    """``n`` sampled frames decoded by NVDEC (PyNvVideoCodec's SimpleDecoder: it seeks to each wanted frame),
+    as interleaved RGB on the GPU, then copied to host memory for the crops."""
+    import PyNvVideoCodec as nvc
+    import torch
+
+    gpu = torch.device(device).index or 0
+    try:
+        dec = nvc.SimpleDecoder(str(path), gpu_id=gpu, use_device_memory=True,
+                                output_color_type=nvc.OutputColorType.RGB)
+        total = len(dec)
+    except Exception as e:
+        raise CorruptMedia(path, f"cannot open video with NVDEC ({_first_line(e)}); re-download or re-encode it, or "
+                           "decode it on the CPU (extract.decoder=cpu)") from e
+    if total == 0:
+        raise EmptyMedia(path, "video has no frames")
+    idx = sample_indices(total, n)
+    try:
+        frames = dec.get_batch_frames_by_index(idx.tolist())
+        images = [torch.as_tensor(f, device=device).cpu().numpy() for f in frames]
+    except Exception as e:
+        raise CorruptMedia(path, f"cannot decode frames with NVDEC ({_first_line(e)})") from e
+    if len(images) != len(idx):
+        raise CorruptMedia(path, f"NVDEC returned {len(images)} of {len(idx)} frames")
+    return Frames(idx, images)
 
 
 def frame_number(name: str) -> int | None:
@@ -321,14 +370,15 @@ def _norm_member(name: str) -> str:
     return "" if name == "." else name
 
 
-def read_source(kind: str, path: str | Path, n: int | None,
-                segments: list[tuple[float, float]] | None = None) -> Frames:
+def read_source(kind: str, path: str | Path, n: int | None, segments: list[tuple[float, float]] | None = None, *,
+                decoder: str = "cpu", device: str = "cuda") -> Frames:
     """Sampled frames of one non-archive index row (``video``, ``frames`` or ``image``); ``segments``: the
-    row's fake spans in seconds (videos only: a frame rate places them)."""
+    row's fake spans in seconds (videos only: a frame rate places them); videos decoded by ``decoder``
+    (:func:`read_video`)."""
     if segments and kind != "video":
         raise ValueError(f"fake_segments on a {kind!r} row ({path}): only videos carry a frame rate to place them")
     if kind == "video":
-        return read_video(path, n, segments)
+        return read_video(path, n, segments, decoder=decoder, device=device)
     if kind == "frames":
         return read_frames_folder(path, n)
     if kind == "image":

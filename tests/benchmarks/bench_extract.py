@@ -11,21 +11,27 @@ Videos: the astronaut (a real face) moving across 960 x 960 px H.264 frames, ``-
   only the sampled frames, MTCNN runs one frame at a time at the same detection resolution as dfd
   (``detect_size``), same crop and PNG; the same worker processes as dfd (spawned, 1 torch thread each).
 * **dfd**: ``extract_faces`` with its defaults (batched MTCNN per video, frames shrunk to each video's face size
-  with a full-resolution fallback, resumable part files), ``--workers`` processes; and **dfd-640**, the same at
-  the tuned loop's detection resolution (``face_px=0``), which separates what batching and the pipeline gain from
-  what the per-video detection scale gains (and costs in box agreement); and **dfd-v1**, dfd with version 1's
-  per-video scale (one probe, not rounded), the cost of the three probes.
+  with a full-resolution fallback, each frame searched first near the face of a neighbouring frame
+  (``search_roi``), resumable part files), ``--workers`` workers (threads: ``extract.parallel=auto``); and
+  **dfd-whole**, dfd with the previous rule (every frame searched whole, ``search_roi=0``: contract versions 2-3);
+  **dfd-processes**, dfd with spawned worker processes (``extract.parallel=processes``: each imports torch and
+  torchvision); **dfd-640**, dfd at the tuned loop's detection resolution (``face_px=0``), which separates what
+  batching and the pipeline gain from what the per-video detection scale gains (and costs in box agreement); and
+  **dfd-v1**, dfd with version 1's per-video scale (one probe, not rounded), the cost of the three probes.
 
 Every pipeline's time includes starting its workers. Printed: crops/s (wall), CPU s per crop (this process and
 its workers), dfd's ratio to each baseline, and box agreement (IoU of dfd's box with each baseline's on the
 same frame). Note ``uptime`` before and after: on a shared machine, rerun when the load is low.
 
+    .venv/bin/python tests/benchmarks/bench_extract.py --videos 4 --length 450 --workers 2   # issue 28's command
     .venv/bin/python tests/benchmarks/bench_extract.py [--videos 16 --length 300 --frames 32 --workers 2]
     .venv/bin/python tests/benchmarks/bench_extract.py --gpu [--videos 32 --workers 16]   # needs CUDA
 
-``--gpu``: dfd with ``extract.device=cuda`` (the batched pipeline: CPU workers decode and crop, one detection
-loop batches frames of several videos on the GPU) against dfd's CPU path on the same frames: crops/s, box IoU
-per frame (goal: every frame >= 0.95), how full the GPU's MTCNN calls were and how busy the detector was.
+``--gpu``: dfd with ``extract.device=cuda`` (the batched pipeline: workers decode — on the GPU's NVDEC when
+PyNvVideoCodec is installed, ``pip install "dfd[gpu]"``, else on the CPU — and crop; one detection loop batches
+frames and near-the-face regions of several videos on the GPU) against dfd's CPU path on the same videos:
+crops/s, box IoU per frame (goal: every frame >= 0.95), how full the GPU's MTCNN calls were, how busy the
+detector was, and the decoder used; with NVDEC also the largest pixel difference of its frames from decord's.
 """
 
 from __future__ import annotations
@@ -208,7 +214,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=32, help="frames sampled per video")
     ap.add_argument("--canvas", type=int, default=960, help="frame side in pixels")
     ap.add_argument("--workers", type=int, default=default_workers(), help="dfd's and the tuned loop's processes")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["deepfakebench", "tuned", "dfd-640", "dfd-v1"],
+    ap.add_argument("--skip", nargs="*", default=[],
+                    choices=["deepfakebench", "tuned", "dfd-whole", "dfd-processes", "dfd-640", "dfd-v1"],
                     help="runs to skip (dfd-640: dfd at the tuned loop's detection resolution, face_px=0)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="extract settings of dfd's run (e.g. scale_steps=0 probes=1)")
@@ -246,8 +253,21 @@ def main() -> None:
         runs: dict[str, tuple[Boxes, float, float]] = {}
         (boxes, s), wall, cpu = timed(dfd, index, root, tmp / "dfd", cfg)
         runs["dfd"] = (boxes, wall, cpu)
-        print(f"dfd ({args.workers} processes x 1 thread, detect_size={c.detect_size}, face_px={c.face_px}): "
+        print(f"dfd ({args.workers} {'threads' if cfg.threads(args.workers) else 'processes'} x 1 torch thread, "
+              f"detect_size={c.detect_size}, face_px={c.face_px}, search_roi={c.search_roi:g}): "
               f"{len(boxes)} crops in {wall:.1f} s = {len(boxes) / wall:.2f} crops/s, {cpu / len(boxes):.3f} CPU s/crop")
+        if "dfd-whole" not in args.skip:
+            whole = ExtractConfig.create(frames=args.frames, workers=args.workers, **{**extra, "search_roi": 0})
+            (boxes, _), wall, cpu = timed(dfd, index, root, tmp / "dfdwhole", whole)
+            runs["dfd-whole"] = (boxes, wall, cpu)
+            print(f"dfd with the previous rule (every frame searched whole, search_roi=0): {len(boxes)} crops in "
+                  f"{wall:.1f} s = {len(boxes) / wall:.2f} crops/s, {cpu / len(boxes):.3f} CPU s/crop")
+        if "dfd-processes" not in args.skip:
+            procs = ExtractConfig.create(frames=args.frames, workers=args.workers, parallel="processes", **extra)
+            (boxes, _), wall, cpu = timed(dfd, index, root, tmp / "dfdprocs", procs)
+            runs["dfd-processes"] = (boxes, wall, cpu)
+            print(f"dfd with {args.workers} spawned worker processes (extract.parallel=processes): {len(boxes)} crops "
+                  f"in {wall:.1f} s = {len(boxes) / wall:.2f} crops/s, {cpu / len(boxes):.3f} CPU s/crop")
         if "dfd-640" not in args.skip:
             same = ExtractConfig.create(frames=args.frames, workers=args.workers, face_px=0)
             (boxes, _), wall, cpu = timed(dfd, index, root, tmp / "dfd640", same)
@@ -272,8 +292,9 @@ def main() -> None:
             print(f"DeepfakeBench-style loop ({os.cpu_count()} threads, cv2 reads every frame, MTCNN per frame at "
                   f"full resolution): {len(boxes)} crops in {wall:.1f} s = {len(boxes) / wall:.2f} crops/s, "
                   f"{cpu / len(boxes):.3f} CPU s/crop")
-        for mine, base in (("dfd", "tuned"), ("dfd", "deepfakebench"), ("dfd", "dfd-v1"), ("dfd-640", "tuned"),
-                           ("dfd-640", "deepfakebench"), ("tuned", "deepfakebench")):
+        for mine, base in (("dfd", "deepfakebench"), ("dfd", "tuned"), ("dfd", "dfd-whole"), ("dfd", "dfd-processes"),
+                           ("dfd-whole", "deepfakebench"), ("dfd-whole", "tuned"), ("dfd", "dfd-v1"),
+                           ("dfd-640", "tuned"), ("dfd-640", "deepfakebench"), ("tuned", "deepfakebench")):
             if mine not in runs or base not in runs:
                 continue
             (d_boxes, d_wall, d_cpu), (b_boxes, b_wall, b_cpu) = runs[mine], runs[base]
@@ -289,11 +310,24 @@ def gpu(args, tmp: Path, root: Path, index: pd.DataFrame, cfg: ExtractConfig) ->
     cpu_cfg = replace(cfg, pipeline="video")
     gpu_cfg = replace(cfg, device=args.gpu_device, pipeline="batched", batch_size=args.gpu_batch)
     (c_boxes, _), c_wall, _ = timed(dfd, index, root, tmp / "cpu", cpu_cfg)
-    print(f"dfd CPU ({args.workers} processes, per-video MTCNN): {len(c_boxes)} crops in {c_wall:.1f} s = "
+    print(f"dfd CPU ({args.workers} workers, per-video MTCNN): {len(c_boxes)} crops in {c_wall:.1f} s = "
           f"{len(c_boxes) / c_wall:.2f} crops/s")
     (g_boxes, s), g_wall, _ = timed(dfd, index, root, tmp / "gpu", gpu_cfg)
-    print(f"dfd GPU ({args.workers} CPU workers, batched MTCNN on {args.gpu_device}, <= {args.gpu_batch} frames per call): "
-          f"{len(g_boxes)} crops in {g_wall:.1f} s = {len(g_boxes) / g_wall:.2f} crops/s")
+    decoder = gpu_cfg.resolve(False).decoder
+    print(f"dfd GPU ({args.workers} CPU workers, decoding on {decoder}, batched MTCNN on {args.gpu_device}, "
+          f"<= {args.gpu_batch} frames per call): {len(g_boxes)} crops in {g_wall:.1f} s = "
+          f"{len(g_boxes) / g_wall:.2f} crops/s")
+    if decoder == "nvdec":
+        from dfd.store.media import read_video
+
+        first = root / index["path"].iloc[0]
+        a, b = read_video(first, args.frames), read_video(first, args.frames, decoder="nvdec", device=args.gpu_device)
+        diff = max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(a.images, b.images, strict=True))
+        print(f"  NVDEC frames vs decord's on {first.name}: largest pixel difference {diff} grey levels")
+    else:
+        from dfd.store.media import nvdec_problem
+
+        print(f"  decoded on the CPU: {nvdec_problem(args.gpu_device)}")
     from dfd.extract.pipeline import describe_stats
 
     print(f"  {describe_stats(s.pipeline)}")

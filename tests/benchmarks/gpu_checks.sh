@@ -32,8 +32,9 @@ step recipes 80 tests/benchmarks/bench_recipes.py --device cuda --amp bf16 --bat
 step loader 180 tests/benchmarks/bench_loader.py --gpu --workers 8 --images 3200
 # Issue 16: MTCNN on the GPU vs the CPU on the same decoded frames, per scale rule (cuDNN bypassed, and with cuDNN).
 step detect 300 tests/benchmarks/bench_detect_noise.py --device cuda
-# Issue 16: MTCNN batched on the GPU (cuDNN bypassed, and with cuDNN) vs dfd on the CPU: crops/s, box IoU.
+# Issues 16 and 28: MTCNN batched on the GPU (cuDNN bypassed, and with cuDNN), frames decoded by NVDEC when
+# PyNvVideoCodec is installed (pip install "dfd[gpu]" or a wheel in .whl/), vs dfd on the CPU: crops/s, box IoU.
 # Issue 25: on PASS, this GPU model is recorded in dfd/faces/gpu_passes.json (commit it: dfd-predict then detects
 # on it without a warning, and dfd-export lists it in bundles' README) and in $out/gpu_passes.json.
-step extract 240 tests/benchmarks/bench_extract.py --gpu --videos 8 --skip deepfakebench tuned dfd-640 \
+step extract 240 tests/benchmarks/bench_extract.py --gpu --videos 8 --length 450 --skip deepfakebench tuned dfd-640 \
   --pass-file dfd/faces/gpu_passes.json "$out/gpu_passes.json"
