@@ -106,25 +106,26 @@ def test_matched_reals_are_distorted_before_face_detection(drf, tmp_path) -> Non
     cfg = ExtractConfig.create(frames=2, size=64, workers=1)
     src = DeeperForensics("drf", root, tmp_path, variant=V, ffpp_root=ffpp, real_perturbation="match")
     index = src.build_index()
+    roots = src.roots()  # the reals' paths are relative to ffpp_root (index column path_root)
     reals = index[index.video_id.isin(["youtube/000", "youtube/004"])]  # CS:2 and GNC:2: every pixel changes
-    matched = extract_faces(reals, root, tmp_path / "match", cfg, progress=False)
-    clean = extract_faces(reals.drop(columns="distortion"), root, tmp_path / "clean", cfg, progress=False)
+    matched = extract_faces(reals, roots, tmp_path / "match", cfg, progress=False)
+    clean = extract_faces(reals.drop(columns="distortion"), roots, tmp_path / "clean", cfg, progress=False)
     assert matched.frames_saved == clean.frames_saved == 4
     man = pd.read_parquet(tmp_path / "match" / "manifest.parquet")
     assert dict(zip(man.video_id, man.distortion, strict=True)) == {"youtube/000": "df_cs:2", "youtube/004": "df_gnc:2"}
     det = FaceDetector(cfg.contract)
     for row in reals.itertuples():
-        frames = read_distorted("video", root / row.path, 2, parse_chain(row.distortion), row.video_id)
+        frames = read_distorted("video", roots.resolve(row.path, row.path_root), 2, parse_chain(row.distortion), row.video_id)
         want = crop_faces(frames.images, cfg.contract, det).crops
         got = man[man.video_id == row.video_id].sort_values("frame")
         for crop, rel in zip(want, got.crop_path, strict=True):
             assert np.array_equal(read_image(tmp_path / "match" / rel), crop)  # pixel for pixel
             assert not np.array_equal(read_image(tmp_path / "clean" / rel), crop)
     # A changed distortion makes the video stale; the same one is reused.
-    again = extract_faces(reals, root, tmp_path / "match", cfg, progress=False)
+    again = extract_faces(reals, roots, tmp_path / "match", cfg, progress=False)
     assert again.videos_resumed == 2 and again.processed == []
     changed = reals.assign(distortion=["df_cs:2", "df_gnc:3"])
-    redo = extract_faces(changed, root, tmp_path / "match", cfg, progress=False)
+    redo = extract_faces(changed, roots, tmp_path / "match", cfg, progress=False)
     assert redo.processed == ["youtube/004"] and redo.videos_resumed == 1
 
 

@@ -63,7 +63,8 @@ def test_killed_extract_leaves_no_worker_and_no_stuck_lock(tmp_path):
     root = _videos(tmp_path / "data", 4)
     cache = tmp_path / "cache"
     cmd = [str(BIN / "dfd-extract"), "dataset=folder", f"dataset.root={root}", f"dataset.cache_dir={cache}",
-           "extract.frames=2", "extract.size=32", "extract.workers=2", "extract.probes=1", "progress=false"]
+           "extract.frames=2", "extract.size=32", "extract.workers=2", "extract.probes=1", "progress=false",
+           "extract.parallel=processes"]  # spawned workers (auto picks threads for two)
     proc = subprocess.Popen(cmd, env=_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     index = Folder("folder", root, cache).build_index()
     try:

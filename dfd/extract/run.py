@@ -348,7 +348,7 @@ def _check_device(device: str) -> None:
                                "is False); use extract.device=cpu, or run on a GPU node")
 
 
-def _run_threads(tasks: list[list[dict[str, Any]]], root: Path, cache_dir: Path, contract: CropContract,
+def _run_threads(tasks: list[list[dict[str, Any]]], root: Roots, cache_dir: Path, contract: CropContract,
                  cfg: ExtractConfig, workers: int) -> Iterator[dict[str, Any]]:
     """The per-video path with ``workers`` threads of this process (``extract.parallel``): one thread per core,
     so torch and OpenCV run single-threaded meanwhile; the threads share one detector (inference only)."""
@@ -359,7 +359,7 @@ def _run_threads(tasks: list[list[dict[str, Any]]], root: Path, cache_dir: Path,
     cv2.setNumThreads(1)
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dfd-extract") as pool:
-            futures = [pool.submit(run_task, t, str(root), str(cache_dir), contract, cfg) for t in tasks]
+            futures = [pool.submit(run_task, t, root, str(cache_dir), contract, cfg) for t in tasks]
             try:
                 for fut in as_completed(futures):
                     yield from fut.result()
