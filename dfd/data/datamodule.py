@@ -344,7 +344,7 @@ class DeepfakeDataModule(pl.LightningDataModule):
         srcs = [self.train_source, *(self.extra_train[n][0] for n in self.val_mix)]
         parts = []
         for src in srcs:
-            arrays = ManifestArrays(src.prepare(), splits="val")
+            arrays = ManifestArrays(src.prepare(), splits="val", roots=src.roots())
             if len(arrays) == 0:
                 raise DatasetError(f"{src.name}: the manifest {src.manifest_path} has no 'val' frames to select on "
                                    f"(train_mix.{src.name}.validate=true); check its split protocol")

@@ -45,6 +45,7 @@ from dfd.store.features import (
     plan_chunks,
     sha256_file,
 )
+from dfd.workers import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -191,11 +192,11 @@ class _Embedder(pl.LightningModule):
         mine = self.pending[rank::world]
         # A private generator: the embedding pass leaves the run's global random state as it found it, so a
         # training run that builds its store first shuffles exactly like one that found it built.
-        # TODO(issue 22): start these loader workers through the shared worker mechanism (dfd/workers.py) so
-        # they die with a killed parent, once it lands.
+        # Its workers die with a killed parent (dfd.workers), as every training loader's.
         return DataLoader(self.items, batch_sampler=_ChunkBatches(self.items.offsets, mine, self.batch_size),
                           num_workers=self.num_workers, persistent_workers=False,
-                          pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(0))
+                          pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(0),
+                          worker_init_fn=die_with_parent)
 
     def predict_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
         return self.model.forward_features(batch["image"]).float().to(torch.float16).cpu()
@@ -250,7 +251,7 @@ def build(requests: Sequence[Request], model: Detector, trainer_cfg: DictConfig 
     plan: list[tuple[int, ManifestArrays, Chunk]] = []
     pending: list[int] = []
     for i, req in enumerate(requests):
-        arrays = {u.split: ManifestArrays(req.source.prepare(), splits=u.split) for u in req.units}
+        arrays = {u.split: ManifestArrays(req.source.prepare(), splits=u.split, roots=req.source.roots()) for u in req.units}
         finished = req.store.begin(req.key, chunk_rows, req.views)
         for c in plan_chunks(req.units, chunk_rows):
             if c.name not in finished:
