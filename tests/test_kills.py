@@ -82,7 +82,10 @@ def test_killed_extract_leaves_no_worker_and_no_stuck_lock(tmp_path):
         kids = children(proc.pid)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        assert _gone_within(kids) == [], "workers outlived their SIGKILLed parent"
+        # The kernel ends armed workers at once (measured: all gone within 5 s on an idle machine); a worker
+        # still importing torch when its parent dies notices at the end of that import, which takes longer on
+        # a loaded machine (the test suite's), hence the margin.
+        assert _gone_within(kids, 20.0) == [], "workers outlived their SIGKILLed parent"
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -198,11 +198,16 @@ class Workspace:
     def checkpoint_for(self, code: str) -> Path:
         """``<ckpt>``: a checkpoint trained on the crops the command scores, i.e. from its ``paths.cache_dir``.
 
-        The default cache's is :meth:`best_checkpoint`. Another cache (the recipes' ArcFace 256 px crops) is
+        The default cache's is :meth:`best_checkpoint`; synthetic test sets get a model of the synthetic-domains
+        multirun (:meth:`multirun`). Another cache (the recipes' ArcFace 256 px crops) is
         trained on only by GPU recipes here, so a tiny default model is trained once on FF++ from that cache (1
         epoch), as the user's GPU recipe would have: dfd refuses a checkpoint whose crops differ from the cache's.
         """
         cache = next((a for a in dfd_args(code) if a.startswith("paths.cache_dir=")), None)
+        if cache is None and any(a.endswith("=synthetic") for a in dfd_args(code)):
+            # Scoring the synthetic domains: a model of the synthetic-domains study (the multirun above it).
+            first = sorted(self.multirun().glob("*/results.json"))[0]
+            return Path(json.loads(first.read_text())["checkpoint"])
         if cache is None:
             return self.best_checkpoint()
         if cache not in self.fixture_runs:

@@ -242,6 +242,11 @@ def test_grid_command_reads_a_frame_manifest(tmp_path, face):
 def test_grid_command_logs_to_wandb_offline(tmp_path, face, monkeypatch):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.delenv("WANDB_MODE", raising=False)  # offline is the default without WANDB_MODE=online
+    import wandb
+
+    # W&B keeps the settings of the first run of this process (its folder too): a test that ran W&B before in
+    # this pytest worker would send this run to that test's folder.
+    wandb.teardown()
     assert sbi_grid.main(["--out", str(tmp_path / "g.png"), "--n", "2", "--tile", "32", "--wandb"]) == 0
     logged = list(tmp_path.glob("wandb/offline-run-*/files/media/images/sbi/grid_*.png"))
     assert len(logged) == 1 and cv2.imread(str(logged[0])).shape == (96, 64, 3)

@@ -30,7 +30,10 @@ def as_skips(items: Iterable) -> list[Skip]:
     """``self.skipped`` entries as :class:`Skip` (older sources record ``(path, reason)`` pairs)."""
     out = []
     for s in items or ():
-        out.append(s if isinstance(s, Skip) else Skip(str(s[0]), str(s[1])) if len(s) == 2 else Skip(*s))
+        if isinstance(s, str):  # sources that record a line per skip (their notes say why)
+            out.append(Skip(s, "not indexed"))
+        else:
+            out.append(s if isinstance(s, Skip) else Skip(str(s[0]), str(s[1])) if len(s) == 2 else Skip(*s))
     return out
 
 
