@@ -58,8 +58,12 @@ def test_version_1_records_keep_their_rule_and_their_id() -> None:
     # ... and of versions 2 and 3 (three probes, rounded scale; whole-frame search), read back from their record.
     v3 = CropContract.from_mapping({k: v for k, v in CropContract(search_roi=0).to_dict().items()})
     assert v3.search_roi == 0 and v3.fingerprint() == "086a4e3de051"
-    new = CropContract()
+    # Today's default searches whole frames too: its record and id are version 3's. The search near the last
+    # face (search_roi > 0) is version 4, an id of its own.
+    assert CropContract() == v3 and CropContract().fingerprint() == "086a4e3de051"
+    new = CropContract(search_roi=3.0)
     assert new.to_dict()["version"] == 4 and CropContract.from_mapping(new.to_dict()) == new
+    assert new.fingerprint() != v3.fingerprint()
     assert old.diff(new) == {"scale_steps": (0, 8), "probes": (1, 3), "search_roi": (0.0, 3.0)}
     assert v3.diff(new) == {"search_roi": (0.0, 3.0)}
     # A config block (no version) takes today's defaults; without face_px the new fields do not matter.

@@ -211,7 +211,7 @@ def test_resolved_configs_are_those_before_the_layout_change():
             assert added == {**HEURISTIC_VALUES, "decoder": "auto"}, command
             # Added since (issue 28): the search near the last face, its rechecks and cut test, and the worker kind.
             speed = {k: now["extract"].pop(k) for k in ("search_roi", "roi_recheck", "scene_cut", "parallel")}
-            assert speed == {"search_roi": 3.0, "roi_recheck": 8, "scene_cut": 0.2, "parallel": "auto"}, command
+            assert speed == {"search_roi": 0.0, "roi_recheck": 8, "scene_cut": 0.2, "parallel": "auto"}, command
         if command.startswith(("dfd-train", "dfd-eval")):
             assert now.pop("eval") == {"no_face": "drop", "no_face_score": 0.5}, command
         if command.startswith("dfd-train"):

@@ -17,7 +17,7 @@ from dfd.store.media import read_video
 from tests.media import box_iou, face_image, write_composed_face_video, write_face_video, write_faces_video
 
 WHOLE = CropContract(search_roi=0)  # the rule every cache before contract version 4 was made with
-NEAR = CropContract()  # today's default: search near the last face
+NEAR = CropContract(search_roi=3.0)  # the search near the last face (opt-in: extract.search_roi=3)
 
 
 def _boxes(dets, contract: CropContract) -> list[np.ndarray | None]:
@@ -144,7 +144,8 @@ def test_extraction_counts_the_frames_found_near_the_last_face(tmp_path):
     write_face_video(tmp_path / "root" / "a.mp4", n_frames=24, size=440, canvas=640)
     index = pd.DataFrame({"video_id": ["a"], "label": [1], "split": "test", "method": "m", "identity": "",
                           "path": ["a.mp4"], "kind": "video"})
-    s = extract_faces(index, tmp_path / "root", tmp_path / "cache", ExtractConfig.create(frames=8, size=64, workers=1),
+    s = extract_faces(index, tmp_path / "root", tmp_path / "cache", ExtractConfig.create(frames=8, size=64, workers=1,
+                                                                                   search_roi=NEAR.search_roi),
                       progress=False)
     assert s.frames_kept == 8 and 8 - NEAR.probes >= s.frames_near >= 4, (s.frames_near, s.frames_kept)
     assert f"faces found near the last face in {s.frames_near} of 8 kept frames" in str(s)

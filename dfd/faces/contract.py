@@ -98,7 +98,10 @@ class CropContract:
             face found in its neighbouring sampled frame (searched outward from the probes), ``search_roi``
             face sides wide at the video's detection scale: MTCNN's pyramid then scans that region instead of the
             whole frame. A frame whose region yields no face passing ``min_score`` (or a face cut by the region's
-            edge) is searched whole, as before. 0 = every frame searched whole (contracts before version 4).
+            edge) is searched whole, as before. 0 (default) = every frame searched whole, the rule of every
+            contract before version 4: measured on 2 CPU threads (tests/benchmarks/bench_extract.py, 4 videos of
+            450 frames at 960 px) the region search saved 5-8 % of CPU per crop but no wall time (0.78-0.88x),
+            so it is opt-in (``extract.search_roi=3``), for footage where the whole-frame pyramid dominates.
         roi_recheck: with ``choice=all``, every ``roi_recheck``-th sampled frame is searched whole, so a face
             entering mid-video is found (and tracked) within that many frames.
         scene_cut: a frame whose 32 x 32 grey thumbnail differs from its neighbour's by more than this mean
@@ -149,7 +152,7 @@ class CropContract:
     face_px: int = 64
     scale_steps: int = 8
     probes: int = 3
-    search_roi: float = 3.0
+    search_roi: float = 0.0
     roi_recheck: int = 8
     scene_cut: float = 0.2
     probe_spacing: str = "even"
