@@ -64,6 +64,7 @@ from dfd.store.schema import (
 from tests import layouts as L
 from tests import layouts_more as M
 from tests import layouts_wild as W
+from tests.layouts_images import make_shortcut_images
 from tests.media import write_face_png, write_face_video
 from tests.readme_commands import Command, all_commands, missing_output
 
@@ -150,6 +151,8 @@ class Workspace:
                 W.make_deepspeak(self.data / f"DeepSpeak_{version}", version)
         L.make_wilddeepfake(self.data / "WildDeepfake", size=224)  # 224 px face crops, as distributed
         M.make_deepfakebench(self.data / "DeepfakeBench")  # its rgb/ crops and dataset_json/ JSONs
+        # README "Shortcut audit": face JPEGs whose resolution gives the label away (reals 1280x720, fakes 640x480).
+        make_shortcut_images(self.data / "my_images")
         # The walk-through's own videos (README "Your own videos"): real/ and fake/<method>/, 2-frame face videos
         # (one per class and split once carved), and the files it predicts: a video, a photo, a faceless video.
         mine = self.root / "my_videos"
