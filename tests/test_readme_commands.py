@@ -424,6 +424,11 @@ def promise_train(ws: Workspace, run: Run) -> list[str]:
         res = _run_results(folder, "train", run.code, problems)
         if res is not None and "+dataset@train_mix." in run.code and "+" not in res["train"]["dataset"]:
             problems.append(f"{folder}: the training mix is not recorded ({res['train']['dataset']})")
+        rule = re.search(r"\beval\.no_face=(\w+)", run.code)
+        if res is not None and rule:  # README: results.json no_face records the rule per test set
+            got = {name: (t.get("no_face") or {}).get("rule") for name, t in res["test"].items()}
+            if set(got.values()) != {rule.group(1)}:
+                problems.append(f"{folder}: eval.no_face={rule.group(1)} but results.json no_face rules are {got}")
     if "test metrics (" not in run.out:
         problems.append("no table of test metrics printed")
     if "ckpt_path=" in run.code:  # resume: the same W&B run continues
@@ -515,6 +520,11 @@ def promise_report(ws: Workspace, run: Run) -> list[str]:
     # README: an evaluation of a training run's checkpoint joins that run's row, never a repeat.
     found = [json.loads(f.read_text()) for a in args if not a.startswith("-") and (ws.root / a).is_dir()
              for f in (ws.root / a).rglob("results.json") if "wandb" not in f.parts]
+    # README: report.md adds a reliability diagram per test set (runs record their reliability bins).
+    calibrated = any("calibration" in (t or {}) for r in found for t in (r.get("test") or {}).values())
+    if calibrated and ("## Calibration" not in (out / "report.md").read_text()
+                       or not list((out / "figures").glob("reliability_*.png"))):
+        return [f"report {out}: runs with reliability bins, but no Calibration section or reliability figure"]
     trained = {r.get("run_id") for r in found if r.get("kind") == "train"}
     attached = any(r.get("kind") == "eval" and r.get("run_id") in trained for r in found)
     if attached and "| eval of `" not in (out / "report.md").read_text():
