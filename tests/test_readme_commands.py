@@ -136,6 +136,8 @@ class Workspace:
         clip, _ = write_face_video(self.root / ".clip.mp4", n_frames=2, size=256, canvas=288)
         with L.videos_of(clip.read_bytes()):  # a face MTCNN finds, so extraction keeps frames
             L.make_ffpp(self.data / "FaceForensics++", pairs=FFPP_PAIRS)
+            # DeeperForensics-1.0 (its reals: FF++ youtube 000-004/999, which FF++'s own split files do not list).
+            M.make_deeperforensics(self.data / "DeeperForensics-1.0", self.data / "FaceForensics++")
             L.make_celebdf(self.data / "Celeb-DF-v2")
             L.make_redface(self.data / "RedFace")
             # One train part (with its metadata.json) and the test folder: enough for index, extract.choice=all
@@ -452,7 +454,8 @@ def promise_eval(ws: Workspace, run: Run) -> list[str]:
         if sweep:
             import yaml
 
-            wanted = yaml.safe_load(sweep.group(1))
+            # The sweep's kinds and levels (other keys are settings: at, workers).
+            wanted = {k: v for k, v in yaml.safe_load(sweep.group(1)).items() if isinstance(v, list)}
             for name in res["test"]:
                 got = {k: len(v) for k, v in ((res.get("robustness") or {}).get(name) or {}).items()}
                 if got != {k: len(v) for k, v in wanted.items()}:
