@@ -450,6 +450,10 @@ def promise_eval(ws: Workspace, run: Run) -> list[str]:
         res = _run_results(folder, "eval", run.code, problems)
         if res is None:
             continue
+        explain = re.search(r"\bexplain=(\d+)", run.code)
+        if explain and int(explain.group(1)) > 0 and (
+                "explain" not in res or not list((folder / "explain").rglob("cam.npz"))):
+            problems.append(f"{folder}: explain={explain.group(1)} but no results.json 'explain' or explain/**/cam.npz")
         sweep = re.search(r"robustness='([^']+)'", run.code)
         if sweep:
             import yaml
@@ -499,20 +503,21 @@ def promise_predict(ws: Workspace, run: Run) -> list[str]:
         problems.append(f"{out}: {len(df)} rows for {n_media} inputs")
     if not set(df["status"]) <= {"ok", "no_face", "unreadable"} or "ok" not in set(df["status"]):
         problems.append(f"{out}: statuses {sorted(set(df['status']))}")
-    if "--save-crops" in args:  # README: crops mirror the inputs below their common folder
-        saved = ws.root / args[args.index("--save-crops") + 1]
-        common = os.path.commonpath([os.path.dirname(os.path.abspath(ws.root / p)) for p in df["path"]])
-        for path in df.loc[df["status"] == "ok", "path"]:
-            folder = saved / os.path.relpath(ws.root / path, common)
-            if not list(folder.glob("[0-9]*.png")):
-                problems.append(f"--save-crops: no crops in {folder} for {path}")
+    for option, wanted in (("--save-crops", "[0-9]*.png"), ("--explain", "cam.npz")):
+        if option in args:  # README: crops (heatmaps) mirror the inputs below their common folder
+            saved = ws.root / args[args.index(option) + 1]
+            common = os.path.commonpath([os.path.dirname(os.path.abspath(ws.root / p)) for p in df["path"]])
+            for path in df.loc[df["status"] == "ok", "path"]:
+                folder = saved / os.path.relpath(ws.root / path, common)
+                if not list(folder.glob(wanted)) or not list(folder.glob("[0-9]*.png")):
+                    problems.append(f"{option}: no {wanted} in {folder} for {path}")
     return problems
 
 
 def promise_report(ws: Workspace, run: Run) -> list[str]:
     args = dfd_args(run.code)
     out = ws.root / args[args.index("--out") + 1]
-    names = ["matrix.csv", "matrix_std.csv", "gap.csv", "results_long.csv", "report.md"]
+    names = ["matrix.csv", "matrix_std.csv", "gap.csv", "results_long.csv", "report.md", "report.html"]
     if "--metric" not in args or args[args.index("--metric") + 1] == "video_auc":
         names.append("matrix_ci.csv")  # bootstrap intervals exist for video AUC
     missing = [n for n in names if not (out / n).is_file()]
