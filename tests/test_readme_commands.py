@@ -4,7 +4,7 @@ Every ``dfd-*`` line of a ```` ```bash ```` block in README.md and experiments/*
 tests/readme_commands.py) is run here as written, through bash, in one fresh folder that holds tiny copies of the
 datasets in their official layouts under ``./data/<official folder>`` (the default ``paths.data_dir``), with the
 user's defaults: W&B offline as when no key is set, no network (``HF_HUB_OFFLINE=1``, empty weight caches), no GPU.
-Commands run grouped by tool in the order a user needs them (index, extract, pack, train, eval, export, predict,
+Commands run grouped by tool in the order a user needs them (index, extract, pack, embed, train, eval, export, predict,
 report, weights), document order within a tool, and each must exit 0 and leave what the text promises
 (``PROMISES`` below: index.parquet, manifest.parquet, run folders with results.json ..., bundles, CSVs, reports).
 
@@ -80,7 +80,7 @@ EXEMPT: dict[str, str] = {}
 SYNTHETIC_FIXTURE = ["dataset.videos={train: 16, val: 8, test: 8}"]
 
 #: The order a user runs the tools in (a command runs with its earliest tool).
-PHASES = ("dfd-index", "dfd-extract", "dfd-pack", "dfd-train", "dfd-eval", "dfd-export", "dfd-predict",
+PHASES = ("dfd-index", "dfd-extract", "dfd-pack", "dfd-embed", "dfd-train", "dfd-eval", "dfd-export", "dfd-predict",
           "dfd-sbi-grid", "dfd-report", "dfd-weights")
 
 #: dfd's one-line errors for what this machine lacks (and a user's may have).
@@ -274,14 +274,14 @@ def inferred_need(code: str) -> str | None:
 
 
 def _train_config(code: str):
-    """The config of (the first job of) a dfd-train/dfd-eval command, composed as dfd would; None if it does not
-    compose here (options from the user's own folder, etc.)."""
+    """The config of (the first job of) a dfd-train/dfd-eval (or dfd-embed) command, composed as dfd would; None if
+    it does not compose here (options from the user's own folder, etc.)."""
     from tests.conftest import compose
 
     args = [a for a in dfd_args(code) if a not in ("-m", "--multirun") and not a.startswith("hydra.")]
     args = [a.split(",")[0] if "=" in a and "[" not in a and "{" not in a else a for a in args]  # one multirun job
     try:
-        return compose("train", args)
+        return compose("embed" if re.search(r"(^|[\s/])dfd-embed\b", code) else "train", args)
     except Exception:
         return None
 
@@ -471,6 +471,19 @@ def promise_eval(ws: Workspace, run: Run) -> list[str]:
     return problems
 
 
+def promise_embed(ws: Workspace, run: Run) -> list[str]:
+    # README: a store <cache>/features/<backbone>/ with features.json written last; embed.plot=true adds the maps.
+    stores = re.findall(r"^feature store (\S+?):", run.out, re.M)
+    problems = [] if stores else ["no 'feature store <folder>: ...' line"]
+    for store in stores:
+        folder = ws.root / store
+        if not (folder / "features.json").is_file():
+            problems.append(f"{folder}: no features.json")
+        if "embed.plot=true" in run.code and not list(folder.glob("feature_map_*.png")):
+            problems.append(f"{folder}: embed.plot=true drew no feature_map_*.png")
+    return problems
+
+
 def promise_export(ws: Workspace, run: Run) -> list[str]:
     out = ws.root / [a for a in dfd_args(run.code) if not a.startswith("-")][1]
     problems = []
@@ -548,7 +561,7 @@ def promise_weights(ws: Workspace, run: Run) -> list[str]:
 
 
 PROMISES = {"dfd-index": promise_index, "dfd-extract": promise_extract, "dfd-pack": promise_pack,
-            "dfd-train": promise_train, "dfd-eval": promise_eval, "dfd-export": promise_export,
+            "dfd-embed": promise_embed, "dfd-train": promise_train, "dfd-eval": promise_eval, "dfd-export": promise_export,
             "dfd-predict": promise_predict, "dfd-report": promise_report, "dfd-weights": promise_weights}
 
 
@@ -561,7 +574,7 @@ def _folders(ws: Workspace) -> set[Path]:
 def prepare(ws: Workspace, cmd: Command) -> Run:
     """The command as it will run: placeholders mapped, the synthetic set at fixture size."""
     code = ws.substitute(cmd.code, cmd)
-    if cmd.tools and cmd.tools[0] in ("dfd-train", "dfd-eval") and is_synthetic(code):
+    if cmd.tools and cmd.tools[0] in ("dfd-train", "dfd-eval", "dfd-embed") and is_synthetic(code):
         code += " " + " ".join(shlex.quote(a) for a in SYNTHETIC_FIXTURE)
     return Run(cmd, code)
 
@@ -691,8 +704,11 @@ def test_marker_and_placeholder_rules():
     for pattern in EXEMPT:
         assert any(re.search(pattern, c.code) for c in cmds.values()), f"stale EXEMPT entry {pattern!r}"
     # What a command prints (a ```text block after its ```bash block): every step of the walk-through shows some.
-    walk = [c for c in cmds.values() if c.doc == "README.md" and "dataset.root=my_videos" in c.code
-            or "<best>.ckpt" in c.code or c.code.startswith(("dfd-report outputs ", "dfd-predict bundle/ to_check/"))]
+    # The walk-through: the commands of README.md's "Your own videos" section (up to the next ## heading).
+    readme = (Path(L.__file__).parents[1] / "README.md").read_text().splitlines()
+    first = next(n for n, ln in enumerate(readme, 1) if ln.startswith("## Your own videos"))
+    last = next(n for n, ln in enumerate(readme, 1) if n > first and ln.startswith("## "))
+    walk = [c for c in cmds.values() if c.doc == "README.md" and first < c.line < last and c.tools]
     assert [c.tools[0] for c in walk] == ["dfd-index", "dfd-extract", "dfd-train", "dfd-eval", "dfd-report",
                                           "dfd-export", "dfd-predict"] and all(c.shows for c in walk), walk
     table = "│ folder   │ none (clean) │       │         … │"
