@@ -208,6 +208,9 @@ class Workspace:
         epoch), as the user's GPU recipe would have: dfd refuses a checkpoint whose crops differ from the cache's.
         """
         cache = next((a for a in dfd_args(code) if a.startswith("paths.cache_dir=")), None)
+        tested = set(re.findall(r"\+dataset@test_sets\.\w+=(\w+)", code))
+        if cache is None and tested == {"synthetic"}:
+            return self.synthetic_checkpoint()
         if cache is None:
             return self.best_checkpoint()
         if cache not in self.fixture_runs:
@@ -221,6 +224,16 @@ class Workspace:
             self.fixture_runs[cache] = made[0]
         results = json.loads((self.fixture_runs[cache] / "results.json").read_text())
         return Path(results["checkpoint"])
+
+    def synthetic_checkpoint(self) -> Path:
+        """``<ckpt>`` of a command that tests on the embedded synthetic set only (its 64 px crops; dfd refuses a
+        checkpoint trained on other crops): the newest run trained on that set by the command's own document (a
+        study's own multirun), else the first one trained on it."""
+        runs = [run for args, run in self.trained if is_synthetic(f"dfd-train {args}") and (run / "checkpoints").is_dir()]
+        assert runs, "no dfd-train run on the synthetic set finished before a command needed its checkpoint"
+        own = [run for run in runs if self.current is not None and self.trained_at.get(run, ("",))[0] == self.current.doc]
+        run = own[-1] if own else runs[0]
+        return Path(json.loads((run / "results.json").read_text())["checkpoint"])
 
     def multirun(self) -> Path:
         """The newest multirun folder holding results (the synthetic-domains study)."""
