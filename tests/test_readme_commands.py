@@ -20,7 +20,8 @@ Conventions for whoever documents a command (README.md, experiments/*/README.md)
 * **Placeholders** (``<ckpt>``, ``/data/...``, ``outputs/train/<run>/...``) are mapped in ``PLACEHOLDERS``; a
   new one fails the test until it is added there.
 * **The embedded synthetic set** runs at fixture size (``SYNTHETIC_FIXTURE`` is appended to commands whose
-  dataset is synthetic): its size is its data, as the real datasets' fixtures are a handful of videos.
+  dataset is synthetic, and the same size to each synthetic ``+dataset@test_sets`` entry: ``fixture_args``): its
+  size is its data, as the real datasets' fixtures are a handful of videos.
 * Anything that truly cannot run even to a one-line error goes into ``EXEMPT`` with the reason (none today: GPU,
   SLURM, hub and object-storage commands all end in dfd's one-line error).
 * **What a command prints**: a ```` ```text ```` block right after its ```` ```bash ```` block shows output lines
@@ -78,6 +79,19 @@ EXEMPT: dict[str, str] = {}
 
 #: Appended to commands on the embedded synthetic set (its generated size is its data).
 SYNTHETIC_FIXTURE = ["dataset.videos={train: 16, val: 8, test: 8}"]
+
+
+def fixture_args(code: str) -> list[str]:
+    """What :func:`prepare` appends to a dfd-train/dfd-eval/dfd-embed command: ``SYNTHETIC_FIXTURE`` when it runs on
+    the synthetic set, and the same size for each synthetic ``+dataset@test_sets.<name>=synthetic`` entry (so an
+    entry that reads a model's own training domain is its in-domain set, as at the default size)."""
+    size = SYNTHETIC_FIXTURE[0].removeprefix("dataset.")
+    return [*(SYNTHETIC_FIXTURE if is_synthetic(code) else []),
+            *(f"test_sets.{name}.{size}" for name in re.findall(r"\+dataset@test_sets\.(\w+)=synthetic\b", code))]
+
+
+def is_fixture_arg(arg: str) -> bool:
+    return arg in SYNTHETIC_FIXTURE or bool(re.match(r"test_sets\.\w+\.videos=", arg))
 
 #: The order a user runs the tools in (a command runs with its earliest tool).
 PHASES = ("dfd-index", "dfd-extract", "dfd-pack", "dfd-embed", "dfd-train", "dfd-eval", "dfd-export", "dfd-predict",
@@ -178,7 +192,7 @@ class Workspace:
 
     def resumed_run(self, code: str) -> Path:
         """The run a ``ckpt_path=outputs/train/<run>/...`` resume continues: made by the same other arguments."""
-        others = " ".join(a for a in dfd_args(code) if not a.startswith("ckpt_path=") and a not in SYNTHETIC_FIXTURE)
+        others = " ".join(a for a in dfd_args(code) if not a.startswith("ckpt_path=") and not is_fixture_arg(a))
         for args, run in self.trained:
             if args == others:
                 return run
@@ -587,8 +601,9 @@ def _folders(ws: Workspace) -> set[Path]:
 def prepare(ws: Workspace, cmd: Command) -> Run:
     """The command as it will run: placeholders mapped, the synthetic set at fixture size."""
     code = ws.substitute(cmd.code, cmd)
-    if cmd.tools and cmd.tools[0] in ("dfd-train", "dfd-eval", "dfd-embed") and is_synthetic(code):
-        code += " " + " ".join(shlex.quote(a) for a in SYNTHETIC_FIXTURE)
+    extra = fixture_args(code) if cmd.tools and cmd.tools[0] in ("dfd-train", "dfd-eval", "dfd-embed") else []
+    if extra:
+        code += " " + " ".join(shlex.quote(a) for a in extra)
     return Run(cmd, code)
 
 
@@ -746,7 +761,7 @@ def test_every_documented_command_runs_as_written(tmp_path_factory):
         runs.append(run)
         problems = judge(ws, run)
         if run.outcome == "ok" and run.command.tools and run.command.tools[0] == "dfd-train":
-            ws.trained += [(" ".join(a for a in dfd_args(run.code) if a not in SYNTHETIC_FIXTURE), f) for f in run.runs]
+            ws.trained += [(" ".join(a for a in dfd_args(run.code) if not is_fixture_arg(a)), f) for f in run.runs]
             ws.trained_at.update({f: (run.command.doc, run.command.line) for f in run.runs})
         if problems:
             failures.append(f"{run.command}\n    ran: {run.code}\n    " + "\n    ".join(problems))
