@@ -4,7 +4,7 @@ Every ``dfd-*`` line of a ```` ```bash ```` block in README.md and experiments/*
 tests/readme_commands.py) is run here as written, through bash, in one fresh folder that holds tiny copies of the
 datasets in their official layouts under ``./data/<official folder>`` (the default ``paths.data_dir``), with the
 user's defaults: W&B offline as when no key is set, no network (``HF_HUB_OFFLINE=1``, empty weight caches), no GPU.
-Commands run grouped by tool in the order a user needs them (index, extract, pack, train, eval, export, predict,
+Commands run grouped by tool in the order a user needs them (index, extract, pack, embed, train, eval, export, predict,
 report, weights), document order within a tool, and each must exit 0 and leave what the text promises
 (``PROMISES`` below: index.parquet, manifest.parquet, run folders with results.json ..., bundles, CSVs, reports).
 
@@ -20,7 +20,8 @@ Conventions for whoever documents a command (README.md, experiments/*/README.md)
 * **Placeholders** (``<ckpt>``, ``/data/...``, ``outputs/train/<run>/...``) are mapped in ``PLACEHOLDERS``; a
   new one fails the test until it is added there.
 * **The embedded synthetic set** runs at fixture size (``SYNTHETIC_FIXTURE`` is appended to commands whose
-  dataset is synthetic): its size is its data, as the real datasets' fixtures are a handful of videos.
+  dataset is synthetic, and the same size to each synthetic ``+dataset@test_sets`` entry: ``fixture_args``): its
+  size is its data, as the real datasets' fixtures are a handful of videos.
 * Anything that truly cannot run even to a one-line error goes into ``EXEMPT`` with the reason (none today: GPU,
   SLURM, hub and object-storage commands all end in dfd's one-line error).
 * **What a command prints**: a ```` ```text ```` block right after its ```` ```bash ```` block shows output lines
@@ -64,6 +65,7 @@ from dfd.store.schema import (
 from tests import layouts as L
 from tests import layouts_more as M
 from tests import layouts_wild as W
+from tests.layouts_images import make_shortcut_images
 from tests.media import write_face_png, write_face_video
 from tests.readme_commands import Command, all_commands, missing_output
 
@@ -78,8 +80,21 @@ EXEMPT: dict[str, str] = {}
 #: Appended to commands on the embedded synthetic set (its generated size is its data).
 SYNTHETIC_FIXTURE = ["dataset.videos={train: 16, val: 8, test: 8}"]
 
+
+def fixture_args(code: str) -> list[str]:
+    """What :func:`prepare` appends to a dfd-train/dfd-eval/dfd-embed command: ``SYNTHETIC_FIXTURE`` when it runs on
+    the synthetic set, and the same size for each synthetic ``+dataset@test_sets.<name>=synthetic`` entry (so an
+    entry that reads a model's own training domain is its in-domain set, as at the default size)."""
+    size = SYNTHETIC_FIXTURE[0].removeprefix("dataset.")
+    return [*(SYNTHETIC_FIXTURE if is_synthetic(code) else []),
+            *(f"test_sets.{name}.{size}" for name in re.findall(r"\+dataset@test_sets\.(\w+)=synthetic\b", code))]
+
+
+def is_fixture_arg(arg: str) -> bool:
+    return arg in SYNTHETIC_FIXTURE or bool(re.match(r"test_sets\.\w+\.videos=", arg))
+
 #: The order a user runs the tools in (a command runs with its earliest tool).
-PHASES = ("dfd-index", "dfd-extract", "dfd-pack", "dfd-train", "dfd-eval", "dfd-export", "dfd-predict",
+PHASES = ("dfd-index", "dfd-extract", "dfd-pack", "dfd-embed", "dfd-train", "dfd-eval", "dfd-export", "dfd-predict",
           "dfd-sbi-grid", "dfd-report", "dfd-weights")
 
 #: dfd's one-line errors for what this machine lacks (and a user's may have).
@@ -135,6 +150,8 @@ class Workspace:
         clip, _ = write_face_video(self.root / ".clip.mp4", n_frames=2, size=256, canvas=288)
         with L.videos_of(clip.read_bytes()):  # a face MTCNN finds, so extraction keeps frames
             L.make_ffpp(self.data / "FaceForensics++", pairs=FFPP_PAIRS)
+            # DeeperForensics-1.0 (its reals: FF++ youtube 000-004/999, which FF++'s own split files do not list).
+            M.make_deeperforensics(self.data / "DeeperForensics-1.0", self.data / "FaceForensics++")
             L.make_celebdf(self.data / "Celeb-DF-v2")
             L.make_redface(self.data / "RedFace")
             # One train part (with its metadata.json) and the test folder: enough for index, extract.choice=all
@@ -150,6 +167,8 @@ class Workspace:
                 W.make_deepspeak(self.data / f"DeepSpeak_{version}", version)
         L.make_wilddeepfake(self.data / "WildDeepfake", size=224)  # 224 px face crops, as distributed
         M.make_deepfakebench(self.data / "DeepfakeBench")  # its rgb/ crops and dataset_json/ JSONs
+        # README "Shortcut audit": face JPEGs whose resolution gives the label away (reals 1280x720, fakes 640x480).
+        make_shortcut_images(self.data / "my_images")
         # The walk-through's own videos (README "Your own videos"): real/ and fake/<method>/, 2-frame face videos
         # (one per class and split once carved), and the files it predicts: a video, a photo, a faceless video.
         mine = self.root / "my_videos"
@@ -173,7 +192,7 @@ class Workspace:
 
     def resumed_run(self, code: str) -> Path:
         """The run a ``ckpt_path=outputs/train/<run>/...`` resume continues: made by the same other arguments."""
-        others = " ".join(a for a in dfd_args(code) if not a.startswith("ckpt_path=") and a not in SYNTHETIC_FIXTURE)
+        others = " ".join(a for a in dfd_args(code) if not a.startswith("ckpt_path=") and not is_fixture_arg(a))
         for args, run in self.trained:
             if args == others:
                 return run
@@ -198,16 +217,14 @@ class Workspace:
     def checkpoint_for(self, code: str) -> Path:
         """``<ckpt>``: a checkpoint trained on the crops the command scores, i.e. from its ``paths.cache_dir``.
 
-        The default cache's is :meth:`best_checkpoint`; synthetic test sets get a model of the synthetic-domains
-        multirun (:meth:`multirun`). Another cache (the recipes' ArcFace 256 px crops) is
+        The default cache's is :meth:`best_checkpoint`. Another cache (the recipes' ArcFace 256 px crops) is
         trained on only by GPU recipes here, so a tiny default model is trained once on FF++ from that cache (1
         epoch), as the user's GPU recipe would have: dfd refuses a checkpoint whose crops differ from the cache's.
         """
         cache = next((a for a in dfd_args(code) if a.startswith("paths.cache_dir=")), None)
-        if cache is None and any(a.endswith("=synthetic") for a in dfd_args(code)):
-            # Scoring the synthetic domains: a model of the synthetic-domains study (the multirun above it).
-            first = sorted(self.multirun().glob("*/results.json"))[0]
-            return Path(json.loads(first.read_text())["checkpoint"])
+        tested = set(re.findall(r"\+dataset@test_sets\.\w+=(\w+)", code))
+        if cache is None and tested == {"synthetic"}:
+            return self.synthetic_checkpoint()
         if cache is None:
             return self.best_checkpoint()
         if cache not in self.fixture_runs:
@@ -221,6 +238,16 @@ class Workspace:
             self.fixture_runs[cache] = made[0]
         results = json.loads((self.fixture_runs[cache] / "results.json").read_text())
         return Path(results["checkpoint"])
+
+    def synthetic_checkpoint(self) -> Path:
+        """``<ckpt>`` of a command that tests on the embedded synthetic set only (its 64 px crops; dfd refuses a
+        checkpoint trained on other crops): the newest run trained on that set by the command's own document (a
+        study's own multirun), else the first one trained on it."""
+        runs = [run for args, run in self.trained if is_synthetic(f"dfd-train {args}") and (run / "checkpoints").is_dir()]
+        assert runs, "no dfd-train run on the synthetic set finished before a command needed its checkpoint"
+        own = [run for run in runs if self.current is not None and self.trained_at.get(run, ("",))[0] == self.current.doc]
+        run = own[-1] if own else runs[0]
+        return Path(json.loads((run / "results.json").read_text())["checkpoint"])
 
     def multirun(self) -> Path:
         """The newest multirun folder holding results (the synthetic-domains study)."""
@@ -274,14 +301,14 @@ def inferred_need(code: str) -> str | None:
 
 
 def _train_config(code: str):
-    """The config of (the first job of) a dfd-train/dfd-eval command, composed as dfd would; None if it does not
-    compose here (options from the user's own folder, etc.)."""
+    """The config of (the first job of) a dfd-train/dfd-eval (or dfd-embed) command, composed as dfd would; None if
+    it does not compose here (options from the user's own folder, etc.)."""
     from tests.conftest import compose
 
     args = [a for a in dfd_args(code) if a not in ("-m", "--multirun") and not a.startswith("hydra.")]
     args = [a.split(",")[0] if "=" in a and "[" not in a and "{" not in a else a for a in args]  # one multirun job
     try:
-        return compose("train", args)
+        return compose("embed" if re.search(r"(^|[\s/])dfd-embed\b", code) else "train", args)
     except Exception:
         return None
 
@@ -426,6 +453,11 @@ def promise_train(ws: Workspace, run: Run) -> list[str]:
         res = _run_results(folder, "train", run.code, problems)
         if res is not None and "+dataset@train_mix." in run.code and "+" not in res["train"]["dataset"]:
             problems.append(f"{folder}: the training mix is not recorded ({res['train']['dataset']})")
+        rule = re.search(r"\beval\.no_face=(\w+)", run.code)
+        if res is not None and rule:  # README: results.json no_face records the rule per test set
+            got = {name: (t.get("no_face") or {}).get("rule") for name, t in res["test"].items()}
+            if set(got.values()) != {rule.group(1)}:
+                problems.append(f"{folder}: eval.no_face={rule.group(1)} but results.json no_face rules are {got}")
     if "test metrics (" not in run.out:
         problems.append("no table of test metrics printed")
     if "ckpt_path=" in run.code:  # resume: the same W&B run continues
@@ -445,11 +477,16 @@ def promise_eval(ws: Workspace, run: Run) -> list[str]:
         res = _run_results(folder, "eval", run.code, problems)
         if res is None:
             continue
+        explain = re.search(r"\bexplain=(\d+)", run.code)
+        if explain and int(explain.group(1)) > 0 and (
+                "explain" not in res or not list((folder / "explain").rglob("cam.npz"))):
+            problems.append(f"{folder}: explain={explain.group(1)} but no results.json 'explain' or explain/**/cam.npz")
         sweep = re.search(r"robustness='([^']+)'", run.code)
         if sweep:
             import yaml
 
-            wanted = yaml.safe_load(sweep.group(1))
+            # The sweep's kinds and levels (other keys are settings: at, workers).
+            wanted = {k: v for k, v in yaml.safe_load(sweep.group(1)).items() if isinstance(v, list)}
             for name in res["test"]:
                 got = {k: len(v) for k, v in ((res.get("robustness") or {}).get(name) or {}).items()}
                 if got != {k: len(v) for k, v in wanted.items()}:
@@ -458,6 +495,19 @@ def promise_eval(ws: Workspace, run: Run) -> list[str]:
             rows = [ln for ln in run.out.splitlines() if re.search(r"│\s*(" + "|".join(wanted) + r")\s*│", ln)]
             if "robustness (" not in run.out or len(rows) != len(res["test"]) * sum(map(len, wanted.values())):
                 problems.append(f"no robustness table with {sum(map(len, wanted.values()))} rows per test set printed")
+    return problems
+
+
+def promise_embed(ws: Workspace, run: Run) -> list[str]:
+    # README: a store <cache>/features/<backbone>/ with features.json written last; embed.plot=true adds the maps.
+    stores = re.findall(r"^feature store (\S+?):", run.out, re.M)
+    problems = [] if stores else ["no 'feature store <folder>: ...' line"]
+    for store in stores:
+        folder = ws.root / store
+        if not (folder / "features.json").is_file():
+            problems.append(f"{folder}: no features.json")
+        if "embed.plot=true" in run.code and not list(folder.glob("feature_map_*.png")):
+            problems.append(f"{folder}: embed.plot=true drew no feature_map_*.png")
     return problems
 
 
@@ -493,20 +543,21 @@ def promise_predict(ws: Workspace, run: Run) -> list[str]:
         problems.append(f"{out}: {len(df)} rows for {n_media} inputs")
     if not set(df["status"]) <= {"ok", "no_face", "unreadable"} or "ok" not in set(df["status"]):
         problems.append(f"{out}: statuses {sorted(set(df['status']))}")
-    if "--save-crops" in args:  # README: crops mirror the inputs below their common folder
-        saved = ws.root / args[args.index("--save-crops") + 1]
-        common = os.path.commonpath([os.path.dirname(os.path.abspath(ws.root / p)) for p in df["path"]])
-        for path in df.loc[df["status"] == "ok", "path"]:
-            folder = saved / os.path.relpath(ws.root / path, common)
-            if not list(folder.glob("[0-9]*.png")):
-                problems.append(f"--save-crops: no crops in {folder} for {path}")
+    for option, wanted in (("--save-crops", "[0-9]*.png"), ("--explain", "cam.npz")):
+        if option in args:  # README: crops (heatmaps) mirror the inputs below their common folder
+            saved = ws.root / args[args.index(option) + 1]
+            common = os.path.commonpath([os.path.dirname(os.path.abspath(ws.root / p)) for p in df["path"]])
+            for path in df.loc[df["status"] == "ok", "path"]:
+                folder = saved / os.path.relpath(ws.root / path, common)
+                if not list(folder.glob(wanted)) or not list(folder.glob("[0-9]*.png")):
+                    problems.append(f"{option}: no {wanted} in {folder} for {path}")
     return problems
 
 
 def promise_report(ws: Workspace, run: Run) -> list[str]:
     args = dfd_args(run.code)
     out = ws.root / args[args.index("--out") + 1]
-    names = ["matrix.csv", "matrix_std.csv", "gap.csv", "results_long.csv", "report.md"]
+    names = ["matrix.csv", "matrix_std.csv", "gap.csv", "results_long.csv", "report.md", "report.html"]
     if "--metric" not in args or args[args.index("--metric") + 1] == "video_auc":
         names.append("matrix_ci.csv")  # bootstrap intervals exist for video AUC
     missing = [n for n in names if not (out / n).is_file()]
@@ -517,6 +568,11 @@ def promise_report(ws: Workspace, run: Run) -> list[str]:
     # README: an evaluation of a training run's checkpoint joins that run's row, never a repeat.
     found = [json.loads(f.read_text()) for a in args if not a.startswith("-") and (ws.root / a).is_dir()
              for f in (ws.root / a).rglob("results.json") if "wandb" not in f.parts]
+    # README: report.md adds a reliability diagram per test set (runs record their reliability bins).
+    calibrated = any("calibration" in (t or {}) for r in found for t in (r.get("test") or {}).values())
+    if calibrated and ("## Calibration" not in (out / "report.md").read_text()
+                       or not list((out / "figures").glob("reliability_*.png"))):
+        return [f"report {out}: runs with reliability bins, but no Calibration section or reliability figure"]
     trained = {r.get("run_id") for r in found if r.get("kind") == "train"}
     attached = any(r.get("kind") == "eval" and r.get("run_id") in trained for r in found)
     if attached and "| eval of `" not in (out / "report.md").read_text():
@@ -532,7 +588,7 @@ def promise_weights(ws: Workspace, run: Run) -> list[str]:
 
 
 PROMISES = {"dfd-index": promise_index, "dfd-extract": promise_extract, "dfd-pack": promise_pack,
-            "dfd-train": promise_train, "dfd-eval": promise_eval, "dfd-export": promise_export,
+            "dfd-embed": promise_embed, "dfd-train": promise_train, "dfd-eval": promise_eval, "dfd-export": promise_export,
             "dfd-predict": promise_predict, "dfd-report": promise_report, "dfd-weights": promise_weights}
 
 
@@ -545,8 +601,9 @@ def _folders(ws: Workspace) -> set[Path]:
 def prepare(ws: Workspace, cmd: Command) -> Run:
     """The command as it will run: placeholders mapped, the synthetic set at fixture size."""
     code = ws.substitute(cmd.code, cmd)
-    if cmd.tools and cmd.tools[0] in ("dfd-train", "dfd-eval") and is_synthetic(code):
-        code += " " + " ".join(shlex.quote(a) for a in SYNTHETIC_FIXTURE)
+    extra = fixture_args(code) if cmd.tools and cmd.tools[0] in ("dfd-train", "dfd-eval", "dfd-embed") else []
+    if extra:
+        code += " " + " ".join(shlex.quote(a) for a in extra)
     return Run(cmd, code)
 
 
@@ -675,8 +732,11 @@ def test_marker_and_placeholder_rules():
     for pattern in EXEMPT:
         assert any(re.search(pattern, c.code) for c in cmds.values()), f"stale EXEMPT entry {pattern!r}"
     # What a command prints (a ```text block after its ```bash block): every step of the walk-through shows some.
-    walk = [c for c in cmds.values() if c.doc == "README.md" and "dataset.root=my_videos" in c.code
-            or "<best>.ckpt" in c.code or c.code.startswith(("dfd-report outputs ", "dfd-predict bundle/ to_check/"))]
+    # The walk-through: the commands of README.md's "Your own videos" section (up to the next ## heading).
+    readme = (Path(L.__file__).parents[1] / "README.md").read_text().splitlines()
+    first = next(n for n, ln in enumerate(readme, 1) if ln.startswith("## Your own videos"))
+    last = next(n for n, ln in enumerate(readme, 1) if n > first and ln.startswith("## "))
+    walk = [c for c in cmds.values() if c.doc == "README.md" and first < c.line < last and c.tools]
     assert [c.tools[0] for c in walk] == ["dfd-index", "dfd-extract", "dfd-train", "dfd-eval", "dfd-report",
                                           "dfd-export", "dfd-predict"] and all(c.shows for c in walk), walk
     table = "│ folder   │ none (clean) │       │         … │"
@@ -701,7 +761,7 @@ def test_every_documented_command_runs_as_written(tmp_path_factory):
         runs.append(run)
         problems = judge(ws, run)
         if run.outcome == "ok" and run.command.tools and run.command.tools[0] == "dfd-train":
-            ws.trained += [(" ".join(a for a in dfd_args(run.code) if a not in SYNTHETIC_FIXTURE), f) for f in run.runs]
+            ws.trained += [(" ".join(a for a in dfd_args(run.code) if not is_fixture_arg(a)), f) for f in run.runs]
             ws.trained_at.update({f: (run.command.doc, run.command.line) for f in run.runs})
         if problems:
             failures.append(f"{run.command}\n    ran: {run.code}\n    " + "\n    ".join(problems))
