@@ -359,14 +359,7 @@ def _run_threads(tasks: list[list[dict[str, Any]]], root: Roots, cache_dir: Path
     cv2.setNumThreads(1)
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dfd-extract") as pool:
-            futures = [pool.submit(run_task, t, root, str(cache_dir), contract, cfg) for t in tasks]
-            try:
-                for fut in as_completed(futures):
-                    yield from fut.result()
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
+            yield from _results([pool.submit(run_task, t, root, str(cache_dir), contract, cfg) for t in tasks])
     finally:
         torch.set_num_threads(before[0])
         cv2.setNumThreads(before[1])
@@ -410,14 +403,18 @@ def _execute(
         initializer=start_worker,
         initargs=(os.getpid(), "dfd.extract.worker:init_worker", contract, cfg, contract.needs_detector),
     ) as pool:
-        futures = [pool.submit(run_task, t, root, str(cache_dir), contract, cfg) for t in tasks]
-        try:
-            for fut in as_completed(futures):
-                yield from fut.result()
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+        yield from _results([pool.submit(run_task, t, root, str(cache_dir), contract, cfg) for t in tasks])
+
+
+def _results(futures: list) -> Iterator[dict[str, Any]]:
+    """The part records of the tasks as they finish; on an error (or a stop) the tasks not started are cancelled."""
+    try:
+        for fut in as_completed(futures):
+            yield from fut.result()
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        raise
 
 
 # ----------------------------------------------------------------------------------------------- verify
