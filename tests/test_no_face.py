@@ -149,7 +149,8 @@ def test_new_metrics_kinds_and_reliability_reach_results_and_the_report(runs, tm
     assert (tmp_path / "report" / "figures" / "reliability_wild.png").is_file()
     # The two evaluations of one checkpoint are two rows, named by the rule that differs.
     rows = pd.read_csv(tmp_path / "report" / "matrix.csv")["config"].tolist()
-    assert len(rows) == 2 and rows[0].endswith("/full eval.no_face=drop") and rows[1].endswith("/full eval.no_face=score")
+    assert len(rows) == 2 and rows[0].endswith(" eval.no_face=drop") and rows[1].endswith(" eval.no_face=score")
+    assert rows[0].split(" ")[0] == rows[1].split(" ")[0]  # one training configuration
     long = pd.read_csv(tmp_path / "report" / "results_long.csv")
     got = set(long.loc[long.section == "test", "metric"])
     assert {"tpr@fpr1", "tpr@fpr5", "ece", "brier", "auc"} <= got
